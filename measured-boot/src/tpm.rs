@@ -1,0 +1,675 @@
+//! The TPM edge: a thin wrapper over tss-esapi 7.7 for the operations Sovereign needs —
+//! PCR read/extend (with the measurement log), seal/unseal to predicted PCRs and to signed PCR
+//! policies, the attestation key, the EK certificate, quotes and the NV monotonic counter.
+//!
+//! Everything that can be computed without a TPM (policy digests, names, verification) lives in
+//! the pure modules; this module only talks to the TPM and converts encodings. Every transient
+//! object and session it creates is flushed before the call returns, success or failure.
+
+use std::str::FromStr as _;
+
+use tss_esapi::Context;
+use tss_esapi::abstraction::{
+    AsymmetricAlgorithmSelection, DefaultKey, ak, ek, nv, pcr as tss_pcr,
+};
+use tss_esapi::attributes::{
+    NvIndexAttributesBuilder, ObjectAttributesBuilder, SessionAttributesBuilder,
+};
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{
+    HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm,
+};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures as ts;
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::{Marshall as _, UnMarshall as _};
+
+use crate::measurement_log::{Measurement, MeasurementLog};
+use crate::pcr::{PcrSelection, PcrValues, Sha256Digest};
+use crate::policy::{PolicyKey, SignedPcrPolicy, authorization_hash, pcr_policy_digest};
+use crate::verify::QuoteEvidence;
+use crate::wire::{ParseError, Reader, Writer};
+
+/// What failed while talking to the TPM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TpmError {
+    /// The TCTI string is not one tss-esapi understands.
+    #[error(
+        "TCTI {tcti:?} is not valid (expected e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N): {source}"
+    )]
+    BadTcti {
+        /// The string given.
+        tcti: String,
+        /// The parser's complaint.
+        source: tss_esapi::Error,
+    },
+    /// The TPM could not be reached.
+    #[error("cannot open TPM via {tcti}: {source}")]
+    Open {
+        /// The TCTI used.
+        tcti: String,
+        /// The underlying error.
+        source: tss_esapi::Error,
+    },
+    /// A TPM command failed.
+    #[error("TPM {operation} failed: {source}")]
+    Command {
+        /// What was being done.
+        operation: &'static str,
+        /// The TPM or TSS error.
+        source: tss_esapi::Error,
+    },
+    /// The TPM refused to unseal (wrong PCRs, bad signature, closed window).
+    #[error("unseal refused by the TPM: {stage} failed ({source})")]
+    UnsealRefused {
+        /// The policy step that failed.
+        stage: &'static str,
+        /// The TPM's error.
+        source: tss_esapi::Error,
+    },
+    /// A sealed blob could not be decoded.
+    #[error("sealed blob is malformed: {0}")]
+    BadBlob(#[from] ParseError),
+    /// An argument was outside what this library or the TPM accepts.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+fn cmd(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Command { operation, source }
+}
+
+fn refused(stage: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::UnsealRefused { stage, source }
+}
+
+/// Magic of the [`SealedBlob`] encoding.
+const SEALED_MAGIC: &[u8; 8] = b"SVSEAL01";
+/// Largest secret a sealed object may hold (TPM2B_SENSITIVE_DATA).
+pub const MAX_SEALED_SECRET: usize = 128;
+
+/// A secret sealed by the TPM: the object's public and (TPM-encrypted) private areas.
+/// Only the TPM that created it can load it, and only under its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// Marshalled `TPMT_PUBLIC` of the sealed object (holds its `authPolicy`).
+    pub public: Vec<u8>,
+    /// The `TPM2B_PRIVATE` contents, encrypted by the storage root key.
+    pub private: Vec<u8>,
+}
+
+impl SealedBlob {
+    /// Encoding: `"SVSEAL01" || u16 len || public || u16 len || private` (big-endian lengths).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(SEALED_MAGIC).tpm2b(&self.public).tpm2b(&self.private);
+        w.into_bytes()
+    }
+
+    /// Decodes [`SealedBlob::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
+        let mut r = Reader::new("SealedBlob", bytes);
+        let magic = r.take(8, "magic")?;
+        if magic != SEALED_MAGIC {
+            return Err(r.invalid_at(
+                0,
+                "magic",
+                "not a Sovereign sealed blob (expected SVSEAL01)",
+            ));
+        }
+        let public = r.tpm2b("public", 1024)?.to_vec();
+        let private = r.tpm2b("private", 1024)?.to_vec();
+        r.finish()?;
+        Ok(SealedBlob { public, private })
+    }
+}
+
+/// A loaded attestation key (restricted ECC P-256 signing key under the endorsement key).
+#[derive(Debug)]
+pub struct AttestationKey {
+    handle: KeyHandle,
+    /// Marshalled `TPMT_PUBLIC` of the AK.
+    pub public: Vec<u8>,
+}
+
+/// The NV index of the anti-rollback counter (owner range 0x01800000–0x01BFFFFF).
+pub const ROLLBACK_COUNTER_INDEX: u32 = 0x0180_5356;
+
+/// An open TPM.
+pub struct Tpm {
+    ctx: Context,
+}
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tpm")
+    }
+}
+
+fn pcr_selection_list(selection: &PcrSelection) -> Result<ts::PcrSelectionList, TpmError> {
+    let slots = selection
+        .indices()
+        .iter()
+        .map(|&i| ts::PcrSlot::try_from(1u32 << i).map_err(cmd("PCR slot conversion")))
+        .collect::<Result<Vec<_>, _>>()?;
+    ts::PcrSelectionList::builder()
+        .with_selection(HashingAlgorithm::Sha256, &slots)
+        .build()
+        .map_err(cmd("building PCR selection"))
+}
+
+fn digest(d: &Sha256Digest) -> Result<ts::Digest, TpmError> {
+    ts::Digest::try_from(d.0.to_vec()).map_err(cmd("digest conversion"))
+}
+
+impl Tpm {
+    /// Opens the TPM named by a TCTI string: `device:/dev/tpmrm0` on the appliance,
+    /// `swtpm:host=127.0.0.1,port=N` for a software TPM.
+    pub fn open(tcti: &str) -> Result<Self, TpmError> {
+        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::BadTcti {
+            tcti: tcti.into(),
+            source,
+        })?;
+        let ctx = Context::new(conf).map_err(|source| TpmError::Open {
+            tcti: tcti.into(),
+            source,
+        })?;
+        Ok(Tpm { ctx })
+    }
+
+    /// Reads sha256-bank PCR values.
+    pub fn pcr_read(&mut self, selection: &PcrSelection) -> Result<PcrValues, TpmError> {
+        let list = pcr_selection_list(selection)?;
+        let data = self
+            .ctx
+            .execute_without_session(|ctx| tss_pcr::read_all(ctx, list))
+            .map_err(cmd("PCR_Read"))?;
+        let bank = data.pcr_bank(HashingAlgorithm::Sha256).ok_or_else(|| {
+            TpmError::Invalid("TPM returned no sha256 bank (is it active?)".into())
+        })?;
+        let mut out = PcrValues::new();
+        for &i in selection.indices() {
+            let slot = ts::PcrSlot::try_from(1u32 << i).map_err(cmd("PCR slot conversion"))?;
+            let d = bank
+                .get_digest(slot)
+                .and_then(|d| Sha256Digest::from_slice(d.value()))
+                .ok_or_else(|| {
+                    TpmError::Invalid(format!("TPM returned no sha256 value for PCR {i}"))
+                })?;
+            out.set(i, d);
+        }
+        Ok(out)
+    }
+
+    /// Extends `pcr` in the sha256 bank with `measurement`.
+    pub fn pcr_extend(&mut self, pcr: u8, measurement: &Sha256Digest) -> Result<(), TpmError> {
+        let handle = PcrHandle::try_from(u32::from(pcr))
+            .map_err(|_| TpmError::Invalid(format!("PCR {pcr} does not exist")))?;
+        let mut values = ts::DigestValues::new();
+        values.set(HashingAlgorithm::Sha256, digest(measurement)?);
+        self.ctx
+            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, values))
+            .map_err(cmd("PCR_Extend"))
+    }
+
+    /// Extends the PCR a measurement names and appends it to `log`. The log entry is added only
+    /// after the TPM accepted the extension, so the log never claims an extension that did not
+    /// happen.
+    pub fn measure(&mut self, m: Measurement, log: &mut MeasurementLog) -> Result<(), TpmError> {
+        self.pcr_extend(m.pcr, &m.digest)?;
+        log.push(m);
+        Ok(())
+    }
+
+    /// `n` bytes from the TPM's random number generator.
+    pub fn random(&mut self, n: usize) -> Result<Vec<u8>, TpmError> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let chunk = (n - out.len()).min(32);
+            let d = self
+                .ctx
+                .execute_without_session(|ctx| ctx.get_random(chunk))
+                .map_err(cmd("GetRandom"))?;
+            out.extend_from_slice(d.value());
+        }
+        Ok(out)
+    }
+
+    /// Creates the storage root key (deterministic ECC P-256 primary in the owner hierarchy).
+    fn storage_root(&mut self) -> Result<KeyHandle, TpmError> {
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(true)
+            .with_restricted(true)
+            .with_decrypt(true)
+            .with_no_da(true)
+            .build()
+            .map_err(cmd("SRK attributes"))?;
+        let params = ts::PublicEccParametersBuilder::new_restricted_decryption_key(
+            ts::SymmetricDefinitionObject::AES_128_CFB,
+            EccCurve::NistP256,
+        )
+        .build()
+        .map_err(cmd("SRK parameters"))?;
+        let public = ts::PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_ecc_parameters(params)
+            .with_ecc_unique_identifier(ts::EccPoint::default())
+            .build()
+            .map_err(cmd("SRK template"))?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create_primary(Hierarchy::Owner, public, None, None, None, None)
+            })
+            .map(|r| r.key_handle)
+            .map_err(cmd("CreatePrimary (storage root)"))
+    }
+
+    fn flush(&mut self, handle: impl Into<ObjectHandle>) {
+        let handle = handle.into();
+        if let Err(e) = self.ctx.flush_context(handle) {
+            tracing::debug!("flushing a transient handle failed (already gone?): {e}");
+        }
+    }
+
+    /// Seals `secret` to an object whose only authorization is `auth_policy`.
+    pub fn seal(
+        &mut self,
+        secret: &[u8],
+        auth_policy: &Sha256Digest,
+    ) -> Result<SealedBlob, TpmError> {
+        if secret.is_empty() || secret.len() > MAX_SEALED_SECRET {
+            return Err(TpmError::Invalid(format!(
+                "secret is {} bytes; 1..={MAX_SEALED_SECRET} allowed",
+                secret.len()
+            )));
+        }
+        let attrs = ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_no_da(true)
+            // No userWithAuth: the policy is the only way in.
+            .build()
+            .map_err(cmd("sealed object attributes"))?;
+        let public = ts::PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(digest(auth_policy)?)
+            .with_keyed_hash_parameters(ts::PublicKeyedHashParameters::new(
+                ts::KeyedHashScheme::Null,
+            ))
+            .with_keyed_hash_unique_identifier(ts::Digest::default())
+            .build()
+            .map_err(cmd("sealed object template"))?;
+        let sensitive =
+            ts::SensitiveData::try_from(secret.to_vec()).map_err(cmd("sensitive data"))?;
+        let srk = self.storage_root()?;
+        let created = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.create(srk, public, None, Some(sensitive), None, None)
+            })
+            .map_err(cmd("Create (sealed object)"));
+        self.flush(srk);
+        let created = created?;
+        Ok(SealedBlob {
+            public: created
+                .out_public
+                .marshall()
+                .map_err(cmd("marshalling sealed public"))?,
+            private: created.out_private.value().to_vec(),
+        })
+    }
+
+    /// Seals `secret` so that it unseals only while the PCRs hold exactly `predicted` (values
+    /// computed ahead of time, not read from this TPM).
+    pub fn seal_to_pcrs(
+        &mut self,
+        secret: &[u8],
+        predicted: &PcrValues,
+    ) -> Result<SealedBlob, TpmError> {
+        let policy = pcr_policy_digest(&predicted.selection(), predicted)
+            .map_err(|e| TpmError::Invalid(e.to_string()))?;
+        self.seal(secret, &policy)
+    }
+
+    /// Seals `secret` so that it unseals under any PCR policy signed by `key`.
+    pub fn seal_to_policy_key(
+        &mut self,
+        secret: &[u8],
+        key: &PolicyKey,
+    ) -> Result<SealedBlob, TpmError> {
+        self.seal(secret, &key.sealing_policy())
+    }
+
+    fn start_policy_session(&mut self) -> Result<AuthSession, TpmError> {
+        let session = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                ts::SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(cmd("StartAuthSession"))?
+            .ok_or_else(|| TpmError::Invalid("TPM returned no session".into()))?;
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_encrypt(true)
+            .build();
+        if let Err(e) = self.ctx.tr_sess_set_attributes(session, attrs, mask) {
+            self.flush(ts_session_handle(session));
+            return Err(cmd("TRSess_SetAttributes")(e));
+        }
+        Ok(session)
+    }
+
+    /// Loads `blob`, runs `policy` in a fresh policy session, unseals, and flushes everything.
+    fn unseal_with<F>(&mut self, blob: &SealedBlob, policy: F) -> Result<Vec<u8>, TpmError>
+    where
+        F: FnOnce(&mut Self, PolicySession) -> Result<(), TpmError>,
+    {
+        let public = ts::Public::unmarshall(&blob.public).map_err(cmd("decoding sealed public"))?;
+        let private =
+            ts::Private::try_from(blob.private.clone()).map_err(cmd("decoding sealed private"))?;
+        let srk = self.storage_root()?;
+        let object = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| ctx.load(srk, private, public))
+            .map_err(cmd("Load (sealed object)"));
+        self.flush(srk);
+        let object = object?;
+        let session = match self.start_policy_session() {
+            Ok(s) => s,
+            Err(e) => {
+                self.flush(object);
+                return Err(e);
+            }
+        };
+        let result = (|| {
+            let policy_session = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+            policy(self, policy_session)?;
+            self.ctx
+                .execute_with_session(Some(session), |ctx| ctx.unseal(object.into()))
+                .map(|d| d.value().to_vec())
+                .map_err(refused("Unseal"))
+        })();
+        self.flush(object);
+        self.flush(ts_session_handle(session));
+        result
+    }
+
+    /// Unseals a blob sealed with [`Tpm::seal_to_pcrs`]; the TPM compares its current PCRs.
+    pub fn unseal_with_pcrs(
+        &mut self,
+        blob: &SealedBlob,
+        selection: &PcrSelection,
+    ) -> Result<Vec<u8>, TpmError> {
+        let list = pcr_selection_list(selection)?;
+        self.unseal_with(blob, |tpm, session| {
+            tpm.ctx
+                .execute_without_session(|ctx| ctx.policy_pcr(session, ts::Digest::default(), list))
+                .map_err(refused("PolicyPCR"))
+        })
+    }
+
+    /// Unseals a blob sealed with [`Tpm::seal_to_policy_key`], presenting `policy` (signed by
+    /// `key`). The TPM checks the current PCRs against the policy, the signature against the
+    /// key, and the key against the one the object was sealed to.
+    pub fn unseal_with_signed_policy(
+        &mut self,
+        blob: &SealedBlob,
+        key: &PolicyKey,
+        policy: &SignedPcrPolicy,
+    ) -> Result<Vec<u8>, TpmError> {
+        let selection = policy.selection();
+        let list = pcr_selection_list(&selection)?;
+        let pcr_digest = policy
+            .pcrs
+            .composite_digest(&selection)
+            .ok_or_else(|| TpmError::Invalid("signed policy lacks PCR values".into()))?;
+        let key_public =
+            ts::Public::unmarshall(&key.tpm_public()).map_err(cmd("decoding policy key"))?;
+        let signature = ts::Signature::unmarshall(&policy.signature)
+            .map_err(refused("decoding policy signature"))?;
+        let ahash = digest(&authorization_hash(
+            &policy.approved_policy,
+            &policy.policy_ref,
+        ))?;
+        let pcr_digest = digest(&pcr_digest)?;
+        let approved = digest(&policy.approved_policy)?;
+        let policy_ref =
+            ts::Nonce::try_from(policy.policy_ref.clone()).map_err(cmd("policyRef"))?;
+        self.unseal_with(blob, |tpm, session| {
+            tpm.ctx
+                .execute_without_session(|ctx| ctx.policy_pcr(session, pcr_digest, list))
+                .map_err(refused(
+                    "PolicyPCR (current PCRs differ from the signed policy)",
+                ))?;
+            let key_handle = tpm
+                .ctx
+                .execute_without_session(|ctx| {
+                    ctx.load_external_public(key_public, Hierarchy::Owner)
+                })
+                .map_err(cmd("LoadExternal (policy key)"))?;
+            let result = (|| {
+                let name = tpm
+                    .ctx
+                    .tr_get_name(key_handle.into())
+                    .map_err(cmd("TR_GetName"))?;
+                let ticket = tpm
+                    .ctx
+                    .execute_without_session(|ctx| {
+                        ctx.verify_signature(key_handle, ahash, signature)
+                    })
+                    .map_err(refused(
+                        "VerifySignature (policy not signed by the PCR-policy key)",
+                    ))?;
+                tpm.ctx
+                    .execute_without_session(|ctx| {
+                        ctx.policy_authorize(session, approved, policy_ref, &name, ticket)
+                    })
+                    .map_err(refused("PolicyAuthorize"))
+            })();
+            tpm.flush(key_handle);
+            result
+        })
+    }
+
+    /// Creates the endorsement key (RSA-2048, TCG default template) and under it a restricted
+    /// ECC P-256 ECDSA-SHA256 signing key: the attestation key.
+    pub fn create_attestation_key(&mut self) -> Result<AttestationKey, TpmError> {
+        let ek = ek::create_ek_object(
+            &mut self.ctx,
+            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
+            None::<DefaultKey>,
+        )
+        .map_err(cmd("CreatePrimary (endorsement key)"))?;
+        let result = (|| {
+            let created = ak::create_ak(
+                &mut self.ctx,
+                ek,
+                HashingAlgorithm::Sha256,
+                SignatureSchemeAlgorithm::EcDsa,
+                None,
+                None::<DefaultKey>,
+            )
+            .map_err(cmd("Create (attestation key)"))?;
+            let public = created
+                .out_public
+                .marshall()
+                .map_err(cmd("marshalling AK public"))?;
+            let handle = ak::load_ak(
+                &mut self.ctx,
+                ek,
+                None,
+                created.out_private,
+                created.out_public,
+            )
+            .map_err(cmd("Load (attestation key)"))?;
+            Ok(AttestationKey { handle, public })
+        })();
+        self.flush(ek);
+        result
+    }
+
+    /// Releases a loaded attestation key.
+    pub fn release_attestation_key(&mut self, ak: AttestationKey) {
+        self.flush(ak.handle);
+    }
+
+    /// The EK certificate (DER) from the TPM's NV storage: RSA-2048 first, then ECC P-256/P-384.
+    /// `None` when the manufacturer provisioned none.
+    pub fn ek_certificate(&mut self) -> Result<Option<Vec<u8>>, TpmError> {
+        for alg in [
+            AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+        ] {
+            if let Ok(cert) = ek::retrieve_ek_pubcert(&mut self.ctx, alg) {
+                if !cert.is_empty() {
+                    return Ok(Some(cert));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Quotes `selection` with `qualifying_data` (≤ 64 bytes: the verifier's nonce and whatever
+    /// it binds), returning the evidence in standard encodings plus the PCR values.
+    pub fn quote(
+        &mut self,
+        ak: &AttestationKey,
+        qualifying_data: &[u8],
+        selection: &PcrSelection,
+    ) -> Result<QuoteEvidence, TpmError> {
+        let data = ts::Data::try_from(qualifying_data.to_vec()).map_err(|_| {
+            TpmError::Invalid(format!(
+                "qualifying data is {} bytes; at most 64",
+                qualifying_data.len()
+            ))
+        })?;
+        let list = pcr_selection_list(selection)?;
+        let (attest, signature) = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.quote(ak.handle, data, ts::SignatureScheme::Null, list)
+            })
+            .map_err(cmd("Quote"))?;
+        let pcr_values = self.pcr_read(selection)?;
+        Ok(QuoteEvidence {
+            attest: attest.marshall().map_err(cmd("marshalling TPMS_ATTEST"))?,
+            signature: signature
+                .marshall()
+                .map_err(cmd("marshalling TPMT_SIGNATURE"))?,
+            ak_public: ak.public.clone(),
+            pcr_values,
+        })
+    }
+
+    /// Defines the anti-rollback NV counter at `index` (owner-authorized, 8 bytes) if it does
+    /// not exist yet.
+    pub fn counter_define(&mut self, index: u32) -> Result<(), TpmError> {
+        let nv_index = NvIndexTpmHandle::new(index)
+            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        if self.counter_handle(index).is_ok() {
+            return Ok(());
+        }
+        let attrs = NvIndexAttributesBuilder::new()
+            .with_nv_index_type(tss_esapi::constants::NvIndexType::Counter)
+            .with_owner_write(true)
+            .with_owner_read(true)
+            .with_no_da(true)
+            .build()
+            .map_err(cmd("NV attributes"))?;
+        let public = ts::NvPublicBuilder::new()
+            .with_nv_index(nv_index)
+            .with_index_name_algorithm(HashingAlgorithm::Sha256)
+            .with_index_attributes(attrs)
+            .with_data_area_size(8)
+            .build()
+            .map_err(cmd("NV public"))?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                ctx.nv_define_space(Provision::Owner, None, public)
+            })
+            .map(|_| ())
+            .map_err(cmd("NV_DefineSpace"))
+    }
+
+    fn counter_handle(
+        &mut self,
+        index: u32,
+    ) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
+        let nv_index = NvIndexTpmHandle::new(index)
+            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        self.ctx
+            .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
+            .map(Into::into)
+            .map_err(cmd("TR_FromTPMPublic (NV counter)"))
+    }
+
+    /// Increments the counter by one. The TPM guarantees it never decreases.
+    pub fn counter_increment(&mut self, index: u32) -> Result<u64, TpmError> {
+        let handle = self.counter_handle(index)?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| ctx.nv_increment(NvAuth::Owner, handle))
+            .map_err(cmd("NV_Increment"))?;
+        self.counter_read(index)
+    }
+
+    /// Reads the counter.
+    pub fn counter_read(&mut self, index: u32) -> Result<u64, TpmError> {
+        let handle = self.counter_handle(index)?;
+        let data = self
+            .ctx
+            .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 8, 0))
+            .map_err(cmd("NV_Read (counter)"))?;
+        let bytes: [u8; 8] = data.value().try_into().map_err(|_| {
+            TpmError::Invalid(format!(
+                "counter read returned {} bytes, expected 8",
+                data.value().len()
+            ))
+        })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// Tries to overwrite the counter with arbitrary bytes (which a TPM must refuse for a
+    /// counter index). Exists so tests can prove the refusal.
+    pub fn danger_counter_write(&mut self, index: u32, value: u64) -> Result<(), TpmError> {
+        let handle = self.counter_handle(index)?;
+        let data =
+            ts::MaxNvBuffer::try_from(value.to_be_bytes().to_vec()).map_err(cmd("NV buffer"))?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| ctx.nv_write(NvAuth::Owner, handle, data, 0))
+            .map_err(cmd("NV_Write (counter)"))
+    }
+
+    /// Reads an NV index in full (e.g. a certificate).
+    pub fn nv_read_full(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
+        let nv_index = NvIndexTpmHandle::new(index)
+            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        let handle = self.counter_handle(index)?;
+        self.ctx
+            .execute_with_nullauth_session(|ctx| {
+                nv::read_full(ctx, NvAuth::NvIndex(handle), nv_index)
+            })
+            .map_err(cmd("NV_Read"))
+    }
+}
+
+fn ts_session_handle(session: AuthSession) -> ObjectHandle {
+    tss_esapi::handles::SessionHandle::from(session).into()
+}
