@@ -56,10 +56,7 @@ pub struct Event {
 impl Event {
     /// The sha256 digest of this event, if it has one.
     pub fn sha256(&self) -> Option<Sha256Digest> {
-        self.digests
-            .iter()
-            .find(|d| d.algorithm == TPM_ALG_SHA256)
-            .and_then(|d| Sha256Digest::from_slice(&d.digest))
+        self.digests.iter().find(|d| d.algorithm == TPM_ALG_SHA256).and_then(|d| Sha256Digest::from_slice(&d.digest))
     }
 
     /// The `EV_*` name of the event type, for reports.
@@ -120,11 +117,7 @@ impl EventLog {
         let at = r.offset();
         let size = r.u32_le("eventSize")? as usize;
         if size > r.remaining() {
-            return Err(r.invalid_at(
-                at,
-                "eventSize",
-                format!("{size} bytes, only {} left", r.remaining()),
-            ));
+            return Err(r.invalid_at(at, "eventSize", format!("{size} bytes, only {} left", r.remaining())));
         }
         let header = r.take(size, "event")?;
         let algorithms = parse_spec_id(header)?;
@@ -145,11 +138,7 @@ impl EventLog {
             events.push(event);
             number += 1;
         }
-        Ok(EventLog {
-            algorithms,
-            startup_locality,
-            events,
-        })
+        Ok(EventLog { algorithms, startup_locality, events })
     }
 
     /// Replays every measured event into the sha256 bank, starting from the reset values
@@ -169,10 +158,7 @@ impl EventLog {
             let pcr = u8::try_from(e.pcr)
                 .ok()
                 .filter(|p| *p < crate::pcr::PCR_COUNT)
-                .ok_or(ReplayError::BadPcr {
-                    number: e.number,
-                    pcr: e.pcr,
-                })?;
+                .ok_or(ReplayError::BadPcr { number: e.number, pcr: e.pcr })?;
             let digest = e.sha256().ok_or(ReplayError::MissingSha256 {
                 number: e.number,
                 type_name: e.type_name(),
@@ -192,10 +178,7 @@ fn parse_spec_id(data: &[u8]) -> Result<Vec<(u16, u16)>, ParseError> {
         return Err(r.invalid_at(
             at,
             "signature",
-            format!(
-                "expected \"Spec ID Event03\", found {:?}",
-                String::from_utf8_lossy(signature)
-            ),
+            format!("expected \"Spec ID Event03\", found {:?}", String::from_utf8_lossy(signature)),
         ));
     }
     r.u32_le("platformClass")?;
@@ -203,22 +186,14 @@ fn parse_spec_id(data: &[u8]) -> Result<Vec<(u16, u16)>, ParseError> {
     let at = r.offset();
     let major = r.u8("specVersionMajor")?;
     if major != 2 {
-        return Err(r.invalid_at(
-            at,
-            "specVersionMajor",
-            format!("{major}; only 2 is supported"),
-        ));
+        return Err(r.invalid_at(at, "specVersionMajor", format!("{major}; only 2 is supported")));
     }
     r.u8("specErrata")?;
     r.u8("uintnSize")?;
     let at = r.offset();
     let count = r.u32_le("numberOfAlgorithms")?;
     if count == 0 || count > MAX_ALGORITHMS {
-        return Err(r.invalid_at(
-            at,
-            "numberOfAlgorithms",
-            format!("{count}; expected 1..={MAX_ALGORITHMS}"),
-        ));
+        return Err(r.invalid_at(at, "numberOfAlgorithms", format!("{count}; expected 1..={MAX_ALGORITHMS}")));
     }
     let mut algorithms: Vec<(u16, u16)> = Vec::new();
     for _ in 0..count {
@@ -240,11 +215,7 @@ fn parse_spec_id(data: &[u8]) -> Result<Vec<(u16, u16)>, ParseError> {
             ));
         }
         if algorithms.iter().any(|(a, _)| *a == alg) {
-            return Err(r.invalid_at(
-                at,
-                "digestSizes",
-                format!("algorithm 0x{alg:04x} declared twice"),
-            ));
+            return Err(r.invalid_at(at, "digestSizes", format!("algorithm 0x{alg:04x} declared twice")));
         }
         algorithms.push((alg, size));
     }
@@ -254,11 +225,7 @@ fn parse_spec_id(data: &[u8]) -> Result<Vec<(u16, u16)>, ParseError> {
     Ok(algorithms)
 }
 
-fn parse_event2(
-    r: &mut Reader<'_>,
-    algorithms: &[(u16, u16)],
-    number: usize,
-) -> Result<Event, ParseError> {
+fn parse_event2(r: &mut Reader<'_>, algorithms: &[(u16, u16)], number: usize) -> Result<Event, ParseError> {
     let pcr = r.u32_le("pcrIndex").map_err(|e| at_event(e, number))?;
     let event_type = r.u32_le("eventType").map_err(|e| at_event(e, number))?;
     let at = r.offset();
@@ -268,10 +235,7 @@ fn parse_event2(
             r.invalid_at(
                 at,
                 "digests.count",
-                format!(
-                    "{count} digests, header declares {} algorithms",
-                    algorithms.len()
-                ),
+                format!("{count} digests, header declares {} algorithms", algorithms.len()),
             ),
             number,
         ));
@@ -279,86 +243,46 @@ fn parse_event2(
     let mut digests: Vec<EventDigest> = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let at = r.offset();
-        let algorithm = r
-            .u16_le("digests.hashAlg")
-            .map_err(|e| at_event(e, number))?;
+        let algorithm = r.u16_le("digests.hashAlg").map_err(|e| at_event(e, number))?;
         let Some(&(_, size)) = algorithms.iter().find(|(a, _)| *a == algorithm) else {
             return Err(at_event(
-                r.invalid_at(
-                    at,
-                    "digests.hashAlg",
-                    format!("algorithm 0x{algorithm:04x} not declared in the header"),
-                ),
+                r.invalid_at(at, "digests.hashAlg", format!("algorithm 0x{algorithm:04x} not declared in the header")),
                 number,
             ));
         };
         if digests.iter().any(|d| d.algorithm == algorithm) {
             return Err(at_event(
-                r.invalid_at(
-                    at,
-                    "digests.hashAlg",
-                    format!("algorithm 0x{algorithm:04x} appears twice"),
-                ),
+                r.invalid_at(at, "digests.hashAlg", format!("algorithm 0x{algorithm:04x} appears twice")),
                 number,
             ));
         }
-        let digest = r
-            .take(usize::from(size), "digests.digest")
-            .map_err(|e| at_event(e, number))?
-            .to_vec();
+        let digest = r.take(usize::from(size), "digests.digest").map_err(|e| at_event(e, number))?.to_vec();
         digests.push(EventDigest { algorithm, digest });
     }
     let at = r.offset();
     let size = r.u32_le("eventSize").map_err(|e| at_event(e, number))? as usize;
     if size > MAX_EVENT_SIZE {
         return Err(at_event(
-            r.invalid_at(
-                at,
-                "eventSize",
-                format!("{size} bytes exceeds the {MAX_EVENT_SIZE}-byte limit"),
-            ),
+            r.invalid_at(at, "eventSize", format!("{size} bytes exceeds the {MAX_EVENT_SIZE}-byte limit")),
             number,
         ));
     }
-    let data = r
-        .take(size, "event")
-        .map_err(|e| at_event(e, number))?
-        .to_vec();
-    Ok(Event {
-        number,
-        pcr,
-        event_type,
-        digests,
-        data,
-    })
+    let data = r.take(size, "event").map_err(|e| at_event(e, number))?.to_vec();
+    Ok(Event { number, pcr, event_type, digests, data })
 }
 
 /// Prefixes the event number into the structure name of an error.
 fn at_event(e: ParseError, number: usize) -> ParseError {
     match e {
-        ParseError::Truncated {
-            structure,
-            field,
-            offset,
-            needed,
-            available,
-        } => ParseError::Invalid {
+        ParseError::Truncated { structure, field, offset, needed, available } => ParseError::Invalid {
             structure,
             field,
             offset,
             reason: format!("event {number}: truncated (needs {needed} bytes, {available} left)"),
         },
-        ParseError::Invalid {
-            structure,
-            field,
-            offset,
-            reason,
-        } => ParseError::Invalid {
-            structure,
-            field,
-            offset,
-            reason: format!("event {number}: {reason}"),
-        },
+        ParseError::Invalid { structure, field, offset, reason } => {
+            ParseError::Invalid { structure, field, offset, reason: format!("event {number}: {reason}") }
+        }
         other => other,
     }
 }
@@ -443,32 +367,19 @@ impl EventLogBuilder {
     pub fn measure(self, pcr: u32, event_type: u32, data: &[u8]) -> Self {
         let sha1: [u8; 20] = sha1_of(data);
         let sha256 = Sha256Digest::of(data);
-        self.raw_event(
-            pcr,
-            event_type,
-            &[(TPM_ALG_SHA1, &sha1), (TPM_ALG_SHA256, &sha256.0)],
-            data,
-        )
+        self.raw_event(pcr, event_type, &[(TPM_ALG_SHA1, &sha1), (TPM_ALG_SHA256, &sha256.0)], data)
     }
 
     /// Appends an event with explicit digests (which need not match `data`).
-    pub fn raw_event(
-        mut self,
-        pcr: u32,
-        event_type: u32,
-        digests: &[(u16, &[u8])],
-        data: &[u8],
-    ) -> Self {
+    pub fn raw_event(mut self, pcr: u32, event_type: u32, digests: &[(u16, &[u8])], data: &[u8]) -> Self {
         self.bytes.extend_from_slice(&pcr.to_le_bytes());
         self.bytes.extend_from_slice(&event_type.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&u32::try_from(digests.len()).unwrap_or(0).to_le_bytes());
+        self.bytes.extend_from_slice(&u32::try_from(digests.len()).unwrap_or(0).to_le_bytes());
         for (alg, d) in digests {
             self.bytes.extend_from_slice(&alg.to_le_bytes());
             self.bytes.extend_from_slice(d);
         }
-        self.bytes
-            .extend_from_slice(&u32::try_from(data.len()).unwrap_or(0).to_le_bytes());
+        self.bytes.extend_from_slice(&u32::try_from(data.len()).unwrap_or(0).to_le_bytes());
         self.bytes.extend_from_slice(data);
         self
     }
@@ -477,12 +388,7 @@ impl EventLogBuilder {
     pub fn startup_locality(self, locality: u8) -> Self {
         let mut data = STARTUP_LOCALITY_SIGNATURE.to_vec();
         data.push(locality);
-        self.raw_event(
-            0,
-            EV_NO_ACTION,
-            &[(TPM_ALG_SHA1, &[0; 20]), (TPM_ALG_SHA256, &[0; 32])],
-            &data,
-        )
+        self.raw_event(0, EV_NO_ACTION, &[(TPM_ALG_SHA1, &[0; 20]), (TPM_ALG_SHA256, &[0; 32])], &data)
     }
 
     /// The encoded log.
@@ -503,10 +409,7 @@ mod tests {
 
     #[test]
     fn sha1_matches_fips_vector() {
-        assert_eq!(
-            hex::encode(sha1_of(b"abc")),
-            "a9993e364706816aba3e25717850c26c9cd0d89d"
-        );
+        assert_eq!(hex::encode(sha1_of(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 
     #[test]
@@ -535,10 +438,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
-        let log = EventLogBuilder::new()
-            .measure(4, EV_IPL, b"kernel")
-            .measure(5, EV_SEPARATOR, b"x")
-            .build();
+        let log = EventLogBuilder::new().measure(4, EV_IPL, b"kernel").measure(5, EV_SEPARATOR, b"x").build();
         for len in 0..log.len() {
             // Cutting at an event boundary yields a shorter valid log; anywhere else must fail.
             let _ = EventLog::parse(&log[..len]);
@@ -548,9 +448,7 @@ mod tests {
 
     #[test]
     fn rejects_undeclared_algorithm_and_sha1_only_logs() {
-        let log = EventLogBuilder::new()
-            .raw_event(4, EV_IPL, &[(0x000C, &[0; 48])], b"x")
-            .build();
+        let log = EventLogBuilder::new().raw_event(4, EV_IPL, &[(0x000C, &[0; 48])], b"x").build();
         let err = EventLog::parse(&log).unwrap_err().to_string();
         assert!(err.contains("not declared"), "{err}");
         let sha1_only = [0u8; 40];
@@ -559,17 +457,8 @@ mod tests {
 
     #[test]
     fn replay_fails_closed_without_sha256() {
-        let log = EventLogBuilder::new()
-            .raw_event(4, EV_IPL, &[(TPM_ALG_SHA1, &[0; 20])], b"x")
-            .build();
+        let log = EventLogBuilder::new().raw_event(4, EV_IPL, &[(TPM_ALG_SHA1, &[0; 20])], b"x").build();
         let parsed = EventLog::parse(&log).unwrap();
-        assert_eq!(
-            parsed.replay().unwrap_err(),
-            ReplayError::MissingSha256 {
-                number: 1,
-                type_name: "EV_IPL",
-                pcr: 4
-            }
-        );
+        assert_eq!(parsed.replay().unwrap_err(), ReplayError::MissingSha256 { number: 1, type_name: "EV_IPL", pcr: 4 });
     }
 }

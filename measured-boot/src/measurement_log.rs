@@ -123,11 +123,7 @@ impl MeasurementLog {
 
     /// The encoded log (header line plus one line per record).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let header = Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            bank: "sha256".into(),
-        };
+        let header = Header { format: FORMAT.into(), version: VERSION, bank: "sha256".into() };
         let mut out = serde_json::to_vec(&header).expect("serializing a plain struct cannot fail");
         out.push(b'\n');
         for r in &self.records {
@@ -148,8 +144,7 @@ impl MeasurementLog {
         if bytes.len() > MAX_LOG_BYTES {
             return Err(MeasurementLogError::TooLarge(bytes.len()));
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| MeasurementLogError::NotUtf8(e.valid_up_to()))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| MeasurementLogError::NotUtf8(e.valid_up_to()))?;
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         let Some(first) = lines.first() else {
             return Err(MeasurementLogError::BadHeader("empty log".into()));
@@ -171,16 +166,10 @@ impl MeasurementLog {
             if i == 0 {
                 continue;
             }
-            let m: Measurement =
-                serde_json::from_str(body).map_err(|e| MeasurementLogError::BadRecord {
-                    line,
-                    reason: e.to_string(),
-                })?;
+            let m: Measurement = serde_json::from_str(body)
+                .map_err(|e| MeasurementLogError::BadRecord { line, reason: e.to_string() })?;
             if m.pcr >= PCR_COUNT {
-                return Err(MeasurementLogError::BadRecord {
-                    line,
-                    reason: format!("PCR {} does not exist", m.pcr),
-                });
+                return Err(MeasurementLogError::BadRecord { line, reason: format!("PCR {} does not exist", m.pcr) });
             }
             if m.kind == MeasurementKind::Separator && m.digest != Measurement::separator().digest {
                 return Err(MeasurementLogError::BadRecord {
@@ -242,26 +231,17 @@ mod tests {
     #[test]
     fn torn_unknown_and_forged_records_are_refused() {
         let bytes = sample().to_bytes();
-        assert_eq!(
-            MeasurementLog::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
-            MeasurementLogError::Torn(3)
-        );
+        assert_eq!(MeasurementLog::parse(&bytes[..bytes.len() - 1]).unwrap_err(), MeasurementLogError::Torn(3));
         let text = String::from_utf8(bytes).unwrap();
         let unknown = text.replace("\"manifest\"", "\"shell\"");
         assert!(matches!(
             MeasurementLog::parse(unknown.as_bytes()),
             Err(MeasurementLogError::BadRecord { line: 2, .. })
         ));
-        let extra = text.replace(
-            "\"pcr\":15,\"kind\":\"manifest\"",
-            "\"pcr\":15,\"x\":1,\"kind\":\"manifest\"",
-        );
+        let extra = text.replace("\"pcr\":15,\"kind\":\"manifest\"", "\"pcr\":15,\"x\":1,\"kind\":\"manifest\"");
         assert!(MeasurementLog::parse(extra.as_bytes()).is_err());
         let v2 = text.replace("\"version\":1", "\"version\":2");
-        assert!(matches!(
-            MeasurementLog::parse(v2.as_bytes()),
-            Err(MeasurementLogError::BadHeader(_))
-        ));
+        assert!(matches!(MeasurementLog::parse(v2.as_bytes()), Err(MeasurementLogError::BadHeader(_))));
         let forged_sep = text.replace(&Measurement::separator().digest.to_hex(), &"00".repeat(32));
         assert!(MeasurementLog::parse(forged_sep.as_bytes()).is_err());
     }

@@ -40,8 +40,7 @@ impl Sha256Digest {
     /// Parses 64 hex characters.
     pub fn from_hex(s: &str) -> Result<Self, String> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|e| format!("not a 32-byte hex digest ({e}): {s:?}"))?;
+        hex::decode_to_slice(s, &mut out).map_err(|e| format!("not a 32-byte hex digest ({e}): {s:?}"))?;
         Ok(Sha256Digest(out))
     }
 
@@ -89,11 +88,7 @@ pub fn extend(old: &Sha256Digest, measurement: &Sha256Digest) -> Sha256Digest {
 /// The value a PCR holds after TPM2_Startup(CLEAR) at locality 0: zero for PCRs 0–16 and 23,
 /// all ones for the dynamic-launch PCRs 17–22 (PC Client Platform TPM Profile).
 pub fn reset_value(pcr: u8) -> Sha256Digest {
-    if (17..=22).contains(&pcr) {
-        Sha256Digest([0xff; 32])
-    } else {
-        Sha256Digest([0; 32])
-    }
+    if (17..=22).contains(&pcr) { Sha256Digest([0xff; 32]) } else { Sha256Digest([0; 32]) }
 }
 
 /// A set of sha256-bank PCR indices, in the TPM's `TPML_PCR_SELECTION` encoding.
@@ -185,20 +180,13 @@ impl PcrSelection {
             let at = r.offset();
             let size = r.u8("pcrSelections.sizeofSelect")?;
             if !(1..=3).contains(&size) {
-                return Err(r.invalid_at(
-                    at,
-                    "pcrSelections.sizeofSelect",
-                    format!("{size} bytes; expected 1..=3"),
-                ));
+                return Err(r.invalid_at(at, "pcrSelections.sizeofSelect", format!("{size} bytes; expected 1..=3")));
             }
             let map = r.take(usize::from(size), "pcrSelections.pcrSelect")?;
             for (byte_index, byte) in map.iter().enumerate() {
                 for bit in 0..8u8 {
                     if byte & (1 << bit) != 0 {
-                        let index = u8::try_from(byte_index)
-                            .unwrap_or(u8::MAX)
-                            .saturating_mul(8)
-                            .saturating_add(bit);
+                        let index = u8::try_from(byte_index).unwrap_or(u8::MAX).saturating_mul(8).saturating_add(bit);
                         indices.push(index);
                     }
                 }
@@ -237,19 +225,13 @@ impl PcrValues {
 
     /// Extends `pcr` (starting from its reset value when absent).
     pub fn extend(&mut self, pcr: u8, measurement: &Sha256Digest) {
-        let old = self
-            .0
-            .get(&pcr)
-            .copied()
-            .unwrap_or_else(|| reset_value(pcr));
+        let old = self.0.get(&pcr).copied().unwrap_or_else(|| reset_value(pcr));
         self.0.insert(pcr, extend(&old, measurement));
     }
 
     /// The selection covering exactly these PCRs.
     pub fn selection(&self) -> PcrSelection {
-        PcrSelection {
-            indices: self.0.keys().copied().collect(),
-        }
+        PcrSelection { indices: self.0.keys().copied().collect() }
     }
 
     /// SHA-256 over the values of `selection` in order, as in `TPMS_QUOTE_INFO.pcrDigest` and
@@ -270,10 +252,7 @@ mod tests {
     #[test]
     fn selection_marshals_like_the_tpm() {
         let sel = PcrSelection::new([0, 7, 11, 15]).unwrap();
-        assert_eq!(
-            sel.marshal(),
-            vec![0, 0, 0, 1, 0x00, 0x0b, 3, 0x81, 0x88, 0x00]
-        );
+        assert_eq!(sel.marshal(), vec![0, 0, 0, 1, 0x00, 0x0b, 3, 0x81, 0x88, 0x00]);
         let bytes = sel.marshal();
         let mut r = Reader::new("TPML_PCR_SELECTION", &bytes);
         assert_eq!(PcrSelection::unmarshal(&mut r).unwrap(), sel);
@@ -294,10 +273,7 @@ mod tests {
         // Extending zero with SHA-256("abc") — computed independently with sha256sum:
         // printf '\0...\0' (32 zero bytes) followed by the digest, hashed.
         let m = Sha256Digest::of(b"abc");
-        assert_eq!(
-            m.to_hex(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(m.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let mut v = PcrValues::new();
         v.extend(15, &m);
         let mut concat = vec![0u8; 32];

@@ -29,30 +29,20 @@ pub fn policy_pcr(
     selection: &PcrSelection,
     values: &PcrValues,
 ) -> Result<Sha256Digest, PolicyError> {
-    let pcr_digest = values
-        .composite_digest(selection)
-        .ok_or_else(|| PolicyError::MissingValue(selection.to_string()))?;
-    Ok(Sha256Digest::of_parts(&[
-        &previous.0,
-        &TPM_CC_POLICY_PCR.to_be_bytes(),
-        &selection.marshal(),
-        &pcr_digest.0,
-    ]))
+    let pcr_digest =
+        values.composite_digest(selection).ok_or_else(|| PolicyError::MissingValue(selection.to_string()))?;
+    Ok(Sha256Digest::of_parts(&[&previous.0, &TPM_CC_POLICY_PCR.to_be_bytes(), &selection.marshal(), &pcr_digest.0]))
 }
 
 /// The policy digest of a fresh session after `TPM2_PolicyPCR(selection, values)`.
-pub fn pcr_policy_digest(
-    selection: &PcrSelection,
-    values: &PcrValues,
-) -> Result<Sha256Digest, PolicyError> {
+pub fn pcr_policy_digest(selection: &PcrSelection, values: &PcrValues) -> Result<Sha256Digest, PolicyError> {
     policy_pcr(&Sha256Digest::default(), selection, values)
 }
 
 /// `PolicyAuthorize(keyName, policyRef)` from a fresh session:
 /// `H(H(0…0 || TPM_CC_PolicyAuthorize || keyName) || policyRef)`.
 pub fn authorize_policy_digest(key_name: &[u8], policy_ref: &[u8]) -> Sha256Digest {
-    let first =
-        Sha256Digest::of_parts(&[&[0u8; 32], &TPM_CC_POLICY_AUTHORIZE.to_be_bytes(), key_name]);
+    let first = Sha256Digest::of_parts(&[&[0u8; 32], &TPM_CC_POLICY_AUTHORIZE.to_be_bytes(), key_name]);
     Sha256Digest::of_parts(&[&first.0, policy_ref])
 }
 
@@ -69,9 +59,7 @@ pub enum PolicyError {
     #[error("no value given for every PCR in {0}")]
     MissingValue(String),
     /// The policy's PCR values do not hash to its approved policy digest.
-    #[error(
-        "signed PCR policy is inconsistent: its PCR values give policy {computed}, it claims {claimed}"
-    )]
+    #[error("signed PCR policy is inconsistent: its PCR values give policy {computed}, it claims {claimed}")]
     Inconsistent {
         /// Digest computed from the values.
         computed: Sha256Digest,
@@ -136,9 +124,8 @@ impl SignedPcrPolicy {
     pub fn sign(pcrs: PcrValues, key: &p256::ecdsa::SigningKey) -> Result<Self, PolicyError> {
         let approved_policy = pcr_policy_digest(&pcrs.selection(), &pcrs)?;
         let ahash = authorization_hash(&approved_policy, POLICY_REF);
-        let sig: p256::ecdsa::Signature = key
-            .sign_prehash(&ahash.0)
-            .map_err(|e| PolicyError::BadSignature(e.to_string()))?;
+        let sig: p256::ecdsa::Signature =
+            key.sign_prehash(&ahash.0).map_err(|e| PolicyError::BadSignature(e.to_string()))?;
         Ok(SignedPcrPolicy {
             pcrs,
             approved_policy,
@@ -156,19 +143,14 @@ impl SignedPcrPolicy {
     pub fn verify(&self, key: &PolicyKey) -> Result<(), PolicyError> {
         let computed = pcr_policy_digest(&self.selection(), &self.pcrs)?;
         if computed != self.approved_policy {
-            return Err(PolicyError::Inconsistent {
-                computed,
-                claimed: self.approved_policy,
-            });
+            return Err(PolicyError::Inconsistent { computed, claimed: self.approved_policy });
         }
         let sig = EcdsaSignature::parse(&self.signature)
             .map_err(|e| PolicyError::BadSignature(e.to_string()))?
             .to_p256()
             .map_err(PolicyError::BadSignature)?;
         let ahash = authorization_hash(&self.approved_policy, &self.policy_ref);
-        key.key
-            .verify_prehash(&ahash.0, &sig)
-            .map_err(|e| PolicyError::BadSignature(e.to_string()))
+        key.key.verify_prehash(&ahash.0, &sig).map_err(|e| PolicyError::BadSignature(e.to_string()))
     }
 
     /// Encodes as JSON.
@@ -217,17 +199,11 @@ mod tests {
 
         let mut changed = policy.clone();
         changed.pcrs.set(11, Sha256Digest::of(b"other uki"));
-        assert!(matches!(
-            changed.verify(&pk),
-            Err(PolicyError::Inconsistent { .. })
-        ));
+        assert!(matches!(changed.verify(&pk), Err(PolicyError::Inconsistent { .. })));
 
         let other = p256::ecdsa::SigningKey::from_slice(&[10u8; 32]).unwrap();
         let wrong = SignedPcrPolicy::sign(values(), &other).unwrap();
-        assert!(matches!(
-            wrong.verify(&pk),
-            Err(PolicyError::BadSignature(_))
-        ));
+        assert!(matches!(wrong.verify(&pk), Err(PolicyError::BadSignature(_))));
     }
 
     // Vectors printed by tpm2-tools 5.4 against swtpm 0.7 (an independent implementation of
@@ -241,20 +217,12 @@ mod tests {
         let mut zero = PcrValues::new();
         zero.set(15, Sha256Digest::default());
         let d = pcr_policy_digest(&PcrSelection::new([15]).unwrap(), &zero).unwrap();
-        assert_eq!(
-            d.to_hex(),
-            "7e247a603cd1052cabc095741b8ee2f7458aabeee960b8ec97d7f090171a039a"
-        );
+        assert_eq!(d.to_hex(), "7e247a603cd1052cabc095741b8ee2f7458aabeee960b8ec97d7f090171a039a");
 
         let d = pcr_policy_digest(&values().selection(), &values()).unwrap();
-        assert_eq!(
-            d.to_hex(),
-            "2a50019c6dac992bc4644a70291153334ea09bd59eac0bfafbbe6a5a1e69ce16"
-        );
+        assert_eq!(d.to_hex(), "2a50019c6dac992bc4644a70291153334ea09bd59eac0bfafbbe6a5a1e69ce16");
 
-        let name =
-            hex::decode("000b289aa6a8a98b17909a38d251467137440756081de008239e4772ad2b7af948c3")
-                .unwrap();
+        let name = hex::decode("000b289aa6a8a98b17909a38d251467137440756081de008239e4772ad2b7af948c3").unwrap();
         assert_eq!(
             authorize_policy_digest(&name, POLICY_REF).to_hex(),
             "a1066db04548a402254041439501b2f9b366c5caf4371e512c74308112e31ba1"

@@ -79,19 +79,13 @@ impl Quote {
             return Err(r.invalid_at(
                 at,
                 "magic",
-                format!(
-                    "0x{magic:08x}, expected TPM_GENERATED_VALUE 0xff544347 (not produced by a TPM)"
-                ),
+                format!("0x{magic:08x}, expected TPM_GENERATED_VALUE 0xff544347 (not produced by a TPM)"),
             ));
         }
         let at = r.offset();
         let kind = r.u16("type")?;
         if kind != TPM_ST_ATTEST_QUOTE {
-            return Err(r.invalid_at(
-                at,
-                "type",
-                format!("0x{kind:04x}, expected TPM_ST_ATTEST_QUOTE 0x8018"),
-            ));
+            return Err(r.invalid_at(at, "type", format!("0x{kind:04x}, expected TPM_ST_ATTEST_QUOTE 0x8018")));
         }
         let qualified_signer = r.tpm2b("qualifiedSigner", 2 + 64)?.to_vec();
         let extra_data = r.tpm2b("extraData", 64)?.to_vec();
@@ -103,11 +97,7 @@ impl Quote {
             0 => false,
             1 => true,
             other => {
-                return Err(r.invalid_at(
-                    at,
-                    "clockInfo.safe",
-                    format!("{other} is not a TPMI_YES_NO"),
-                ));
+                return Err(r.invalid_at(at, "clockInfo.safe", format!("{other} is not a TPMI_YES_NO")));
             }
         };
         let firmware_version = r.u64("firmwareVersion")?;
@@ -119,12 +109,7 @@ impl Quote {
         Ok(Quote {
             qualified_signer,
             extra_data,
-            clock_info: ClockInfo {
-                clock,
-                reset_count,
-                restart_count,
-                safe,
-            },
+            clock_info: ClockInfo { clock, reset_count, restart_count, safe },
             firmware_version,
             pcr_selection,
             pcr_digest,
@@ -150,38 +135,23 @@ impl EcdsaSignature {
         let at = r.offset();
         let alg = r.u16("sigAlg")?;
         if alg != TPM_ALG_ECDSA {
-            return Err(r.invalid_at(
-                at,
-                "sigAlg",
-                format!("0x{alg:04x}; only ECDSA (0x0018) is accepted"),
-            ));
+            return Err(r.invalid_at(at, "sigAlg", format!("0x{alg:04x}; only ECDSA (0x0018) is accepted")));
         }
         let at = r.offset();
         let hash = r.u16("signature.hash")?;
         if hash != TPM_ALG_SHA256 {
-            return Err(r.invalid_at(
-                at,
-                "signature.hash",
-                format!("0x{hash:04x}; only SHA-256 (0x000b) is accepted"),
-            ));
+            return Err(r.invalid_at(at, "signature.hash", format!("0x{hash:04x}; only SHA-256 (0x000b) is accepted")));
         }
         let sig_r = r.tpm2b("signature.signatureR", 32)?.to_vec();
         let sig_s = r.tpm2b("signature.signatureS", 32)?.to_vec();
         r.finish()?;
-        Ok(EcdsaSignature {
-            hash,
-            r: sig_r,
-            s: sig_s,
-        })
+        Ok(EcdsaSignature { hash, r: sig_r, s: sig_s })
     }
 
     /// Encodes as `TPMT_SIGNATURE`.
     pub fn marshal(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u16(TPM_ALG_ECDSA)
-            .u16(self.hash)
-            .tpm2b(&self.r)
-            .tpm2b(&self.s);
+        w.u16(TPM_ALG_ECDSA).u16(self.hash).tpm2b(&self.r).tpm2b(&self.s);
         w.into_bytes()
     }
 
@@ -193,18 +163,13 @@ impl EcdsaSignature {
         }
         rs[32 - self.r.len()..32].copy_from_slice(&self.r);
         rs[64 - self.s.len()..].copy_from_slice(&self.s);
-        p256::ecdsa::Signature::from_slice(&rs)
-            .map_err(|e| format!("not a valid P-256 signature: {e}"))
+        p256::ecdsa::Signature::from_slice(&rs).map_err(|e| format!("not a valid P-256 signature: {e}"))
     }
 
     /// From a `p256` signature (SHA-256 hash).
     pub fn from_p256(sig: &p256::ecdsa::Signature) -> Self {
         let bytes = sig.to_bytes();
-        EcdsaSignature {
-            hash: TPM_ALG_SHA256,
-            r: bytes[..32].to_vec(),
-            s: bytes[32..].to_vec(),
-        }
+        EcdsaSignature { hash: TPM_ALG_SHA256, r: bytes[..32].to_vec(), s: bytes[32..].to_vec() }
     }
 }
 
@@ -236,20 +201,12 @@ impl EccPublic {
         let at = r.offset();
         let kind = r.u16("type")?;
         if kind != TPM_ALG_ECC {
-            return Err(r.invalid_at(
-                at,
-                "type",
-                format!("0x{kind:04x}; only ECC (0x0023) keys are accepted"),
-            ));
+            return Err(r.invalid_at(at, "type", format!("0x{kind:04x}; only ECC (0x0023) keys are accepted")));
         }
         let at = r.offset();
         let name_alg = r.u16("nameAlg")?;
         if name_alg != TPM_ALG_SHA256 {
-            return Err(r.invalid_at(
-                at,
-                "nameAlg",
-                format!("0x{name_alg:04x}; only SHA-256 is accepted"),
-            ));
+            return Err(r.invalid_at(at, "nameAlg", format!("0x{name_alg:04x}; only SHA-256 is accepted")));
         }
         let attributes = r.u32("objectAttributes")?;
         let auth_policy = r.tpm2b("authPolicy", 64)?.to_vec();
@@ -292,16 +249,7 @@ impl EccPublic {
         let x = r.tpm2b("unique.x", 32)?.to_vec();
         let y = r.tpm2b("unique.y", 32)?.to_vec();
         r.finish()?;
-        Ok(EccPublic {
-            name_alg,
-            attributes,
-            auth_policy,
-            scheme,
-            scheme_hash,
-            x,
-            y,
-            marshalled: bytes.to_vec(),
-        })
+        Ok(EccPublic { name_alg, attributes, auth_policy, scheme, scheme_hash, x, y, marshalled: bytes.to_vec() })
     }
 
     /// The TPM name: `nameAlg || SHA-256(TPMT_PUBLIC)`.
@@ -318,8 +266,7 @@ impl EccPublic {
         sec1[0] = 0x04;
         sec1[33 - self.x.len()..33].copy_from_slice(&self.x);
         sec1[65 - self.y.len()..].copy_from_slice(&self.y);
-        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-            .map_err(|e| format!("not a point on P-256: {e}"))
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|e| format!("not a point on P-256: {e}"))
     }
 }
 
@@ -377,11 +324,7 @@ mod tests {
 
     #[test]
     fn signature_round_trips() {
-        let sig = EcdsaSignature {
-            hash: TPM_ALG_SHA256,
-            r: vec![1; 32],
-            s: vec![2; 31],
-        };
+        let sig = EcdsaSignature { hash: TPM_ALG_SHA256, r: vec![1; 32], s: vec![2; 31] };
         assert_eq!(EcdsaSignature::parse(&sig.marshal()).unwrap(), sig);
         let mut rsa = sig.marshal();
         rsa[1] = 0x14;

@@ -9,17 +9,11 @@
 use std::str::FromStr as _;
 
 use tss_esapi::Context;
-use tss_esapi::abstraction::{
-    AsymmetricAlgorithmSelection, DefaultKey, ak, ek, nv, pcr as tss_pcr,
-};
-use tss_esapi::attributes::{
-    NvIndexAttributesBuilder, ObjectAttributesBuilder, SessionAttributesBuilder,
-};
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, DefaultKey, ak, ek, nv, pcr as tss_pcr};
+use tss_esapi::attributes::{NvIndexAttributesBuilder, ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{KeyHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, TpmHandle};
-use tss_esapi::interface_types::algorithm::{
-    HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm,
-};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
@@ -39,9 +33,7 @@ use crate::wire::{ParseError, Reader, Writer};
 #[non_exhaustive]
 pub enum TpmError {
     /// The TCTI string is not one tss-esapi understands.
-    #[error(
-        "TCTI {tcti:?} is not valid (expected e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N): {source}"
-    )]
+    #[error("TCTI {tcti:?} is not valid (expected e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=N): {source}")]
     BadTcti {
         /// The string given.
         tcti: String,
@@ -116,11 +108,7 @@ impl SealedBlob {
         let mut r = Reader::new("SealedBlob", bytes);
         let magic = r.take(8, "magic")?;
         if magic != SEALED_MAGIC {
-            return Err(r.invalid_at(
-                0,
-                "magic",
-                "not a Sovereign sealed blob (expected SVSEAL01)",
-            ));
+            return Err(r.invalid_at(0, "magic", "not a Sovereign sealed blob (expected SVSEAL01)"));
         }
         let public = r.tpm2b("public", 1024)?.to_vec();
         let private = r.tpm2b("private", 1024)?.to_vec();
@@ -135,6 +123,8 @@ pub struct AttestationKey {
     handle: KeyHandle,
     /// Marshalled `TPMT_PUBLIC` of the AK.
     pub public: Vec<u8>,
+    /// Marshalled `TPMT_PUBLIC` of its parent, the endorsement key.
+    pub ek_public: Vec<u8>,
 }
 
 /// The NV index of the anti-rollback counter (owner range 0x01800000–0x01BFFFFF).
@@ -171,36 +161,25 @@ impl Tpm {
     /// Opens the TPM named by a TCTI string: `device:/dev/tpmrm0` on the appliance,
     /// `swtpm:host=127.0.0.1,port=N` for a software TPM.
     pub fn open(tcti: &str) -> Result<Self, TpmError> {
-        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::BadTcti {
-            tcti: tcti.into(),
-            source,
-        })?;
-        let ctx = Context::new(conf).map_err(|source| TpmError::Open {
-            tcti: tcti.into(),
-            source,
-        })?;
+        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::BadTcti { tcti: tcti.into(), source })?;
+        let ctx = Context::new(conf).map_err(|source| TpmError::Open { tcti: tcti.into(), source })?;
         Ok(Tpm { ctx })
     }
 
     /// Reads sha256-bank PCR values.
     pub fn pcr_read(&mut self, selection: &PcrSelection) -> Result<PcrValues, TpmError> {
         let list = pcr_selection_list(selection)?;
-        let data = self
-            .ctx
-            .execute_without_session(|ctx| tss_pcr::read_all(ctx, list))
-            .map_err(cmd("PCR_Read"))?;
-        let bank = data.pcr_bank(HashingAlgorithm::Sha256).ok_or_else(|| {
-            TpmError::Invalid("TPM returned no sha256 bank (is it active?)".into())
-        })?;
+        let data = self.ctx.execute_without_session(|ctx| tss_pcr::read_all(ctx, list)).map_err(cmd("PCR_Read"))?;
+        let bank = data
+            .pcr_bank(HashingAlgorithm::Sha256)
+            .ok_or_else(|| TpmError::Invalid("TPM returned no sha256 bank (is it active?)".into()))?;
         let mut out = PcrValues::new();
         for &i in selection.indices() {
             let slot = ts::PcrSlot::try_from(1u32 << i).map_err(cmd("PCR slot conversion"))?;
             let d = bank
                 .get_digest(slot)
                 .and_then(|d| Sha256Digest::from_slice(d.value()))
-                .ok_or_else(|| {
-                    TpmError::Invalid(format!("TPM returned no sha256 value for PCR {i}"))
-                })?;
+                .ok_or_else(|| TpmError::Invalid(format!("TPM returned no sha256 value for PCR {i}")))?;
             out.set(i, d);
         }
         Ok(out)
@@ -208,13 +187,11 @@ impl Tpm {
 
     /// Extends `pcr` in the sha256 bank with `measurement`.
     pub fn pcr_extend(&mut self, pcr: u8, measurement: &Sha256Digest) -> Result<(), TpmError> {
-        let handle = PcrHandle::try_from(u32::from(pcr))
-            .map_err(|_| TpmError::Invalid(format!("PCR {pcr} does not exist")))?;
+        let handle =
+            PcrHandle::try_from(u32::from(pcr)).map_err(|_| TpmError::Invalid(format!("PCR {pcr} does not exist")))?;
         let mut values = ts::DigestValues::new();
         values.set(HashingAlgorithm::Sha256, digest(measurement)?);
-        self.ctx
-            .execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, values))
-            .map_err(cmd("PCR_Extend"))
+        self.ctx.execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, values)).map_err(cmd("PCR_Extend"))
     }
 
     /// Extends the PCR a measurement names and appends it to `log`. The log entry is added only
@@ -231,10 +208,7 @@ impl Tpm {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let chunk = (n - out.len()).min(32);
-            let d = self
-                .ctx
-                .execute_without_session(|ctx| ctx.get_random(chunk))
-                .map_err(cmd("GetRandom"))?;
+            let d = self.ctx.execute_without_session(|ctx| ctx.get_random(chunk)).map_err(cmd("GetRandom"))?;
             out.extend_from_slice(d.value());
         }
         Ok(out)
@@ -267,9 +241,7 @@ impl Tpm {
             .build()
             .map_err(cmd("SRK template"))?;
         self.ctx
-            .execute_with_nullauth_session(|ctx| {
-                ctx.create_primary(Hierarchy::Owner, public, None, None, None, None)
-            })
+            .execute_with_nullauth_session(|ctx| ctx.create_primary(Hierarchy::Owner, public, None, None, None, None))
             .map(|r| r.key_handle)
             .map_err(cmd("CreatePrimary (storage root)"))
     }
@@ -282,11 +254,7 @@ impl Tpm {
     }
 
     /// Seals `secret` to an object whose only authorization is `auth_policy`.
-    pub fn seal(
-        &mut self,
-        secret: &[u8],
-        auth_policy: &Sha256Digest,
-    ) -> Result<SealedBlob, TpmError> {
+    pub fn seal(&mut self, secret: &[u8], auth_policy: &Sha256Digest) -> Result<SealedBlob, TpmError> {
         if secret.is_empty() || secret.len() > MAX_SEALED_SECRET {
             return Err(TpmError::Invalid(format!(
                 "secret is {} bytes; 1..={MAX_SEALED_SECRET} allowed",
@@ -305,50 +273,34 @@ impl Tpm {
             .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
             .with_object_attributes(attrs)
             .with_auth_policy(digest(auth_policy)?)
-            .with_keyed_hash_parameters(ts::PublicKeyedHashParameters::new(
-                ts::KeyedHashScheme::Null,
-            ))
+            .with_keyed_hash_parameters(ts::PublicKeyedHashParameters::new(ts::KeyedHashScheme::Null))
             .with_keyed_hash_unique_identifier(ts::Digest::default())
             .build()
             .map_err(cmd("sealed object template"))?;
-        let sensitive =
-            ts::SensitiveData::try_from(secret.to_vec()).map_err(cmd("sensitive data"))?;
+        let sensitive = ts::SensitiveData::try_from(secret.to_vec()).map_err(cmd("sensitive data"))?;
         let srk = self.storage_root()?;
         let created = self
             .ctx
-            .execute_with_nullauth_session(|ctx| {
-                ctx.create(srk, public, None, Some(sensitive), None, None)
-            })
+            .execute_with_nullauth_session(|ctx| ctx.create(srk, public, None, Some(sensitive), None, None))
             .map_err(cmd("Create (sealed object)"));
         self.flush(srk);
         let created = created?;
         Ok(SealedBlob {
-            public: created
-                .out_public
-                .marshall()
-                .map_err(cmd("marshalling sealed public"))?,
+            public: created.out_public.marshall().map_err(cmd("marshalling sealed public"))?,
             private: created.out_private.value().to_vec(),
         })
     }
 
     /// Seals `secret` so that it unseals only while the PCRs hold exactly `predicted` (values
     /// computed ahead of time, not read from this TPM).
-    pub fn seal_to_pcrs(
-        &mut self,
-        secret: &[u8],
-        predicted: &PcrValues,
-    ) -> Result<SealedBlob, TpmError> {
-        let policy = pcr_policy_digest(&predicted.selection(), predicted)
-            .map_err(|e| TpmError::Invalid(e.to_string()))?;
+    pub fn seal_to_pcrs(&mut self, secret: &[u8], predicted: &PcrValues) -> Result<SealedBlob, TpmError> {
+        let policy =
+            pcr_policy_digest(&predicted.selection(), predicted).map_err(|e| TpmError::Invalid(e.to_string()))?;
         self.seal(secret, &policy)
     }
 
     /// Seals `secret` so that it unseals under any PCR policy signed by `key`.
-    pub fn seal_to_policy_key(
-        &mut self,
-        secret: &[u8],
-        key: &PolicyKey,
-    ) -> Result<SealedBlob, TpmError> {
+    pub fn seal_to_policy_key(&mut self, secret: &[u8], key: &PolicyKey) -> Result<SealedBlob, TpmError> {
         self.seal(secret, &key.sealing_policy())
     }
 
@@ -365,10 +317,7 @@ impl Tpm {
             )
             .map_err(cmd("StartAuthSession"))?
             .ok_or_else(|| TpmError::Invalid("TPM returned no session".into()))?;
-        let (attrs, mask) = SessionAttributesBuilder::new()
-            .with_decrypt(true)
-            .with_encrypt(true)
-            .build();
+        let (attrs, mask) = SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).build();
         if let Err(e) = self.ctx.tr_sess_set_attributes(session, attrs, mask) {
             self.flush(ts_session_handle(session));
             return Err(cmd("TRSess_SetAttributes")(e));
@@ -382,8 +331,7 @@ impl Tpm {
         F: FnOnce(&mut Self, PolicySession) -> Result<(), TpmError>,
     {
         let public = ts::Public::unmarshall(&blob.public).map_err(cmd("decoding sealed public"))?;
-        let private =
-            ts::Private::try_from(blob.private.clone()).map_err(cmd("decoding sealed private"))?;
+        let private = ts::Private::try_from(blob.private.clone()).map_err(cmd("decoding sealed private"))?;
         let srk = self.storage_root()?;
         let object = self
             .ctx
@@ -412,11 +360,7 @@ impl Tpm {
     }
 
     /// Unseals a blob sealed with [`Tpm::seal_to_pcrs`]; the TPM compares its current PCRs.
-    pub fn unseal_with_pcrs(
-        &mut self,
-        blob: &SealedBlob,
-        selection: &PcrSelection,
-    ) -> Result<Vec<u8>, TpmError> {
+    pub fn unseal_with_pcrs(&mut self, blob: &SealedBlob, selection: &PcrSelection) -> Result<Vec<u8>, TpmError> {
         let list = pcr_selection_list(selection)?;
         self.unseal_with(blob, |tpm, session| {
             tpm.ctx
@@ -440,47 +384,28 @@ impl Tpm {
             .pcrs
             .composite_digest(&selection)
             .ok_or_else(|| TpmError::Invalid("signed policy lacks PCR values".into()))?;
-        let key_public =
-            ts::Public::unmarshall(&key.tpm_public()).map_err(cmd("decoding policy key"))?;
-        let signature = ts::Signature::unmarshall(&policy.signature)
-            .map_err(refused("decoding policy signature"))?;
-        let ahash = digest(&authorization_hash(
-            &policy.approved_policy,
-            &policy.policy_ref,
-        ))?;
+        let key_public = ts::Public::unmarshall(&key.tpm_public()).map_err(cmd("decoding policy key"))?;
+        let signature = ts::Signature::unmarshall(&policy.signature).map_err(refused("decoding policy signature"))?;
+        let ahash = digest(&authorization_hash(&policy.approved_policy, &policy.policy_ref))?;
         let pcr_digest = digest(&pcr_digest)?;
         let approved = digest(&policy.approved_policy)?;
-        let policy_ref =
-            ts::Nonce::try_from(policy.policy_ref.clone()).map_err(cmd("policyRef"))?;
+        let policy_ref = ts::Nonce::try_from(policy.policy_ref.clone()).map_err(cmd("policyRef"))?;
         self.unseal_with(blob, |tpm, session| {
             tpm.ctx
                 .execute_without_session(|ctx| ctx.policy_pcr(session, pcr_digest, list))
-                .map_err(refused(
-                    "PolicyPCR (current PCRs differ from the signed policy)",
-                ))?;
+                .map_err(refused("PolicyPCR (current PCRs differ from the signed policy)"))?;
             let key_handle = tpm
                 .ctx
-                .execute_without_session(|ctx| {
-                    ctx.load_external_public(key_public, Hierarchy::Owner)
-                })
+                .execute_without_session(|ctx| ctx.load_external_public(key_public, Hierarchy::Owner))
                 .map_err(cmd("LoadExternal (policy key)"))?;
             let result = (|| {
-                let name = tpm
-                    .ctx
-                    .tr_get_name(key_handle.into())
-                    .map_err(cmd("TR_GetName"))?;
+                let name = tpm.ctx.tr_get_name(key_handle.into()).map_err(cmd("TR_GetName"))?;
                 let ticket = tpm
                     .ctx
-                    .execute_without_session(|ctx| {
-                        ctx.verify_signature(key_handle, ahash, signature)
-                    })
-                    .map_err(refused(
-                        "VerifySignature (policy not signed by the PCR-policy key)",
-                    ))?;
+                    .execute_without_session(|ctx| ctx.verify_signature(key_handle, ahash, signature))
+                    .map_err(refused("VerifySignature (policy not signed by the PCR-policy key)"))?;
                 tpm.ctx
-                    .execute_without_session(|ctx| {
-                        ctx.policy_authorize(session, approved, policy_ref, &name, ticket)
-                    })
+                    .execute_without_session(|ctx| ctx.policy_authorize(session, approved, policy_ref, &name, ticket))
                     .map_err(refused("PolicyAuthorize"))
             })();
             tpm.flush(key_handle);
@@ -498,6 +423,11 @@ impl Tpm {
         )
         .map_err(cmd("CreatePrimary (endorsement key)"))?;
         let result = (|| {
+            let (ek_public, _, _) = self
+                .ctx
+                .execute_without_session(|ctx| ctx.read_public(ek))
+                .map_err(cmd("ReadPublic (endorsement key)"))?;
+            let ek_public = ek_public.marshall().map_err(cmd("marshalling EK public"))?;
             let created = ak::create_ak(
                 &mut self.ctx,
                 ek,
@@ -507,19 +437,10 @@ impl Tpm {
                 None::<DefaultKey>,
             )
             .map_err(cmd("Create (attestation key)"))?;
-            let public = created
-                .out_public
-                .marshall()
-                .map_err(cmd("marshalling AK public"))?;
-            let handle = ak::load_ak(
-                &mut self.ctx,
-                ek,
-                None,
-                created.out_private,
-                created.out_public,
-            )
-            .map_err(cmd("Load (attestation key)"))?;
-            Ok(AttestationKey { handle, public })
+            let public = created.out_public.marshall().map_err(cmd("marshalling AK public"))?;
+            let handle = ak::load_ak(&mut self.ctx, ek, None, created.out_private, created.out_public)
+                .map_err(cmd("Load (attestation key)"))?;
+            Ok(AttestationKey { handle, public, ek_public })
         })();
         self.flush(ek);
         result
@@ -556,25 +477,19 @@ impl Tpm {
         selection: &PcrSelection,
     ) -> Result<QuoteEvidence, TpmError> {
         let data = ts::Data::try_from(qualifying_data.to_vec()).map_err(|_| {
-            TpmError::Invalid(format!(
-                "qualifying data is {} bytes; at most 64",
-                qualifying_data.len()
-            ))
+            TpmError::Invalid(format!("qualifying data is {} bytes; at most 64", qualifying_data.len()))
         })?;
         let list = pcr_selection_list(selection)?;
         let (attest, signature) = self
             .ctx
-            .execute_with_nullauth_session(|ctx| {
-                ctx.quote(ak.handle, data, ts::SignatureScheme::Null, list)
-            })
+            .execute_with_nullauth_session(|ctx| ctx.quote(ak.handle, data, ts::SignatureScheme::Null, list))
             .map_err(cmd("Quote"))?;
         let pcr_values = self.pcr_read(selection)?;
         Ok(QuoteEvidence {
             attest: attest.marshall().map_err(cmd("marshalling TPMS_ATTEST"))?,
-            signature: signature
-                .marshall()
-                .map_err(cmd("marshalling TPMT_SIGNATURE"))?,
+            signature: signature.marshall().map_err(cmd("marshalling TPMT_SIGNATURE"))?,
             ak_public: ak.public.clone(),
+            ek_public: ak.ek_public.clone(),
             pcr_values,
         })
     }
@@ -582,8 +497,8 @@ impl Tpm {
     /// Defines the anti-rollback NV counter at `index` (owner-authorized, 8 bytes) if it does
     /// not exist yet.
     pub fn counter_define(&mut self, index: u32) -> Result<(), TpmError> {
-        let nv_index = NvIndexTpmHandle::new(index)
-            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        let nv_index =
+            NvIndexTpmHandle::new(index).map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
         if self.counter_handle(index).is_ok() {
             return Ok(());
         }
@@ -602,19 +517,14 @@ impl Tpm {
             .build()
             .map_err(cmd("NV public"))?;
         self.ctx
-            .execute_with_nullauth_session(|ctx| {
-                ctx.nv_define_space(Provision::Owner, None, public)
-            })
+            .execute_with_nullauth_session(|ctx| ctx.nv_define_space(Provision::Owner, None, public))
             .map(|_| ())
             .map_err(cmd("NV_DefineSpace"))
     }
 
-    fn counter_handle(
-        &mut self,
-        index: u32,
-    ) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
-        let nv_index = NvIndexTpmHandle::new(index)
-            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+    fn counter_handle(&mut self, index: u32) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
+        let nv_index =
+            NvIndexTpmHandle::new(index).map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
         self.ctx
             .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
             .map(Into::into)
@@ -638,10 +548,7 @@ impl Tpm {
             .execute_with_nullauth_session(|ctx| ctx.nv_read(NvAuth::Owner, handle, 8, 0))
             .map_err(cmd("NV_Read (counter)"))?;
         let bytes: [u8; 8] = data.value().try_into().map_err(|_| {
-            TpmError::Invalid(format!(
-                "counter read returned {} bytes, expected 8",
-                data.value().len()
-            ))
+            TpmError::Invalid(format!("counter read returned {} bytes, expected 8", data.value().len()))
         })?;
         Ok(u64::from_be_bytes(bytes))
     }
@@ -650,8 +557,7 @@ impl Tpm {
     /// counter index). Exists so tests can prove the refusal.
     pub fn danger_counter_write(&mut self, index: u32, value: u64) -> Result<(), TpmError> {
         let handle = self.counter_handle(index)?;
-        let data =
-            ts::MaxNvBuffer::try_from(value.to_be_bytes().to_vec()).map_err(cmd("NV buffer"))?;
+        let data = ts::MaxNvBuffer::try_from(value.to_be_bytes().to_vec()).map_err(cmd("NV buffer"))?;
         self.ctx
             .execute_with_nullauth_session(|ctx| ctx.nv_write(NvAuth::Owner, handle, data, 0))
             .map_err(cmd("NV_Write (counter)"))
@@ -659,13 +565,11 @@ impl Tpm {
 
     /// Reads an NV index in full (e.g. a certificate).
     pub fn nv_read_full(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
-        let nv_index = NvIndexTpmHandle::new(index)
-            .map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        let nv_index =
+            NvIndexTpmHandle::new(index).map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
         let handle = self.counter_handle(index)?;
         self.ctx
-            .execute_with_nullauth_session(|ctx| {
-                nv::read_full(ctx, NvAuth::NvIndex(handle), nv_index)
-            })
+            .execute_with_nullauth_session(|ctx| nv::read_full(ctx, NvAuth::NvIndex(handle), nv_index))
             .map_err(cmd("NV_Read"))
     }
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::eventlog::EventLog;
 use crate::measurement_log::MeasurementLog;
-use crate::pcr::{PcrSelection, PcrValues, Sha256Digest, reset_value};
-use crate::structures::{EccPublic, EcdsaSignature, Quote, object_attributes as attr};
+use crate::pcr::{PcrSelection, PcrValues, Sha256Digest, TPM_ALG_SHA256, reset_value};
+use crate::structures::{EccPublic, EcdsaSignature, Quote, object_attributes as attr, object_name};
 
 /// The evidence a TPM produces for one quote, in standard TPM encodings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub struct QuoteEvidence {
     pub signature: Vec<u8>,
     /// Marshalled `TPMT_PUBLIC` of the attestation key.
     pub ak_public: Vec<u8>,
+    /// Marshalled `TPMT_PUBLIC` of the AK's parent, the endorsement key (whose certificate
+    /// the operator checks separately).
+    pub ek_public: Vec<u8>,
     /// The claimed values of the quoted PCRs (proved by the quote's PCR digest).
     pub pcr_values: PcrValues,
 }
@@ -92,10 +95,7 @@ impl Report {
 
     /// Whether the named check passed.
     pub fn check_passed(&self, name: &str) -> Option<bool> {
-        self.checks
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| c.passed)
+        self.checks.iter().find(|c| c.name == name).map(|c| c.passed)
     }
 
     fn record(&mut self, name: &str, result: Result<String, String>) -> bool {
@@ -103,11 +103,7 @@ impl Report {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        self.checks.push(Check {
-            name: name.into(),
-            passed,
-            detail,
-        });
+        self.checks.push(Check { name: name.into(), passed, detail });
         passed
     }
 }
@@ -137,50 +133,26 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
         CHECKS[0],
         quote
             .as_ref()
-            .map(|q| {
-                format!(
-                    "TPM-generated quote, {} PCRs",
-                    q.pcr_selection.indices().len()
-                )
-            })
+            .map(|q| format!("TPM-generated quote, {} PCRs", q.pcr_selection.indices().len()))
             .map_err(Clone::clone),
     );
     let signature = EcdsaSignature::parse(&evidence.signature)
         .map_err(|e| e.to_string())
         .and_then(|s| s.to_p256().map_err(|e| format!("TPMT_SIGNATURE: {e}")));
-    report.record(
-        CHECKS[1],
-        signature
-            .as_ref()
-            .map(|_| "ECDSA P-256 / SHA-256".to_string())
-            .map_err(Clone::clone),
-    );
+    report.record(CHECKS[1], signature.as_ref().map(|_| "ECDSA P-256 / SHA-256".to_string()).map_err(Clone::clone));
     let ak = EccPublic::parse(&evidence.ak_public)
         .map_err(|e| e.to_string())
-        .and_then(|p| {
-            p.verifying_key()
-                .map(|k| (p, k))
-                .map_err(|e| format!("TPMT_PUBLIC: {e}"))
-        });
-    report.record(
-        CHECKS[2],
-        ak.as_ref()
-            .map(|_| "ECC P-256 public area".to_string())
-            .map_err(Clone::clone),
-    );
+        .and_then(|p| p.verifying_key().map(|k| (p, k)).map_err(|e| format!("TPMT_PUBLIC: {e}")));
+    report.record(CHECKS[2], ak.as_ref().map(|_| "ECC P-256 public area".to_string()).map_err(Clone::clone));
 
     let not_evaluated = |why: &str| Err(format!("not evaluated: {why}"));
 
     // The AK.
     match &ak {
-        Ok((_, key)) if key == expect.ak => report.record(
-            CHECKS[3],
-            Ok("attestation key equals the pinned key".into()),
-        ),
-        Ok(_) => report.record(
-            CHECKS[3],
-            Err("attestation key in the evidence is not the pinned key".into()),
-        ),
+        Ok((_, key)) if key == expect.ak => {
+            report.record(CHECKS[3], Ok("attestation key equals the pinned key".into()))
+        }
+        Ok(_) => report.record(CHECKS[3], Err("attestation key in the evidence is not the pinned key".into())),
         Err(_) => report.record(CHECKS[3], not_evaluated("AK public area did not decode")),
     };
     match &ak {
@@ -190,8 +162,7 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
                 | attr::SENSITIVE_DATA_ORIGIN
                 | attr::RESTRICTED
                 | attr::SIGN_ENCRYPT;
-            let ok =
-                public.attributes & required == required && public.attributes & attr::DECRYPT == 0;
+            let ok = public.attributes & required == required && public.attributes & attr::DECRYPT == 0;
             report.record(
                 CHECKS[4],
                 if ok {
@@ -212,25 +183,26 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
                 .ak
                 .verify(&evidence.attest, sig)
                 .map(|()| "ECDSA signature over TPMS_ATTEST verifies with the pinned AK".into())
-                .map_err(|_| {
-                    "ECDSA signature over TPMS_ATTEST does not verify with the pinned AK".into()
-                }),
+                .map_err(|_| "ECDSA signature over TPMS_ATTEST does not verify with the pinned AK".into()),
         ),
         Err(_) => report.record(CHECKS[5], not_evaluated("signature did not decode")),
     };
     match (&quote, &ak) {
-        (Ok(q), Ok((public, _))) => report.record(
-            CHECKS[6],
-            if q.qualified_signer == public.name() {
-                Ok("qualifiedSigner is the AK's name".into())
-            } else {
-                Err(format!(
-                    "qualifiedSigner {} is not the AK's name {}",
-                    hex::encode(&q.qualified_signer),
-                    hex::encode(public.name())
-                ))
-            },
-        ),
+        (Ok(q), Ok((public, _))) => {
+            let expected = ak_qualified_name(&evidence.ek_public, &public.name());
+            report.record(
+                CHECKS[6],
+                if q.qualified_signer == expected {
+                    Ok("qualifiedSigner is the AK as a child of the evidence's endorsement key".into())
+                } else {
+                    Err(format!(
+                        "qualifiedSigner {} is not the AK under the given EK ({})",
+                        hex::encode(&q.qualified_signer),
+                        hex::encode(&expected)
+                    ))
+                },
+            )
+        }
         _ => report.record(CHECKS[6], not_evaluated("quote or AK did not decode")),
     };
 
@@ -247,10 +219,7 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
     report.record(
         CHECKS[7],
         if q.extra_data == expect.qualifying_data {
-            Ok(format!(
-                "qualifying data matches ({} bytes)",
-                q.extra_data.len()
-            ))
+            Ok(format!("qualifying data matches ({} bytes)", q.extra_data.len()))
         } else {
             Err(format!(
                 "qualifying data {} is not the expected {} (stale or replayed quote)",
@@ -264,10 +233,7 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
         if &q.pcr_selection == expect.selection {
             Ok(format!("{}", q.pcr_selection))
         } else {
-            Err(format!(
-                "quote covers {}, expected {}",
-                q.pcr_selection, expect.selection
-            ))
+            Err(format!("quote covers {}, expected {}", q.pcr_selection, expect.selection))
         },
     );
 
@@ -275,18 +241,13 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
     let claimed: BTreeSet<u8> = evidence.pcr_values.0.keys().copied().collect();
     let quoted: BTreeSet<u8> = q.pcr_selection.indices().iter().copied().collect();
     let digest_ok = if claimed != quoted {
-        Err(format!(
-            "evidence carries values for PCRs {claimed:?} but the quote covers {quoted:?}"
-        ))
+        Err(format!("evidence carries values for PCRs {claimed:?} but the quote covers {quoted:?}"))
     } else {
         match evidence.pcr_values.composite_digest(&q.pcr_selection) {
             Some(d) if d.0.as_slice() == q.pcr_digest.as_slice() => {
                 Ok("claimed PCR values hash to the quoted pcrDigest".into())
             }
-            Some(d) => Err(format!(
-                "claimed PCR values hash to {d}, the quote says {}",
-                hex::encode(&q.pcr_digest)
-            )),
+            Some(d) => Err(format!("claimed PCR values hash to {d}, the quote says {}", hex::encode(&q.pcr_digest))),
             None => Err("claimed PCR values incomplete".into()),
         }
     };
@@ -299,42 +260,22 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
             let expected = expect.reference.get(pcr).copied();
             let got = evidence.pcr_values.get(pcr).copied();
             if expected.is_none() || expected != got {
-                mismatches.push(PcrMismatch {
-                    pcr,
-                    expected,
-                    quoted: got,
-                });
+                mismatches.push(PcrMismatch { pcr, expected, quoted: got });
             }
         }
-        let extra: Vec<u8> = expect
-            .reference
-            .0
-            .keys()
-            .copied()
-            .filter(|p| !expect.selection.indices().contains(p))
-            .collect();
+        let extra: Vec<u8> =
+            expect.reference.0.keys().copied().filter(|p| !expect.selection.indices().contains(p)).collect();
         let result = if !extra.is_empty() {
-            Err(format!(
-                "reference values given for PCRs {extra:?} that the selection does not quote"
-            ))
+            Err(format!("reference values given for PCRs {extra:?} that the selection does not quote"))
         } else if mismatches.is_empty() {
-            Ok(format!(
-                "all {} quoted PCRs equal their reference values",
-                expect.selection.indices().len()
-            ))
+            Ok(format!("all {} quoted PCRs equal their reference values", expect.selection.indices().len()))
         } else {
-            Err(format!(
-                "PCRs not matching reference values: {}",
-                describe(&mismatches)
-            ))
+            Err(format!("PCRs not matching reference values: {}", describe(&mismatches)))
         };
         report.reference_mismatches = mismatches;
         report.record(CHECKS[10], result);
     } else {
-        report.record(
-            CHECKS[10],
-            not_evaluated("PCR values not proven by the quote"),
-        );
+        report.record(CHECKS[10], not_evaluated("PCR values not proven by the quote"));
     }
 
     if expect.firmware_log.is_some() || expect.measurement_log.is_some() {
@@ -349,15 +290,29 @@ pub fn verify_quote(evidence: &QuoteEvidence, expect: &Expectations<'_>) -> Repo
             Ok(()) if report.replay_mismatches.is_empty() => {
                 Ok("event logs replay to the quoted PCR values".to_string())
             }
-            Ok(()) => Err(format!(
-                "event log replay differs from quoted PCRs: {}",
-                describe(&report.replay_mismatches)
-            )),
+            Ok(()) => {
+                Err(format!("event log replay differs from quoted PCRs: {}", describe(&report.replay_mismatches)))
+            }
             Err(e) => Err(e),
         };
         report.record(CHECK_EVENT_LOG, result);
     }
     report
+}
+
+/// `TPM_RH_ENDORSEMENT`: the qualified name of the endorsement hierarchy is its handle.
+const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+
+/// The qualified name of a key whose parent is the primary key `ek_public` in the endorsement
+/// hierarchy: `QN(child) = nameAlg || H(QN(parent) || Name(child))`, with
+/// `QN(primary) = nameAlg || H(handle(hierarchy) || Name(primary))`.
+pub fn ak_qualified_name(ek_public: &[u8], ak_name: &[u8]) -> Vec<u8> {
+    let ek_name = object_name(ek_public);
+    let mut ek_qn = TPM_ALG_SHA256.to_be_bytes().to_vec();
+    ek_qn.extend_from_slice(&Sha256Digest::of_parts(&[&TPM_RH_ENDORSEMENT.to_be_bytes(), &ek_name]).0);
+    let mut ak_qn = TPM_ALG_SHA256.to_be_bytes().to_vec();
+    ak_qn.extend_from_slice(&Sha256Digest::of_parts(&[&ek_qn, ak_name]).0);
+    ak_qn
 }
 
 /// Replays the firmware log and then the measurement log; compares every quoted PCR.
@@ -379,17 +334,10 @@ fn replay_logs(
     }
     let mut mismatches = Vec::new();
     for &pcr in selection.indices() {
-        let expected = replayed
-            .get(pcr)
-            .copied()
-            .unwrap_or_else(|| reset_value(pcr));
+        let expected = replayed.get(pcr).copied().unwrap_or_else(|| reset_value(pcr));
         let got = quoted.get(pcr).copied();
         if Some(expected) != got {
-            mismatches.push(PcrMismatch {
-                pcr,
-                expected: Some(expected),
-                quoted: got,
-            });
+            mismatches.push(PcrMismatch { pcr, expected: Some(expected), quoted: got });
         }
     }
     Ok(mismatches)
@@ -399,14 +347,7 @@ fn describe(mismatches: &[PcrMismatch]) -> String {
     let show = |d: &Option<Sha256Digest>| d.map_or_else(|| "none".to_string(), |d| d.to_hex());
     mismatches
         .iter()
-        .map(|m| {
-            format!(
-                "PCR {} (expected {}, quoted {})",
-                m.pcr,
-                show(&m.expected),
-                show(&m.quoted)
-            )
-        })
+        .map(|m| format!("PCR {} (expected {}, quoted {})", m.pcr, show(&m.expected), show(&m.quoted)))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -430,16 +371,9 @@ pub fn ak_from_pem(pem: &str) -> Result<p256::ecdsa::VerifyingKey, AkKeyError> {
 
 /// The SubjectPublicKeyInfo DER and PEM of a TPM ECC public area (for export to other tools).
 pub fn ak_der_pem(tpmt_public: &[u8]) -> Result<(Vec<u8>, String), AkKeyError> {
-    let key = EccPublic::parse(tpmt_public)
-        .map_err(|e| AkKeyError(e.to_string()))?
-        .verifying_key()
-        .map_err(AkKeyError)?;
-    let der = key
-        .to_public_key_der()
-        .map_err(|e| AkKeyError(e.to_string()))?
-        .into_vec();
-    let pem = key
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| AkKeyError(e.to_string()))?;
+    let key =
+        EccPublic::parse(tpmt_public).map_err(|e| AkKeyError(e.to_string()))?.verifying_key().map_err(AkKeyError)?;
+    let der = key.to_public_key_der().map_err(|e| AkKeyError(e.to_string()))?.into_vec();
+    let pem = key.to_public_key_pem(LineEnding::LF).map_err(|e| AkKeyError(e.to_string()))?;
     Ok((der, pem))
 }

@@ -8,9 +8,7 @@
 #[non_exhaustive]
 pub enum ParseError {
     /// The input ended inside a field.
-    #[error(
-        "{structure}.{field} at byte {offset}: truncated (needs {needed} bytes, {available} left)"
-    )]
+    #[error("{structure}.{field} at byte {offset}: truncated (needs {needed} bytes, {available} left)")]
     Truncated {
         /// Structure being decoded.
         structure: &'static str,
@@ -58,11 +56,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Starts decoding `structure` (the name used in errors) from `bytes`.
     pub fn new(structure: &'static str, bytes: &'a [u8]) -> Self {
-        Reader {
-            bytes,
-            pos: 0,
-            structure,
-        }
+        Reader { bytes, pos: 0, structure }
     }
 
     /// Changes the structure name used in errors (for nested structures).
@@ -139,39 +133,21 @@ impl<'a> Reader<'a> {
         let offset = self.pos;
         let size = usize::from(self.u16(field)?);
         if size > max {
-            return Err(self.invalid_at(
-                offset,
-                field,
-                format!("size {size} exceeds maximum {max}"),
-            ));
+            return Err(self.invalid_at(offset, field, format!("size {size} exceeds maximum {max}")));
         }
         self.take(size, field)
     }
 
     /// An error about `field` at `offset`.
-    pub fn invalid_at(
-        &self,
-        offset: usize,
-        field: &'static str,
-        reason: impl Into<String>,
-    ) -> ParseError {
-        ParseError::Invalid {
-            structure: self.structure,
-            field,
-            offset,
-            reason: reason.into(),
-        }
+    pub fn invalid_at(&self, offset: usize, field: &'static str, reason: impl Into<String>) -> ParseError {
+        ParseError::Invalid { structure: self.structure, field, offset, reason: reason.into() }
     }
 
     /// Fails if any byte is left.
     pub fn finish(&self) -> Result<(), ParseError> {
         match self.remaining() {
             0 => Ok(()),
-            count => Err(ParseError::Trailing {
-                structure: self.structure,
-                offset: self.pos,
-                count,
-            }),
+            count => Err(ParseError::Trailing { structure: self.structure, offset: self.pos, count }),
         }
     }
 }
@@ -232,10 +208,7 @@ mod tests {
     fn truncation_names_field_and_offset() {
         let mut r = Reader::new("TPMS_ATTEST", &[0xff, 0x54]);
         let err = r.u32("magic").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "TPMS_ATTEST.magic at byte 0: truncated (needs 4 bytes, 2 left)"
-        );
+        assert_eq!(err.to_string(), "TPMS_ATTEST.magic at byte 0: truncated (needs 4 bytes, 2 left)");
     }
 
     #[test]
@@ -250,13 +223,6 @@ mod tests {
     fn trailing_bytes_rejected() {
         let mut r = Reader::new("X", &[1, 2, 3]);
         r.u16("a").unwrap();
-        assert_eq!(
-            r.finish().unwrap_err(),
-            ParseError::Trailing {
-                structure: "X",
-                offset: 2,
-                count: 1
-            }
-        );
+        assert_eq!(r.finish().unwrap_err(), ParseError::Trailing { structure: "X", offset: 2, count: 1 });
     }
 }

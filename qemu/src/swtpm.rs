@@ -25,9 +25,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[non_exhaustive]
 pub enum SwtpmError {
     /// A tool the harness needs is not installed.
-    #[error(
-        "`{tool}` is not installed or not runnable ({source}); install it with: apt-get install swtpm swtpm-tools"
-    )]
+    #[error("`{tool}` is not installed or not runnable ({source}); install it with: apt-get install swtpm swtpm-tools")]
     ToolMissing {
         /// The program that could not be started.
         tool: &'static str,
@@ -64,11 +62,7 @@ pub enum SwtpmError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SwtpmError + use<> {
     let path = path.to_path_buf();
-    move |source| SwtpmError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| SwtpmError::Io { action, path, source }
 }
 
 /// A running, provisioned, private software TPM 2.0.
@@ -88,11 +82,7 @@ impl Swtpm {
             .tempdir()
             .map_err(io_err("creating temp dir under", &std::env::temp_dir()))?;
         provision(dir.path())?;
-        let mut tpm = Swtpm {
-            dir,
-            child: None,
-            port: 0,
-        };
+        let mut tpm = Swtpm { dir, child: None, port: 0 };
         tpm.launch()?;
         Ok(tpm)
     }
@@ -120,9 +110,7 @@ impl Swtpm {
         let mut out = String::new();
         for name in ["issuercert.pem", "swtpm-localca-rootca-cert.pem"] {
             let path = self.dir.path().join("ca").join(name);
-            out.push_str(
-                &fs::read_to_string(&path).map_err(io_err("reading CA certificate", &path))?,
-            );
+            out.push_str(&fs::read_to_string(&path).map_err(io_err("reading CA certificate", &path))?);
         }
         Ok(out)
     }
@@ -160,10 +148,7 @@ impl Swtpm {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|source| SwtpmError::ToolMissing {
-                    tool: "swtpm",
-                    source,
-                })?;
+                .map_err(|source| SwtpmError::ToolMissing { tool: "swtpm", source })?;
             match wait_listening(&mut child, port) {
                 Ok(()) => {
                     self.child = Some(child);
@@ -177,10 +162,7 @@ impl Swtpm {
                 }
             }
         }
-        Err(SwtpmError::NotListening {
-            port: self.port,
-            reason: last_reason,
-        })
+        Err(SwtpmError::NotListening { port: self.port, reason: last_reason })
     }
 
     fn stop(&mut self) {
@@ -202,13 +184,8 @@ fn free_port_pair() -> Result<u16, SwtpmError> {
     for _ in 0..64 {
         let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
             .map_err(io_err("binding a probe socket on", Path::new("127.0.0.1")))?;
-        let port = listener
-            .local_addr()
-            .map_err(io_err(
-                "reading probe socket address on",
-                Path::new("127.0.0.1"),
-            ))?
-            .port();
+        let port =
+            listener.local_addr().map_err(io_err("reading probe socket address on", Path::new("127.0.0.1")))?.port();
         let Some(ctrl) = port.checked_add(1) else {
             continue;
         };
@@ -219,10 +196,7 @@ fn free_port_pair() -> Result<u16, SwtpmError> {
             return Ok(port);
         }
     }
-    Err(SwtpmError::NotListening {
-        port: 0,
-        reason: "no free loopback port pair".into(),
-    })
+    Err(SwtpmError::NotListening { port: 0, reason: "no free loopback port pair".into() })
 }
 
 fn wait_listening(child: &mut Child, port: u16) -> Result<(), String> {
@@ -290,31 +264,18 @@ fn provision(dir: &Path) -> Result<(), SwtpmError> {
         .arg("--tpm2")
         .arg("--tpmstate")
         .arg(&state)
-        .args([
-            "--create-ek-cert",
-            "--create-platform-cert",
-            "--overwrite",
-            "--pcr-banks",
-            "sha256",
-        ])
+        .args(["--create-ek-cert", "--create-platform-cert", "--overwrite", "--pcr-banks", "sha256"])
         .arg("--config")
         .arg(&setup_conf)
         .arg("--write-ek-cert-files")
         .arg(dir)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| SwtpmError::ToolMissing {
-            tool: "swtpm_setup",
-            source,
-        })?;
+        .map_err(|source| SwtpmError::ToolMissing { tool: "swtpm_setup", source })?;
     if !output.status.success() {
         return Err(SwtpmError::SetupFailed {
             status: output.status.to_string(),
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
+            output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
         });
     }
     Ok(())
@@ -333,16 +294,9 @@ mod tests {
         let pid = a.pid().expect("running");
         let dir = a.dir().to_path_buf();
         assert!(a.ek_certificate_rsa().expect("ek cert").len() > 100);
-        assert!(
-            a.ca_certificates_pem()
-                .expect("ca")
-                .contains("BEGIN CERTIFICATE")
-        );
+        assert!(a.ca_certificates_pem().expect("ca").contains("BEGIN CERTIFICATE"));
         drop(a);
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "swtpm {pid} still running after drop"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "swtpm {pid} still running after drop");
         assert!(!dir.exists(), "temp dir {} left behind", dir.display());
         drop(b);
     }
@@ -357,9 +311,6 @@ mod tests {
         });
         assert!(result.is_err());
         let pid = pid.lock().expect("lock").expect("pid recorded");
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "swtpm {pid} survived a panic"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "swtpm {pid} survived a panic");
     }
 }

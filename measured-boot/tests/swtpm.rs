@@ -1,0 +1,385 @@
+//! `sovereign-measured-boot` against a real TPM 2.0 (a private swtpm per test, never a mock).
+//!
+//! Each test states the behaviour it guards; each would fail if that behaviour broke.
+
+use std::process::Command;
+
+use sovereign_measured_boot::EventLog;
+use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EV_SEPARATOR, EventLogBuilder};
+use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
+use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
+use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
+use sovereign_measured_boot::tpm::{ROLLBACK_COUNTER_INDEX, SealedBlob, Tpm, TpmError};
+use sovereign_measured_boot::verify::{self, Expectations, QuoteEvidence, Report, verify_quote};
+use sovereign_qemu::Swtpm;
+
+fn start() -> (Swtpm, Tpm) {
+    let swtpm = Swtpm::start().expect("start a private swtpm (is swtpm installed?)");
+    let tpm = Tpm::open(&swtpm.tcti()).expect("open the swtpm");
+    (swtpm, tpm)
+}
+
+fn reopen(swtpm: &mut Swtpm) -> Tpm {
+    swtpm.power_cycle().expect("power cycle");
+    Tpm::open(&swtpm.tcti()).expect("reopen after power cycle")
+}
+
+fn manifest(version: &str) -> Measurement {
+    Measurement {
+        pcr: PROJECT_PCR,
+        kind: MeasurementKind::Manifest,
+        digest: Sha256Digest::of(format!("signed manifest {version}").as_bytes()),
+        description: format!("manifest {version}"),
+    }
+}
+
+fn config() -> Measurement {
+    Measurement {
+        pcr: PROJECT_PCR,
+        kind: MeasurementKind::RuntimeConfig,
+        digest: Sha256Digest::of(b"runtime config"),
+        description: "runtime config".into(),
+    }
+}
+
+/// The PCR 15 value a release predicts after PID 1 measured its manifest and config.
+fn predict(version: &str) -> PcrValues {
+    let mut log = MeasurementLog::new();
+    log.push(manifest(version));
+    log.push(config());
+    let mut start = PcrValues::new();
+    start.set(PROJECT_PCR, Sha256Digest::default());
+    log.replay_onto(&start)
+}
+
+fn boot(tpm: &mut Tpm, version: &str) -> MeasurementLog {
+    let mut log = MeasurementLog::new();
+    tpm.measure(manifest(version), &mut log).expect("measure manifest");
+    tpm.measure(config(), &mut log).expect("measure config");
+    log
+}
+
+fn policy_key(seed: u8) -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("valid scalar")
+}
+
+fn is_refused(r: Result<Vec<u8>, TpmError>) -> bool {
+    matches!(r, Err(TpmError::UnsealRefused { .. }))
+}
+
+#[test]
+fn extensions_are_logged_and_the_log_replays_to_the_tpm() {
+    let (_swtpm, mut tpm) = start();
+    let sel = PcrSelection::new([PROJECT_PCR]).unwrap();
+    assert_eq!(tpm.pcr_read(&sel).unwrap().get(PROJECT_PCR), Some(&Sha256Digest::default()));
+    let mut log = boot(&mut tpm, "v1");
+    tpm.measure(Measurement::separator(), &mut log).unwrap();
+    let parsed = MeasurementLog::parse(&log.to_bytes()).unwrap();
+    let replayed = parsed.replay_onto(&tpm.pcr_read(&PcrSelection::new([]).unwrap()).unwrap());
+    assert_eq!(replayed.get(PROJECT_PCR), tpm.pcr_read(&sel).unwrap().get(PROJECT_PCR));
+    assert_ne!(replayed.get(PROJECT_PCR), predict("v1").get(PROJECT_PCR), "the separator moved PCR 15");
+}
+
+#[test]
+fn firmware_event_log_replays_to_tpm_pcrs_and_matches_tpm2_eventlog() {
+    let (_swtpm, mut tpm) = start();
+    let log = EventLogBuilder::new()
+        .measure(0, 0x8, b"OVMF firmware version")
+        .measure(7, EV_EFI_ACTION, b"Calling EFI Application from Boot Option")
+        .measure(4, EV_EFI_ACTION, b"bootx64.efi")
+        .measure(7, EV_SEPARATOR, &[0; 4])
+        .build();
+    let parsed = EventLog::parse(&log).unwrap();
+    for e in &parsed.events {
+        tpm.pcr_extend(u8::try_from(e.pcr).unwrap(), &e.sha256().unwrap()).unwrap();
+    }
+    let replayed = parsed.replay().unwrap();
+    let sel = PcrSelection::new([0, 4, 7]).unwrap();
+    assert_eq!(tpm.pcr_read(&sel).unwrap(), replayed);
+
+    // An independent parser (tpm2-tools) computes the same PCR values from the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("binary_bios_measurements");
+    std::fs::write(&path, &log).unwrap();
+    let out = Command::new("tpm2_eventlog").arg(&path).output().expect("tpm2_eventlog (tpm2-tools) installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    let sha256_section = yaml.split("sha256:").last().unwrap();
+    for (pcr, value) in &replayed.0 {
+        let line = format!("{pcr:<3}: 0x{}", value.to_hex());
+        assert!(sha256_section.to_lowercase().contains(&line), "tpm2_eventlog disagrees on PCR {pcr}: {yaml}");
+    }
+}
+
+#[test]
+fn seal_to_predicted_pcrs_unseals_only_in_the_predicted_state() {
+    let (_swtpm, mut tpm) = start();
+    let predicted = predict("v1");
+    // Sealed *before* the PCRs hold those values: the policy comes from the prediction.
+    let blob = tpm.seal_to_pcrs(b"node identity key", &predicted).unwrap();
+    let blob = SealedBlob::from_bytes(&blob.to_bytes()).unwrap();
+    let sel = predicted.selection();
+    assert!(is_refused(tpm.unseal_with_pcrs(&blob, &sel)), "unsealed before the boot was measured");
+    boot(&mut tpm, "v1");
+    assert_eq!(tpm.unseal_with_pcrs(&blob, &sel).unwrap(), b"node identity key");
+    tpm.pcr_extend(PROJECT_PCR, &Sha256Digest::of(b"one extension too many")).unwrap();
+    assert!(is_refused(tpm.unseal_with_pcrs(&blob, &sel)), "unsealed after an extra extension");
+}
+
+#[test]
+fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
+    let (mut swtpm, mut tpm) = start();
+    let release_key = policy_key(1);
+    let pk = PolicyKey::new(*release_key.verifying_key());
+    let blob = tpm.seal_to_policy_key(b"node data key", &pk).unwrap();
+
+    // Release v1 boots and unseals with its signed policy.
+    boot(&mut tpm, "v1");
+    let v1 = SignedPcrPolicy::sign(predict("v1"), &release_key).unwrap();
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v1).unwrap(), b"node data key");
+
+    // Reboot into v2: v1's policy no longer matches, v2's newly signed policy unseals the
+    // *same* sealed object.
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    boot(&mut tpm, "v2");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v1)), "old policy unsealed new PCRs");
+    let v2 = SignedPcrPolicy::sign(predict("v2"), &release_key).unwrap();
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v2).unwrap(), b"node data key");
+
+    // A policy for these PCRs signed by another key fails, whether presented with that key
+    // (the object is bound to the release key's name) or with the release key (bad signature).
+    let attacker = policy_key(2);
+    let attacker_pk = PolicyKey::new(*attacker.verifying_key());
+    let forged = SignedPcrPolicy::sign(predict("v2"), &attacker).unwrap();
+    assert!(forged.verify(&pk).is_err());
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &forged)), "wrongly signed policy accepted");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &attacker_pk, &forged)), "attacker key accepted");
+
+    // An unsigned policy (signature of zeros) fails.
+    let mut unsigned = v2.clone();
+    unsigned.signature =
+        sovereign_measured_boot::structures::EcdsaSignature { hash: 0x000b, r: vec![0; 32], s: vec![0; 32] }.marshal();
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &unsigned)), "unsigned policy accepted");
+
+    // A tampered image: PCRs that no signed policy covers.
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    boot(&mut tpm, "tampered");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v2)));
+}
+
+#[test]
+fn separator_closes_the_unseal_window_for_this_boot() {
+    let (mut swtpm, mut tpm) = start();
+    let release_key = policy_key(3);
+    let pk = PolicyKey::new(*release_key.verifying_key());
+    let blob = tpm.seal_to_policy_key(b"secret", &pk).unwrap();
+    let policy = SignedPcrPolicy::sign(predict("v1"), &release_key).unwrap();
+    let mut log = boot(&mut tpm, "v1");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy).unwrap(), b"secret");
+    tpm.measure(Measurement::separator(), &mut log).unwrap();
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &policy)), "unsealed after the separator");
+    // The next boot opens it again.
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    boot(&mut tpm, "v1");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy).unwrap(), b"secret");
+}
+
+struct Quoted {
+    evidence: QuoteEvidence,
+    ak: p256::ecdsa::VerifyingKey,
+    nonce: Vec<u8>,
+    selection: PcrSelection,
+    firmware_log: Vec<u8>,
+    measurement_log: Vec<u8>,
+}
+
+fn quoted_boot(tpm: &mut Tpm) -> Quoted {
+    let firmware =
+        EventLogBuilder::new().measure(0, 0x8, b"firmware").measure(7, EV_EFI_ACTION, b"secure boot state").build();
+    for e in &EventLog::parse(&firmware).unwrap().events {
+        tpm.pcr_extend(u8::try_from(e.pcr).unwrap(), &e.sha256().unwrap()).unwrap();
+    }
+    let log = boot(tpm, "v1");
+    let ak = tpm.create_attestation_key().unwrap();
+    let selection = PcrSelection::new([0, 7, PROJECT_PCR]).unwrap();
+    let nonce = Sha256Digest::of(b"verifier nonce 1").0.to_vec();
+    let evidence = tpm.quote(&ak, &nonce, &selection).unwrap();
+    let (der, pem) = verify::ak_der_pem(&ak.public).unwrap();
+    let pinned = verify::ak_from_der(&der).unwrap();
+    assert_eq!(verify::ak_from_pem(&pem).unwrap(), pinned);
+    tpm.release_attestation_key(ak);
+    Quoted { evidence, ak: pinned, nonce, selection, firmware_log: firmware, measurement_log: log.to_bytes() }
+}
+
+fn run(q: &Quoted, reference: &PcrValues) -> Report {
+    verify_quote(
+        &q.evidence,
+        &Expectations {
+            ak: &q.ak,
+            qualifying_data: &q.nonce,
+            selection: &q.selection,
+            reference,
+            firmware_log: Some(&q.firmware_log),
+            measurement_log: Some(&q.measurement_log),
+        },
+    )
+}
+
+#[test]
+fn quote_verifies_completely_and_every_tampering_is_named() {
+    let (swtpm, mut tpm) = start();
+    // The EK certificate in the TPM is the one the test's own CA issued.
+    assert_eq!(tpm.ek_certificate().unwrap().as_deref(), Some(swtpm.ek_certificate_rsa().unwrap().as_slice()));
+
+    let q = quoted_boot(&mut tpm);
+    let reference = q.evidence.pcr_values.clone();
+    let good = run(&q, &reference);
+    assert!(good.passed(), "{good:#?}");
+    assert_eq!(good.checks.len(), verify::CHECKS.len() + 1);
+
+    // One flipped bit in the signed attestation.
+    let mut t = clone_quoted(&q);
+    t.evidence.attest[20] ^= 1;
+    let r = run(&t, &reference);
+    assert!(!r.passed() && r.check_passed("quote.signature") == Some(false), "{r:#?}");
+
+    // A nonce the verifier did not ask for (a replayed quote).
+    let mut t = clone_quoted(&q);
+    t.nonce = Sha256Digest::of(b"verifier nonce 2").0.to_vec();
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("quote.qualifying_data"), Some(false), "{r:#?}");
+    assert!(!r.passed());
+
+    // A swapped PCR selection: the verifier asked for 0,4,15.
+    let mut t = clone_quoted(&q);
+    t.selection = PcrSelection::new([0, 4, PROJECT_PCR]).unwrap();
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("quote.pcr_selection"), Some(false), "{r:#?}");
+
+    // Claimed PCR values that the quote does not prove.
+    let mut t = clone_quoted(&q);
+    t.evidence.pcr_values.set(7, Sha256Digest::of(b"forged"));
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("quote.pcr_digest"), Some(false), "{r:#?}");
+
+    // Reference values: every mismatching PCR is reported, not only the first.
+    let mut wrong = reference.clone();
+    wrong.set(0, Sha256Digest::of(b"other firmware"));
+    wrong.set(PROJECT_PCR, Sha256Digest::of(b"other manifest"));
+    let r = run(&q, &wrong);
+    assert_eq!(r.check_passed("pcrs.reference_values"), Some(false));
+    let pcrs: Vec<u8> = r.reference_mismatches.iter().map(|m| m.pcr).collect();
+    assert_eq!(pcrs, vec![0, PROJECT_PCR], "{r:#?}");
+
+    // A quote signed by another AK (not the pinned one).
+    let (_other_swtpm, mut other_tpm) = start();
+    let other = quoted_boot(&mut other_tpm);
+    // The quote names the AK's parent: another TPM's endorsement key does not fit.
+    let mut t = clone_quoted(&q);
+    t.evidence.ek_public = other.evidence.ek_public.clone();
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("quote.signer_name"), Some(false), "{r:#?}");
+    assert_eq!(r.check_passed("quote.signature"), Some(true));
+
+    let mut t = clone_quoted(&q);
+    t.ak = other.ak;
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("ak.pinned"), Some(false));
+    assert_eq!(r.check_passed("quote.signature"), Some(false));
+}
+
+#[test]
+fn event_logs_that_do_not_match_the_quoted_pcrs_fail() {
+    let (_swtpm, mut tpm) = start();
+    let q = quoted_boot(&mut tpm);
+    let reference = q.evidence.pcr_values.clone();
+
+    let mut t = clone_quoted(&q);
+    t.firmware_log =
+        EventLogBuilder::new().measure(0, 0x8, b"firmware").measure(7, EV_EFI_ACTION, b"secure boot DISABLED").build();
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("pcrs.event_log_replay"), Some(false), "{r:#?}");
+    assert_eq!(r.replay_mismatches.iter().map(|m| m.pcr).collect::<Vec<_>>(), vec![7]);
+
+    let mut t = clone_quoted(&q);
+    let mut log = MeasurementLog::parse(&q.measurement_log).unwrap();
+    log.records.pop();
+    t.measurement_log = log.to_bytes();
+    let r = run(&t, &reference);
+    assert_eq!(r.replay_mismatches.iter().map(|m| m.pcr).collect::<Vec<_>>(), vec![PROJECT_PCR], "{r:#?}");
+
+    let mut t = clone_quoted(&q);
+    t.firmware_log.truncate(t.firmware_log.len() - 3);
+    let r = run(&t, &reference);
+    assert_eq!(r.check_passed("pcrs.event_log_replay"), Some(false));
+}
+
+#[test]
+fn quote_is_readable_by_tpm2_checkquote() {
+    let (_swtpm, mut tpm) = start();
+    let q = quoted_boot(&mut tpm);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pem) = verify::ak_der_pem(&q.evidence.ak_public).unwrap();
+    std::fs::write(dir.path().join("ak.pem"), pem).unwrap();
+    std::fs::write(dir.path().join("attest.bin"), &q.evidence.attest).unwrap();
+    std::fs::write(dir.path().join("sig.bin"), &q.evidence.signature).unwrap();
+    let check = |nonce: &[u8]| {
+        Command::new("tpm2_checkquote")
+            .current_dir(dir.path())
+            .args(["-u", "ak.pem", "-m", "attest.bin", "-s", "sig.bin", "-g", "sha256", "-q"])
+            .arg(hex::encode(nonce))
+            .env("TSS2_LOG", "all+none")
+            .output()
+            .expect("tpm2_checkquote (tpm2-tools) installed")
+    };
+    let out = check(&q.nonce);
+    assert!(out.status.success(), "tpm2_checkquote rejected our evidence: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!check(b"another nonce").status.success(), "tpm2_checkquote accepted a wrong nonce");
+}
+
+#[test]
+fn nv_counter_never_goes_backwards() {
+    let (mut swtpm, mut tpm) = start();
+    tpm.counter_define(ROLLBACK_COUNTER_INDEX).unwrap();
+    tpm.counter_define(ROLLBACK_COUNTER_INDEX).unwrap(); // idempotent
+    // A fresh TPM counter starts at the highest value any counter ever had (0 on a new TPM)
+    // only after its first increment; read-before-increment is refused by the TPM.
+    let first = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
+    let second = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
+    assert_eq!(second, first + 1);
+    assert!(tpm.danger_counter_write(ROLLBACK_COUNTER_INDEX, 0).is_err(), "a counter accepted an arbitrary write");
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    assert_eq!(tpm.counter_read(ROLLBACK_COUNTER_INDEX).unwrap(), second, "counter lost across a power cycle");
+    let third = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
+    assert!(third > second);
+}
+
+#[test]
+fn random_bytes_come_from_the_tpm() {
+    let (_swtpm, mut tpm) = start();
+    let a = tpm.random(64).unwrap();
+    let b = tpm.random(64).unwrap();
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn bad_tcti_is_a_clear_error() {
+    let err = Tpm::open("carrier-pigeon:").unwrap_err().to_string();
+    assert!(err.contains("TCTI \"carrier-pigeon:\" is not valid"), "{err}");
+}
+
+fn clone_quoted(q: &Quoted) -> Quoted {
+    Quoted {
+        evidence: q.evidence.clone(),
+        ak: q.ak,
+        nonce: q.nonce.clone(),
+        selection: q.selection.clone(),
+        firmware_log: q.firmware_log.clone(),
+        measurement_log: q.measurement_log.clone(),
+    }
+}
