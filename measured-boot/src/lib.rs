@@ -21,9 +21,11 @@
 #![forbid(unsafe_code)]
 
 pub mod eventlog;
+pub mod fuzzing;
 pub mod measurement_log;
 pub mod pcr;
 pub mod policy;
+pub mod sealed;
 pub mod structures;
 pub mod verify;
 pub mod wire;
@@ -36,5 +38,7 @@ pub use measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_
 pub use pcr::{PcrSelection, PcrValues, Sha256Digest};
 pub use policy::{PolicyKey, SignedPcrPolicy};
 #[cfg(feature = "tpm")]
-pub use tpm::{AttestationKey, SealedBlob, Tpm, TpmError};
+pub use sealed::SealedBlob;
+#[cfg(feature = "tpm")]
+pub use tpm::{AttestationKey, Tpm, TpmError};
 pub use verify::{Expectations, QuoteEvidence, Report, verify_quote};

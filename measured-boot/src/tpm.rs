@@ -25,8 +25,9 @@ use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 use crate::measurement_log::{Measurement, MeasurementLog};
 use crate::pcr::{PcrSelection, PcrValues, Sha256Digest};
 use crate::policy::{PolicyKey, SignedPcrPolicy, authorization_hash, pcr_policy_digest};
+use crate::sealed::{MAX_SEALED_SECRET, SealedBlob};
 use crate::verify::QuoteEvidence;
-use crate::wire::{ParseError, Reader, Writer};
+use crate::wire::ParseError;
 
 /// What failed while talking to the TPM.
 #[derive(Debug, thiserror::Error)]
@@ -78,43 +79,6 @@ fn cmd(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
 
 fn refused(stage: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::UnsealRefused { stage, source }
-}
-
-/// Magic of the [`SealedBlob`] encoding.
-const SEALED_MAGIC: &[u8; 8] = b"SVSEAL01";
-/// Largest secret a sealed object may hold (TPM2B_SENSITIVE_DATA).
-pub const MAX_SEALED_SECRET: usize = 128;
-
-/// A secret sealed by the TPM: the object's public and (TPM-encrypted) private areas.
-/// Only the TPM that created it can load it, and only under its policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealedBlob {
-    /// Marshalled `TPMT_PUBLIC` of the sealed object (holds its `authPolicy`).
-    pub public: Vec<u8>,
-    /// The `TPM2B_PRIVATE` contents, encrypted by the storage root key.
-    pub private: Vec<u8>,
-}
-
-impl SealedBlob {
-    /// Encoding: `"SVSEAL01" || u16 len || public || u16 len || private` (big-endian lengths).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.raw(SEALED_MAGIC).tpm2b(&self.public).tpm2b(&self.private);
-        w.into_bytes()
-    }
-
-    /// Decodes [`SealedBlob::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
-        let mut r = Reader::new("SealedBlob", bytes);
-        let magic = r.take(8, "magic")?;
-        if magic != SEALED_MAGIC {
-            return Err(r.invalid_at(0, "magic", "not a Sovereign sealed blob (expected SVSEAL01)"));
-        }
-        let public = r.tpm2b("public", 1024)?.to_vec();
-        let private = r.tpm2b("private", 1024)?.to_vec();
-        r.finish()?;
-        Ok(SealedBlob { public, private })
-    }
 }
 
 /// A loaded attestation key (restricted ECC P-256 signing key under the endorsement key).
@@ -459,10 +423,10 @@ impl Tpm {
             AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
             AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
         ] {
-            if let Ok(cert) = ek::retrieve_ek_pubcert(&mut self.ctx, alg) {
-                if !cert.is_empty() {
-                    return Ok(Some(cert));
-                }
+            if let Ok(cert) = ek::retrieve_ek_pubcert(&mut self.ctx, alg)
+                && !cert.is_empty()
+            {
+                return Ok(Some(cert));
             }
         }
         Ok(None)

@@ -2,6 +2,8 @@
 //!
 //! Each test states the behaviour it guards; each would fail if that behaviour broke.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::process::Command;
 
 use sovereign_measured_boot::EventLog;
@@ -9,7 +11,8 @@ use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EV_SEPARATOR, EventLogBui
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
-use sovereign_measured_boot::tpm::{ROLLBACK_COUNTER_INDEX, SealedBlob, Tpm, TpmError};
+use sovereign_measured_boot::sealed::SealedBlob;
+use sovereign_measured_boot::tpm::{ROLLBACK_COUNTER_INDEX, Tpm, TpmError};
 use sovereign_measured_boot::verify::{self, Expectations, QuoteEvidence, Report, verify_quote};
 use sovereign_qemu::Swtpm;
 

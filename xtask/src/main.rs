@@ -1,1 +1,208 @@
-fn main() {}
+//! `cargo xtask`: the project's entry points that are more than `cargo build`.
+//!
+//! - `cargo xtask setup` — installs what the suite needs on Debian/Ubuntu (apt packages, the
+//!   cargo-fuzz tool), or says exactly what to run when it cannot (not root, not Debian).
+//! - `cargo xtask test` — `setup`, then formatting, lints, dependency rules, the whole test
+//!   suite (TPM tests against private swtpm instances) and a fuzz smoke run of every target.
+//! - `cargo xtask bench` — the benchmarks whose results go into `docs/benchmarks.md`.
+//!
+//! Must never: hide a failing step (every step's failure stops the run with its name), or
+//! touch anything outside the repository, the cargo target dir and the system package manager.
+
+#![forbid(unsafe_code)]
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Debian packages the test suite needs, with why.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("libtss2-dev", "tss-esapi links the tpm2-tss libraries"),
+    ("pkg-config", "tss-esapi's build script finds tpm2-tss with it"),
+    ("swtpm", "the software TPM every TPM test runs against"),
+    ("swtpm-tools", "swtpm_setup/swtpm_localca provision EK certificates"),
+    ("gnutls-bin", "swtpm_localca creates its CA with certtool"),
+    ("tpm2-tools", "independent cross-checks (tpm2_eventlog, tpm2_checkquote)"),
+    ("build-essential", "C compiler for -sys crates and libFuzzer"),
+];
+
+/// Fuzz targets run by the smoke run, and for how long each.
+const FUZZ_TARGETS: &[&str] = &[
+    "event_log",
+    "quote",
+    "signature",
+    "ecc_public",
+    "measurement_log",
+    "signed_policy",
+    "sealed_blob",
+    "verify_quote",
+];
+const FUZZ_SECONDS: u32 = 8;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => setup().and_then(|()| test()),
+        Some("bench") => setup().and_then(|()| bench()),
+        Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|test|bench|fuzz>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Step(msg)) => {
+            eprintln!("xtask: FAILED: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Environment(msg)) => {
+            eprintln!("xtask: cannot run here: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+enum Failure {
+    /// A check ran and failed.
+    Step(String),
+    /// The machine lacks something we cannot install ourselves.
+    Environment(String),
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn step(name: &str, cmd: &mut Command) -> Result<(), Failure> {
+    eprintln!("\n==> {name}\n    $ {}", render(cmd));
+    let start = Instant::now();
+    let status =
+        cmd.status().map_err(|e| Failure::Environment(format!("{name}: cannot start {}: {e}", render(cmd))))?;
+    if status.success() {
+        eprintln!("    ok: {name} ({:.1}s)", start.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        Err(Failure::Step(format!("{name} ({status})")))
+    }
+}
+
+fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    // TPM tests provoke expected failures; tpm2-tss would log each one to stderr.
+    c.env("TSS2_LOG", "all+none");
+    c
+}
+
+fn is_debian_like() -> bool {
+    std::fs::read_to_string("/etc/os-release")
+        .map(|s| {
+            s.lines().any(|l| {
+                l.starts_with("ID=debian")
+                    || l.starts_with("ID=ubuntu")
+                    || l.contains("ID_LIKE=debian")
+                    || l.contains("ID_LIKE=\"debian")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn setup() -> Result<(), Failure> {
+    if !is_debian_like() {
+        let list: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+        return Err(Failure::Environment(format!(
+            "this is not Debian or Ubuntu; install the equivalents of: {} (and `cargo install cargo-fuzz --locked`)",
+            list.join(" ")
+        )));
+    }
+    let missing: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        for (p, why) in APT_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+            eprintln!("xtask: missing {p}: {why}");
+        }
+        let install = format!("apt-get update && apt-get install -y --no-install-recommends {}", missing.join(" "));
+        if !is_root() {
+            return Err(Failure::Environment(format!(
+                "not root, so not installing packages; run: sudo sh -c '{install}'"
+            )));
+        }
+        step("apt-get update", Command::new("apt-get").arg("update").arg("-qq"))?;
+        step(
+            "install system packages",
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
+    let have_fuzz = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_fuzz {
+        step("install cargo-fuzz", cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result<(), Failure> {
+    step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    step("lints", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step(
+        "the verifier builds without the TPM stack",
+        cargo().args(["check", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
+    )?;
+    step("benchmarks build", cargo().args(["bench", "--workspace", "--no-run"]))?;
+    step("tests", cargo().args(["test", "--workspace", "--", "--test-threads", "4"]))?;
+    fuzz_smoke(FUZZ_SECONDS)
+}
+
+fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
+    let fuzz_dir = root().join("fuzz");
+    // cargo-fuzz needs unstable compiler flags (sanitizers, coverage); the pinned stable
+    // toolchain accepts them with RUSTC_BOOTSTRAP=1. Only the fuzz build uses this.
+    step("fuzz targets build", cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "build"]))?;
+    for target in FUZZ_TARGETS {
+        step(
+            &format!("fuzz smoke: {target} ({seconds}s)"),
+            cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-print_final_stats=0",
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+fn bench() -> Result<(), Failure> {
+    step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))
+}

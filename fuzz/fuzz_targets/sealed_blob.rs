@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sovereign_measured_boot::fuzzing::sealed_blob(data));
