@@ -338,6 +338,20 @@ fn quote_is_readable_by_tpm2_checkquote() {
             .output()
             .expect("tpm2_checkquote (tpm2-tools) installed")
     };
+    // `SOVEREIGN_FUZZ_SEEDS=fuzz/seeds cargo test` refreshes the fuzz seed corpus from real evidence.
+    if let Some(seeds) = std::env::var_os("SOVEREIGN_FUZZ_SEEDS") {
+        let seeds = std::path::PathBuf::from(seeds);
+        for (target, bytes) in [
+            ("quote", &q.evidence.attest),
+            ("signature", &q.evidence.signature),
+            ("ecc_public", &q.evidence.ak_public),
+            ("event_log", &q.firmware_log),
+            ("measurement_log", &q.measurement_log),
+        ] {
+            std::fs::create_dir_all(seeds.join(target)).unwrap();
+            std::fs::write(seeds.join(target).join("real"), bytes).unwrap();
+        }
+    }
     let out = check(&q.nonce);
     assert!(out.status.success(), "tpm2_checkquote rejected our evidence: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!check(b"another nonce").status.success(), "tpm2_checkquote accepted a wrong nonce");

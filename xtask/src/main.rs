@@ -188,21 +188,23 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
     // toolchain accepts them with RUSTC_BOOTSTRAP=1. Only the fuzz build uses this.
     step("fuzz targets build", cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "build"]))?;
     for target in FUZZ_TARGETS {
-        step(
-            &format!("fuzz smoke: {target} ({seconds}s)"),
-            cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args([
-                "fuzz",
-                "run",
-                target,
-                "--",
-                &format!("-max_total_time={seconds}"),
-                "-print_final_stats=0",
-            ]),
-        )?;
+        // Work corpus (ignored by git) first, then the committed seeds from real artifacts.
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .map_err(|e| Failure::Environment(format!("creating {}: {e}", corpus.display())))?;
+        let seeds = fuzz_dir.join("seeds").join(target);
+        let mut cmd = cargo();
+        cmd.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "run", target]).arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=0"]);
+        step(&format!("fuzz smoke: {target} ({seconds}s)"), &mut cmd)?;
     }
     Ok(())
 }
 
 fn bench() -> Result<(), Failure> {
-    step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))
+    step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))?;
+    step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))
 }

@@ -477,7 +477,6 @@ pub fn verify_bundle(bytes: &[u8], trust: &TrustedKeys) -> Report {
     let note = files.get("checkpoint.txt").map(|b| {
         std::str::from_utf8(b).map_err(|e| e.to_string()).and_then(|t| SignedNote::parse(t).map_err(|e| e.to_string()))
     });
-    let hashes_for_later;
     let checkpoint = match note {
         Some(Ok(note)) => {
             // Signature check uses the pinned key; root check happens below (range-aware).
@@ -516,12 +515,12 @@ pub fn verify_bundle(bytes: &[u8], trust: &TrustedKeys) -> Report {
     };
 
     let leaf_hashes = check_entries(&mut report, framed.iter().map(|(p, d)| (p.clone(), *d)));
-    if let Some(f) = framing_failure {
-        if let Some(c) = report.checks.iter_mut().find(|c| c.name == "entries.decode") {
-            c.failures.push(f);
-        }
+    if let Some(f) = framing_failure
+        && let Some(c) = report.checks.iter_mut().find(|c| c.name == "entries.decode")
+    {
+        c.failures.push(f);
     }
-    hashes_for_later = leaf_hashes;
+    let hashes_for_later = leaf_hashes;
 
     // The tree: whole range → recompute the root; partial → inclusion proofs.
     let proofs: Result<Proofs, String> = files

@@ -37,7 +37,13 @@ fn trust() -> TrustedKeys {
 fn log_with(dir: &Path, n: u64) -> AuditLog {
     let log = AuditLog::create(&dir.join("audit.log"), ORIGIN, &key()).unwrap();
     for i in 0..n {
-        let mut e = Entry::new(EntryKind::ALL[(i % 12) as usize], 1_700_000_000_000 + i, Severity::Notice, vec![[i as u8; 32]], format!("event {i}").into_bytes());
+        let mut e = Entry::new(
+            EntryKind::ALL[(i % 12) as usize],
+            1_700_000_000_000 + i,
+            Severity::Notice,
+            vec![[i as u8; 32]],
+            format!("event {i}").into_bytes(),
+        );
         if i % 3 == 0 {
             e = e.sign(&operator());
         }
@@ -53,7 +59,10 @@ fn log_with(dir: &Path, n: u64) -> AuditLog {
 }
 
 fn options() -> ExportOptions {
-    ExportOptions { witnesses: vec![NamedKey { name: WITNESS.into(), key: hex::encode(witness().verifying_key().as_bytes()) }], ..Default::default() }
+    ExportOptions {
+        witnesses: vec![NamedKey { name: WITNESS.into(), key: hex::encode(witness().verifying_key().as_bytes()) }],
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -69,6 +78,26 @@ fn exported_bundle_verifies_offline_with_every_check_listed() {
     // The export after an earlier checkpoint carries a consistency proof from it. (The earlier
     // checkpoint was replaced by the final one in the store, so here: the final one covers all.)
     assert_eq!(report.check("tree").unwrap().checked, 40);
+    // `SOVEREIGN_FUZZ_SEEDS=fuzz/seeds cargo test` refreshes the fuzz seed corpus.
+    if let Some(seeds) = std::env::var_os("SOVEREIGN_FUZZ_SEEDS") {
+        let seeds = std::path::PathBuf::from(seeds);
+        let small = log_with(&tempfile::tempdir().unwrap().keep(), 3);
+        let small_bundle = export_bundle(&small, &key(), &node(), &options()).unwrap();
+        let fuzz_key_log = tempfile::tempdir().unwrap().keep().join("fuzz.log");
+        let l = AuditLog::create(&fuzz_key_log, ORIGIN, &DataKey([7; 32])).unwrap();
+        for i in 0..3 {
+            l.append_entry(Entry::new(EntryKind::Artifact, i, Severity::Info, vec![], vec![i as u8])).unwrap();
+        }
+        let note = small.latest_checkpoint().unwrap().unwrap().to_text();
+        for (target, bytes) in [
+            ("compliance_bundle", small_bundle),
+            ("audit_log_file", std::fs::read(&fuzz_key_log).unwrap()),
+            ("signed_note", note.into_bytes()),
+        ] {
+            std::fs::create_dir_all(seeds.join(target)).unwrap();
+            std::fs::write(seeds.join(target).join("real"), bytes).unwrap();
+        }
+    }
     // Standard tools can list it.
     let path = dir.path().join("bundle.tar");
     std::fs::write(&path, &bundle).unwrap();
@@ -163,7 +192,8 @@ fn a_bundle_from_another_log_fails() {
 fn unverifiable_section_content_is_not_passed() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 3);
-    let opts = ExportOptions { section_files: vec![("attestation".into(), "quote.bin".into(), vec![1, 2, 3])], ..options() };
+    let opts =
+        ExportOptions { section_files: vec![("attestation".into(), "quote.bin".into(), vec![1, 2, 3])], ..options() };
     let bundle = export_bundle(&log, &key(), &node(), &opts).unwrap();
     let report = verify_bundle(&bundle, &trust());
     let s = report.check("sections").unwrap();

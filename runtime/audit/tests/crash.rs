@@ -54,13 +54,17 @@ fn no_acknowledged_entry_is_lost_across_sigkill() {
             let index: u64 = parts.next().unwrap().parse().unwrap();
             let hash = parts.next().unwrap().to_string();
             if let Some(previous) = acked.insert(index, hash.clone()) {
-                panic!("index {index} acknowledged twice ({previous} then {hash}): an acknowledged entry was overwritten");
+                panic!(
+                    "index {index} acknowledged twice ({previous} then {hash}): an acknowledged entry was overwritten"
+                );
             }
         }
         let (log, _recovery) = AuditLog::open(&path, &DataKey(KEY)).unwrap_or_else(|e| panic!("round {round}: {e}"));
         let entries = sovereign_audit::logfile::decode_entries(&std::fs::read(&path).unwrap(), &DataKey(KEY)).unwrap();
         for (index, hash) in &acked {
-            let entry = entries.get(*index as usize).unwrap_or_else(|| panic!("round {round}: acknowledged entry {index} lost"));
+            let entry = entries
+                .get(*index as usize)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged entry {index} lost"));
             assert_eq!(&hex::encode(entry.hash()), hash, "round {round}: acknowledged entry {index} changed");
         }
         log.verify_integrity(&DataKey(KEY), None).unwrap_or_else(|p| panic!("round {round}: {p:?}"));

@@ -23,7 +23,13 @@ fn node() -> SigningKey {
 }
 
 fn entry(i: u64) -> Entry {
-    Entry::new(EntryKind::PolicyDecision, 1_700_000_000_000 + i, Severity::Info, vec![[i as u8; 32]], format!("decision {i}").into_bytes())
+    Entry::new(
+        EntryKind::PolicyDecision,
+        1_700_000_000_000 + i,
+        Severity::Info,
+        vec![[i as u8; 32]],
+        format!("decision {i}").into_bytes(),
+    )
 }
 
 fn new_log(dir: &Path, n: u64) -> (PathBuf, AuditLog) {
@@ -72,12 +78,18 @@ fn concurrent_appenders_share_fsyncs_and_lose_nothing() {
     let handles: Vec<_> = (0..4u64)
         .map(|t| {
             let log = Arc::clone(&log);
-            std::thread::spawn(move || (0..50).map(|i| log.append_entry(entry(t * 1000 + i)).unwrap()).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..50).map(|i| log.append_entry(entry(t * 1000 + i)).unwrap()).collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut acked: Vec<(u64, [u8; 32])> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     acked.sort();
-    assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>(), "indices are dense and unique");
+    assert_eq!(
+        acked.iter().map(|a| a.0).collect::<Vec<_>>(),
+        (0..200).collect::<Vec<_>>(),
+        "indices are dense and unique"
+    );
     drop(log);
     let entries = sovereign_audit::logfile::decode_entries(&fs::read(&path).unwrap(), &key()).unwrap();
     for (index, hash) in acked {
@@ -157,7 +169,9 @@ fn tampering_in_the_middle_is_refused_not_truncated() {
     spliced.extend_from_slice(&other_bytes[other_offs[5]..other_offs[6]]);
     spliced.extend_from_slice(&clean[offs[6]..]);
 
-    for (what, bytes, index) in [("bit flip", flipped, 3), ("reordered", reordered, 2), ("removed", removed, 2), ("spliced", spliced, 5)] {
+    for (what, bytes, index) in
+        [("bit flip", flipped, 3), ("reordered", reordered, 2), ("removed", removed, 2), ("spliced", spliced, 5)]
+    {
         fs::write(&path, &bytes).unwrap();
         match AuditLog::open(&path, &key()) {
             Err(StoreError::Corrupt { index: i, .. }) => assert_eq!(i, index, "{what}"),

@@ -1,1 +1,341 @@
-fn main() {}
+//! `sovereign` — the operator CLI.
+//!
+//! Today: offline verification of compliance bundles (`verify`) and raw audit logs
+//! (`verify-log`), and audit-log tooling for development and for auditors' own tests
+//! (`audit init|append|checkpoint|cosign|export|keys`). The appliance commands (status, attest,
+//! run, approve, update) arrive with the control API.
+//!
+//! Exit codes: 0 PASS / success, 1 a check failed, 2 usage or environment error.
+//! Must never: report PASS for anything it could not check; read a secret key from anywhere
+//! but a file the user named.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore as _};
+use sovereign_audit::bundle::{NamedKey, TrustedKeys, verify_bundle};
+use sovereign_audit::export::{ExportOptions, export_bundle};
+use sovereign_audit::note::{NoteVerifier, cosign_note};
+use sovereign_audit::verify::{Report, verify_log_bytes};
+use sovereign_audit::{AuditLog, DataKey, Entry, EntryKind, Severity};
+
+#[derive(Parser)]
+#[command(name = "sovereign", version, about = "Sovereign operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a compliance bundle offline, trusting only the keys given here.
+    Verify {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// The node identity public key (64 hex characters, or a file holding them).
+        #[arg(long)]
+        node_key: Option<String>,
+        /// A witness that must have cosigned the checkpoint: NAME=HEXKEY (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a raw (encrypted) audit log file offline.
+    VerifyLog {
+        /// The log file.
+        log: PathBuf,
+        /// File holding the AES-256 data key (64 hex characters).
+        #[arg(long)]
+        data_key: PathBuf,
+        /// The node identity public key, to check the checkpoint stored beside the log.
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit-log tooling.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Create DEVELOPMENT keys (node identity, data key, a witness) and an empty log in DIR.
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+        /// The log's origin (checkpoint key name).
+        #[arg(long, default_value = "sovereign.dev/node")]
+        origin: String,
+    },
+    /// Append one entry (durable before this returns).
+    Append {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// Entry kind (boot_measurement, config_snapshot, role_signature, policy_decision,
+        /// policy_binding, execution_start, execution_end, approval, artifact, update,
+        /// attestation, refusal).
+        #[arg(long)]
+        kind: String,
+        /// info, notice, warning or critical.
+        #[arg(long, default_value = "info")]
+        severity: String,
+        /// Payload text.
+        #[arg(long, default_value = "")]
+        payload: String,
+        /// Sign the entry with this Ed25519 secret key file (e.g. an operator key).
+        #[arg(long)]
+        sign_with: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a checkpoint of the log with the node identity and store it beside the log.
+    Checkpoint {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// File holding the node identity secret key.
+        #[arg(long)]
+        node_key_file: PathBuf,
+    },
+    /// Cosign the stored checkpoint as a witness (C2SP cosignature/v1).
+    Cosign {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// The witness's key name.
+        #[arg(long)]
+        name: String,
+        /// File holding the witness's secret key.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Export a compliance bundle.
+    Export {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// File holding the node identity secret key.
+        #[arg(long)]
+        node_key_file: PathBuf,
+        /// Output bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// First entry (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last entry (exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Witness key to list in the bundle: NAME=HEXKEY (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sovereign: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_hex32(path: &Path, what: &str) -> anyhow::Result<[u8; 32]> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {what} from {}", path.display()))?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out)
+        .map_err(|e| anyhow!("{} does not hold a {what} as 64 hex characters ({e})", path.display()))?;
+    Ok(out)
+}
+
+fn public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
+    let text = if Path::new(arg).is_file() {
+        fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
+    } else {
+        arg.to_string()
+    };
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|e| anyhow!("public key {arg:?} is not 64 hex characters ({e})"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("public key {arg:?} is not a valid Ed25519 key ({e})"))
+}
+
+fn named_key(arg: &str) -> anyhow::Result<(String, VerifyingKey)> {
+    let (name, key) = arg.split_once('=').ok_or_else(|| anyhow!("witness {arg:?} must be NAME=HEXKEY"))?;
+    Ok((name.to_string(), public_key(key)?))
+}
+
+fn write_secret(path: &Path, bytes: &[u8; 32]) -> anyhow::Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", hex::encode(bytes)).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn report_out(report: &Report, title: &str, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let value = serde_json::json!({ "verdict": if report.passed() { "PASS" } else { "FAIL" }, "report": report });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", report.render(title));
+    }
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Verify { bundle, node_key, witnesses, json } => {
+            let bytes = fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            let trust = TrustedKeys {
+                node: node_key.as_deref().map(public_key).transpose()?,
+                witnesses: witnesses.iter().map(|w| named_key(w)).collect::<anyhow::Result<_>>()?,
+            };
+            if trust.node.is_none() && !json {
+                eprintln!("sovereign: warning: no --node-key given; signature checks cannot pass without a pinned key");
+            }
+            report_out(&verify_bundle(&bytes, &trust), &format!("compliance bundle {}", bundle.display()), json)
+        }
+        Command::VerifyLog { log, data_key, node_key, json } => {
+            let key = DataKey(read_hex32(&data_key, "data key")?);
+            let bytes = fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
+            let checkpoint = sovereign_audit::store::read_checkpoint(&log)?;
+            let origin =
+                sovereign_audit::logfile::decode_header(&bytes, &key).map(|(h, _)| h.origin).unwrap_or_default();
+            let node = node_key.as_deref().map(public_key).transpose()?.map(|k| NoteVerifier::new(origin, k));
+            let report = verify_log_bytes(&bytes, &key, node.as_ref(), checkpoint.as_ref());
+            report_out(&report, &format!("audit log {}", log.display()), json)
+        }
+        Command::Audit(cmd) => audit(cmd),
+    }
+}
+
+fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Init { dir, origin } => {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut secrets = [[0u8; 32]; 3];
+            for s in &mut secrets {
+                OsRng.fill_bytes(s);
+            }
+            let [node, data, witness] = secrets;
+            write_secret(&dir.join("node.key"), &node)?;
+            write_secret(&dir.join("data.key"), &data)?;
+            write_secret(&dir.join("witness.key"), &witness)?;
+            let node_pub = hex::encode(SigningKey::from_bytes(&node).verifying_key().as_bytes());
+            let witness_pub = hex::encode(SigningKey::from_bytes(&witness).verifying_key().as_bytes());
+            fs::write(dir.join("node.pub"), format!("{node_pub}\n"))?;
+            fs::write(dir.join("witness.pub"), format!("{witness_pub}\n"))?;
+            fs::write(
+                dir.join("DEVELOPMENT-KEYS.txt"),
+                "These keys were generated by `sovereign audit init` for development and testing.\nThey are NOT appliance keys: on an appliance the node identity and data key are sealed in the TPM.\n",
+            )?;
+            AuditLog::create(&dir.join("audit.log"), &origin, &DataKey(data))?;
+            println!("created DEVELOPMENT keys and an empty audit log in {}", dir.display());
+            println!("  node identity (public): {node_pub}");
+            println!("  witness (public):       {witness_pub}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Append { log, data_key, kind, severity, payload, sign_with, json } => {
+            let key = DataKey(read_hex32(&data_key, "data key")?);
+            let kind = EntryKind::from_name(&kind).ok_or_else(|| anyhow!("unknown entry kind {kind:?}"))?;
+            let severity = Severity::from_name(&severity).ok_or_else(|| anyhow!("unknown severity {severity:?}"))?;
+            let (log, _) = AuditLog::open(&log, &key)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let mut entry = Entry::new(kind, now, severity, vec![], payload.into_bytes());
+            if let Some(path) = sign_with {
+                entry = entry.sign(&SigningKey::from_bytes(&read_hex32(&path, "signing key")?));
+            }
+            let (index, hash) = log.append_entry(entry)?;
+            if json {
+                println!("{}", serde_json::json!({ "index": index, "entry_hash": hex::encode(hash) }));
+            } else {
+                println!("appended entry {index} ({}), durable: {}", kind.name(), hex::encode(hash));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { log, data_key, node_key_file } => {
+            let key = DataKey(read_hex32(&data_key, "data key")?);
+            let (log, _) = AuditLog::open(&log, &key)?;
+            let note = log.checkpoint(&SigningKey::from_bytes(&read_hex32(&node_key_file, "node key")?))?;
+            print!("{}", note.to_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Cosign { log, data_key, name, key_file } => {
+            let key = DataKey(read_hex32(&data_key, "data key")?);
+            let (log, _) = AuditLog::open(&log, &key)?;
+            let Some(mut note) = log.latest_checkpoint()? else {
+                bail!("no stored checkpoint to cosign; run `sovereign audit checkpoint` first")
+            };
+            let cp = sovereign_audit::note::Checkpoint::parse_body(&note.body)?;
+            if cp.root != log.root_at(cp.size)? {
+                bail!("refusing to cosign: the stored checkpoint does not match the log");
+            }
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            cosign_note(&mut note, &name, &SigningKey::from_bytes(&read_hex32(&key_file, "witness key")?), now);
+            log.store_checkpoint(&note)?;
+            print!("{}", note.to_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses } => {
+            let key = DataKey(read_hex32(&data_key, "data key")?);
+            let (log, _) = AuditLog::open(&log, &key)?;
+            let node = SigningKey::from_bytes(&read_hex32(&node_key_file, "node key")?);
+            let size = log.size();
+            let range = match (from, to) {
+                (None, None) => None,
+                (f, t) => Some((f.unwrap_or(0), t.unwrap_or(size))),
+            };
+            let witnesses = witnesses
+                .iter()
+                .map(|w| named_key(w).map(|(name, k)| NamedKey { name, key: hex::encode(k.as_bytes()) }))
+                .collect::<anyhow::Result<_>>()?;
+            let bytes = export_bundle(&log, &key, &node, &ExportOptions { range, witnesses, section_files: vec![] })?;
+            fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({} bytes, entries {}..{} of {size})",
+                out.display(),
+                bytes.len(),
+                range.map_or(0, |r| r.0),
+                range.map_or(size, |r| r.1)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
