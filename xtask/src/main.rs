@@ -37,8 +37,11 @@ const FUZZ_TARGETS: &[&str] = &[
     "signed_policy",
     "sealed_blob",
     "verify_quote",
+    "audit_log_file",
+    "signed_note",
+    "compliance_bundle",
 ];
-const FUZZ_SECONDS: u32 = 8;
+const FUZZ_SECONDS: u32 = 6;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
