@@ -18,6 +18,14 @@ use std::time::Instant;
 
 /// Debian packages the test suite needs, with why.
 const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots the appliance image"),
+    ("ovmf", "UEFI firmware for QEMU (measured boot)"),
+    ("systemd-boot-efi", "the EFI stub the UKI is built on"),
+    ("binutils", "objcopy assembles the UKI"),
+    ("dosfstools", "mkfs.vfat builds the EFI system partition"),
+    ("mtools", "mcopy fills the EFI system partition without mounting it"),
+    ("kmod", "depmod/modprobe order the kernel modules"),
+    ("fdisk", "sfdisk writes the GPT"),
     ("libtss2-dev", "tss-esapi links the tpm2-tss libraries"),
     ("pkg-config", "tss-esapi's build script finds tpm2-tss with it"),
     ("swtpm", "the software TPM every TPM test runs against"),
@@ -50,6 +58,7 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|()| test()),
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
+        Some("image") => setup().and_then(|()| image(&root().join("build"))),
         _ => {
             eprintln!("usage: cargo xtask <setup|test|bench|fuzz>");
             return ExitCode::from(2);
@@ -205,6 +214,44 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
         step(&format!("fuzz smoke: {target} ({seconds}s)"), &mut cmd)?;
     }
     Ok(())
+}
+
+/// Builds the appliance image with the development keys in `build/keys` (generated once).
+fn image(build: &Path) -> Result<(), Failure> {
+    let keys = build.join("keys");
+    if !keys.join("release.key").exists() {
+        step("development keys", cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys))?;
+    }
+    let read = |name: &str| {
+        std::fs::read_to_string(keys.join(name))
+            .map(|s| s.trim().to_string())
+            .map_err(|e| Failure::Environment(format!("reading {}: {e}", keys.join(name).display())))
+    };
+    let (release, pcr_policy) = (read("release.pub")?, read("pcr-policy.pub")?);
+    step(
+        "PID 1 and runtime (image profile: release, stripped; release and PCR-policy keys compiled in)",
+        cargo()
+            .env("SOVEREIGN_RELEASE_PUBKEY", &release)
+            .env("SOVEREIGN_PCR_POLICY_PUBKEY", &pcr_policy)
+            .args(["build", "--profile", "image", "-p", "sovereign-init", "-p", "sovereign-runtime"]),
+    )?;
+    let target = target_dir().join("image");
+    step(
+        "image (initramfs, signed manifest, UKI, PCR policy, disk)",
+        cargo()
+            .args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "build", "--keys"])
+            .arg(&keys)
+            .arg("--init")
+            .arg(target.join("sovereign-init"))
+            .arg("--runtime")
+            .arg(target.join("sovereign-runtime"))
+            .arg("--out")
+            .arg(build.join("image")),
+    )
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
 fn bench() -> Result<(), Failure> {

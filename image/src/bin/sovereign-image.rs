@@ -1,0 +1,102 @@
+//! `sovereign-image`: generate development keys and build signed Sovereign images.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sovereign_image::build::{self, BuildInput, DEFAULT_CMDLINE, Kernel, RuntimeConfig};
+use sovereign_image::keys;
+
+#[derive(Parser)]
+#[command(name = "sovereign-image", version, about = "Build signed Sovereign appliance images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a DEVELOPMENT key set (release, PCR policy, admin) in DIR.
+    Keygen {
+        /// Directory for the keys (must not hold keys yet).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Build an image: initramfs, signed manifest, UKI, PCR policy, reference values, disk.
+    Build {
+        /// Key directory (see `keygen`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// PID 1 binary.
+        #[arg(long)]
+        init: PathBuf,
+        /// Runtime binary.
+        #[arg(long)]
+        runtime: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Image version (monotonic).
+        #[arg(long, default_value_t = 1)]
+        version: u64,
+        /// Kernel command line.
+        #[arg(long, default_value = DEFAULT_CMDLINE)]
+        cmdline: String,
+        /// Use this kernel image instead of Debian's linux-image-amd64 (needs --modules-root and --kernel-release).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Root holding lib/modules/<release> for --kernel.
+        #[arg(long)]
+        modules_root: Option<PathBuf>,
+        /// Kernel release for --kernel.
+        #[arg(long)]
+        kernel_release: Option<String>,
+        /// Where Debian's kernel is downloaded and unpacked.
+        #[arg(long, default_value = "/var/cache/sovereign/kernel")]
+        kernel_cache: PathBuf,
+        /// systemd EFI stub.
+        #[arg(long, default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub")]
+        stub: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sovereign-image: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Keygen { dir } => {
+            keys::generate(&dir)?;
+            println!("wrote a DEVELOPMENT key set to {} (see {})", dir.display(), keys::MARKER);
+        }
+        Cmd::Build { keys: key_dir, init, runtime, out, version, cmdline, kernel, modules_root, kernel_release, kernel_cache, stub } => {
+            let keys = keys::load(&key_dir)?;
+            let kernel = match (kernel, modules_root, kernel_release) {
+                (Some(image), Some(root), Some(release)) => Kernel { image, root, release },
+                (None, None, None) => {
+                    eprintln!("sovereign-image: fetching Debian's linux-image-amd64 into {} …", kernel_cache.display());
+                    build::fetch_debian_kernel(&kernel_cache)?
+                }
+                _ => anyhow::bail!("--kernel needs --modules-root and --kernel-release"),
+            };
+            let input = BuildInput { init, runtime, kernel, version, cmdline, config: RuntimeConfig::default(), stub };
+            let built = build::build(&input, &keys, &out)?;
+            println!("built image version {version} in {}", out.display());
+            println!("  UKI:   {} (sha256 {})", built.uki.display(), built.reference.uki_sha256);
+            println!("  disk:  {}", built.disk.display());
+            for (pcr, value) in &built.reference.pcrs.0 {
+                println!("  PCR {pcr:>2}: {value}");
+            }
+        }
+    }
+    Ok(())
+}

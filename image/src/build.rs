@@ -1,0 +1,416 @@
+//! The image build (IO edge): kernel and modules, initramfs, signed manifest, UKI, PCR
+//! prediction, signed PCR policy and reference values, and the raw disk image.
+//!
+//! External tools (Debian packages, installed by `cargo xtask setup`): `apt-get`, `dpkg-deb`,
+//! `depmod`/`modprobe` (kmod), `ldd`, `objcopy` (binutils), the systemd EFI stub
+//! (systemd-boot-efi), `mkfs.vfat` (dosfstools), `mcopy`/`mmd` (mtools), `sfdisk` (util-linux).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, anyhow, bail};
+use ed25519_dalek::Signer as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sovereign_measured_boot::measurement_log::PROJECT_PCR;
+use sovereign_measured_boot::pcr::{PcrValues, Sha256Digest};
+use sovereign_measured_boot::policy::SignedPcrPolicy;
+
+use crate::cpio::{self, Node, S_IFCHR, S_IFDIR, S_IFREG};
+use crate::keys::KeySet;
+use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
+use crate::pe;
+
+/// Modules PID 1 loads, by name (dependencies are added in load order).
+pub const MODULES: [&str; 9] = ["virtio_pci", "virtio_blk", "fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev"];
+/// Default kernel command line.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4";
+/// Where the runtime lives in the initramfs.
+pub const RUNTIME_PATH: &str = "/usr/bin/sovereign-runtime";
+/// Where the runtime configuration lives.
+pub const CONFIG_PATH: &str = "/etc/sovereign/runtime.json";
+/// The signed manifest and its signature.
+pub const MANIFEST_PATH: &str = "/etc/sovereign/manifest.json";
+/// The manifest signature.
+pub const MANIFEST_SIG_PATH: &str = "/etc/sovereign/manifest.sig";
+/// Path of the signed PCR policy on the ESP.
+pub const ESP_POLICY_PATH: &str = "EFI/sovereign/pcr-policy.json";
+/// Path of the UKI on the ESP (the removable-media default path).
+pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+
+/// The runtime configuration (signed through the manifest, measured into PCR 15).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Block device of the EFI system partition.
+    pub esp_device: String,
+    /// Block device of the state partition.
+    pub state_device: String,
+    /// How many times PID 1 restarts a failed runtime before powering off.
+    pub max_restarts: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { esp_device: "/dev/vda1".into(), state_device: "/dev/vda2".into(), max_restarts: 3 }
+    }
+}
+
+/// A kernel and its module tree.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The bzImage.
+    pub image: PathBuf,
+    /// Root containing `lib/modules/<release>`.
+    pub root: PathBuf,
+    /// Kernel release.
+    pub release: String,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildInput {
+    /// PID 1 binary.
+    pub init: PathBuf,
+    /// Runtime binary.
+    pub runtime: PathBuf,
+    /// Kernel.
+    pub kernel: Kernel,
+    /// Image version.
+    pub version: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Runtime configuration.
+    pub config: RuntimeConfig,
+    /// systemd EFI stub.
+    pub stub: PathBuf,
+}
+
+/// Release reference values, signed by the release key (`reference-values.json` + `.sig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceValues {
+    /// Image version.
+    pub version: u64,
+    /// SHA-256 of the UKI file.
+    pub uki_sha256: String,
+    /// SHA-256 of the canonical manifest.
+    pub manifest_sha256: String,
+    /// Predicted PCR values (11: stub sections, 15: PID 1 before the separator).
+    pub pcrs: PcrValues,
+}
+
+/// Everything a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The UKI.
+    pub uki: PathBuf,
+    /// The raw disk image.
+    pub disk: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// Predicted PCRs.
+    pub reference: ReferenceValues,
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Downloads Debian's current `linux-image-amd64` into `cache` (once) and prepares modules.
+pub fn fetch_debian_kernel(cache: &Path) -> anyhow::Result<Kernel> {
+    fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let deps = String::from_utf8(run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?)?;
+    let package = deps
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+        .ok_or_else(|| anyhow!("apt-cache does not know linux-image-amd64's kernel package; run apt-get update"))?
+        .to_string();
+    let release = package.trim_start_matches("linux-image-").to_string();
+    let root = cache.join(&package);
+    let image = root.join("boot").join(format!("vmlinuz-{release}"));
+    if !image.exists() {
+        run(Command::new("apt-get").arg("download").arg(&package).current_dir(cache))?;
+        let deb = fs::read_dir(cache)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_"))))
+            .ok_or_else(|| anyhow!("apt-get download produced no {package} .deb"))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        run(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
+    }
+    Ok(Kernel { image, root, release })
+}
+
+/// Module files in load order for [`MODULES`] and their dependencies.
+pub fn module_order(kernel: &Kernel) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for m in MODULES {
+        let text = String::from_utf8(run(Command::new("modprobe")
+            .arg("-d")
+            .arg(&kernel.root)
+            .arg("-S")
+            .arg(&kernel.release)
+            .arg("--show-depends")
+            .arg(m))?)?;
+        for line in text.lines() {
+            let Some(path) = line.trim().strip_prefix("insmod ") else {
+                if line.starts_with("builtin ") {
+                    continue;
+                }
+                bail!("unexpected modprobe output for {m}: {line}");
+            };
+            let path = PathBuf::from(path.trim());
+            if seen.insert(path.clone()) {
+                let name = path.file_stem().map(|s| s.to_string_lossy().replace('-', "_")).unwrap_or_default();
+                out.push((name, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Shared libraries (absolute paths as the loader will look for them) that `binaries` need,
+/// plus `libtss2-tcti-device.so.0`, which tss-esapi loads at run time.
+pub fn libraries(binaries: &[&Path]) -> anyhow::Result<BTreeSet<String>> {
+    let mut libs = BTreeSet::new();
+    let mut queue: Vec<PathBuf> = binaries.iter().map(|p| p.to_path_buf()).collect();
+    queue.push(PathBuf::from("/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"));
+    libs.insert("/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0".to_string());
+    let mut done = BTreeSet::new();
+    while let Some(bin) = queue.pop() {
+        if !done.insert(bin.clone()) {
+            continue;
+        }
+        let text = String::from_utf8(run(Command::new("ldd").arg(&bin))?)?;
+        for line in text.lines() {
+            let line = line.trim();
+            let path = if let Some((_, rest)) = line.split_once("=> ") {
+                rest.split(" (").next().unwrap_or("").trim().to_string()
+            } else if line.starts_with('/') {
+                line.split(" (").next().unwrap_or("").trim().to_string()
+            } else {
+                continue;
+            };
+            if path.starts_with('/') && libs.insert(path.clone()) {
+                queue.push(PathBuf::from(path));
+            }
+        }
+    }
+    Ok(libs)
+}
+
+fn dir_nodes(paths: &BTreeSet<String>) -> Vec<Node> {
+    let mut dirs = BTreeSet::new();
+    for p in paths {
+        let mut cur = Path::new(p).parent();
+        while let Some(d) = cur {
+            let s = d.to_string_lossy().trim_start_matches('/').to_string();
+            if !s.is_empty() {
+                dirs.insert(s);
+            }
+            cur = d.parent();
+        }
+    }
+    dirs.into_iter().map(|d| Node { path: d, mode: S_IFDIR | 0o755, data: vec![], rdev: (0, 0) }).collect()
+}
+
+/// Assembles the initramfs nodes and the (unsigned) manifest.
+pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
+    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    files.push(("/init".into(), read(&input.init)?, 0o755));
+    files.push((RUNTIME_PATH.into(), read(&input.runtime)?, 0o755));
+    for lib in libraries(&[&input.init, &input.runtime])? {
+        let data = read(Path::new(&lib))?;
+        files.push((lib, data, 0o755));
+    }
+    let mut modules = Vec::new();
+    for (name, path) in module_order(&input.kernel)? {
+        let rel = path.strip_prefix(&input.kernel.root).with_context(|| format!("{} is outside the kernel root", path.display()))?;
+        let dest = format!("/{}", rel.to_string_lossy());
+        files.push((dest.clone(), read(&path)?, 0o644));
+        modules.push(ModuleEntry { name, path: dest });
+    }
+    let config = serde_json::to_vec_pretty(&input.config)?;
+    files.push((CONFIG_PATH.into(), config.clone(), 0o644));
+
+    let mut paths: BTreeSet<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
+    for extra in ["/dev/console", "/proc/.", "/sys/.", "/run/.", "/esp/.", MANIFEST_PATH] {
+        paths.insert(extra.to_string());
+    }
+    let mut nodes = dir_nodes(&paths);
+    // Mount points PID 1 uses, and /root, which the kernel creates in every rootfs.
+    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("esp", 0o700), ("dev", 0o755), ("root", 0o700)] {
+        nodes.retain(|n| n.path != d);
+        nodes.push(Node { path: d.into(), mode: S_IFDIR | mode, data: vec![], rdev: (0, 0) });
+    }
+    nodes.push(Node { path: "dev/console".into(), mode: S_IFCHR | 0o600, data: vec![], rdev: (5, 1) });
+    for (p, data, mode) in &files {
+        nodes.push(Node { path: p.trim_start_matches('/').into(), mode: S_IFREG | mode, data: data.clone(), rdev: (0, 0) });
+    }
+    let mut entries: Vec<FileEntry> = nodes
+        .iter()
+        .map(|n| {
+            let kind = match n.mode & cpio::S_IFMT {
+                S_IFDIR => NodeKind::Directory,
+                S_IFCHR => NodeKind::CharDevice,
+                _ => NodeKind::File,
+            };
+            FileEntry {
+                path: format!("/{}", n.path),
+                kind,
+                mode: n.mode & 0o7777,
+                size: n.data.len() as u64,
+                sha256: if kind == NodeKind::File { sha256_hex(&n.data) } else { String::new() },
+                rdev: (kind == NodeKind::CharDevice).then_some(n.rdev),
+                link: None,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest {
+        format: crate::manifest::FORMAT.into(),
+        version: input.version,
+        kernel_release: input.kernel.release.clone(),
+        runtime: RUNTIME_PATH.into(),
+        runtime_config: CONFIG_PATH.into(),
+        runtime_config_sha256: sha256_hex(&config),
+        modules,
+        files: entries,
+    };
+    manifest.check_consistency().map_err(|e| anyhow!("{e}"))?;
+    Ok((nodes, manifest))
+}
+
+/// Predicted PCR 15 after PID 1 measured the manifest and the runtime configuration.
+pub fn predict_pcr15(manifest_bytes: &[u8], config: &[u8]) -> Sha256Digest {
+    let mut pcrs = PcrValues::new();
+    pcrs.set(PROJECT_PCR, Sha256Digest::default());
+    pcrs.extend(PROJECT_PCR, &Sha256Digest::of(manifest_bytes));
+    pcrs.extend(PROJECT_PCR, &Sha256Digest::of(config));
+    pcrs.get(PROJECT_PCR).copied().unwrap_or_default()
+}
+
+/// Assembles a UKI with objcopy and zeroes its build-time fields.
+pub fn assemble_uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, osrel: &str, work: &Path, out: &Path) -> anyhow::Result<Vec<u8>> {
+    let stub_bytes = fs::read(stub).with_context(|| format!("reading the EFI stub {} (install systemd-boot-efi)", stub.display()))?;
+    let stub_pe = pe::Pe::parse(&stub_bytes).map_err(|e| anyhow!("{}: {e}", stub.display()))?;
+    let cmdline_file = work.join("cmdline.txt");
+    let osrel_file = work.join("os-release");
+    fs::write(&cmdline_file, cmdline)?;
+    fs::write(&osrel_file, osrel)?;
+    let mut vma = stub_pe.image_base + stub_pe.end_rva();
+    let mut cmd = Command::new("objcopy");
+    for (name, file) in [(".osrel", &osrel_file), (".cmdline", &cmdline_file), (".linux", &kernel.to_path_buf()), (".initrd", &initrd.to_path_buf())] {
+        let size = fs::metadata(file)?.len();
+        cmd.arg("--add-section").arg(format!("{name}={}", file.display()));
+        cmd.arg("--change-section-vma").arg(format!("{name}=0x{vma:x}"));
+        vma += size.div_ceil(0x1000) * 0x1000;
+    }
+    cmd.arg(stub).arg(out);
+    run(&mut cmd)?;
+    let mut uki = fs::read(out)?;
+    pe::normalize(&mut uki).map_err(|e| anyhow!("normalizing the UKI: {e}"))?;
+    fs::write(out, &uki)?;
+    Ok(uki)
+}
+
+/// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the UKI and the signed PCR policy,
+/// partition 2 the (zeroed) state partition.
+pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow::Result<()> {
+    const MIB: u64 = 1024 * 1024;
+    let esp_size = 64 * MIB;
+    let state_size = 16 * MIB;
+    let esp = work.join("esp.img");
+    let _ = fs::remove_file(&esp);
+    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "SOVEREIGN", "-i", "50564552", "-C"]).arg(&esp).arg((esp_size / 1024).to_string()))?;
+    let mtools = |args: &[&str]| -> anyhow::Result<()> {
+        run(Command::new(args[0]).env("MTOOLS_SKIP_CHECK", "1").args(&args[1..]))?;
+        Ok(())
+    };
+    let esp_s = esp.to_string_lossy().to_string();
+    mtools(&["mmd", "-i", &esp_s, "::EFI", "::EFI/BOOT", "::EFI/sovereign"])?;
+    mtools(&["mcopy", "-i", &esp_s, &uki.to_string_lossy(), &format!("::{ESP_UKI_PATH}")])?;
+    mtools(&["mcopy", "-i", &esp_s, &policy.to_string_lossy(), &format!("::{ESP_POLICY_PATH}")])?;
+    let total = MIB + esp_size + state_size + MIB;
+    let _ = fs::remove_file(out);
+    let f = fs::File::create(out)?;
+    f.set_len(total)?;
+    drop(f);
+    let script = format!(
+        "label: gpt\nlabel-id: 5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B001\nunit: sectors\n\
+         start=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B002, name=\"esp\"\n\
+         size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B003, name=\"sovereign-state\"\n",
+        esp_size / 512,
+        state_size / 512
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("--no-reread")
+        .arg("--no-tell-kernel")
+        .arg("-q")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting sfdisk (util-linux)")?;
+    {
+        use std::io::Write as _;
+        child.stdin.take().ok_or_else(|| anyhow!("sfdisk stdin"))?.write_all(script.as_bytes())?;
+    }
+    if !child.wait()?.success() {
+        bail!("sfdisk failed to write the partition table");
+    }
+    run(Command::new("dd")
+        .arg(format!("if={}", esp.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]))?;
+    Ok(())
+}
+
+/// Runs the whole build into `out_dir`.
+pub fn build(input: &BuildInput, keys: &KeySet, out_dir: &Path) -> anyhow::Result<BuildOutput> {
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let work = out_dir.join("work");
+    fs::create_dir_all(&work)?;
+    let (mut nodes, manifest) = initramfs(input)?;
+    let (manifest_bytes, signature) = manifest.sign(&keys.release);
+    nodes.push(Node { path: MANIFEST_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: manifest_bytes.clone(), rdev: (0, 0) });
+    nodes.push(Node { path: MANIFEST_SIG_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: signature.clone(), rdev: (0, 0) });
+    let initrd = out_dir.join("initrd.cpio");
+    fs::write(&initrd, cpio::write(&nodes))?;
+    fs::write(out_dir.join("manifest.json"), &manifest_bytes)?;
+    fs::write(out_dir.join("manifest.sig"), &signature)?;
+
+    let osrel = format!("NAME=Sovereign\nID=sovereign\nVERSION_ID={}\nPRETTY_NAME=\"Sovereign appliance {}\"\n", input.version, input.version);
+    let uki_path = out_dir.join("sovereign.efi");
+    let uki = assemble_uki(&input.stub, &input.kernel.image, &initrd, &input.cmdline, &osrel, &work, &uki_path)?;
+    let pcr11 = pe::predict_pcr11_from_uki(&uki).map_err(|e| anyhow!("{e}"))?;
+    let config = serde_json::to_vec_pretty(&input.config)?;
+    let pcr15 = predict_pcr15(&manifest_bytes, &config);
+    let mut pcrs = PcrValues::new();
+    pcrs.set(pe::PCR_KERNEL_IMAGE, pcr11);
+    pcrs.set(PROJECT_PCR, pcr15);
+    let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
+    let policy_path = out_dir.join("pcr-policy.json");
+    fs::write(&policy_path, policy.to_json())?;
+    let reference = ReferenceValues { version: input.version, uki_sha256: sha256_hex(&uki), manifest_sha256: sha256_hex(&manifest_bytes), pcrs };
+    let reference_bytes = serde_json::to_vec_pretty(&reference)?;
+    fs::write(out_dir.join("reference-values.json"), &reference_bytes)?;
+    fs::write(out_dir.join("reference-values.sig"), keys.release.sign(&reference_bytes).to_bytes())?;
+    let disk = out_dir.join("disk.raw");
+    build_disk(&uki_path, &policy_path, &work, &disk)?;
+    Ok(BuildOutput { uki: uki_path, disk, initrd, reference })
+}

@@ -1,0 +1,21 @@
+//! `sovereign-init`: PID 1 of the Sovereign appliance.
+//!
+//! Boot order (see `main.rs`): mount the kernel filesystems → verify the signed manifest with
+//! the release key compiled in → hash every node of the initramfs against it → load the listed
+//! modules in order → measure the manifest and runtime configuration into PCR 15 (with the
+//! measurement log) → read the signed PCR policy from the ESP → unseal the node keys (first
+//! boot: generate, seal, prove they unseal) → close the unseal window → lock down → start the
+//! runtime with the keys on a pipe → supervise it → power off.
+//!
+//! This library holds the parts that can be tested off the appliance: the initramfs audit
+//! against the manifest and the state-partition format. Pure except `audit_tree`, which reads
+//! a directory tree.
+//!
+//! Must never: start a shell or anything but the manifest's runtime; write a key to disk;
+//! continue after a failed check; depend on tokio, a wasm engine or a network stack
+//! (enforced by `tests/dependency_rules.rs`).
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod state;
