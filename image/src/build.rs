@@ -380,15 +380,48 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     Ok(())
 }
 
+/// Offset of the state partition in the disk image (its key area starts here).
+pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;
+
+/// Deliberate damage for end-to-end tests of the refusals: applied after signing, so the
+/// result is what an attacker without the keys could produce.
+#[derive(Default)]
+pub struct Tamper<'a> {
+    /// Changes initramfs nodes after the manifest was signed.
+    pub nodes: Option<&'a dyn Fn(&mut Vec<Node>)>,
+    /// Changes the manifest bytes and/or signature after signing.
+    pub manifest: Option<&'a dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>,
+    /// Puts this signed PCR policy on the ESP instead of the build's own.
+    pub policy: Option<&'a Path>,
+}
+
+impl std::fmt::Debug for Tamper<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tamper")
+    }
+}
+
 /// Runs the whole build into `out_dir`.
 pub fn build(input: &BuildInput, keys: &KeySet, out_dir: &Path) -> anyhow::Result<BuildOutput> {
+    build_with(input, keys, out_dir, &Tamper::default())
+}
+
+/// [`build`], with deliberate damage (tests only).
+pub fn build_with(input: &BuildInput, keys: &KeySet, out_dir: &Path, tamper: &Tamper<'_>) -> anyhow::Result<BuildOutput> {
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");
     fs::create_dir_all(&work)?;
     let (mut nodes, manifest) = initramfs(input)?;
     let (manifest_bytes, signature) = manifest.sign(&keys.release);
-    nodes.push(Node { path: MANIFEST_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: manifest_bytes.clone(), rdev: (0, 0) });
-    nodes.push(Node { path: MANIFEST_SIG_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: signature.clone(), rdev: (0, 0) });
+    let (mut shipped_manifest, mut shipped_signature) = (manifest_bytes.clone(), signature.clone());
+    if let Some(f) = tamper.manifest {
+        f(&mut shipped_manifest, &mut shipped_signature);
+    }
+    if let Some(f) = tamper.nodes {
+        f(&mut nodes);
+    }
+    nodes.push(Node { path: MANIFEST_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: shipped_manifest, rdev: (0, 0) });
+    nodes.push(Node { path: MANIFEST_SIG_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: shipped_signature, rdev: (0, 0) });
     let initrd = out_dir.join("initrd.cpio");
     fs::write(&initrd, cpio::write(&nodes))?;
     fs::write(out_dir.join("manifest.json"), &manifest_bytes)?;
@@ -411,6 +444,6 @@ pub fn build(input: &BuildInput, keys: &KeySet, out_dir: &Path) -> anyhow::Resul
     fs::write(out_dir.join("reference-values.json"), &reference_bytes)?;
     fs::write(out_dir.join("reference-values.sig"), keys.release.sign(&reference_bytes).to_bytes())?;
     let disk = out_dir.join("disk.raw");
-    build_disk(&uki_path, &policy_path, &work, &disk)?;
+    build_disk(&uki_path, tamper.policy.unwrap_or(&policy_path), &work, &disk)?;
     Ok(BuildOutput { uki: uki_path, disk, initrd, reference })
 }

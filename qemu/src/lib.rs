@@ -1,6 +1,6 @@
-//! `sovereign-qemu`: the harness that starts the processes a Sovereign test or demo needs —
-//! today a private software TPM per caller ([`swtpm`]); the QEMU + OVMF guest launcher joins it
-//! with the boot-chain work.
+//! `sovereign-qemu`: the harness that starts the processes a Sovereign test or demo needs — a
+//! private software TPM per caller ([`swtpm`]) and QEMU + OVMF guests booting an appliance disk
+//! with that TPM ([`guest`]).
 //!
 //! Invariants: every process it starts is owned by a value whose `Drop` kills it by PID and
 //! reaps it; every file it writes lives in a temp dir that the same value removes. It never
@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod guest;
 pub mod swtpm;
 
+pub use guest::{Appliance, Guest, GuestError};
 pub use swtpm::{Swtpm, SwtpmError};

@@ -65,26 +65,51 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SwtpmE
     move |source| SwtpmError::Io { action, path, source }
 }
 
+/// How the TPM is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// TCP command + control ports on loopback (for tss-esapi's swtpm TCTI).
+    Tcp,
+    /// One unix control socket, the way QEMU's `tpm-emulator` backend talks to swtpm.
+    Qemu,
+}
+
 /// A running, provisioned, private software TPM 2.0.
 #[derive(Debug)]
 pub struct Swtpm {
     dir: TempDir,
     child: Option<Child>,
     port: u16,
+    mode: Mode,
 }
 
 impl Swtpm {
     /// Provisions a fresh TPM (EK certificates for RSA-2048 and ECC from a CA created inside
     /// this instance's temp dir, platform certificate, sha256 PCR bank) and starts it.
     pub fn start() -> Result<Self, SwtpmError> {
+        Self::start_mode(Mode::Tcp)
+    }
+
+    /// Like [`Swtpm::start`], but serving QEMU's `tpm-emulator` backend on a unix control
+    /// socket ([`Swtpm::qemu_socket`]); the firmware in the guest sends TPM2_Startup.
+    pub fn start_for_qemu() -> Result<Self, SwtpmError> {
+        Self::start_mode(Mode::Qemu)
+    }
+
+    fn start_mode(mode: Mode) -> Result<Self, SwtpmError> {
         let dir = tempfile::Builder::new()
             .prefix("sovereign-swtpm-")
             .tempdir()
             .map_err(io_err("creating temp dir under", &std::env::temp_dir()))?;
         provision(dir.path())?;
-        let mut tpm = Swtpm { dir, child: None, port: 0 };
+        let mut tpm = Swtpm { dir, child: None, port: 0, mode };
         tpm.launch()?;
         Ok(tpm)
+    }
+
+    /// The unix socket QEMU connects to (`-chardev socket,path=…`), in QEMU mode.
+    pub fn qemu_socket(&self) -> PathBuf {
+        self.dir.path().join("swtpm-ctrl.sock")
     }
 
     /// The TCTI string that reaches this TPM (for `sovereign_measured_boot::Tpm::open`).
@@ -126,6 +151,9 @@ impl Swtpm {
     }
 
     fn launch(&mut self) -> Result<(), SwtpmError> {
+        if self.mode == Mode::Qemu {
+            return self.launch_qemu();
+        }
         let mut last_reason = String::from("no free port pair found");
         for _attempt in 0..8 {
             let port = free_port_pair()?;
@@ -163,6 +191,41 @@ impl Swtpm {
             }
         }
         Err(SwtpmError::NotListening { port: self.port, reason: last_reason })
+    }
+
+    fn launch_qemu(&mut self) -> Result<(), SwtpmError> {
+        let socket = self.qemu_socket();
+        let _ = fs::remove_file(&socket);
+        let state = self.dir.path().join("state");
+        let log = self.dir.path().join("swtpm.log");
+        let mut child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SwtpmError::ToolMissing { tool: "swtpm", source })?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(SwtpmError::NotListening { port: 0, reason: format!("swtpm exited with {status}") });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SwtpmError::NotListening { port: 0, reason: format!("{} never appeared", socket.display()) });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     fn stop(&mut self) {

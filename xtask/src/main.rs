@@ -190,7 +190,8 @@ fn test() -> Result<(), Failure> {
         cargo().args(["check", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
     )?;
     step("benchmarks build", cargo().args(["bench", "--workspace", "--no-run"]))?;
-    step("tests", cargo().args(["test", "--workspace", "--", "--test-threads", "4"]))?;
+    image(&root().join("build"))?;
+    step("tests (unit, swtpm, and the image booted in QEMU under OVMF)", cargo().args(["test", "--workspace", "--", "--test-threads", "4"]))?;
     fuzz_smoke(FUZZ_SECONDS)
 }
 

@@ -1,0 +1,238 @@
+//! A QEMU + OVMF guest booting a Sovereign disk image with a private swtpm: q35,
+//! `-nodefaults`, serial console captured (to a file in the appliance's directory and, with
+//! `SOVEREIGN_SERIAL=1`, streamed to stderr), QMP for the ACPI power button, a timeout that
+//! kills a hung guest, and every process it started killed by PID on drop.
+//!
+//! An [`Appliance`] is a disk + UEFI variable store + TPM that persist across boots, so a
+//! second boot is a real second boot.
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::swtpm::{Swtpm, SwtpmError};
+
+/// OVMF code (read-only) as Debian installs it.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// OVMF variable-store template.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// What went wrong with a guest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuestError {
+    /// The TPM could not be started.
+    #[error(transparent)]
+    Tpm(#[from] SwtpmError),
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// QEMU could not be started.
+    #[error("cannot start qemu-system-x86_64 ({0}); install it with: apt-get install qemu-system-x86 ovmf")]
+    Qemu(String),
+    /// The expected console output did not appear in time.
+    #[error("timed out after {seconds}s waiting for {needle:?}; console so far:\n{console}")]
+    Timeout {
+        /// What was awaited.
+        needle: String,
+        /// How long.
+        seconds: u64,
+        /// The console tail.
+        console: String,
+    },
+    /// The QMP conversation failed.
+    #[error("QMP: {0}")]
+    Qmp(String),
+}
+
+/// A persistent appliance: disk image, UEFI variables and TPM.
+#[derive(Debug)]
+pub struct Appliance {
+    dir: tempfile::TempDir,
+    disk: PathBuf,
+    vars: PathBuf,
+    tpm: Swtpm,
+}
+
+impl Appliance {
+    /// A fresh appliance with a copy of `disk`, a fresh variable store and a freshly
+    /// provisioned TPM (EK certificate from a CA in the TPM's own temp dir).
+    pub fn new(disk: &Path) -> Result<Self, GuestError> {
+        let dir = tempfile::Builder::new().prefix("sovereign-appliance-").tempdir().map_err(|e| GuestError::Io(format!("temp dir: {e}")))?;
+        let copy = dir.path().join("disk.raw");
+        fs::copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
+        let vars = dir.path().join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).map_err(|e| GuestError::Io(format!("copying {OVMF_VARS} (install ovmf): {e}")))?;
+        Ok(Appliance { dir, disk: copy, vars, tpm: Swtpm::start_for_qemu()? })
+    }
+
+    /// The appliance's disk image (to tamper with between boots in tests).
+    pub fn disk(&self) -> &Path {
+        &self.disk
+    }
+
+    /// Replaces the ESP + everything else of the disk with another image but keeps the state
+    /// partition (as an update would): copies every byte of `disk` except the state partition's
+    /// key area range `[state_start, state_start + len)`.
+    pub fn replace_disk_keeping(&self, disk: &Path, keep: std::ops::Range<u64>) -> Result<(), GuestError> {
+        let mut new = fs::read(disk).map_err(|e| GuestError::Io(format!("reading {}: {e}", disk.display())))?;
+        let old = fs::read(&self.disk).map_err(|e| GuestError::Io(format!("reading {}: {e}", self.disk.display())))?;
+        let (a, b) = (keep.start as usize, keep.end as usize);
+        if b > new.len() || b > old.len() {
+            return Err(GuestError::Io("kept range outside the disk".into()));
+        }
+        new[a..b].copy_from_slice(&old[a..b]);
+        fs::write(&self.disk, new).map_err(|e| GuestError::Io(format!("writing {}: {e}", self.disk.display())))
+    }
+
+    /// Boots the appliance. The TPM is power-cycled first (PCRs reset, NV kept), as a real
+    /// machine's would be.
+    pub fn boot(&mut self, timeout: Duration) -> Result<Guest, GuestError> {
+        self.tpm.power_cycle()?;
+        let qmp = self.dir.path().join("qmp.sock");
+        let _ = fs::remove_file(&qmp);
+        let accel = std::env::var("SOVEREIGN_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "q35", "-accel", &accel, "-m", "1024", "-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-serial", "stdio"])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", self.disk.display()))
+            .arg("-chardev")
+            .arg(format!("socket,id=chrtpm,path={}", self.tpm.qemu_socket().display()))
+            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| GuestError::Qemu(e.to_string()))?;
+        let console = Arc::new(Mutex::new(String::new()));
+        let log_path = self.dir.path().join(format!("serial-{}.log", std::process::id()));
+        let stdout = child.stdout.take().ok_or_else(|| GuestError::Qemu("no stdout".into()))?;
+        let sink = Arc::clone(&console);
+        let stream = std::env::var_os("SOVEREIGN_SERIAL").is_some();
+        let reader = std::thread::spawn(move || {
+            let mut log = fs::File::create(&log_path).ok();
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                let text = String::from_utf8_lossy(&line).into_owned();
+                if let Some(f) = log.as_mut() {
+                    let _ = f.write_all(text.as_bytes());
+                }
+                if stream {
+                    eprint!("[guest] {text}");
+                }
+                if let Ok(mut c) = sink.lock() {
+                    c.push_str(&text);
+                }
+                line.clear();
+            }
+        });
+        Ok(Guest { child: Some(child), console, qmp, started: Instant::now(), timeout, reader: Some(reader) })
+    }
+}
+
+/// A running guest.
+#[derive(Debug)]
+pub struct Guest {
+    child: Option<Child>,
+    console: Arc<Mutex<String>>,
+    qmp: PathBuf,
+    started: Instant,
+    timeout: Duration,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Guest {
+    /// Everything the console printed so far.
+    pub fn console(&self) -> String {
+        self.console.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a console line contains `needle`; returns that line.
+    pub fn wait_for(&mut self, needle: &str) -> Result<String, GuestError> {
+        loop {
+            let console = self.console();
+            if let Some(line) = console.lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_string());
+            }
+            let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || self.started.elapsed() > self.timeout {
+                std::thread::sleep(Duration::from_millis(200));
+                let console = self.console();
+                if let Some(line) = console.lines().find(|l| l.contains(needle)) {
+                    return Ok(line.to_string());
+                }
+                let tail: Vec<&str> = console.lines().rev().take(40).collect();
+                return Err(GuestError::Timeout {
+                    needle: needle.into(),
+                    seconds: self.started.elapsed().as_secs(),
+                    console: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Presses the ACPI power button (QMP `system_powerdown`).
+    pub fn powerdown(&self) -> Result<(), GuestError> {
+        let mut s = UnixStream::connect(&self.qmp).map_err(|e| GuestError::Qmp(format!("connecting {}: {e}", self.qmp.display())))?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| GuestError::Qmp(e.to_string()))?;
+        let mut r = BufReader::new(s.try_clone().map_err(|e| GuestError::Qmp(e.to_string()))?);
+        let mut line = String::new();
+        r.read_line(&mut line).map_err(|e| GuestError::Qmp(format!("greeting: {e}")))?;
+        for cmd in ["{\"execute\":\"qmp_capabilities\"}\n", "{\"execute\":\"system_powerdown\"}\n"] {
+            s.write_all(cmd.as_bytes()).map_err(|e| GuestError::Qmp(e.to_string()))?;
+            line.clear();
+            r.read_line(&mut line).map_err(|e| GuestError::Qmp(e.to_string()))?;
+            if line.contains("\"error\"") {
+                return Err(GuestError::Qmp(line.trim().to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit (the guest powered off); kills it at the timeout.
+    pub fn wait_exit(&mut self) -> Result<ExitStatus, GuestError> {
+        let Some(child) = self.child.as_mut() else { return Err(GuestError::Qemu("already reaped".into())) };
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                self.child = None;
+                return Ok(status);
+            }
+            if self.started.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(GuestError::Timeout { needle: "power off".into(), seconds: self.timeout.as_secs(), console: self.console() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

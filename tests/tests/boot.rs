@@ -1,0 +1,195 @@
+//! The real image, booted in QEMU under OVMF with a private swtpm.
+//!
+//! Boots are serialised (one guest at a time) and grouped so that one provisioned appliance
+//! serves several checks: each OVMF boot costs ~20 s under TCG.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use sovereign_e2e::{base_input, boot_lock, build_dir, dev_keys, image, variant};
+use sovereign_image::build::{STATE_PARTITION_OFFSET, Tamper};
+use sovereign_image::cpio::Node;
+use sovereign_qemu::{Appliance, Guest};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const IDENTITY: &str = "sovereign-runtime: node identity ";
+const KEY_AREA: std::ops::Range<u64> = STATE_PARTITION_OFFSET..STATE_PARTITION_OFFSET + 64 * 1024;
+
+/// Boots, waits for readiness, presses the power button, waits for power-off; returns the
+/// identity and the console.
+fn boot_ready(appliance: &mut Appliance) -> (String, String) {
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    let line = guest.wait_for(IDENTITY).unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_for("sovereign-runtime: ready").unwrap();
+    guest.powerdown().unwrap();
+    guest.wait_for("sovereign-init: powering off").unwrap_or_else(|e| panic!("no clean shutdown: {e}"));
+    guest.wait_exit().unwrap();
+    let identity = line.split(IDENTITY).nth(1).unwrap().trim().to_string();
+    (identity, guest.console())
+}
+
+/// Boots an image that must be refused: returns the FATAL line; the guest must power off by
+/// itself and never release the keys.
+fn boot_refused(appliance: &mut Appliance) -> String {
+    let mut guest: Guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    let fatal = guest.wait_for("sovereign-init: FATAL").unwrap_or_else(|e| panic!("tampered image was not refused: {e}"));
+    guest.wait_exit().unwrap_or_else(|e| panic!("refusing guest did not power off: {e}"));
+    let console = guest.console();
+    assert!(!console.contains(IDENTITY), "keys were released by a refused boot:\n{console}");
+    assert!(!console.contains("runtime started"), "runtime started on a refused boot:\n{console}");
+    fatal
+}
+
+fn with_variant(appliance: &Appliance, tamper: &Tamper<'_>, input: &sovereign_image::build::BuildInput) {
+    let out = tempfile::tempdir().unwrap();
+    let built = variant(input, &dev_keys(), out.path(), tamper);
+    appliance.replace_disk_keeping(&built.disk, KEY_AREA).unwrap();
+}
+
+#[test]
+fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_identity() {
+    let _lock = boot_lock();
+    let mut appliance = Appliance::new(image()).unwrap();
+    let (first, console) = boot_ready(&mut appliance);
+    assert!(console.contains("first boot: generating the node identity"), "{console}");
+    assert!(console.contains("unseal window closed"), "{console}");
+    assert!(console.contains("locked down"), "{console}");
+
+    let (second, console) = boot_ready(&mut appliance);
+    assert_eq!(first, second, "the second boot unsealed a different identity");
+    assert!(console.contains("unsealing the node keys with the signed PCR policy"), "{console}");
+    assert!(!console.contains("first boot"), "{console}");
+
+    // A newer signed release with a different runtime binary unseals the keys sealed by v1.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime_v2 = dir.path().join("sovereign-runtime");
+    let mut bytes = std::fs::read(base_input().runtime).unwrap();
+    bytes.extend_from_slice(b"release 2: different bytes, same program");
+    std::fs::write(&runtime_v2, bytes).unwrap();
+    std::fs::set_permissions(&runtime_v2, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut v2 = base_input();
+    v2.version = 2;
+    v2.runtime = runtime_v2;
+    with_variant(&appliance, &Tamper::default(), &v2);
+    let (third, console) = boot_ready(&mut appliance);
+    assert!(console.contains("manifest version 2 verified"), "{console}");
+    assert_eq!(first, third, "a newer signed release did not unseal the same identity");
+
+    // An image whose manifest is signed by another release key is refused; keys stay sealed.
+    let other_keys = tempfile::tempdir().unwrap();
+    let foreign = sovereign_image::keys::generate(&other_keys.path().join("keys")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let built = sovereign_image::build::build(&base_input(), &foreign, out.path()).unwrap();
+    appliance.replace_disk_keeping(&built.disk, KEY_AREA).unwrap();
+    let fatal = boot_refused(&mut appliance);
+    assert!(fatal.contains("manifest: manifest signature does not verify with the release key"), "{fatal}");
+}
+
+#[test]
+fn every_tampered_component_is_refused_by_name() {
+    let _lock = boot_lock();
+    let mut appliance = Appliance::new(image()).unwrap();
+    let (identity, _) = boot_ready(&mut appliance);
+    let input = base_input();
+
+    let edit = |path: &'static str, f: fn(&mut Vec<u8>)| {
+        move |nodes: &mut Vec<Node>| {
+            let node = nodes.iter_mut().find(|n| n.path == path).unwrap_or_else(|| panic!("no {path} in the initramfs"));
+            f(&mut node.data);
+        }
+    };
+    let runtime = edit("usr/bin/sovereign-runtime", |d| d.push(0));
+    let config = edit("etc/sovereign/runtime.json", |d| *d = br#"{"esp_device":"/dev/vda1","state_device":"/dev/vda2","max_restarts":99}"#.to_vec());
+    let order = sovereign_image::build::module_order(&input.kernel).unwrap();
+    let module_path: String = order
+        .iter()
+        .find(|(n, _)| n == "virtio_blk")
+        .map(|(_, p)| p.strip_prefix(&input.kernel.root).unwrap().to_string_lossy().into_owned())
+        .unwrap();
+    let module = |nodes: &mut Vec<Node>| {
+        let node = nodes.iter_mut().find(|n| n.path == module_path).unwrap();
+        let half = node.data.len() / 2;
+        node.data.truncate(half);
+    };
+    let manifest_bytes = |m: &mut Vec<u8>, _: &mut Vec<u8>| {
+        let i = m.windows(12).position(|w| w == b"\"version\":1,").unwrap();
+        m[i + 10] = b'9';
+    };
+    let manifest_sig = |_: &mut Vec<u8>, s: &mut Vec<u8>| s[10] ^= 0x01;
+
+    let cases: Vec<(&str, Tamper<'_>, &str)> = vec![
+        ("runtime binary", Tamper { nodes: Some(&runtime), ..Default::default() }, "/usr/bin/sovereign-runtime"),
+        ("runtime config", Tamper { nodes: Some(&config), ..Default::default() }, "/etc/sovereign/runtime.json"),
+        ("kernel module", Tamper { nodes: Some(&module), ..Default::default() }, "virtio_blk"),
+        ("manifest bytes", Tamper { manifest: Some(&manifest_bytes), ..Default::default() }, "manifest signature does not verify"),
+        ("manifest signature", Tamper { manifest: Some(&manifest_sig), ..Default::default() }, "manifest signature does not verify"),
+    ];
+    for (what, tamper, expected) in &cases {
+        with_variant(&appliance, tamper, &input);
+        let fatal = boot_refused(&mut appliance);
+        assert!(fatal.contains(expected), "{what}: expected the refusal to name {expected:?}, got {fatal:?}");
+    }
+
+    // A different kernel command line, with the genuine release's signed PCR policy: PCR 11
+    // differs, so the keys stay sealed.
+    let genuine_policy = build_dir().join("image").join("pcr-policy.json");
+    let mut cmdline = base_input();
+    cmdline.cmdline.push_str(" init=/init systemd.debug_shell");
+    with_variant(&appliance, &Tamper { policy: Some(&genuine_policy), ..Default::default() }, &cmdline);
+    let fatal = boot_refused(&mut appliance);
+    assert!(fatal.contains("PCR 11 differ from the signed PCR policy"), "{fatal}");
+
+    // The genuine image still boots with the same identity: nothing above damaged the state.
+    appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    let (again, _) = boot_ready(&mut appliance);
+    assert_eq!(identity, again);
+}
+
+#[test]
+fn initramfs_holds_exactly_the_manifest_and_no_other_executable() {
+    let image_dir = build_dir().join("image");
+    let _ = image();
+    let nodes = sovereign_image::cpio::read(&std::fs::read(image_dir.join("initrd.cpio")).unwrap()).unwrap();
+    let manifest: sovereign_image::manifest::Manifest = serde_json_from(&image_dir.join("manifest.json"));
+    for n in &nodes {
+        let path = format!("/{}", n.path);
+        if path == "/etc/sovereign/manifest.json" || path == "/etc/sovereign/manifest.sig" {
+            continue;
+        }
+        assert!(manifest.file(&path).is_some(), "{path} is in the initramfs but not in the manifest");
+        let is_elf = n.data.starts_with(b"\x7fELF");
+        let executable = n.mode & 0o111 != 0 && n.mode & 0o170000 == 0o100000;
+        if is_elf || executable {
+            let allowed = path == "/init"
+                || path == "/usr/bin/sovereign-runtime"
+                || path.contains(".so")
+                || path.ends_with(".ko");
+            assert!(allowed, "unexpected executable {path}");
+        }
+        for banned in ["/sh", "busybox", "bash", "python", "perl", "/bin/"] {
+            assert!(!path.contains(banned) || path == "/usr/bin/sovereign-runtime", "{path} looks like a shell or interpreter");
+        }
+    }
+    assert_eq!(nodes.len(), manifest.files.len() + 2, "nodes and manifest entries differ in number");
+}
+
+#[test]
+fn two_builds_produce_bit_identical_ukis() {
+    let _ = image();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let keys = dev_keys();
+    let first = variant(&base_input(), &keys, a.path(), &Tamper::default());
+    let second = variant(&base_input(), &keys, b.path(), &Tamper::default());
+    let (x, y) = (std::fs::read(&first.uki).unwrap(), std::fs::read(&second.uki).unwrap());
+    assert!(x == y, "two builds from the same inputs differ");
+    let shared = std::fs::read(build_dir().join("image").join("sovereign.efi")).unwrap();
+    assert!(x == shared, "rebuilding the shared image's inputs gave a different UKI");
+    assert_eq!(first.reference.pcrs, second.reference.pcrs);
+    assert!(x.len() < 64 * 1024 * 1024, "UKI is {} bytes, over the 64 MiB budget", x.len());
+}
+
+fn serde_json_from<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
