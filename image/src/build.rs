@@ -24,7 +24,8 @@ use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
 use crate::pe;
 
 /// Modules PID 1 loads, by name (dependencies are added in load order).
-pub const MODULES: [&str; 9] = ["virtio_pci", "virtio_blk", "fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev"];
+pub const MODULES: [&str; 9] =
+    ["virtio_pci", "virtio_blk", "fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev"];
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4";
 /// Where the runtime lives in the initramfs.
@@ -239,7 +240,9 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
     }
     let mut modules = Vec::new();
     for (name, path) in module_order(&input.kernel)? {
-        let rel = path.strip_prefix(&input.kernel.root).with_context(|| format!("{} is outside the kernel root", path.display()))?;
+        let rel = path
+            .strip_prefix(&input.kernel.root)
+            .with_context(|| format!("{} is outside the kernel root", path.display()))?;
         let dest = format!("/{}", rel.to_string_lossy());
         files.push((dest.clone(), read(&path)?, 0o644));
         modules.push(ModuleEntry { name, path: dest });
@@ -253,13 +256,19 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
     }
     let mut nodes = dir_nodes(&paths);
     // Mount points PID 1 uses, and /root, which the kernel creates in every rootfs.
-    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("esp", 0o700), ("dev", 0o755), ("root", 0o700)] {
+    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("esp", 0o700), ("dev", 0o755), ("root", 0o700)]
+    {
         nodes.retain(|n| n.path != d);
         nodes.push(Node { path: d.into(), mode: S_IFDIR | mode, data: vec![], rdev: (0, 0) });
     }
     nodes.push(Node { path: "dev/console".into(), mode: S_IFCHR | 0o600, data: vec![], rdev: (5, 1) });
     for (p, data, mode) in &files {
-        nodes.push(Node { path: p.trim_start_matches('/').into(), mode: S_IFREG | mode, data: data.clone(), rdev: (0, 0) });
+        nodes.push(Node {
+            path: p.trim_start_matches('/').into(),
+            mode: S_IFREG | mode,
+            data: data.clone(),
+            rdev: (0, 0),
+        });
     }
     let mut entries: Vec<FileEntry> = nodes
         .iter()
@@ -305,8 +314,17 @@ pub fn predict_pcr15(manifest_bytes: &[u8], config: &[u8]) -> Sha256Digest {
 }
 
 /// Assembles a UKI with objcopy and zeroes its build-time fields.
-pub fn assemble_uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, osrel: &str, work: &Path, out: &Path) -> anyhow::Result<Vec<u8>> {
-    let stub_bytes = fs::read(stub).with_context(|| format!("reading the EFI stub {} (install systemd-boot-efi)", stub.display()))?;
+pub fn assemble_uki(
+    stub: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    osrel: &str,
+    work: &Path,
+    out: &Path,
+) -> anyhow::Result<Vec<u8>> {
+    let stub_bytes = fs::read(stub)
+        .with_context(|| format!("reading the EFI stub {} (install systemd-boot-efi)", stub.display()))?;
     let stub_pe = pe::Pe::parse(&stub_bytes).map_err(|e| anyhow!("{}: {e}", stub.display()))?;
     let cmdline_file = work.join("cmdline.txt");
     let osrel_file = work.join("os-release");
@@ -314,7 +332,12 @@ pub fn assemble_uki(stub: &Path, kernel: &Path, initrd: &Path, cmdline: &str, os
     fs::write(&osrel_file, osrel)?;
     let mut vma = stub_pe.image_base + stub_pe.end_rva();
     let mut cmd = Command::new("objcopy");
-    for (name, file) in [(".osrel", &osrel_file), (".cmdline", &cmdline_file), (".linux", &kernel.to_path_buf()), (".initrd", &initrd.to_path_buf())] {
+    for (name, file) in [
+        (".osrel", &osrel_file),
+        (".cmdline", &cmdline_file),
+        (".linux", &kernel.to_path_buf()),
+        (".initrd", &initrd.to_path_buf()),
+    ] {
         let size = fs::metadata(file)?.len();
         cmd.arg("--add-section").arg(format!("{name}={}", file.display()));
         cmd.arg("--change-section-vma").arg(format!("{name}=0x{vma:x}"));
@@ -336,7 +359,10 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     let state_size = 16 * MIB;
     let esp = work.join("esp.img");
     let _ = fs::remove_file(&esp);
-    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "SOVEREIGN", "-i", "50564552", "-C"]).arg(&esp).arg((esp_size / 1024).to_string()))?;
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "SOVEREIGN", "-i", "50564552", "-C"])
+        .arg(&esp)
+        .arg((esp_size / 1024).to_string()))?;
     let mtools = |args: &[&str]| -> anyhow::Result<()> {
         run(Command::new(args[0]).env("MTOOLS_SKIP_CHECK", "1").args(&args[1..]))?;
         Ok(())
@@ -373,24 +399,31 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     if !child.wait()?.success() {
         bail!("sfdisk failed to write the partition table");
     }
-    run(Command::new("dd")
-        .arg(format!("if={}", esp.display()))
-        .arg(format!("of={}", out.display()))
-        .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]))?;
+    run(Command::new("dd").arg(format!("if={}", esp.display())).arg(format!("of={}", out.display())).args([
+        "bs=1M",
+        "seek=1",
+        "conv=notrunc",
+        "status=none",
+    ]))?;
     Ok(())
 }
 
 /// Offset of the state partition in the disk image (its key area starts here).
 pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;
 
+/// Edits initramfs nodes.
+pub type NodeEdit<'a> = &'a dyn Fn(&mut Vec<Node>);
+/// Edits the manifest bytes and signature.
+pub type ManifestEdit<'a> = &'a dyn Fn(&mut Vec<u8>, &mut Vec<u8>);
+
 /// Deliberate damage for end-to-end tests of the refusals: applied after signing, so the
 /// result is what an attacker without the keys could produce.
 #[derive(Default)]
 pub struct Tamper<'a> {
     /// Changes initramfs nodes after the manifest was signed.
-    pub nodes: Option<&'a dyn Fn(&mut Vec<Node>)>,
+    pub nodes: Option<NodeEdit<'a>>,
     /// Changes the manifest bytes and/or signature after signing.
-    pub manifest: Option<&'a dyn Fn(&mut Vec<u8>, &mut Vec<u8>)>,
+    pub manifest: Option<ManifestEdit<'a>>,
     /// Puts this signed PCR policy on the ESP instead of the build's own.
     pub policy: Option<&'a Path>,
 }
@@ -407,7 +440,12 @@ pub fn build(input: &BuildInput, keys: &KeySet, out_dir: &Path) -> anyhow::Resul
 }
 
 /// [`build`], with deliberate damage (tests only).
-pub fn build_with(input: &BuildInput, keys: &KeySet, out_dir: &Path, tamper: &Tamper<'_>) -> anyhow::Result<BuildOutput> {
+pub fn build_with(
+    input: &BuildInput,
+    keys: &KeySet,
+    out_dir: &Path,
+    tamper: &Tamper<'_>,
+) -> anyhow::Result<BuildOutput> {
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");
     fs::create_dir_all(&work)?;
@@ -420,14 +458,27 @@ pub fn build_with(input: &BuildInput, keys: &KeySet, out_dir: &Path, tamper: &Ta
     if let Some(f) = tamper.nodes {
         f(&mut nodes);
     }
-    nodes.push(Node { path: MANIFEST_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: shipped_manifest, rdev: (0, 0) });
-    nodes.push(Node { path: MANIFEST_SIG_PATH.trim_start_matches('/').into(), mode: S_IFREG | 0o644, data: shipped_signature, rdev: (0, 0) });
+    nodes.push(Node {
+        path: MANIFEST_PATH.trim_start_matches('/').into(),
+        mode: S_IFREG | 0o644,
+        data: shipped_manifest,
+        rdev: (0, 0),
+    });
+    nodes.push(Node {
+        path: MANIFEST_SIG_PATH.trim_start_matches('/').into(),
+        mode: S_IFREG | 0o644,
+        data: shipped_signature,
+        rdev: (0, 0),
+    });
     let initrd = out_dir.join("initrd.cpio");
     fs::write(&initrd, cpio::write(&nodes))?;
     fs::write(out_dir.join("manifest.json"), &manifest_bytes)?;
     fs::write(out_dir.join("manifest.sig"), &signature)?;
 
-    let osrel = format!("NAME=Sovereign\nID=sovereign\nVERSION_ID={}\nPRETTY_NAME=\"Sovereign appliance {}\"\n", input.version, input.version);
+    let osrel = format!(
+        "NAME=Sovereign\nID=sovereign\nVERSION_ID={}\nPRETTY_NAME=\"Sovereign appliance {}\"\n",
+        input.version, input.version
+    );
     let uki_path = out_dir.join("sovereign.efi");
     let uki = assemble_uki(&input.stub, &input.kernel.image, &initrd, &input.cmdline, &osrel, &work, &uki_path)?;
     let pcr11 = pe::predict_pcr11_from_uki(&uki).map_err(|e| anyhow!("{e}"))?;
@@ -439,7 +490,12 @@ pub fn build_with(input: &BuildInput, keys: &KeySet, out_dir: &Path, tamper: &Ta
     let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
-    let reference = ReferenceValues { version: input.version, uki_sha256: sha256_hex(&uki), manifest_sha256: sha256_hex(&manifest_bytes), pcrs };
+    let reference = ReferenceValues {
+        version: input.version,
+        uki_sha256: sha256_hex(&uki),
+        manifest_sha256: sha256_hex(&manifest_bytes),
+        pcrs,
+    };
     let reference_bytes = serde_json::to_vec_pretty(&reference)?;
     fs::write(out_dir.join("reference-values.json"), &reference_bytes)?;
     fs::write(out_dir.join("reference-values.sig"), keys.release.sign(&reference_bytes).to_bytes())?;

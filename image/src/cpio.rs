@@ -26,7 +26,7 @@ pub const S_IFLNK: u32 = 0o120000;
 pub const S_IFMT: u32 = 0o170000;
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -67,7 +67,8 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Node>, String> {
             return Err(format!("byte {off}: bad magic"));
         }
         let field = |i: usize| -> Result<u32, String> {
-            let s = std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).map_err(|_| format!("byte {off}: non-ASCII field"))?;
+            let s =
+                std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).map_err(|_| format!("byte {off}: non-ASCII field"))?;
             u32::from_str_radix(s, 16).map_err(|_| format!("byte {off}: field {i} is not hex"))
         };
         let mode = field(1)?;
@@ -75,14 +76,17 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Node>, String> {
         let rdev = (field(9)?, field(10)?);
         let namesize = field(11)? as usize;
         let name_start = off + 110;
-        let name_bytes = bytes.get(name_start..name_start + namesize).ok_or_else(|| format!("byte {off}: truncated name"))?;
-        let name = std::str::from_utf8(&name_bytes[..namesize.saturating_sub(1)]).map_err(|_| format!("byte {off}: name not UTF-8"))?;
+        let name_bytes =
+            bytes.get(name_start..name_start + namesize).ok_or_else(|| format!("byte {off}: truncated name"))?;
+        let name = std::str::from_utf8(&name_bytes[..namesize.saturating_sub(1)])
+            .map_err(|_| format!("byte {off}: name not UTF-8"))?;
         let mut data_start = name_start + namesize;
         data_start += (4 - data_start % 4) % 4;
         if name == "TRAILER!!!" {
             return Ok(nodes);
         }
-        let data = bytes.get(data_start..data_start + size).ok_or_else(|| format!("byte {off}: {name}: truncated data"))?;
+        let data =
+            bytes.get(data_start..data_start + size).ok_or_else(|| format!("byte {off}: {name}: truncated data"))?;
         nodes.push(Node { path: name.to_string(), mode, data: data.to_vec(), rdev });
         off = data_start + size;
         off += (4 - off % 4) % 4;

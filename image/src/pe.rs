@@ -39,7 +39,9 @@ fn u16_at(b: &[u8], o: usize) -> Result<u16, String> {
 }
 
 fn u32_at(b: &[u8], o: usize) -> Result<u32, String> {
-    b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| format!("PE truncated at byte {o}"))
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| format!("PE truncated at byte {o}"))
 }
 
 fn u64_at(b: &[u8], o: usize) -> Result<u64, String> {
@@ -84,7 +86,12 @@ impl Pe {
 
     /// The first RVA after every section, aligned to the section alignment.
     pub fn end_rva(&self) -> u64 {
-        let end = self.sections.iter().map(|s| u64::from(s.virtual_address) + u64::from(s.virtual_size.max(s.raw_size))).max().unwrap_or(0);
+        let end = self
+            .sections
+            .iter()
+            .map(|s| u64::from(s.virtual_address) + u64::from(s.virtual_size.max(s.raw_size)))
+            .max()
+            .unwrap_or(0);
         let align = u64::from(self.section_alignment.max(0x1000));
         end.div_ceil(align) * align
     }
@@ -133,7 +140,8 @@ pub fn predict_pcr11(sections: &[(&str, &[u8])]) -> Sha256Digest {
 /// PCR 11 predicted from an assembled UKI.
 pub fn predict_pcr11_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
     let pe = Pe::parse(image)?;
-    let sections: Vec<(&str, &[u8])> = MEASURED_SECTIONS.iter().filter_map(|n| pe.section_data(image, n).map(|d| (*n, d))).collect();
+    let sections: Vec<(&str, &[u8])> =
+        MEASURED_SECTIONS.iter().filter_map(|n| pe.section_data(image, n).map(|d| (*n, d))).collect();
     if !sections.iter().any(|(n, _)| *n == ".linux") {
         return Err("UKI has no .linux section".into());
     }

@@ -20,7 +20,9 @@ pub fn audit_tree(root: &Path, manifest: &Manifest) -> Vec<String> {
     let mut found: BTreeMap<String, ()> = BTreeMap::new();
     walk(root, root, manifest, &mut found, &mut problems);
     for f in &manifest.files {
-        if !found.contains_key(&f.path) && !(f.path == "/dev/console") {
+        // Nodes under a mount point (/dev/console) are shadowed by the mount once PID 1 runs.
+        let shadowed = MOUNT_POINTS.iter().any(|m| f.path.starts_with(&format!("{m}/")));
+        if !found.contains_key(&f.path) && !shadowed {
             problems.push(format!("{}: listed in the manifest but missing", f.path));
         }
     }
@@ -98,7 +100,9 @@ fn walk(root: &Path, dir: &Path, manifest: &Manifest, found: &mut BTreeMap<Strin
                     Err(e) => problems.push(format!("{rel}: cannot read: {e}")),
                 }
             }
-            NodeKind::Directory if !MOUNT_POINTS.contains(&rel.as_str()) => walk(root, &path, manifest, found, problems),
+            NodeKind::Directory if !MOUNT_POINTS.contains(&rel.as_str()) => {
+                walk(root, &path, manifest, found, problems)
+            }
             _ => {}
         }
     }

@@ -43,12 +43,15 @@ fn fatal(what: &str) -> impl FnOnce(String) -> Fatal + '_ {
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "sovereign-init: {line}");
+    let _ = writeln!(out, "sovereign-init: {line} [t={:.3}]", uptime());
     let _ = out.flush();
 }
 
 fn uptime() -> f64 {
-    fs::read_to_string("/proc/uptime").ok().and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok())).unwrap_or(-1.0)
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(-1.0)
 }
 
 fn power_off() -> ! {
@@ -74,7 +77,8 @@ fn main() {
 
 fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), Fatal> {
     let _ = fs::create_dir_all(target);
-    mount(Some(src), target, Some(fstype), flags, data).map_err(|e| Fatal(format!("mounting {fstype} on {target}"), e.to_string()))
+    mount(Some(src), target, Some(fstype), flags, data)
+        .map_err(|e| Fatal(format!("mounting {fstype} on {target}"), e.to_string()))
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -99,18 +103,25 @@ fn boot() -> Result<(), Fatal> {
         .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).map_err(|e| e.to_string()))
         .map_err(fatal("release key"))?;
     let manifest_bytes = fs::read(MANIFEST_PATH).map_err(|e| Fatal("reading the manifest".into(), e.to_string()))?;
-    let signature = fs::read(MANIFEST_SIG_PATH).map_err(|e| Fatal("reading the manifest signature".into(), e.to_string()))?;
-    let manifest = Manifest::verify(&manifest_bytes, &signature, &release_key).map_err(|e| Fatal("manifest".into(), e.to_string()))?;
+    let signature =
+        fs::read(MANIFEST_SIG_PATH).map_err(|e| Fatal("reading the manifest signature".into(), e.to_string()))?;
+    let manifest = Manifest::verify(&manifest_bytes, &signature, &release_key)
+        .map_err(|e| Fatal("manifest".into(), e.to_string()))?;
     say(&format!("manifest version {} verified with the release key", manifest.version));
 
     // 2. Every node of the initramfs, hashed against the manifest.
     let problems = sovereign_init::audit::audit_tree(Path::new("/"), &manifest);
     if let Some(first) = problems.first() {
-        return Err(Fatal("initramfs does not match the manifest".into(), format!("{first} ({} problems)", problems.len())));
+        return Err(Fatal(
+            "initramfs does not match the manifest".into(),
+            format!("{first} ({} problems)", problems.len()),
+        ));
     }
     say(&format!("{} initramfs nodes match the manifest", manifest.files.len()));
-    let config_bytes = fs::read(&manifest.runtime_config).map_err(|e| Fatal("reading the runtime config".into(), e.to_string()))?;
-    let config: RuntimeConfig = serde_json::from_slice(&config_bytes).map_err(|e| Fatal("runtime config".into(), e.to_string()))?;
+    let config_bytes =
+        fs::read(&manifest.runtime_config).map_err(|e| Fatal("reading the runtime config".into(), e.to_string()))?;
+    let config: RuntimeConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| Fatal("runtime config".into(), e.to_string()))?;
 
     // 3. Modules, in order.
     for m in &manifest.modules {
@@ -131,9 +142,15 @@ fn boot() -> Result<(), Fatal> {
         (MeasurementKind::Manifest, &manifest_bytes, format!("manifest v{}", manifest.version)),
         (MeasurementKind::RuntimeConfig, &config_bytes, "runtime config".to_string()),
     ] {
-        let m = Measurement { pcr: PROJECT_PCR, kind, digest: sovereign_measured_boot::Sha256Digest(sha256(bytes)), description: what };
+        let m = Measurement {
+            pcr: PROJECT_PCR,
+            kind,
+            digest: sovereign_measured_boot::Sha256Digest(sha256(bytes)),
+            description: what,
+        };
         tpm.measure(m, &mut log).map_err(|e| Fatal("extending PCR 15".into(), e.to_string()))?;
-        fs::write(MEASUREMENT_LOG, log.to_bytes()).map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
+        fs::write(MEASUREMENT_LOG, log.to_bytes())
+            .map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
     }
 
     // 5. The signed PCR policy from the ESP.
@@ -146,11 +163,14 @@ fn boot() -> Result<(), Fatal> {
     mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))?;
     let policy_bytes = fs::read(format!("/esp/{}", sovereign_image::build::ESP_POLICY_PATH));
     let _ = umount("/esp");
-    let policy_bytes = policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
-    let policy = SignedPcrPolicy::from_json(&policy_bytes).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
+    let policy_bytes =
+        policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
+    let policy =
+        SignedPcrPolicy::from_json(&policy_bytes).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
     policy.verify(&policy_key).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
     let current = tpm.pcr_read(&policy.selection()).map_err(|e| Fatal("reading PCRs".into(), e.to_string()))?;
-    let differing: Vec<String> = policy.pcrs.0.iter().filter(|(i, v)| current.get(**i) != Some(v)).map(|(i, _)| format!("PCR {i}")).collect();
+    let differing: Vec<String> =
+        policy.pcrs.0.iter().filter(|(i, v)| current.get(**i) != Some(v)).map(|(i, _)| format!("PCR {i}")).collect();
     if !differing.is_empty() {
         return Err(Fatal(
             "measured boot does not match the signed release".into(),
@@ -158,11 +178,21 @@ fn boot() -> Result<(), Fatal> {
         ));
     }
 
+    // Public PCR values, for the record (firmware profile: `cargo xtask firmware-profile`).
+    if let Ok(all) = tpm.pcr_read(&sovereign_measured_boot::PcrSelection::new(0..=15).map_err(fatal("PCR selection"))?)
+    {
+        for (i, v) in &all.0 {
+            say(&format!("pcr {i} = {v}"));
+        }
+    }
+
     // 6. The node keys.
     let keys = unseal_or_provision(&mut tpm, &config, &policy_key, &policy)?;
     // 7. Close the unseal window for the rest of this boot.
-    tpm.measure(Measurement::separator(), &mut log).map_err(|e| Fatal("extending the separator".into(), e.to_string()))?;
-    fs::write(MEASUREMENT_LOG, log.to_bytes()).map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
+    tpm.measure(Measurement::separator(), &mut log)
+        .map_err(|e| Fatal("extending the separator".into(), e.to_string()))?;
+    fs::write(MEASUREMENT_LOG, log.to_bytes())
+        .map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
     drop(tpm);
     say("unseal window closed (separator extended into PCR 15)");
 
@@ -187,13 +217,19 @@ fn open_tpm() -> Result<Tpm, Fatal> {
 }
 
 fn read_area(device: &str) -> Result<Vec<u8>, Fatal> {
-    let mut f = File::open(device).map_err(|e| Fatal(format!("opening the state partition {device}"), e.to_string()))?;
+    let mut f =
+        File::open(device).map_err(|e| Fatal(format!("opening the state partition {device}"), e.to_string()))?;
     let mut area = vec![0u8; state::AREA];
     f.read_exact(&mut area).map_err(|e| Fatal(format!("reading the state partition {device}"), e.to_string()))?;
     Ok(area)
 }
 
-fn unseal_or_provision(tpm: &mut Tpm, config: &RuntimeConfig, key: &PolicyKey, policy: &SignedPcrPolicy) -> Result<Zeroizing<Vec<u8>>, Fatal> {
+fn unseal_or_provision(
+    tpm: &mut Tpm,
+    config: &RuntimeConfig,
+    key: &PolicyKey,
+    policy: &SignedPcrPolicy,
+) -> Result<Zeroizing<Vec<u8>>, Fatal> {
     let area = read_area(&config.state_device)?;
     let sealed = match state::decode(&area).map_err(fatal("state partition"))? {
         KeyArea::Sealed(k) => {
@@ -202,23 +238,24 @@ fn unseal_or_provision(tpm: &mut Tpm, config: &RuntimeConfig, key: &PolicyKey, p
         }
         KeyArea::Empty => {
             say("first boot: generating the node identity and data key (TPM RNG mixed with the kernel's)");
-            let mut fresh = Vec::new();
-            for what in ["identity", "data key"] {
-                let mut secret = Zeroizing::new(tpm.random(32).map_err(|e| Fatal("TPM random".into(), e.to_string()))?);
-                let mut kernel = Zeroizing::new([0u8; 32]);
-                OsRng.try_fill_bytes(kernel.as_mut()).map_err(|e| Fatal("kernel random".into(), e.to_string()))?;
-                if secret.len() != 32 {
-                    return Err(Fatal("TPM random".into(), format!("{} bytes instead of 32", secret.len())));
-                }
-                for (s, k) in secret.iter_mut().zip(kernel.iter()) {
-                    *s ^= k;
-                }
-                fresh.push(tpm.seal_to_policy_key(&secret, key).map_err(|e| Fatal(format!("sealing the {what}"), e.to_string()))?);
+            let mut secret = Zeroizing::new(tpm.random(64).map_err(|e| Fatal("TPM random".into(), e.to_string()))?);
+            let mut kernel = Zeroizing::new([0u8; 64]);
+            OsRng.try_fill_bytes(kernel.as_mut()).map_err(|e| Fatal("kernel random".into(), e.to_string()))?;
+            if secret.len() != 64 {
+                return Err(Fatal("TPM random".into(), format!("{} bytes instead of 64", secret.len())));
             }
-            let data_key = fresh.pop().ok_or(Fatal("sealing".into(), "no data key".into()))?;
-            let identity = fresh.pop().ok_or(Fatal("sealing".into(), "no identity".into()))?;
-            let keys = SealedKeys { identity, data_key };
-            let mut f = OpenOptions::new().write(true).open(&config.state_device).map_err(|e| Fatal("opening the state partition for writing".into(), e.to_string()))?;
+            for (s, k) in secret.iter_mut().zip(kernel.iter()) {
+                *s ^= k;
+            }
+            let keys = SealedKeys {
+                keys: tpm
+                    .seal_to_policy_key(&secret, key)
+                    .map_err(|e| Fatal("sealing the node keys".into(), e.to_string()))?,
+            };
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&config.state_device)
+                .map_err(|e| Fatal("opening the state partition for writing".into(), e.to_string()))?;
             f.seek(SeekFrom::Start(0)).map_err(|e| Fatal("state partition".into(), e.to_string()))?;
             f.write_all(&state::encode(&keys)).map_err(|e| Fatal("writing the sealed keys".into(), e.to_string()))?;
             f.sync_all().map_err(|e| Fatal("syncing the sealed keys".into(), e.to_string()))?;
@@ -226,19 +263,20 @@ fn unseal_or_provision(tpm: &mut Tpm, config: &RuntimeConfig, key: &PolicyKey, p
             keys
         }
     };
-    let mut out = Zeroizing::new(Vec::with_capacity(64));
-    for (what, blob) in [("identity", &sealed.identity), ("data key", &sealed.data_key)] {
-        let secret = Zeroizing::new(tpm.unseal_with_signed_policy(blob, key, policy).map_err(|e| Fatal(format!("unsealing the {what}"), e.to_string()))?);
-        if secret.len() != 32 {
-            return Err(Fatal(format!("unsealing the {what}"), format!("{} bytes instead of 32", secret.len())));
-        }
-        out.extend_from_slice(&secret);
+    let secret = Zeroizing::new(
+        tpm.unseal_with_signed_policy(&sealed.keys, key, policy)
+            .map_err(|e| Fatal("unsealing the node keys".into(), e.to_string()))?,
+    );
+    if secret.len() != 64 {
+        return Err(Fatal("unsealing the node keys".into(), format!("{} bytes instead of 64", secret.len())));
     }
-    Ok(out)
+    Ok(secret)
 }
 
 fn lockdown() -> Result<(), Fatal> {
-    for (file, what) in [("/proc/sys/kernel/modules_disabled", "module loading"), ("/proc/sys/kernel/kexec_load_disabled", "kexec")] {
+    for (file, what) in
+        [("/proc/sys/kernel/modules_disabled", "module loading"), ("/proc/sys/kernel/kexec_load_disabled", "kexec")]
+    {
         fs::write(file, "1").map_err(|e| Fatal(format!("disabling {what}"), e.to_string()))?;
     }
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
@@ -285,7 +323,13 @@ fn start_runtime(path: &str, keys: &[u8]) -> Result<Child, Fatal> {
     Ok(child)
 }
 
-fn supervise(runtime: &str, keys: &[u8], max_restarts: u32, power_button: &mpsc::Receiver<()>, kernel_done: f64) -> Result<(), Fatal> {
+fn supervise(
+    runtime: &str,
+    keys: &[u8],
+    max_restarts: u32,
+    power_button: &mpsc::Receiver<()>,
+    kernel_done: f64,
+) -> Result<(), Fatal> {
     let mut restarts = 0u32;
     let mut child = start_runtime(runtime, keys)?;
     say(&format!("runtime started (pid {}, uptime {:.3}s; kernel took {kernel_done:.3}s)", child.id(), uptime()));
@@ -304,7 +348,10 @@ fn supervise(runtime: &str, keys: &[u8], max_restarts: u32, power_button: &mpsc:
                     }
                     restarts += 1;
                     if restarts > max_restarts {
-                        return Err(Fatal("runtime".into(), format!("exited with status {code} after {max_restarts} restarts")));
+                        return Err(Fatal(
+                            "runtime".into(),
+                            format!("exited with status {code} after {max_restarts} restarts"),
+                        ));
                     }
                     let delay = Duration::from_millis(250 << restarts.min(6));
                     say(&format!("runtime exited with status {code}; restart {restarts}/{max_restarts} in {delay:?}"));

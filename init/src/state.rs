@@ -1,7 +1,7 @@
 //! The state partition's key area: the two sealed blobs (node identity, data key).
 //!
 //! ```text
-//! "SVSTATE1" | u32 len | SealedBlob (identity) | u32 len | SealedBlob (data key) | SHA-256 of all before
+//! "SVSTATE1" | u32 len | SealedBlob (identity seed ‖ data key, 64 bytes sealed together) | SHA-256 of all before
 //! ```
 //! All big-endian, at offset 0 of the state partition. A partition that starts with zeros is
 //! empty (first boot); anything else that does not decode is a refusal. Pure: no IO.
@@ -14,13 +14,12 @@ pub const MAGIC: &[u8; 8] = b"SVSTATE1";
 /// Bytes PID 1 reads from the start of the partition.
 pub const AREA: usize = 64 * 1024;
 
-/// The sealed node keys.
+/// The sealed node keys: one sealed object holding the 32-byte Ed25519 identity seed followed
+/// by the 32-byte AES-256 data key (one unseal per boot instead of two).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedKeys {
-    /// The Ed25519 identity seed, sealed.
-    pub identity: SealedBlob,
-    /// The AES-256 data key, sealed.
-    pub data_key: SealedBlob,
+    /// The sealed 64 bytes.
+    pub keys: SealedBlob,
 }
 
 /// What the key area holds.
@@ -35,11 +34,9 @@ pub enum KeyArea {
 /// Encodes the key area.
 pub fn encode(keys: &SealedKeys) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    for blob in [&keys.identity, &keys.data_key] {
-        let b = blob.to_bytes();
-        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        out.extend_from_slice(&b);
-    }
+    let b = keys.keys.to_bytes();
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(&b);
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     out
@@ -56,24 +53,18 @@ pub fn decode(area: &[u8]) -> Result<KeyArea, String> {
     if &area[..8] != MAGIC {
         return Err("state partition does not start with SVSTATE1 (foreign or damaged data)".into());
     }
-    let mut off = 8;
-    let mut blobs = Vec::new();
-    for what in ["identity", "data key"] {
-        let len = area
-            .get(off..off + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or_else(|| format!("state key area truncated before the {what} blob"))?;
-        let bytes = area.get(off + 4..off + 4 + len).ok_or_else(|| format!("state key area truncated inside the {what} blob"))?;
-        blobs.push(SealedBlob::from_bytes(bytes).map_err(|e| format!("{what} blob: {e}"))?);
-        off += 4 + len;
-    }
+    let len = area
+        .get(8..12)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("state key area truncated before the sealed keys")?;
+    let bytes = area.get(12..12 + len).ok_or("state key area truncated inside the sealed keys")?;
+    let keys = SealedBlob::from_bytes(bytes).map_err(|e| format!("sealed keys: {e}"))?;
+    let off = 12 + len;
     let digest = area.get(off..off + 32).ok_or("state key area truncated before its checksum")?;
     if Sha256::digest(&area[..off])[..] != *digest {
         return Err("state key area checksum does not match (damaged or altered)".into());
     }
-    let data_key = blobs.pop().ok_or("missing data key blob")?;
-    let identity = blobs.pop().ok_or("missing identity blob")?;
-    Ok(KeyArea::Sealed(SealedKeys { identity, data_key }))
+    Ok(KeyArea::Sealed(SealedKeys { keys }))
 }
 
 #[cfg(test)]
@@ -82,10 +73,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_detects_damage() {
-        let keys = SealedKeys {
-            identity: SealedBlob { public: vec![1; 50], private: vec![2; 80] },
-            data_key: SealedBlob { public: vec![3; 50], private: vec![4; 80] },
-        };
+        let keys = SealedKeys { keys: SealedBlob { public: vec![1; 50], private: vec![2; 80] } };
         let mut area = encode(&keys);
         area.resize(AREA, 0);
         assert_eq!(decode(&area).unwrap(), KeyArea::Sealed(keys));

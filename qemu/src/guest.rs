@@ -62,7 +62,10 @@ impl Appliance {
     /// A fresh appliance with a copy of `disk`, a fresh variable store and a freshly
     /// provisioned TPM (EK certificate from a CA in the TPM's own temp dir).
     pub fn new(disk: &Path) -> Result<Self, GuestError> {
-        let dir = tempfile::Builder::new().prefix("sovereign-appliance-").tempdir().map_err(|e| GuestError::Io(format!("temp dir: {e}")))?;
+        let dir = tempfile::Builder::new()
+            .prefix("sovereign-appliance-")
+            .tempdir()
+            .map_err(|e| GuestError::Io(format!("temp dir: {e}")))?;
         let copy = dir.path().join("disk.raw");
         fs::copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
         let vars = dir.path().join("OVMF_VARS.fd");
@@ -184,9 +187,15 @@ impl Guest {
         }
     }
 
+    /// Whether QEMU has exited (the guest powered off or crashed), or the timeout passed.
+    pub fn finished(&mut self) -> bool {
+        self.started.elapsed() > self.timeout || self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Presses the ACPI power button (QMP `system_powerdown`).
     pub fn powerdown(&self) -> Result<(), GuestError> {
-        let mut s = UnixStream::connect(&self.qmp).map_err(|e| GuestError::Qmp(format!("connecting {}: {e}", self.qmp.display())))?;
+        let mut s = UnixStream::connect(&self.qmp)
+            .map_err(|e| GuestError::Qmp(format!("connecting {}: {e}", self.qmp.display())))?;
         s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| GuestError::Qmp(e.to_string()))?;
         let mut r = BufReader::new(s.try_clone().map_err(|e| GuestError::Qmp(e.to_string()))?);
         let mut line = String::new();
@@ -221,7 +230,11 @@ impl Guest {
                 let _ = child.kill();
                 let _ = child.wait();
                 self.child = None;
-                return Err(GuestError::Timeout { needle: "power off".into(), seconds: self.timeout.as_secs(), console: self.console() });
+                return Err(GuestError::Timeout {
+                    needle: "power off".into(),
+                    seconds: self.timeout.as_secs(),
+                    console: self.console(),
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -220,7 +220,10 @@ impl Swtpm {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SwtpmError::NotListening { port: 0, reason: format!("{} never appeared", socket.display()) });
+                return Err(SwtpmError::NotListening {
+                    port: 0,
+                    reason: format!("{} never appeared", socket.display()),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

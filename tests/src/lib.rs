@@ -22,7 +22,8 @@ pub fn build_dir() -> PathBuf {
 
 /// The built binaries (image profile).
 pub fn binaries() -> (PathBuf, PathBuf) {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("image");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("image");
     (target.join("sovereign-init"), target.join("sovereign-runtime"))
 }
 
@@ -31,7 +32,11 @@ pub fn image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let disk = build_dir().join("image").join("disk.raw");
-        assert!(disk.exists(), "{} is missing: run `cargo xtask image` first (`cargo xtask test` does)", disk.display());
+        assert!(
+            disk.exists(),
+            "{} is missing: run `cargo xtask image` first (`cargo xtask test` does)",
+            disk.display()
+        );
         disk
     })
 }
@@ -50,7 +55,8 @@ pub fn dev_keys() -> KeySet {
 /// The build input of the shared image (same binaries, kernel, command line).
 pub fn base_input() -> BuildInput {
     let (init, runtime) = binaries();
-    let kernel: Kernel = build::fetch_debian_kernel(Path::new("/var/cache/sovereign/kernel")).unwrap_or_else(|e| panic!("kernel: {e:#}"));
+    let kernel: Kernel = build::fetch_debian_kernel(Path::new("/var/cache/sovereign/kernel"))
+        .unwrap_or_else(|e| panic!("kernel: {e:#}"));
     BuildInput {
         init,
         runtime,
@@ -65,4 +71,39 @@ pub fn base_input() -> BuildInput {
 /// Builds a variant into `out`.
 pub fn variant(input: &BuildInput, keys: &KeySet, out: &Path, tamper: &Tamper<'_>) -> BuildOutput {
     build::build_with(input, keys, out, tamper).unwrap_or_else(|e| panic!("building a variant: {e:#}"))
+}
+
+/// PCR values PID 1 printed on the console (`sovereign-init: pcr N = HEX`).
+pub fn console_pcrs(console: &str) -> std::collections::BTreeMap<String, String> {
+    console
+        .lines()
+        .filter_map(|l| l.split("sovereign-init: pcr ").nth(1))
+        .filter_map(|rest| {
+            let (i, v) = rest.split_once(" = ")?;
+            Some((i.trim().to_string(), v.split_whitespace().next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The recorded platform profile (`firmware/qemu-ovmf.json`): (firmware SHA-256, PCRs).
+pub fn firmware_profile() -> (String, std::collections::BTreeMap<String, String>) {
+    let path = root().join("firmware/qemu-ovmf.json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let sha = v["firmware"]["sha256"].as_str().unwrap_or_default().to_string();
+    let pcrs = v["pcrs"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default();
+    (sha, pcrs)
+}
+
+/// SHA-256 of the installed OVMF code (via sha256sum).
+pub fn installed_firmware_sha256() -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(sovereign_qemu::guest::OVMF_CODE)
+        .output()
+        .unwrap_or_else(|e| panic!("sha256sum: {e}"));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }

@@ -34,7 +34,8 @@ fn boot_ready(appliance: &mut Appliance) -> (String, String) {
 /// itself and never release the keys.
 fn boot_refused(appliance: &mut Appliance) -> String {
     let mut guest: Guest = appliance.boot(BOOT_TIMEOUT).unwrap();
-    let fatal = guest.wait_for("sovereign-init: FATAL").unwrap_or_else(|e| panic!("tampered image was not refused: {e}"));
+    let fatal =
+        guest.wait_for("sovereign-init: FATAL").unwrap_or_else(|e| panic!("tampered image was not refused: {e}"));
     guest.wait_exit().unwrap_or_else(|e| panic!("refusing guest did not power off: {e}"));
     let console = guest.console();
     assert!(!console.contains(IDENTITY), "keys were released by a refused boot:\n{console}");
@@ -56,6 +57,17 @@ fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_i
     assert!(console.contains("first boot: generating the node identity"), "{console}");
     assert!(console.contains("unseal window closed"), "{console}");
     assert!(console.contains("locked down"), "{console}");
+    // The firmware PCRs are the recorded platform profile's.
+    let (firmware_sha, profile) = sovereign_e2e::firmware_profile();
+    assert_eq!(
+        sovereign_e2e::installed_firmware_sha256(),
+        firmware_sha,
+        "OVMF differs from the one firmware/qemu-ovmf.json was recorded with: re-record it with `cargo xtask firmware-profile`"
+    );
+    let booted = sovereign_e2e::console_pcrs(&console);
+    for (pcr, value) in &profile {
+        assert_eq!(booted.get(pcr), Some(value), "PCR {pcr} differs from the platform profile");
+    }
 
     let (second, console) = boot_ready(&mut appliance);
     assert_eq!(first, second, "the second boot unsealed a different identity");
@@ -96,12 +108,15 @@ fn every_tampered_component_is_refused_by_name() {
 
     let edit = |path: &'static str, f: fn(&mut Vec<u8>)| {
         move |nodes: &mut Vec<Node>| {
-            let node = nodes.iter_mut().find(|n| n.path == path).unwrap_or_else(|| panic!("no {path} in the initramfs"));
+            let node =
+                nodes.iter_mut().find(|n| n.path == path).unwrap_or_else(|| panic!("no {path} in the initramfs"));
             f(&mut node.data);
         }
     };
     let runtime = edit("usr/bin/sovereign-runtime", |d| d.push(0));
-    let config = edit("etc/sovereign/runtime.json", |d| *d = br#"{"esp_device":"/dev/vda1","state_device":"/dev/vda2","max_restarts":99}"#.to_vec());
+    let config = edit("etc/sovereign/runtime.json", |d| {
+        *d = br#"{"esp_device":"/dev/vda1","state_device":"/dev/vda2","max_restarts":99}"#.to_vec()
+    });
     let order = sovereign_image::build::module_order(&input.kernel).unwrap();
     let module_path: String = order
         .iter()
@@ -123,8 +138,16 @@ fn every_tampered_component_is_refused_by_name() {
         ("runtime binary", Tamper { nodes: Some(&runtime), ..Default::default() }, "/usr/bin/sovereign-runtime"),
         ("runtime config", Tamper { nodes: Some(&config), ..Default::default() }, "/etc/sovereign/runtime.json"),
         ("kernel module", Tamper { nodes: Some(&module), ..Default::default() }, "virtio_blk"),
-        ("manifest bytes", Tamper { manifest: Some(&manifest_bytes), ..Default::default() }, "manifest signature does not verify"),
-        ("manifest signature", Tamper { manifest: Some(&manifest_sig), ..Default::default() }, "manifest signature does not verify"),
+        (
+            "manifest bytes",
+            Tamper { manifest: Some(&manifest_bytes), ..Default::default() },
+            "manifest signature does not verify",
+        ),
+        (
+            "manifest signature",
+            Tamper { manifest: Some(&manifest_sig), ..Default::default() },
+            "manifest signature does not verify",
+        ),
     ];
     for (what, tamper, expected) in &cases {
         with_variant(&appliance, tamper, &input);
@@ -169,7 +192,10 @@ fn initramfs_holds_exactly_the_manifest_and_no_other_executable() {
             assert!(allowed, "unexpected executable {path}");
         }
         for banned in ["/sh", "busybox", "bash", "python", "perl", "/bin/"] {
-            assert!(!path.contains(banned) || path == "/usr/bin/sovereign-runtime", "{path} looks like a shell or interpreter");
+            assert!(
+                !path.contains(banned) || path == "/usr/bin/sovereign-runtime",
+                "{path} looks like a shell or interpreter"
+            );
         }
     }
     assert_eq!(nodes.len(), manifest.files.len() + 2, "nodes and manifest entries differ in number");

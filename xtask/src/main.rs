@@ -59,8 +59,22 @@ fn main() -> ExitCode {
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
+        Some("run") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
+            step(
+                "boot the appliance in QEMU (OVMF + swtpm)",
+                cargo()
+                    .args(["run", "--quiet", "-p", "sovereign-qemu", "--", "boot"])
+                    .arg(root().join("build/image/disk.raw")),
+            )
+        }),
+        Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
+            step(
+                "record the QEMU+OVMF firmware profile from a reference boot",
+                cargo().args(["run", "--quiet", "-p", "sovereign-e2e", "--bin", "record-firmware-profile"]),
+            )
+        }),
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|bench|fuzz>");
+            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|run|firmware-profile>");
             return ExitCode::from(2);
         }
     };
@@ -191,7 +205,10 @@ fn test() -> Result<(), Failure> {
     )?;
     step("benchmarks build", cargo().args(["bench", "--workspace", "--no-run"]))?;
     image(&root().join("build"))?;
-    step("tests (unit, swtpm, and the image booted in QEMU under OVMF)", cargo().args(["test", "--workspace", "--", "--test-threads", "4"]))?;
+    step(
+        "tests (unit, swtpm, and the image booted in QEMU under OVMF)",
+        cargo().args(["test", "--workspace", "--", "--test-threads", "4"]),
+    )?;
     fuzz_smoke(FUZZ_SECONDS)
 }
 
@@ -221,7 +238,10 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
 fn image(build: &Path) -> Result<(), Failure> {
     let keys = build.join("keys");
     if !keys.join("release.key").exists() {
-        step("development keys", cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys))?;
+        step(
+            "development keys",
+            cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys),
+        )?;
     }
     let read = |name: &str| {
         std::fs::read_to_string(keys.join(name))
@@ -231,10 +251,15 @@ fn image(build: &Path) -> Result<(), Failure> {
     let (release, pcr_policy) = (read("release.pub")?, read("pcr-policy.pub")?);
     step(
         "PID 1 and runtime (image profile: release, stripped; release and PCR-policy keys compiled in)",
-        cargo()
-            .env("SOVEREIGN_RELEASE_PUBKEY", &release)
-            .env("SOVEREIGN_PCR_POLICY_PUBKEY", &pcr_policy)
-            .args(["build", "--profile", "image", "-p", "sovereign-init", "-p", "sovereign-runtime"]),
+        cargo().env("SOVEREIGN_RELEASE_PUBKEY", &release).env("SOVEREIGN_PCR_POLICY_PUBKEY", &pcr_policy).args([
+            "build",
+            "--profile",
+            "image",
+            "-p",
+            "sovereign-init",
+            "-p",
+            "sovereign-runtime",
+        ]),
     )?;
     let target = target_dir().join("image");
     step(

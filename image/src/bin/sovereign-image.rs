@@ -17,6 +17,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Cmd {
     /// Generate a DEVELOPMENT key set (release, PCR policy, admin) in DIR.
     Keygen {
@@ -78,7 +79,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keys::generate(&dir)?;
             println!("wrote a DEVELOPMENT key set to {} (see {})", dir.display(), keys::MARKER);
         }
-        Cmd::Build { keys: key_dir, init, runtime, out, version, cmdline, kernel, modules_root, kernel_release, kernel_cache, stub } => {
+        Cmd::Build {
+            keys: key_dir,
+            init,
+            runtime,
+            out,
+            version,
+            cmdline,
+            kernel,
+            modules_root,
+            kernel_release,
+            kernel_cache,
+            stub,
+        } => {
             let keys = keys::load(&key_dir)?;
             let kernel = match (kernel, modules_root, kernel_release) {
                 (Some(image), Some(root), Some(release)) => Kernel { image, root, release },

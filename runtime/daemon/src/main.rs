@@ -15,7 +15,10 @@ use nix::sys::signal::{SigSet, Signal};
 use zeroize::Zeroize as _;
 
 fn uptime() -> String {
-    std::fs::read_to_string("/proc/uptime").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_else(|| "?".into())
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,20 @@
+//! PID 1 stays small: no async runtime, no wasm engine, no network stack, no policy engine.
+
+use std::process::Command;
+
+#[test]
+fn pid1_has_no_tokio_wasm_or_network_stack() {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--prefix", "none", "-e", "normal", "-p", "sovereign-init"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().any(|l| l.starts_with("tss-esapi ")), "expected the TPM stack in PID 1's tree:\n{tree}");
+    for banned in
+        ["tokio", "async-std", "mio", "wasmtime", "cranelift-codegen", "libp2p", "hyper", "reqwest", "cozo", "socket2"]
+    {
+        assert!(!tree.lines().any(|l| l.starts_with(&format!("{banned} "))), "{banned} is in PID 1's dependency tree");
+    }
+}
