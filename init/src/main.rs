@@ -153,6 +153,7 @@ fn boot() -> Result<(), Fatal> {
             .map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
     }
 
+    say("manifest and runtime config measured into PCR 15");
     // 5. The signed PCR policy from the ESP.
     let policy_key = PCR_POLICY_KEY
         .ok_or("this PID 1 was built without SOVEREIGN_PCR_POLICY_PUBKEY".to_string())

@@ -100,7 +100,20 @@ impl Appliance {
         let _ = fs::remove_file(&qmp);
         let accel = std::env::var("SOVEREIGN_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35", "-accel", &accel, "-m", "1024", "-nodefaults", "-display", "none", "-no-reboot"])
+            .args([
+                "-machine",
+                "q35",
+                "-accel",
+                &accel,
+                "-cpu",
+                "max",
+                "-m",
+                "1024",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
             .args(["-serial", "stdio"])
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
