@@ -405,8 +405,16 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
         "conv=notrunc",
         "status=none",
     ]))?;
+    // Mark the state partition as factory-fresh: only then may PID 1 provision keys.
+    let mut disk = fs::OpenOptions::new().write(true).open(out)?;
+    std::io::Seek::seek(&mut disk, std::io::SeekFrom::Start(STATE_PARTITION_OFFSET))?;
+    std::io::Write::write_all(&mut disk, STATE_FRESH_MARKER)?;
+    disk.sync_all()?;
     Ok(())
 }
+
+/// The factory marker PID 1 requires before it provisions keys (`sovereign_init::state::FRESH`).
+pub const STATE_FRESH_MARKER: &[u8; 8] = b"SVFRESH1";
 
 /// Offset of the state partition in the disk image (its key area starts here).
 pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;

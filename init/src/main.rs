@@ -237,7 +237,7 @@ fn unseal_or_provision(
             say("unsealing the node keys with the signed PCR policy");
             k
         }
-        KeyArea::Empty => {
+        KeyArea::Fresh => {
             say("first boot: generating the node identity and data key (TPM RNG mixed with the kernel's)");
             let mut secret = Zeroizing::new(tpm.random(64).map_err(|e| Fatal("TPM random".into(), e.to_string()))?);
             let mut kernel = Zeroizing::new([0u8; 64]);
@@ -253,6 +253,16 @@ fn unseal_or_provision(
                     .seal_to_policy_key(&secret, key)
                     .map_err(|e| Fatal("sealing the node keys".into(), e.to_string()))?,
             };
+            // The TPM will only ever release this object under PolicyAuthorize(PCR-policy key):
+            // check that the sealed object says so before storing it (unsealing it here would
+            // cost a second storage-key derivation on every first boot).
+            let sealed_policy = state::auth_policy(&keys.keys.public).map_err(fatal("sealed object"))?;
+            if sealed_policy != key.sealing_policy().0 {
+                return Err(Fatal(
+                    "sealing the node keys".into(),
+                    "the sealed object's policy is not PolicyAuthorize(release PCR-policy key)".into(),
+                ));
+            }
             let mut f = OpenOptions::new()
                 .write(true)
                 .open(&config.state_device)
@@ -261,7 +271,7 @@ fn unseal_or_provision(
             f.write_all(&state::encode(&keys)).map_err(|e| Fatal("writing the sealed keys".into(), e.to_string()))?;
             f.sync_all().map_err(|e| Fatal("syncing the sealed keys".into(), e.to_string()))?;
             say("node keys sealed to the release's PCR-policy key and stored on the state partition");
-            keys
+            return Ok(secret);
         }
     };
     let secret = Zeroizing::new(

@@ -3,14 +3,18 @@
 //! ```text
 //! "SVSTATE1" | u32 len | SealedBlob (identity seed ‖ data key, 64 bytes sealed together) | SHA-256 of all before
 //! ```
-//! All big-endian, at offset 0 of the state partition. A partition that starts with zeros is
-//! empty (first boot); anything else that does not decode is a refusal. Pure: no IO.
+//! All big-endian, at offset 0 of the state partition. The image builder writes the marker
+//! `"SVFRESH1"` there: only a partition that carries it is provisioned (first boot). Anything
+//! else that does not decode — including an erased key area — is a refusal: the keys of an
+//! installed appliance are never silently replaced. Pure: no IO.
 
 use sha2::{Digest as _, Sha256};
 use sovereign_measured_boot::sealed::SealedBlob;
 
 /// Magic.
 pub const MAGIC: &[u8; 8] = b"SVSTATE1";
+/// The factory marker of a never-provisioned state partition.
+pub const FRESH: &[u8; 8] = sovereign_image::build::STATE_FRESH_MARKER;
 /// Bytes PID 1 reads from the start of the partition.
 pub const AREA: usize = 64 * 1024;
 
@@ -25,8 +29,8 @@ pub struct SealedKeys {
 /// What the key area holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyArea {
-    /// Never written (all zeros): first boot.
-    Empty,
+    /// Marked fresh by the image builder: first boot.
+    Fresh,
     /// Sealed keys.
     Sealed(SealedKeys),
 }
@@ -47,8 +51,11 @@ pub fn decode(area: &[u8]) -> Result<KeyArea, String> {
     if area.len() < 8 {
         return Err("state partition is smaller than a key area".into());
     }
+    if &area[..8] == FRESH {
+        return Ok(KeyArea::Fresh);
+    }
     if area[..8].iter().all(|b| *b == 0) {
-        return Ok(KeyArea::Empty);
+        return Err("state partition holds no sealed keys and is not marked fresh (erased or replaced); refusing to provision new keys".into());
     }
     if &area[..8] != MAGIC {
         return Err("state partition does not start with SVSTATE1 (foreign or damaged data)".into());
@@ -67,9 +74,36 @@ pub fn decode(area: &[u8]) -> Result<KeyArea, String> {
     Ok(KeyArea::Sealed(SealedKeys { keys }))
 }
 
+/// The `authPolicy` digest of a sealed object's marshalled `TPMT_PUBLIC`
+/// (`type u16 | nameAlg u16 | objectAttributes u32 | authPolicy TPM2B`).
+pub fn auth_policy(tpmt_public: &[u8]) -> Result<[u8; 32], String> {
+    let size = tpmt_public
+        .get(8..10)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .ok_or("sealed object public area truncated")?;
+    if size != 32 {
+        return Err(format!("sealed object's authPolicy is {size} bytes, not a SHA-256 policy"));
+    }
+    tpmt_public
+        .get(10..42)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| "sealed object public area truncated".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_auth_policy_of_a_public_area() {
+        let mut public = vec![0x00, 0x08, 0x00, 0x0b, 0, 0, 0, 0x12, 0x00, 0x20];
+        public.extend_from_slice(&[7u8; 32]);
+        public.extend_from_slice(&[0x00, 0x10, 0x00, 0x00]);
+        assert_eq!(auth_policy(&public).unwrap(), [7u8; 32]);
+        assert!(auth_policy(&public[..20]).is_err());
+        public[9] = 0x10;
+        assert!(auth_policy(&public).is_err());
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {
@@ -77,7 +111,10 @@ mod tests {
         let mut area = encode(&keys);
         area.resize(AREA, 0);
         assert_eq!(decode(&area).unwrap(), KeyArea::Sealed(keys));
-        assert_eq!(decode(&vec![0; AREA]).unwrap(), KeyArea::Empty);
+        let mut fresh = FRESH.to_vec();
+        fresh.resize(AREA, 0);
+        assert_eq!(decode(&fresh).unwrap(), KeyArea::Fresh);
+        assert!(decode(&vec![0; AREA]).unwrap_err().contains("not marked fresh"));
         let mut damaged = area.clone();
         damaged[40] ^= 1;
         assert!(decode(&damaged).is_err());

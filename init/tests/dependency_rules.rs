@@ -6,7 +6,7 @@ use std::process::Command;
 fn pid1_has_no_tokio_wasm_or_network_stack() {
     let out = Command::new(env!("CARGO"))
         .args(["tree", "--offline", "--prefix", "none", "-e", "normal", "-p", "sovereign-init"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
         .output()
         .expect("run cargo tree");
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -12,7 +12,12 @@ use sovereign_image::keys::{self, KeySet};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    // Read at run time (cargo sets it for tests and `cargo run`): a compile-time path would be
+    // stale when a shared target dir serves several checkouts.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Where `cargo xtask image` put its outputs.

@@ -164,8 +164,20 @@ fn every_tampered_component_is_refused_by_name() {
     let fatal = boot_refused(&mut appliance);
     assert!(fatal.contains("PCR 11 differ from the signed PCR policy"), "{fatal}");
 
-    // The genuine image still boots with the same identity: nothing above damaged the state.
+    // An erased key area is a refusal, not a silent re-provisioning with new keys.
     appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    let disk = std::fs::read(appliance.disk()).unwrap();
+    let saved = disk[KEY_AREA.start as usize..KEY_AREA.end as usize].to_vec();
+    let mut erased = disk.clone();
+    erased[KEY_AREA.start as usize..KEY_AREA.end as usize].fill(0);
+    std::fs::write(appliance.disk(), &erased).unwrap();
+    let fatal = boot_refused(&mut appliance);
+    assert!(fatal.contains("state partition: state partition holds no sealed keys"), "{fatal}");
+    let mut restored = erased;
+    restored[KEY_AREA.start as usize..KEY_AREA.end as usize].copy_from_slice(&saved);
+    std::fs::write(appliance.disk(), &restored).unwrap();
+
+    // The genuine image still boots with the same identity: nothing above damaged the state.
     let (again, _) = boot_ready(&mut appliance);
     assert_eq!(identity, again);
 }

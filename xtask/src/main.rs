@@ -99,7 +99,12 @@ enum Failure {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    // Read at run time: cargo does not rebuild a workspace member when only its checkout path
+    // changes, so a compile-time path would point at whichever clone built it first.
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn step(name: &str, cmd: &mut Command) -> Result<(), Failure> {
