@@ -150,6 +150,21 @@ impl Swtpm {
         self.child.as_ref().map(Child::id)
     }
 
+    /// `swtpm socket --tpm2` on this instance's state, logging into its directory.
+    fn swtpm_command(&self) -> Command {
+        let mut cmd = Command::new("swtpm");
+        cmd.arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.dir.path().join("state").display()))
+            .arg("--log")
+            .arg(format!("file={},level=1", self.dir.path().join("swtpm.log").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     fn launch(&mut self) -> Result<(), SwtpmError> {
         if self.mode == Mode::Qemu {
             return self.launch_qemu();
@@ -157,24 +172,14 @@ impl Swtpm {
         let mut last_reason = String::from("no free port pair found");
         for _attempt in 0..8 {
             let port = free_port_pair()?;
-            let state = self.dir.path().join("state");
-            let log = self.dir.path().join("swtpm.log");
-            let mut child = Command::new("swtpm")
-                .arg("socket")
-                .arg("--tpm2")
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.display()))
+            let mut child = self
+                .swtpm_command()
                 .arg("--server")
                 .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
                 .arg("--ctrl")
                 .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
                 .arg("--flags")
                 .arg("not-need-init,startup-clear")
-                .arg("--log")
-                .arg(format!("file={},level=1", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|source| SwtpmError::ToolMissing { tool: "swtpm", source })?;
             match wait_listening(&mut child, port) {
@@ -196,20 +201,10 @@ impl Swtpm {
     fn launch_qemu(&mut self) -> Result<(), SwtpmError> {
         let socket = self.qemu_socket();
         let _ = fs::remove_file(&socket);
-        let state = self.dir.path().join("state");
-        let log = self.dir.path().join("swtpm.log");
-        let mut child = Command::new("swtpm")
-            .arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
+        let mut child = self
+            .swtpm_command()
             .arg("--ctrl")
             .arg(format!("type=unixio,path={}", socket.display()))
-            .arg("--log")
-            .arg(format!("file={},level=1", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| SwtpmError::ToolMissing { tool: "swtpm", source })?;
         let deadline = Instant::now() + START_TIMEOUT;
