@@ -48,6 +48,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "audit_log_file",
     "signed_note",
     "compliance_bundle",
+    "control_request",
 ];
 const FUZZ_SECONDS: u32 = 6;
 
