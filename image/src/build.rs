@@ -24,8 +24,18 @@ use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
 use crate::pe;
 
 /// Modules PID 1 loads, by name (dependencies are added in load order).
-pub const MODULES: [&str; 9] =
-    ["virtio_pci", "virtio_blk", "fat", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "button", "evdev"];
+pub const MODULES: [&str; 10] = [
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_console",
+    "fat",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "button",
+    "evdev",
+];
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4";
 /// Where the runtime lives in the initramfs.
@@ -51,11 +61,22 @@ pub struct RuntimeConfig {
     pub state_device: String,
     /// How many times PID 1 restarts a failed runtime before powering off.
     pub max_restarts: u32,
+    /// Name of the virtio-serial port the control API is served on.
+    pub control_port: String,
+    /// Operator keys (Ed25519, hex) allowed to use the control API; the build adds the
+    /// release's admin key when the list is empty.
+    pub admins: Vec<String>,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { esp_device: "/dev/vda1".into(), state_device: "/dev/vda2".into(), max_restarts: 3 }
+        RuntimeConfig {
+            esp_device: "/dev/vda1".into(),
+            state_device: "/dev/vda2".into(),
+            max_restarts: 3,
+            control_port: "sovereign.control".into(),
+            admins: Vec::new(),
+        }
     }
 }
 
@@ -454,6 +475,11 @@ pub fn build_with(
     out_dir: &Path,
     tamper: &Tamper<'_>,
 ) -> anyhow::Result<BuildOutput> {
+    let mut with_admin = input.clone();
+    if with_admin.config.admins.is_empty() {
+        with_admin.config.admins.push(hex::encode(keys.admin.verifying_key().as_bytes()));
+    }
+    let input = &with_admin;
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");
     fs::create_dir_all(&work)?;

@@ -73,6 +73,11 @@ impl Appliance {
         Ok(Appliance { dir, disk: copy, vars, tpm: Swtpm::start_for_qemu()? })
     }
 
+    /// The host end of the appliance's control port (a unix socket while a guest runs).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
     /// The appliance's disk image (to tamper with between boots in tests).
     pub fn disk(&self) -> &Path {
         &self.disk
@@ -98,6 +103,7 @@ impl Appliance {
         self.tpm.power_cycle()?;
         let qmp = self.dir.path().join("qmp.sock");
         let _ = fs::remove_file(&qmp);
+        let _ = fs::remove_file(self.control_socket());
         let accel = std::env::var("SOVEREIGN_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut child = Command::new("qemu-system-x86_64")
             .args([
@@ -126,6 +132,11 @@ impl Appliance {
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            // The control API: a virtio-serial port whose host side is a unix socket.
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!("socket,id=control,path={},server=on,wait=off", self.control_socket().display()))
+            .args(["-device", "virtserialport,chardev=control,name=sovereign.control"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -30,6 +30,50 @@ fn boot_ready(appliance: &mut Appliance) -> (String, String) {
     (identity, guest.console())
 }
 
+/// Like [`boot_ready`], and while the appliance runs, exercises the signed control API: an
+/// admin's status request is answered and signed by the node identity; a non-admin key and a
+/// replayed request are refused with their reasons.
+fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
+    use sovereign_protocol::{Request, Response};
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    let line = guest.wait_for(IDENTITY).unwrap_or_else(|e| panic!("{e}"));
+    let identity = line.split(IDENTITY).nth(1).unwrap().trim().to_string();
+    guest.wait_for("sovereign-runtime: control API on").unwrap_or_else(|e| panic!("{e}"));
+    let socket = appliance.control_socket();
+    let admin = ed25519_dalek::SigningKey::from_bytes(&sovereign_e2e::dev_keys().admin.to_bytes());
+    let timeout = Duration::from_secs(60);
+
+    let request = sovereign_cli::sign(Request::Status, &admin);
+    let response = sovereign_cli::send(&socket, &request, timeout).unwrap();
+    let node = ed25519_dalek::VerifyingKey::from_bytes(
+        &<[u8; 32]>::try_from(hex::decode(&identity).unwrap().as_slice()).unwrap(),
+    )
+    .unwrap();
+    match response.verify(&request, &node).unwrap() {
+        Response::Status(st) => {
+            assert_eq!(hex::encode(st.identity), identity);
+            assert_eq!(st.version, 1);
+        }
+        other => panic!("status refused: {other:?}"),
+    }
+    let replay = sovereign_cli::send(&socket, &request, timeout).unwrap();
+    assert_eq!(
+        replay.verify(&request, &node).unwrap(),
+        &Response::Refused("request nonce already used (replay)".into())
+    );
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
+    let foreign = sovereign_cli::sign(Request::Status, &stranger);
+    match sovereign_cli::send(&socket, &foreign, timeout).unwrap().verify(&foreign, &node).unwrap() {
+        Response::Refused(reason) => assert!(reason.contains("is not authorized"), "{reason}"),
+        other => panic!("a non-admin request was answered: {other:?}"),
+    }
+
+    guest.powerdown().unwrap();
+    guest.wait_for("sovereign-init: powering off").unwrap_or_else(|e| panic!("no clean shutdown: {e}"));
+    guest.wait_exit().unwrap();
+    (identity, guest.console())
+}
+
 /// Boots an image that must be refused: returns the FATAL line; the guest must power off by
 /// itself and never release the keys.
 fn boot_refused(appliance: &mut Appliance) -> String {
@@ -53,7 +97,7 @@ fn with_variant(appliance: &Appliance, tamper: &Tamper<'_>, input: &sovereign_im
 fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_identity() {
     let _lock = boot_lock();
     let mut appliance = Appliance::new(image()).unwrap();
-    let (first, console) = boot_ready(&mut appliance);
+    let (first, console) = boot_with_control_checks(&mut appliance);
     assert!(console.contains("first boot: generating the node identity"), "{console}");
     assert!(console.contains("unseal window closed"), "{console}");
     assert!(console.contains("locked down"), "{console}");

@@ -64,6 +64,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running appliance for its status over the signed control API.
+    Status {
+        /// The appliance's control socket (QEMU: the appliance directory's control.sock).
+        #[arg(long)]
+        socket: PathBuf,
+        /// The operator's Ed25519 secret key file (hex).
+        #[arg(long)]
+        key: PathBuf,
+        /// Pin the node identity (hex or file); otherwise the identity the node claims is shown.
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Audit-log tooling.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -239,6 +254,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report_out(&report, &format!("audit log {}", log.display()), json)
         }
         Command::Audit(cmd) => audit(cmd),
+        Command::Status { socket, key, node_key, json } => {
+            let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
+            let request = sovereign_cli::sign(sovereign_protocol::Request::Status, &operator);
+            let response = sovereign_cli::send(&socket, &request, std::time::Duration::from_secs(30))?;
+            let identity = match node_key.as_deref() {
+                Some(k) => public_key(k)?,
+                None => VerifyingKey::from_bytes(&response.identity)
+                    .map_err(|e| anyhow!("node identity is not a valid key: {e}"))?,
+            };
+            let verified = response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))?;
+            match verified {
+                sovereign_protocol::Response::Status(st) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "response_signature": "verified"})
+                        );
+                    } else {
+                        println!("appliance status (response signed by the node identity, verified)");
+                        println!("  image version:   {}", st.version);
+                        println!("  manifest sha256: {}", hex::encode(st.manifest_sha256));
+                        println!("  uptime:          {} s", st.uptime_s);
+                        println!("  node identity:   {}", hex::encode(st.identity));
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                sovereign_protocol::Response::Refused(reason) => {
+                    eprintln!("sovereign: the appliance refused the request: {reason}");
+                    Ok(ExitCode::from(1))
+                }
+                other => bail!("unexpected response {other:?}"),
+            }
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 
+mod control;
+
 use ed25519_dalek::SigningKey;
 use nix::sys::signal::{SigSet, Signal};
 use zeroize::Zeroize as _;
@@ -19,6 +21,33 @@ fn uptime() -> String {
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Starts the control API on the configured virtio-serial port, if the machine has one.
+fn start_control_api(identity: &SigningKey) {
+    let config: Option<sovereign_image::build::RuntimeConfig> =
+        std::fs::read(sovereign_image::build::CONFIG_PATH).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(config) = config else {
+        println!("sovereign-runtime: control API off: runtime configuration unreadable");
+        return;
+    };
+    let manifest = std::fs::read(sovereign_image::build::MANIFEST_PATH).unwrap_or_default();
+    let version =
+        serde_json::from_slice::<serde_json::Value>(&manifest).ok().and_then(|v| v["version"].as_u64()).unwrap_or(0);
+    let admins: Vec<ed25519_dalek::VerifyingKey> = config
+        .admins
+        .iter()
+        .filter_map(|h| hex::decode(h).ok())
+        .filter_map(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .filter_map(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .collect();
+    let Some(port) = control::find_port(&config.control_port) else {
+        println!("sovereign-runtime: control API off: no virtio-serial port named {}", config.control_port);
+        return;
+    };
+    println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
+    let node = control::Node { identity: identity.clone(), version, manifest_sha256: control::sha256(&manifest) };
+    std::thread::spawn(move || control::serve(node, admins, port));
 }
 
 fn main() -> ExitCode {
@@ -43,6 +72,7 @@ fn main() -> ExitCode {
     data_key.copy_from_slice(&keys[32..]);
     keys.zeroize();
     println!("sovereign-runtime: node identity {}", hex::encode(identity.verifying_key().as_bytes()));
+    start_control_api(&identity);
     println!("sovereign-runtime: ready (uptime {})", uptime());
     let signal = term.wait();
     println!("sovereign-runtime: {} received, shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));

@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(pcrs.len() == PROFILE_PCRS.len(), "the boot did not print every profile PCR");
     let profile = serde_json::json!({
-        "platform": "qemu-system-x86_64 -machine q35, OVMF (Debian ovmf), Secure Boot off, swtpm (tpm-crb)",
+        "platform": "qemu-system-x86_64 -machine q35 -cpu max, OVMF (Debian ovmf), Secure Boot off, swtpm (tpm-crb), virtio-blk disk, virtio-serial control port",
         "firmware": { "code": sovereign_qemu::guest::OVMF_CODE, "sha256": sha256_file(sovereign_qemu::guest::OVMF_CODE)? },
         "vars_template": { "path": sovereign_qemu::guest::OVMF_VARS, "sha256": sha256_file(sovereign_qemu::guest::OVMF_VARS)? },
         "pcrs": pcrs,
