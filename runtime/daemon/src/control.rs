@@ -76,9 +76,23 @@ pub fn serve(node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
         }
     };
     loop {
-        let Some(body) = read_frame(&mut dev) else {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
+        let body = match read_frame(&mut dev) {
+            Incoming::Frame(body) => body,
+            Incoming::Nothing => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Incoming::Oversized(len) => {
+                // The length cannot be trusted, so neither can anything after it: discard the
+                // rest of this host session (until it disconnects) instead of misreading it.
+                println!(
+                    "sovereign-runtime: control: refused a {len}-byte frame (limit {}); discarding the session",
+                    sovereign_protocol::MAX_FRAME
+                );
+                let mut scratch = [0u8; 65536];
+                while matches!(dev.read(&mut scratch), Ok(n) if n > 0) {}
+                continue;
+            }
         };
         let reply = match decode::<SignedRequest>(&body) {
             Ok(request) => frame(&answer(&node, &mut gate, &request, now_ms())),
@@ -94,13 +108,25 @@ pub fn serve(node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
     }
 }
 
-fn read_frame(dev: &mut File) -> Option<Vec<u8>> {
+enum Incoming {
+    Frame(Vec<u8>),
+    /// No host connected, or the host went away mid-frame.
+    Nothing,
+    /// A length prefix over the limit.
+    Oversized(u32),
+}
+
+fn read_frame(dev: &mut File) -> Incoming {
     let mut prefix = [0u8; 4];
-    dev.read_exact(&mut prefix).ok()?;
-    let len = frame_len(prefix).ok()?;
+    if dev.read_exact(&mut prefix).is_err() {
+        return Incoming::Nothing;
+    }
+    let Ok(len) = frame_len(prefix) else { return Incoming::Oversized(u32::from_be_bytes(prefix)) };
     let mut body = vec![0u8; len];
-    dev.read_exact(&mut body).ok()?;
-    Some(body)
+    if dev.read_exact(&mut body).is_err() {
+        return Incoming::Nothing;
+    }
+    Incoming::Frame(body)
 }
 
 /// SHA-256 helper.
