@@ -20,6 +20,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod credential;
+pub mod ekcert;
 pub mod eventlog;
 pub mod fuzzing;
 pub mod measurement_log;

@@ -270,6 +270,80 @@ impl EccPublic {
     }
 }
 
+/// `TPM_ALG_RSA`.
+pub const TPM_ALG_RSA: u16 = 0x0001;
+/// `TPM_ALG_AES`.
+pub const TPM_ALG_AES: u16 = 0x0006;
+/// `TPM_ALG_CFB`.
+pub const TPM_ALG_CFB: u16 = 0x0043;
+
+/// A decoded RSA storage key `TPMT_PUBLIC` — the shape of the TCG default endorsement key
+/// (restricted decryption key, AES-128-CFB symmetric, RSA-2048, SHA-256 name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsaStoragePublic {
+    /// `TPMA_OBJECT` bits.
+    pub attributes: u32,
+    /// AES key size of the symmetric definition, in bits.
+    pub symmetric_bits: u16,
+    /// RSA key size in bits.
+    pub key_bits: u16,
+    /// Public exponent (65537 when the structure says 0).
+    pub exponent: u32,
+    /// Big-endian modulus.
+    pub modulus: Vec<u8>,
+    /// The exact bytes this was decoded from.
+    pub marshalled: Vec<u8>,
+}
+
+impl RsaStoragePublic {
+    /// Decodes a marshalled `TPMT_PUBLIC` and requires an RSA restricted decryption key with an
+    /// AES-CFB symmetric definition and SHA-256 name.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let mut r = Reader::new("TPMT_PUBLIC", bytes);
+        let at = r.offset();
+        let kind = r.u16("type")?;
+        if kind != TPM_ALG_RSA {
+            return Err(r.invalid_at(at, "type", format!("0x{kind:04x}; the endorsement key must be RSA (0x0001)")));
+        }
+        let at = r.offset();
+        let name_alg = r.u16("nameAlg")?;
+        if name_alg != TPM_ALG_SHA256 {
+            return Err(r.invalid_at(at, "nameAlg", format!("0x{name_alg:04x}; only SHA-256 is accepted")));
+        }
+        let attributes = r.u32("objectAttributes")?;
+        r.tpm2b("authPolicy", 64)?;
+        let at = r.offset();
+        let sym = r.u16("parameters.symmetric.algorithm")?;
+        if sym != TPM_ALG_AES {
+            return Err(r.invalid_at(at, "parameters.symmetric", format!("0x{sym:04x}; a storage key needs AES")));
+        }
+        let symmetric_bits = r.u16("parameters.symmetric.keyBits")?;
+        let at = r.offset();
+        let mode = r.u16("parameters.symmetric.mode")?;
+        if mode != TPM_ALG_CFB {
+            return Err(r.invalid_at(at, "parameters.symmetric.mode", format!("0x{mode:04x}; only CFB is accepted")));
+        }
+        let at = r.offset();
+        let scheme = r.u16("parameters.scheme.scheme")?;
+        if scheme != TPM_ALG_NULL {
+            return Err(r.invalid_at(at, "parameters.scheme", "a restricted decryption key has a NULL scheme"));
+        }
+        let key_bits = r.u16("parameters.keyBits")?;
+        let exponent = match r.u32("parameters.exponent")? {
+            0 => 65537,
+            e => e,
+        };
+        let modulus = r.tpm2b("unique.rsa", 512)?.to_vec();
+        r.finish()?;
+        Ok(RsaStoragePublic { attributes, symmetric_bits, key_bits, exponent, modulus, marshalled: bytes.to_vec() })
+    }
+
+    /// The TPM name: `nameAlg || SHA-256(TPMT_PUBLIC)`.
+    pub fn name(&self) -> Vec<u8> {
+        object_name(&self.marshalled)
+    }
+}
+
 /// The TPM name of an object whose `TPMT_PUBLIC` (name algorithm SHA-256) is `marshalled`.
 pub fn object_name(marshalled: &[u8]) -> Vec<u8> {
     let mut name = TPM_ALG_SHA256.to_be_bytes().to_vec();

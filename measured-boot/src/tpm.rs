@@ -410,6 +410,74 @@ impl Tpm {
         result
     }
 
+    /// TPM2_ActivateCredential: releases the credential that a verifier made for this AK's
+    /// name under this TPM's endorsement key (see [`crate::credential`]). The TPM does so only
+    /// when the AK is loaded in the TPM that holds the EK, which is what ties the AK to the EK
+    /// certificate. Both inputs are the contents of the TPM2B structures.
+    pub fn activate_credential(
+        &mut self,
+        ak: &AttestationKey,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let blob = ts::IdObject::try_from(credential_blob.to_vec()).map_err(cmd("credential blob"))?;
+        let secret = ts::EncryptedSecret::try_from(encrypted_secret.to_vec()).map_err(cmd("encrypted secret"))?;
+        let ek = ek::create_ek_object(
+            &mut self.ctx,
+            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
+            None::<DefaultKey>,
+        )
+        .map_err(cmd("CreatePrimary (endorsement key)"))?;
+        let mut sessions: Vec<AuthSession> = Vec::new();
+        let result = (|| {
+            let attributes = SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).build();
+            let mut start = |ctx: &mut Context, kind| -> Result<AuthSession, TpmError> {
+                let session = ctx
+                    .start_auth_session(
+                        None,
+                        None,
+                        None,
+                        kind,
+                        ts::SymmetricDefinition::AES_128_CFB,
+                        HashingAlgorithm::Sha256,
+                    )
+                    .map_err(cmd("StartAuthSession"))?
+                    .ok_or_else(|| TpmError::Invalid("TPM returned no session".into()))?;
+                sessions.push(session);
+                // Parameter encryption on the HMAC session only: ESAPI allows one per command.
+                if kind == SessionType::Hmac {
+                    ctx.tr_sess_set_attributes(session, attributes.0, attributes.1)
+                        .map_err(cmd("TRSess_SetAttributes"))?;
+                }
+                Ok(session)
+            };
+            let hmac = start(&mut self.ctx, SessionType::Hmac)?;
+            let policy = start(&mut self.ctx, SessionType::Policy)?;
+            let policy_session = PolicySession::try_from(policy).map_err(cmd("policy session"))?;
+            self.ctx
+                .execute_with_session(Some(hmac), |ctx| {
+                    ctx.policy_secret(
+                        policy_session,
+                        tss_esapi::handles::AuthHandle::Endorsement,
+                        Default::default(),
+                        Default::default(),
+                        Default::default(),
+                        None,
+                    )
+                })
+                .map_err(cmd("PolicySecret (endorsement)"))?;
+            self.ctx.set_sessions((Some(hmac), Some(policy), None));
+            let released = self.ctx.activate_credential(ak.handle, ek, blob, secret);
+            self.ctx.clear_sessions();
+            released.map(|d| d.value().to_vec()).map_err(refused("ActivateCredential"))
+        })();
+        for session in sessions {
+            self.flush(ts_session_handle(session));
+        }
+        self.flush(ek);
+        result
+    }
+
     /// Releases a loaded attestation key.
     pub fn release_attestation_key(&mut self, ak: AttestationKey) {
         self.flush(ak.handle);

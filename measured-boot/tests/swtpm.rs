@@ -400,3 +400,77 @@ fn clone_quoted(q: &Quoted) -> Quoted {
         measurement_log: q.measurement_log.clone(),
     }
 }
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn credential_made_in_pure_rust_is_released_only_for_the_ak_in_this_tpm() {
+    use sovereign_measured_boot::credential::make_credential;
+    use sovereign_measured_boot::structures::{EccPublic, RsaStoragePublic};
+    let (_swtpm, mut tpm) = start();
+    let ak = tpm.create_attestation_key().unwrap();
+    let ek = RsaStoragePublic::parse(&ak.ek_public).unwrap();
+    assert_eq!((ek.key_bits, ek.symmetric_bits, ek.modulus.len()), (2048, 128, 256));
+    let ak_name = EccPublic::parse(&ak.public).unwrap().name();
+    let mut rng = rand_core::OsRng;
+    // The TPM (an independent implementation of the same spec) releases what we encrypted.
+    let challenge = Sha256Digest::of(b"challenge").0;
+    let cred = make_credential(&ek, &ak_name, &challenge, &mut rng).unwrap();
+    assert_eq!(tpm.activate_credential(&ak, &cred.credential_blob, &cred.encrypted_secret).unwrap(), challenge);
+    // A credential made for another object name is refused by the TPM's integrity check.
+    let mut other_name = ak_name.clone();
+    other_name[5] ^= 1;
+    let wrong = make_credential(&ek, &other_name, &challenge, &mut rng).unwrap();
+    assert!(tpm.activate_credential(&ak, &wrong.credential_blob, &wrong.encrypted_secret).is_err());
+    // A credential encrypted to another TPM's EK cannot be opened here.
+    let (_other_swtpm, mut other_tpm) = start();
+    let other_ak = other_tpm.create_attestation_key().unwrap();
+    let other_ek = RsaStoragePublic::parse(&other_ak.ek_public).unwrap();
+    let foreign = make_credential(&other_ek, &ak_name, &challenge, &mut rng).unwrap();
+    assert!(tpm.activate_credential(&ak, &foreign.credential_blob, &foreign.encrypted_secret).is_err());
+    // A flipped bit in the blob fails the integrity HMAC.
+    let mut flipped = cred.credential_blob.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(tpm.activate_credential(&ak, &flipped, &cred.encrypted_secret).is_err());
+    tpm.release_attestation_key(ak);
+    other_tpm.release_attestation_key(other_ak);
+}
+
+#[test]
+fn ek_certificate_chains_to_the_swtpm_ca_and_certifies_this_ek() {
+    use sovereign_measured_boot::ekcert::{trust_store_from_pem, verify_ek_certificate};
+    use sovereign_measured_boot::structures::RsaStoragePublic;
+    let (swtpm, mut tpm) = start();
+    let cert = tpm.ek_certificate().unwrap().expect("swtpm provisions an EK certificate");
+    assert_eq!(cert, swtpm.ek_certificate_rsa().unwrap(), "the TPM's NV copy is the CA-issued certificate");
+    let ak = tpm.create_attestation_key().unwrap();
+    let ek = RsaStoragePublic::parse(&ak.ek_public).unwrap();
+    tpm.release_attestation_key(ak);
+    let store = trust_store_from_pem(swtpm.ca_certificates_pem().unwrap().as_bytes()).unwrap();
+    let chain = verify_ek_certificate(&cert, &store, &ek, now_unix()).unwrap();
+    assert!(chain.contains("swtpm-localca-rootca"), "{chain}");
+    // Only the root pinned: the issuing CA is missing, so there is no chain.
+    let root_only: Vec<_> =
+        store.iter().filter(|c| c.tbs_certificate.subject == c.tbs_certificate.issuer).cloned().collect();
+    let err = verify_ek_certificate(&cert, &root_only, &ek, now_unix()).unwrap_err();
+    assert!(err.contains("no certificate in the trust store"), "{err}");
+    // Another TPM's CA does not vouch for this EK.
+    let (other, mut other_tpm) = start();
+    let other_store = trust_store_from_pem(other.ca_certificates_pem().unwrap().as_bytes()).unwrap();
+    assert!(verify_ek_certificate(&cert, &other_store, &ek, now_unix()).is_err());
+    // This TPM's certificate does not certify another EK.
+    let other_ak = other_tpm.create_attestation_key().unwrap();
+    let other_ek = RsaStoragePublic::parse(&other_ak.ek_public).unwrap();
+    other_tpm.release_attestation_key(other_ak);
+    let err = verify_ek_certificate(&cert, &store, &other_ek, now_unix()).unwrap_err();
+    assert!(err.contains("different key"), "{err}");
+    // A flipped bit in the signature breaks the chain; so does a time outside the validity.
+    let mut forged = cert.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(verify_ek_certificate(&forged, &store, &ek, now_unix()).is_err());
+    assert!(verify_ek_certificate(&cert, &store, &ek, 0).unwrap_err().contains("not valid now"));
+}

@@ -22,6 +22,21 @@ use sha2::{Digest as _, Sha256};
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 const REQUEST_CONTEXT: &[u8] = b"sovereign-request/v1\n";
 const RESPONSE_CONTEXT: &[u8] = b"sovereign-response/v1\n";
+const ATTEST_CONTEXT: &[u8] = b"sovereign-attest/v1\n";
+
+/// The PCRs every attestation quotes: the firmware (0–7), the initrd the Linux EFI stub
+/// measured (9), the UKI sections (11) and the project PCR (15).
+pub const ATTESTED_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 15];
+
+/// The quote's qualifying data: `SHA-256("sovereign-attest/v1\n" || nonce || identity)`. It
+/// binds the verifier's nonce and the node's Ed25519 identity public key into the TPM quote.
+pub fn attest_qualifying_data(nonce: &[u8; 32], identity: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(ATTEST_CONTEXT);
+    h.update(nonce);
+    h.update(identity);
+    h.finalize().into()
+}
 
 /// What an operator asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +48,15 @@ pub enum Request {
     Attest {
         /// The verifier's fresh nonce.
         nonce: [u8; 32],
+    },
+    /// Proves the attestation key lives in the same TPM as the endorsement key: the TPM
+    /// releases `secret` from a credential made for the AK's name under the EK only if both
+    /// keys are loaded in it (TPM2_ActivateCredential).
+    ActivateCredential {
+        /// `TPM2B_ID_OBJECT` contents (integrity HMAC and encrypted credential).
+        credential_blob: Vec<u8>,
+        /// `TPM2B_ENCRYPTED_SECRET` contents (the seed, RSA-OAEP encrypted to the EK).
+        encrypted_secret: Vec<u8>,
     },
 }
 
@@ -127,6 +151,8 @@ pub enum Response {
     Status(Status),
     /// Answer to [`Request::Attest`].
     Evidence(Box<Evidence>),
+    /// Answer to [`Request::ActivateCredential`]: the credential the TPM released.
+    Credential(Vec<u8>),
     /// The request was refused; the reason is one line.
     Refused(String),
 }
