@@ -120,7 +120,8 @@ pub struct ReferenceValues {
     pub uki_sha256: String,
     /// SHA-256 of the canonical manifest.
     pub manifest_sha256: String,
-    /// Predicted PCR values (11: stub sections, 15: PID 1 before the separator).
+    /// Predicted PCR values (4: UKI and kernel Authenticode hashes, 9: load options and initrd,
+    /// 11: stub sections, 15: PID 1 before the separator).
     pub pcrs: PcrValues,
 }
 
@@ -524,11 +525,17 @@ pub fn build_with(
     let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
+    // The reference values add what firmware and the Linux EFI stub measure about this UKI
+    // (PCR 4: the UKI and its kernel; PCR 9: load options and initrd). The seal policy leaves
+    // them out: they are the verifier's to judge, and PCR 11 already covers the same bytes.
+    let mut reference_pcrs = pcrs;
+    reference_pcrs.set(4, pe::predict_pcr4_from_uki(&uki).map_err(|e| anyhow!("PCR 4: {e}"))?);
+    reference_pcrs.set(9, pe::predict_pcr9_from_uki(&uki).map_err(|e| anyhow!("PCR 9: {e}"))?);
     let reference = ReferenceValues {
         version: input.version,
         uki_sha256: sha256_hex(&uki),
         manifest_sha256: sha256_hex(&manifest_bytes),
-        pcrs,
+        pcrs: reference_pcrs,
     };
     let reference_bytes = serde_json::to_vec_pretty(&reference)?;
     fs::write(out_dir.join("reference-values.json"), &reference_bytes)?;

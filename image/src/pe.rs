@@ -104,6 +104,44 @@ impl Pe {
     }
 }
 
+/// The Authenticode SHA-256 of a PE32+ image, as UEFI firmware measures an EFI application
+/// into PCR 4 (PE/COFF specification, "Calculating the PE Image Hash"): the headers without
+/// the CheckSum field and the certificate-table directory entry, then every section's raw data
+/// in file order, then any trailing bytes that are not the attribute certificate table.
+pub fn authenticode_sha256(b: &[u8]) -> Result<Sha256Digest, String> {
+    use sha2::{Digest as _, Sha256};
+    let pe = Pe::parse(b)?;
+    let opt = pe.checksum_offset - 64;
+    let size_of_headers = u32_at(b, opt + 60)? as usize;
+    let directories = u32_at(b, opt + 108)?;
+    let cert_entry = opt + 112 + 4 * 8;
+    let cert_size = if directories > 4 { u32_at(b, cert_entry + 4)? as usize } else { 0 };
+    let slice = |from: usize, to: usize| {
+        b.get(from..to).ok_or_else(|| format!("PE bytes {from}..{to} lie outside the {}-byte image", b.len()))
+    };
+    let mut h = Sha256::new();
+    h.update(slice(0, pe.checksum_offset)?);
+    if directories > 4 {
+        h.update(slice(pe.checksum_offset + 4, cert_entry)?);
+        h.update(slice(cert_entry + 8, size_of_headers)?);
+    } else {
+        h.update(slice(pe.checksum_offset + 4, size_of_headers)?);
+    }
+    let mut sections: Vec<&Section> = pe.sections.iter().filter(|s| s.raw_size > 0).collect();
+    sections.sort_by_key(|s| s.raw_pointer);
+    let mut hashed = size_of_headers;
+    for s in sections {
+        let from = s.raw_pointer as usize;
+        h.update(slice(from, from + s.raw_size as usize)?);
+        hashed += s.raw_size as usize;
+    }
+    let end = b.len().checked_sub(cert_size).ok_or("certificate table larger than the image")?;
+    if end > hashed {
+        h.update(slice(hashed, end)?);
+    }
+    Ok(Sha256Digest(h.finalize().into()))
+}
+
 /// Zeroes the build-time fields objcopy writes (COFF TimeDateStamp, optional-header CheckSum)
 /// so two builds from the same inputs are bit-identical.
 pub fn normalize(image: &mut [u8]) -> Result<(), String> {
@@ -146,4 +184,115 @@ pub fn predict_pcr11_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
         return Err("UKI has no .linux section".into());
     }
     Ok(predict_pcr11(&sections))
+}
+
+
+/// The digest UEFI firmware extends into PCR 4 before it starts a boot option
+/// (`EV_EFI_ACTION` "Calling EFI Application from Boot Option", TCG PC Client spec).
+pub const BOOT_OPTION_ACTION: &[u8] = b"Calling EFI Application from Boot Option";
+
+/// PCR 4 after firmware booted the UKI from a boot option: the boot-option action, the
+/// separator (`00000000`), the Authenticode hash of the UKI, then that of the kernel the stub
+/// loads from its `.linux` section (firmware measures every image loaded through LoadImage).
+pub fn predict_pcr4_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
+    let pe = Pe::parse(image)?;
+    let linux = pe.section_data(image, ".linux").ok_or("the UKI has no .linux section")?;
+    let mut pcrs = PcrValues::new();
+    for digest in [
+        Sha256Digest::of(BOOT_OPTION_ACTION),
+        Sha256Digest::of(&[0, 0, 0, 0]),
+        authenticode_sha256(image)?,
+        authenticode_sha256(linux).map_err(|e| format!(".linux: {e}"))?,
+    ] {
+        pcrs.extend(4, &digest);
+    }
+    pcrs.get(4).copied().ok_or_else(|| "PCR 4 not computed".into())
+}
+
+/// PCR 9 after the Linux EFI stub started: it measures the kernel's load options (the UKI's
+/// `.cmdline` as the UTF-16 string the systemd stub passes, NUL-terminated), then the initrd
+/// (the UKI's `.initrd`; this image adds no credential or sysext initrds).
+pub fn predict_pcr9_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
+    let pe = Pe::parse(image)?;
+    let cmdline = pe.section_data(image, ".cmdline").ok_or("the UKI has no .cmdline section")?;
+    let initrd = pe.section_data(image, ".initrd").ok_or("the UKI has no .initrd section")?;
+    let text = std::str::from_utf8(cmdline).map_err(|e| format!(".cmdline is not UTF-8: {e}"))?;
+    let load_options: Vec<u8> = text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
+    let mut pcrs = PcrValues::new();
+    pcrs.extend(9, &Sha256Digest::of(&load_options));
+    pcrs.extend(9, &Sha256Digest::of(initrd));
+    pcrs.get(9).copied().ok_or_else(|| "PCR 9 not computed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal PE32+ with one section and a trailing 16-byte "certificate table".
+    fn tiny_pe(with_certificate: bool) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        b[0x80..0x84].copy_from_slice(b"PE\0\0");
+        let coff = 0x84;
+        b[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes());
+        b[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
+        let opt = coff + 20;
+        b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+        b[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
+        b[opt + 60..opt + 64].copy_from_slice(&0x200u32.to_le_bytes()); // SizeOfHeaders
+        b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes()); // NumberOfRvaAndSizes
+        let s = opt + 240;
+        b[s..s + 5].copy_from_slice(b".text");
+        b[s + 8..s + 12].copy_from_slice(&0x200u32.to_le_bytes());
+        b[s + 12..s + 16].copy_from_slice(&0x1000u32.to_le_bytes());
+        b[s + 16..s + 20].copy_from_slice(&0x200u32.to_le_bytes());
+        b[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
+        b[0x200..0x400].fill(0xc3);
+        if with_certificate {
+            let entry = opt + 112 + 32;
+            b[entry..entry + 4].copy_from_slice(&0x400u32.to_le_bytes());
+            b[entry + 4..entry + 8].copy_from_slice(&16u32.to_le_bytes());
+            b.extend_from_slice(&[0xee; 16]);
+        }
+        b
+    }
+
+    #[test]
+    fn authenticode_skips_checksum_certificate_entry_and_table() {
+        let plain = tiny_pe(false);
+        let signed = tiny_pe(true);
+        // Independent computation of the definition for the unsigned image.
+        let opt = 0x84 + 20;
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&plain[..opt + 64]);
+        expected.extend_from_slice(&plain[opt + 68..opt + 144]);
+        expected.extend_from_slice(&plain[opt + 152..0x200]);
+        expected.extend_from_slice(&plain[0x200..0x400]);
+        assert_eq!(authenticode_sha256(&plain).unwrap(), Sha256Digest::of(&expected));
+        // The checksum and the certificate table (and its directory entry) are not hashed.
+        let mut restamped = signed.clone();
+        restamped[opt + 64] ^= 0xff;
+        let last = restamped.len() - 1;
+        restamped[last] ^= 0xff;
+        assert_eq!(authenticode_sha256(&restamped).unwrap(), authenticode_sha256(&plain).unwrap());
+        // Section bytes are.
+        let mut patched = plain.clone();
+        patched[0x300] = 0x90;
+        assert_ne!(authenticode_sha256(&patched).unwrap(), authenticode_sha256(&plain).unwrap());
+    }
+
+    #[test]
+    fn malformed_images_are_errors_not_panics() {
+        let pe = tiny_pe(true);
+        for len in [0, 2, 0x40, 0x90, 0x150, 0x1ff, 0x300] {
+            assert!(authenticode_sha256(&pe[..len]).is_err(), "truncated at {len}");
+        }
+        let mut huge_cert = pe.clone();
+        let entry = 0x84 + 20 + 112 + 32;
+        huge_cert[entry + 4..entry + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(authenticode_sha256(&huge_cert).is_err());
+        assert!(predict_pcr4_from_uki(&pe).is_err(), "no .linux section");
+        assert!(predict_pcr9_from_uki(&pe).is_err(), "no .cmdline section");
+    }
 }

@@ -56,6 +56,7 @@ pub struct Appliance {
     disk: PathBuf,
     vars: PathBuf,
     tpm: Swtpm,
+    extra_args: Vec<String>,
 }
 
 impl Appliance {
@@ -70,12 +71,24 @@ impl Appliance {
         fs::copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
         let vars = dir.path().join("OVMF_VARS.fd");
         fs::copy(OVMF_VARS, &vars).map_err(|e| GuestError::Io(format!("copying {OVMF_VARS} (install ovmf): {e}")))?;
-        Ok(Appliance { dir, disk: copy, vars, tpm: Swtpm::start_for_qemu()? })
+        Ok(Appliance { dir, disk: copy, vars, tpm: Swtpm::start_for_qemu()?, extra_args: Vec::new() })
     }
 
     /// The host end of the appliance's control port (a unix socket while a guest runs).
     pub fn control_socket(&self) -> PathBuf {
         self.dir.path().join("control.sock")
+    }
+
+    /// The certificates of the CA that issued this appliance's EK certificate (PEM): what an
+    /// operator pins as the TPM manufacturer's root.
+    pub fn ek_ca_pem(&self) -> Result<String, GuestError> {
+        Ok(self.tpm.ca_certificates_pem()?)
+    }
+
+    /// Extra QEMU arguments for the next boots: a changed platform (e.g. another SMBIOS serial
+    /// number) that firmware measures, for tests of attestation against the platform profile.
+    pub fn set_extra_qemu_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// The appliance's disk image (to tamper with between boots in tests).
@@ -137,6 +150,7 @@ impl Appliance {
             .arg("-chardev")
             .arg(format!("socket,id=control,path={},server=on,wait=off", self.control_socket().display()))
             .args(["-device", "virtserialport,chardev=control,name=sovereign.control"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

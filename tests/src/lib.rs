@@ -112,3 +112,25 @@ pub fn installed_firmware_sha256() -> String {
         .unwrap_or_else(|e| panic!("sha256sum: {e}"));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }
+
+/// What an operator of the shared image trusts: the release key, the release's signed
+/// reference values, the platform profile, and the EK CA of `appliance`'s TPM.
+pub fn operator_trust(appliance: &sovereign_qemu::Appliance) -> sovereign_cli::attest::Trust {
+    let image = build_dir().join("image");
+    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let ca = appliance.ek_ca_pem().unwrap_or_else(|e| panic!("EK CA: {e}"));
+    sovereign_cli::attest::Trust {
+        release_key: dev_keys().release.verifying_key(),
+        reference_values: read(image.join("reference-values.json")),
+        reference_signature: read(image.join("reference-values.sig")),
+        platform_profile: read(root().join("firmware/qemu-ovmf.json")),
+        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(ca.as_bytes())
+            .unwrap_or_else(|e| panic!("EK CA: {e}")),
+        node_identity: None,
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -60,14 +60,7 @@ fn main() -> ExitCode {
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
-        Some("run") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
-            step(
-                "boot the appliance in QEMU (OVMF + swtpm)",
-                cargo()
-                    .args(["run", "--quiet", "-p", "sovereign-qemu", "--", "boot"])
-                    .arg(root().join("build/image/disk.raw")),
-            )
-        }),
+        Some("run") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| demo()),
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
                 "record the QEMU+OVMF firmware profile from a reference boot",
@@ -279,6 +272,15 @@ fn image(build: &Path) -> Result<(), Failure> {
             .arg(target.join("sovereign-runtime"))
             .arg("--out")
             .arg(build.join("image")),
+    )
+}
+
+/// Boots the appliance and attests it with the real `sovereign` CLI (`sovereign-demo`).
+fn demo() -> Result<(), Failure> {
+    step("operator CLI `sovereign` (release)", cargo().args(["build", "--release", "-p", "sovereign-cli"]))?;
+    step(
+        "boot the appliance in QEMU (OVMF + swtpm), attest it, shut it down",
+        cargo().args(["run", "--quiet", "--release", "-p", "sovereign-e2e", "--bin", "sovereign-demo"]),
     )
 }
 

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attest;
+
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

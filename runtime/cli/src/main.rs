@@ -1,9 +1,10 @@
 //! `sovereign` — the operator CLI.
 //!
-//! Today: offline verification of compliance bundles (`verify`) and raw audit logs
-//! (`verify-log`), and audit-log tooling for development and for auditors' own tests
-//! (`audit init|append|checkpoint|cosign|export|keys`). The appliance commands (status, attest,
-//! run, approve, update) arrive with the control API.
+//! Today: the appliance commands `status` and `attest` (signed control API; attestation is
+//! verified offline against the operator's trust roots), offline verification of compliance
+//! bundles (`verify`) and raw audit logs (`verify-log`), and audit-log tooling for development
+//! and for auditors' own tests (`audit init|append|checkpoint|cosign|export`). `run`,
+//! `approve` and `update` arrive with their issues.
 //!
 //! Exit codes: 0 PASS / success, 1 a check failed, 2 usage or environment error.
 //! Must never: report PASS for anything it could not check; read a secret key from anywhere
@@ -75,6 +76,37 @@ enum Command {
         /// Pin the node identity (hex or file); otherwise the identity the node claims is shown.
         #[arg(long)]
         node_key: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attest a running appliance: fresh-nonce TPM quote, credential activation, EK chain,
+    /// event-log replay and every PCR against the signed reference values, verified offline.
+    Attest {
+        /// The appliance's control socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The operator's Ed25519 secret key file (hex).
+        #[arg(long)]
+        key: PathBuf,
+        /// The release public key (hex or file).
+        #[arg(long)]
+        release_key: String,
+        /// The release's `reference-values.json` (its signature is read from the `.sig` beside it).
+        #[arg(long)]
+        reference: PathBuf,
+        /// The firmware platform profile (e.g. firmware/qemu-ovmf.json).
+        #[arg(long)]
+        platform: PathBuf,
+        /// PEM file with the TPM manufacturer's CA certificates (the EK trust store).
+        #[arg(long)]
+        ek_ca: PathBuf,
+        /// Pin the node identity (hex or file).
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Write the evidence, in standard TPM encodings, and the report to this directory.
+        #[arg(long)]
+        save: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -254,6 +286,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report_out(&report, &format!("audit log {}", log.display()), json)
         }
         Command::Audit(cmd) => audit(cmd),
+        Command::Attest { socket, key, release_key, reference, platform, ek_ca, node_key, save, json } => {
+            let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
+            let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let trust = sovereign_cli::attest::Trust {
+                release_key: public_key(&release_key)?,
+                reference_values: read(&reference)?,
+                reference_signature: read(&reference.with_extension("sig"))?,
+                platform_profile: read(&platform)?,
+                ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(&read(&ek_ca)?)
+                    .map_err(|e| anyhow!("{}: {e}", ek_ca.display()))?,
+                node_identity: node_key.as_deref().map(public_key).transpose()?,
+            };
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let (exchange, report) =
+                sovereign_cli::attest::attest(&socket, &operator, &trust, now, std::time::Duration::from_secs(60))?;
+            if let (Some(dir), Some(exchange)) = (&save, &exchange) {
+                sovereign_cli::attest::save(dir, exchange, &report)?;
+            }
+            if json {
+                let value = serde_json::json!({
+                    "verdict": if report.passed() { "PASS" } else { "FAIL" },
+                    "identity": exchange.as_ref().map(|e| hex::encode(e.identity)),
+                    "nonce": exchange.as_ref().map(|e| hex::encode(e.nonce)),
+                    "report": report,
+                    "saved_to": save,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", report.render());
+                if let Some(dir) = &save {
+                    println!("  evidence saved to {}", dir.display());
+                }
+            }
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Status { socket, key, node_key, json } => {
             let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
             let request = sovereign_cli::sign(sovereign_protocol::Request::Status, &operator);

@@ -10,10 +10,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
-use sovereign_protocol::{Gate, Request, Response, SignedRequest, SignedResponse, Status, decode, frame, frame_len};
+use sovereign_measured_boot::PcrSelection;
+use sovereign_measured_boot::tpm::{AttestationKey, Tpm};
+use sovereign_protocol::{
+    ATTESTED_PCRS, Evidence, Gate, Request, Response, SignedRequest, SignedResponse, Status, attest_qualifying_data,
+    decode, frame, frame_len,
+};
 
 /// Freshness window for request timestamps.
 pub const WINDOW_MS: u64 = 120_000;
+
+/// The appliance's TPM through the kernel's resource manager.
+const TCTI: &str = "device:/dev/tpmrm0";
+/// The firmware's TCG event log as the kernel exposes it.
+const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/// PID 1's measurement log.
+const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
 
 /// What the server needs to answer.
 pub struct Node {
@@ -21,8 +33,66 @@ pub struct Node {
     pub identity: SigningKey,
     /// Image version.
     pub version: u64,
-    /// SHA-256 of the signed manifest.
-    pub manifest_sha256: [u8; 32],
+    /// The signed manifest the node booted, and its signature.
+    pub manifest: Vec<u8>,
+    /// The manifest's detached signature.
+    pub manifest_signature: Vec<u8>,
+    /// The TPM session that answers attestation requests.
+    pub attestor: Attestor,
+}
+
+/// Holds the TPM open with one attestation key for the life of the runtime: the AK is
+/// created once (tens of milliseconds) and every quote and credential activation reuses it.
+#[derive(Default)]
+pub struct Attestor {
+    state: Option<(Tpm, AttestationKey, Option<Vec<u8>>)>,
+}
+
+impl Attestor {
+    fn ready(&mut self) -> Result<&mut (Tpm, AttestationKey, Option<Vec<u8>>), String> {
+        if self.state.is_none() {
+            let mut tpm = Tpm::open(TCTI).map_err(|e| e.to_string())?;
+            let ak = tpm.create_attestation_key().map_err(|e| e.to_string())?;
+            let ek_certificate = tpm.ek_certificate().map_err(|e| e.to_string())?;
+            self.state = Some((tpm, ak, ek_certificate));
+        }
+        self.state.as_mut().ok_or_else(|| "TPM not open".to_string())
+    }
+
+    /// Opens the TPM and creates the AK now, so the first request does not pay for it.
+    pub fn warm_up(&mut self) -> Result<(), String> {
+        self.ready().map(|_| ())
+    }
+
+    fn evidence(&mut self, nonce: &[u8; 32], identity: &[u8; 32], node: &NodeFiles<'_>) -> Result<Evidence, String> {
+        let selection = PcrSelection::new(ATTESTED_PCRS).map_err(|e| e.to_string())?;
+        let (tpm, ak, ek_certificate) = self.ready()?;
+        let quote = tpm.quote(ak, &attest_qualifying_data(nonce, identity), &selection).map_err(|e| e.to_string())?;
+        let firmware_log = fs::read(FIRMWARE_LOG).map_err(|e| format!("reading {FIRMWARE_LOG}: {e}"))?;
+        let measurement_log = fs::read(MEASUREMENT_LOG).map_err(|e| format!("reading {MEASUREMENT_LOG}: {e}"))?;
+        Ok(Evidence {
+            attest: quote.attest,
+            signature: quote.signature,
+            ak_public: quote.ak_public,
+            ek_public: quote.ek_public,
+            ek_certificate: ek_certificate.clone(),
+            pcrs: quote.pcr_values.0.iter().map(|(i, v)| (*i, v.0)).collect(),
+            firmware_log,
+            measurement_log,
+            manifest: node.manifest.to_vec(),
+            manifest_signature: node.manifest_signature.to_vec(),
+        })
+    }
+
+    fn activate(&mut self, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, String> {
+        let (tpm, ak, _) = self.ready()?;
+        tpm.activate_credential(ak, credential_blob, encrypted_secret).map_err(|e| e.to_string())
+    }
+}
+
+struct NodeFiles<'a> {
+    manifest: &'a [u8],
+    manifest_signature: &'a [u8],
 }
 
 /// Finds `/dev/vportNpM` for the virtio-serial port called `name`.
@@ -46,16 +116,30 @@ fn uptime_s() -> u64 {
 }
 
 /// Answers one request.
-pub fn answer(node: &Node, gate: &mut Gate, request: &SignedRequest, now_ms: u64) -> SignedResponse {
+pub fn answer(node: &mut Node, gate: &mut Gate, request: &SignedRequest, now_ms: u64) -> SignedResponse {
+    let identity = node.identity.verifying_key().to_bytes();
     let response = match gate.admit(request, now_ms) {
         Err(refusal) => Response::Refused(refusal.to_string()),
         Ok(()) => match &request.request {
             Request::Status => Response::Status(Status {
                 version: node.version,
-                manifest_sha256: node.manifest_sha256,
+                manifest_sha256: sha256(&node.manifest),
                 uptime_s: uptime_s(),
-                identity: node.identity.verifying_key().to_bytes(),
+                identity,
             }),
+            Request::Attest { nonce } => {
+                let files = NodeFiles { manifest: &node.manifest, manifest_signature: &node.manifest_signature };
+                match node.attestor.evidence(nonce, &identity, &files) {
+                    Ok(evidence) => Response::Evidence(Box::new(evidence)),
+                    Err(e) => Response::Refused(format!("attestation failed: {e}")),
+                }
+            }
+            Request::ActivateCredential { credential_blob, encrypted_secret } => {
+                match node.attestor.activate(credential_blob, encrypted_secret) {
+                    Ok(secret) => Response::Credential(secret),
+                    Err(e) => Response::Refused(format!("credential activation failed: {e}")),
+                }
+            }
             _ => Response::Refused("request not supported by this runtime version".into()),
         },
     };
@@ -64,8 +148,12 @@ pub fn answer(node: &Node, gate: &mut Gate, request: &SignedRequest, now_ms: u64
 
 /// Serves the port forever. The port stays open: while no host is connected a read returns
 /// end-of-file at once, so the loop waits a little and reads again.
-pub fn serve(node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
+pub fn serve(mut node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
     let mut gate = Gate::new(admins, WINDOW_MS);
+    match node.attestor.warm_up() {
+        Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
+        Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
+    }
     let mut dev = loop {
         match OpenOptions::new().read(true).write(true).open(&port) {
             Ok(d) => break d,
@@ -95,7 +183,7 @@ pub fn serve(node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
             }
         };
         let reply = match decode::<SignedRequest>(&body) {
-            Ok(request) => frame(&answer(&node, &mut gate, &request, now_ms())),
+            Ok(request) => frame(&answer(&mut node, &mut gate, &request, now_ms())),
             // An undecodable request cannot be bound to a response: drop it and say so.
             Err(e) => {
                 println!("sovereign-runtime: control: refused a malformed request: {e}");

@@ -1,9 +1,10 @@
 //! `sovereign-runtime`: the governance runtime daemon. For now a skeleton that proves the hand
 //! over from PID 1: it reads the node keys from its standard input (a pipe from PID 1, never
 //! a file), prints the node identity's public key and a readiness line, and exits cleanly when
-//! PID 1 sends SIGTERM. The control API, audit log and sandbox arrive with their issues.
+//! PID 1 sends SIGTERM. It serves the signed control API (status, attestation through the TPM);
+//! the audit log and sandbox arrive with their issues.
 //!
-//! Must never: write the keys anywhere, or execute anything.
+//! Must never: write the keys anywhere, execute anything, or answer a request the gate refused.
 
 #![forbid(unsafe_code)]
 
@@ -46,7 +47,14 @@ fn start_control_api(identity: &SigningKey) {
         return;
     };
     println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
-    let node = control::Node { identity: identity.clone(), version, manifest_sha256: control::sha256(&manifest) };
+    let manifest_signature = std::fs::read(sovereign_image::build::MANIFEST_SIG_PATH).unwrap_or_default();
+    let node = control::Node {
+        identity: identity.clone(),
+        version,
+        manifest,
+        manifest_signature,
+        attestor: control::Attestor::default(),
+    };
     std::thread::spawn(move || control::serve(node, admins, port));
 }
 
