@@ -186,7 +186,6 @@ pub fn predict_pcr11_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
     Ok(predict_pcr11(&sections))
 }
 
-
 /// The digest UEFI firmware extends into PCR 4 before it starts a boot option
 /// (`EV_EFI_ACTION` "Calling EFI Application from Boot Option", TCG PC Client spec).
 pub const BOOT_OPTION_ACTION: &[u8] = b"Calling EFI Application from Boot Option";

@@ -150,10 +150,7 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
                 hex::encode(exchange.identity),
                 hex::encode(k.as_bytes())
             )),
-            None => Ok(format!(
-                "{} (not pinned; bound to this TPM quote below)",
-                hex::encode(exchange.identity)
-            )),
+            None => Ok(format!("{} (not pinned; bound to this TPM quote below)", hex::encode(exchange.identity))),
         },
     );
 
@@ -172,10 +169,9 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
         serde_json::from_slice(&trust.reference_values).map_err(|e| format!("reference values: {e}"));
     report.record(
         "release.manifest_signature",
-        sig(&ev.manifest_signature)
-            .and_then(|s| trust.release_key.verify_strict(&ev.manifest, &s).map_err(|_| "bad signature".to_string()))
-            .map(|()| "the booted manifest is signed by the release key".into())
-            .map_err(|e| format!("the booted manifest is not signed by the release key: {e}")),
+        sovereign_image::manifest::Manifest::verify(&ev.manifest, &ev.manifest_signature, &trust.release_key)
+            .map(|m| format!("the booted manifest (v{}, {} files) is signed by the release key", m.version, m.files.len()))
+            .map_err(|e| format!("the booted manifest: {e}")),
     );
     let manifest_sha = Sha256Digest::of(&ev.manifest).to_hex();
     report.record(
@@ -184,9 +180,7 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
             Ok(r) if reference_ok && r.manifest_sha256 == manifest_sha => {
                 Ok(format!("manifest {manifest_sha} is release v{}'s", r.version))
             }
-            Ok(r) if reference_ok => {
-                Err(format!("manifest {manifest_sha} is not the release's {}", r.manifest_sha256))
-            }
+            Ok(r) if reference_ok => Err(format!("manifest {manifest_sha} is not the release's {}", r.manifest_sha256)),
             Ok(_) => Err("not evaluated: reference values not signed by the release key".into()),
             Err(e) => Err(e.clone()),
         },
@@ -195,7 +189,10 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
         serde_json::from_slice(&trust.platform_profile).map_err(|e| format!("platform profile: {e}"));
     report.record(
         "platform.profile",
-        profile.as_ref().map(|p| format!("firmware PCRs {:?} from the platform profile", p.pcrs.0.keys().collect::<Vec<_>>())).map_err(Clone::clone),
+        profile
+            .as_ref()
+            .map(|p| format!("firmware PCRs {:?} from the platform profile", p.pcrs.0.keys().collect::<Vec<_>>()))
+            .map_err(Clone::clone),
     );
 
     // The TPM: EK certificate chain, then the AK proven to live beside that EK.

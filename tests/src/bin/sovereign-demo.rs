@@ -31,7 +31,11 @@ fn main() -> ExitCode {
 fn sovereign_cli() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let cli = exe.with_file_name("sovereign");
-    anyhow::ensure!(cli.exists(), "{} is missing: build it with `cargo build --release -p sovereign-cli`", cli.display());
+    anyhow::ensure!(
+        cli.exists(),
+        "{} is missing: build it with `cargo build --release -p sovereign-cli`",
+        cli.display()
+    );
     Ok(cli)
 }
 
@@ -77,12 +81,7 @@ fn run() -> anyhow::Result<bool> {
     let socket = appliance.control_socket();
     let admin = keys.join("admin.key");
     say(start, "$ sovereign status");
-    let status = Command::new(&cli)
-        .args(["status", "--socket"])
-        .arg(&socket)
-        .arg("--key")
-        .arg(&admin)
-        .status()?;
+    let status = Command::new(&cli).args(["status", "--socket"]).arg(&socket).arg("--key").arg(&admin).status()?;
     let saved = out.join("attestation");
     let attest_args: Vec<(&str, PathBuf)> = vec![
         ("--socket", socket.clone()),
@@ -93,10 +92,8 @@ fn run() -> anyhow::Result<bool> {
         ("--ek-ca", ek_ca.clone()),
         ("--save", saved.clone()),
     ];
-    let shown_args: Vec<String> = attest_args
-        .iter()
-        .map(|(k, v)| format!("{k} {}", v.strip_prefix(root()).unwrap_or(v).display()))
-        .collect();
+    let shown_args: Vec<String> =
+        attest_args.iter().map(|(k, v)| format!("{k} {}", v.strip_prefix(root()).unwrap_or(v).display())).collect();
     say(start, &format!("$ sovereign attest {}", shown_args.join(" ")));
     let mut cmd = Command::new(&cli);
     cmd.arg("attest");
