@@ -4,9 +4,9 @@
 //! Two boots of one appliance: a good boot (PASS; replayed evidence, a foreign EK CA, a wrong
 //! pinned identity and a failed credential challenge each FAIL by name; a non-admin request is
 //! refused; tpm2-tools' `tpm2_checkquote` accepts the saved evidence), then the same image on a
-//! changed platform (another SMBIOS serial number, which the firmware measures into PCR 1): the
-//! appliance boots — its keys are sealed to PCRs 11 and 15 only — but attestation FAILS naming
-//! PCR 1.
+//! changed platform (a second disk: firmware adds a boot option for it and measures the boot
+//! variables into PCR 1; OVMF does not measure SMBIOS): the appliance boots — its keys are sealed
+//! to PCRs 11 and 15 only — but attestation FAILS naming PCR 1.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -132,7 +132,10 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     guest.wait_exit().unwrap();
 
     // The same image and TPM on a changed platform: boots, but attestation fails on PCR 1.
-    appliance.set_extra_qemu_args(&["-smbios", "type=1,serial=SOVEREIGN-CHANGED-PLATFORM"]);
+    let extra_disk = tempfile::NamedTempFile::new().unwrap();
+    extra_disk.as_file().set_len(4 << 20).unwrap();
+    let drive = format!("file={},format=raw,if=none,id=extra", extra_disk.path().display());
+    appliance.set_extra_qemu_args(&["-drive", &drive, "-device", "virtio-blk-pci,drive=extra,addr=0x10"]);
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("the changed platform did not boot: {e}"));
     let (changed, report) = attest(&socket, &admin, &trust, now_unix(), TIMEOUT).unwrap();

@@ -170,7 +170,9 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
     report.record(
         "release.manifest_signature",
         sovereign_image::manifest::Manifest::verify(&ev.manifest, &ev.manifest_signature, &trust.release_key)
-            .map(|m| format!("the booted manifest (v{}, {} files) is signed by the release key", m.version, m.files.len()))
+            .map(|m| {
+                format!("the booted manifest (v{}, {} files) is signed by the release key", m.version, m.files.len())
+            })
             .map_err(|e| format!("the booted manifest: {e}")),
     );
     let manifest_sha = Sha256Digest::of(&ev.manifest).to_hex();
