@@ -30,11 +30,31 @@ const SHA384_WITH_RSA: &str = "1.2.840.113549.1.1.12";
 const SHA512_WITH_RSA: &str = "1.2.840.113549.1.1.13";
 const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 
-/// Reads every certificate in a PEM file (the operator's EK trust store).
+const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END: &str = "-----END CERTIFICATE-----";
+
+/// Reads every certificate in a PEM file (the operator's EK trust store). Text outside the
+/// `CERTIFICATE` blocks is ignored; a block that does not decode is an error.
+///
+/// (Not `Certificate::load_pem_chain`: x509-cert 0.2.5 overflows an integer on some non-PEM
+/// input, which the `attest_evidence` fuzz target found.)
 pub fn trust_store_from_pem(pem: &[u8]) -> Result<Vec<Certificate>, String> {
-    let certs = Certificate::load_pem_chain(pem).map_err(|e| format!("EK trust store: not PEM certificates: {e}"))?;
+    use x509_cert::der::DecodePem as _;
+    let text = std::str::from_utf8(pem).map_err(|_| "EK trust store: not a PEM text file".to_string())?;
+    let mut certs = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let block = &rest[start..];
+        let end = block
+            .find(PEM_END)
+            .ok_or_else(|| format!("EK trust store: certificate {} is not terminated", certs.len() + 1))?;
+        let cert = Certificate::from_pem(&block[..end + PEM_END.len()])
+            .map_err(|e| format!("EK trust store: certificate {}: {e}", certs.len() + 1))?;
+        certs.push(cert);
+        rest = &block[end + PEM_END.len()..];
+    }
     if certs.is_empty() {
-        return Err("EK trust store holds no certificate".into());
+        return Err("EK trust store holds no PEM certificate".into());
     }
     Ok(certs)
 }
@@ -143,4 +163,20 @@ pub fn verify_ek_certificate(
         current = issuer.clone();
     }
     Err(format!("no self-signed root within {MAX_DEPTH} certificates"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_store_refuses_what_is_not_pem_certificates() {
+        // DER bytes and text without blocks are refused, never a panic.
+        assert!(trust_store_from_pem(&[0x30, 0x82, 0x01, 0x00, 0xff]).is_err());
+        assert!(trust_store_from_pem(b"no certificates here").is_err());
+        let unterminated = format!("{PEM_BEGIN}\nMIIB\n");
+        assert!(trust_store_from_pem(unterminated.as_bytes()).unwrap_err().contains("not terminated"));
+        let garbage = format!("{PEM_BEGIN}\n!!!!\n{PEM_END}\n");
+        assert!(trust_store_from_pem(garbage.as_bytes()).unwrap_err().contains("certificate 1"));
+    }
 }

@@ -5,14 +5,17 @@
 //!   **pure**: no IO, no clock, no randomness, no C library. They parse untrusted bytes into
 //!   typed errors (never panics), predict PCR and policy digests, and verify quotes offline.
 //!   Build with `default-features = false` to get only these (the operator's verifier does).
+//! - [`credential`] (TPM2_MakeCredential for the verifier) and [`ekcert`] (EK certificate chain)
+//!   are pure as well.
 //! - [`tpm`] (feature `tpm`, on by default) is the thin edge over tss-esapi 7.7: PCR
 //!   read/extend, seal/unseal to predicted PCRs and to signed PCR policies
-//!   (PolicyAuthorize, ECDSA P-256), the attestation key, the EK certificate, quotes and the
-//!   anti-rollback NV counter.
+//!   (PolicyAuthorize, ECDSA P-256), the attestation key, credential activation, the EK
+//!   certificate, quotes and the anti-rollback NV counter.
 //!
 //! Invariants: the verifier reports every check and passes only when all ran and passed; a
 //! measurement is logged only after the TPM accepted the extension; every transient TPM object
-//! or session this crate creates is flushed before the call returns.
+//! or session this crate creates is flushed before the call returns — except the attestation key
+//! and its EK parent, which [`tpm::AttestationKey`] holds until the caller releases it.
 //!
 //! Must never: trust a PCR value it did not see proven by a quote or replayed from a log;
 //! accept evidence in a bank or algorithm it does not model (sha256 / ECDSA P-256 only); hold

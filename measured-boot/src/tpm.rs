@@ -4,7 +4,8 @@
 //!
 //! Everything that can be computed without a TPM (policy digests, names, verification) lives in
 //! the pure modules; this module only talks to the TPM and converts encodings. Every transient
-//! object and session it creates is flushed before the call returns, success or failure.
+//! object and session it creates is flushed before the call returns, success or failure —
+//! except an [`AttestationKey`] (AK and its EK), held until [`Tpm::release_attestation_key`].
 
 use std::str::FromStr as _;
 
@@ -85,6 +86,9 @@ fn refused(stage: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
 #[derive(Debug)]
 pub struct AttestationKey {
     handle: KeyHandle,
+    /// The endorsement key, kept loaded for credential activation (RSA primary keys take tens
+    /// of milliseconds to derive); flushed with the AK.
+    ek: KeyHandle,
     /// Marshalled `TPMT_PUBLIC` of the AK.
     pub public: Vec<u8>,
     /// Marshalled `TPMT_PUBLIC` of its parent, the endorsement key.
@@ -378,7 +382,8 @@ impl Tpm {
     }
 
     /// Creates the endorsement key (RSA-2048, TCG default template) and under it a restricted
-    /// ECC P-256 ECDSA-SHA256 signing key: the attestation key.
+    /// ECC P-256 ECDSA-SHA256 signing key: the attestation key. Both stay loaded until
+    /// [`Tpm::release_attestation_key`] (the EK for credential activation).
     pub fn create_attestation_key(&mut self) -> Result<AttestationKey, TpmError> {
         let ek = ek::create_ek_object(
             &mut self.ctx,
@@ -404,9 +409,11 @@ impl Tpm {
             let public = created.out_public.marshall().map_err(cmd("marshalling AK public"))?;
             let handle = ak::load_ak(&mut self.ctx, ek, None, created.out_private, created.out_public)
                 .map_err(cmd("Load (attestation key)"))?;
-            Ok(AttestationKey { handle, public, ek_public })
+            Ok(AttestationKey { handle, ek, public, ek_public })
         })();
-        self.flush(ek);
+        if result.is_err() {
+            self.flush(ek);
+        }
         result
     }
 
@@ -422,12 +429,7 @@ impl Tpm {
     ) -> Result<Vec<u8>, TpmError> {
         let blob = ts::IdObject::try_from(credential_blob.to_vec()).map_err(cmd("credential blob"))?;
         let secret = ts::EncryptedSecret::try_from(encrypted_secret.to_vec()).map_err(cmd("encrypted secret"))?;
-        let ek = ek::create_ek_object(
-            &mut self.ctx,
-            tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
-            None::<DefaultKey>,
-        )
-        .map_err(cmd("CreatePrimary (endorsement key)"))?;
+        let ek = ak.ek;
         let mut sessions: Vec<AuthSession> = Vec::new();
         let result = (|| {
             let attributes = SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).build();
@@ -474,13 +476,13 @@ impl Tpm {
         for session in sessions {
             self.flush(ts_session_handle(session));
         }
-        self.flush(ek);
         result
     }
 
     /// Releases a loaded attestation key.
     pub fn release_attestation_key(&mut self, ak: AttestationKey) {
         self.flush(ak.handle);
+        self.flush(ak.ek);
     }
 
     /// The EK certificate (DER) from the TPM's NV storage: RSA-2048 first, then ECC P-256/P-384.

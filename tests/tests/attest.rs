@@ -100,6 +100,12 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     // An independent verifier (tpm2-tools) accepts the saved evidence, and only with its nonce.
     let dir = tempfile::tempdir().unwrap();
     sovereign_cli::attest::save(dir.path(), &exchange, &report).unwrap();
+    // `SOVEREIGN_FUZZ_SEEDS=fuzz/seeds cargo test` refreshes the fuzz seed from real evidence.
+    if let Some(seeds) = std::env::var_os("SOVEREIGN_FUZZ_SEEDS") {
+        let target = std::path::PathBuf::from(seeds).join("attest_evidence");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("real-evidence"), postcard::to_allocvec(&exchange.evidence).unwrap()).unwrap();
+    }
     let qualifying = std::fs::read_to_string(dir.path().join("qualifying-data.hex")).unwrap();
     let checkquote = |q: &str| {
         std::process::Command::new("tpm2_checkquote")

@@ -49,6 +49,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "signed_note",
     "compliance_bundle",
     "control_request",
+    "attest_evidence",
 ];
 const FUZZ_SECONDS: u32 = 6;
 
@@ -208,6 +209,8 @@ fn test() -> Result<(), Failure> {
         "tests (unit, swtpm, and the image booted in QEMU under OVMF)",
         cargo().args(["test", "--workspace", "--", "--test-threads", "4"]),
     )?;
+    // The README's main command, as a user runs it (one more boot): it must attest PASS.
+    demo()?;
     fuzz_smoke(FUZZ_SECONDS)
 }
 
@@ -290,5 +293,9 @@ fn target_dir() -> PathBuf {
 
 fn bench() -> Result<(), Failure> {
     step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))?;
+    step(
+        "attestation round trip through the control server (swtpm)",
+        cargo().args(["bench", "-p", "sovereign-runtime", "--bench", "attest"]),
+    )?;
     step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))
 }

@@ -363,3 +363,43 @@ pub fn save(dir: &Path, exchange: &Exchange, report: &AttestReport) -> anyhow::R
     }
     Ok(())
 }
+
+/// Fuzz entry point: arbitrary bytes as an attestation answer (postcard `Evidence`), and as
+/// each untrusted field of one (EK certificate, EK and AK public areas, quote, event logs),
+/// through the whole verification. Must never panic.
+pub fn fuzz_evidence(data: &[u8]) {
+    let trust = Trust {
+        release_key: ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+        reference_values: data.to_vec(),
+        reference_signature: data.get(..64).unwrap_or_default().to_vec(),
+        platform_profile: data.to_vec(),
+        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(data).unwrap_or_default(),
+        node_identity: None,
+    };
+    let blank = Evidence {
+        attest: vec![],
+        signature: vec![],
+        ak_public: vec![],
+        ek_public: vec![],
+        ek_certificate: None,
+        pcrs: vec![],
+        firmware_log: vec![],
+        measurement_log: vec![],
+        manifest: vec![],
+        manifest_signature: vec![],
+    };
+    let mut candidates: Vec<Evidence> = Vec::new();
+    if let Ok(e) = postcard::from_bytes::<Evidence>(data) {
+        candidates.push(e);
+    }
+    let d = data.to_vec();
+    candidates.push(Evidence { ek_certificate: Some(d.clone()), ek_public: d.clone(), ..blank.clone() });
+    candidates.push(Evidence { attest: d.clone(), signature: d.clone(), ak_public: d.clone(), ..blank.clone() });
+    candidates.push(Evidence { firmware_log: d.clone(), measurement_log: d.clone(), manifest: d, ..blank });
+    for evidence in candidates {
+        let exchange =
+            Exchange { nonce: [0; 32], identity: [0; 32], evidence, challenge: [0; 32], released: Ok(vec![]) };
+        let _ = verify_exchange(&exchange, &trust, 1_800_000_000);
+        let _ = credential_request(&exchange.evidence, &[0; 32]);
+    }
+}

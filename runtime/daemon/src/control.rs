@@ -1,5 +1,7 @@
 //! The control API server: signed requests in, node-signed responses out, over the
-//! virtio-serial port named in the runtime configuration. Every request passes the gate
+//! virtio-serial port named in the runtime configuration. Attestation answers come from the
+//! TPM: a quote over [`ATTESTED_PCRS`] whose qualifying data binds the operator's nonce and the
+//! node identity, with the logs and the signed manifest, and credential activation for the AK. Every request passes the gate
 //! (authorized operator key, valid signature, fresh timestamp, unused nonce); a refused request
 //! is answered with its one-line reason, signed like any other response.
 
@@ -43,15 +45,33 @@ pub struct Node {
 
 /// Holds the TPM open with one attestation key for the life of the runtime: the AK is
 /// created once (tens of milliseconds) and every quote and credential activation reuses it.
-#[derive(Default)]
 pub struct Attestor {
+    tcti: String,
+    firmware_log: PathBuf,
+    measurement_log: PathBuf,
     state: Option<(Tpm, AttestationKey, Option<Vec<u8>>)>,
 }
 
 impl Attestor {
+    /// The appliance's attestor: its TPM through the kernel's resource manager, the firmware
+    /// log from securityfs, PID 1's measurement log from /run.
+    pub fn appliance() -> Self {
+        Self::new(TCTI, FIRMWARE_LOG.as_ref(), MEASUREMENT_LOG.as_ref())
+    }
+
+    /// An attestor for another TPM and log location (benchmarks and tests on swtpm).
+    pub fn new(tcti: &str, firmware_log: &std::path::Path, measurement_log: &std::path::Path) -> Self {
+        Attestor {
+            tcti: tcti.into(),
+            firmware_log: firmware_log.into(),
+            measurement_log: measurement_log.into(),
+            state: None,
+        }
+    }
+
     fn ready(&mut self) -> Result<&mut (Tpm, AttestationKey, Option<Vec<u8>>), String> {
         if self.state.is_none() {
-            let mut tpm = Tpm::open(TCTI).map_err(|e| e.to_string())?;
+            let mut tpm = Tpm::open(&self.tcti).map_err(|e| e.to_string())?;
             let ak = tpm.create_attestation_key().map_err(|e| e.to_string())?;
             let ek_certificate = tpm.ek_certificate().map_err(|e| e.to_string())?;
             self.state = Some((tpm, ak, ek_certificate));
@@ -66,10 +86,10 @@ impl Attestor {
 
     fn evidence(&mut self, nonce: &[u8; 32], identity: &[u8; 32], node: &NodeFiles<'_>) -> Result<Evidence, String> {
         let selection = PcrSelection::new(ATTESTED_PCRS).map_err(|e| e.to_string())?;
+        let read = |p: &PathBuf| fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let (firmware_log, measurement_log) = (read(&self.firmware_log)?, read(&self.measurement_log)?);
         let (tpm, ak, ek_certificate) = self.ready()?;
         let quote = tpm.quote(ak, &attest_qualifying_data(nonce, identity), &selection).map_err(|e| e.to_string())?;
-        let firmware_log = fs::read(FIRMWARE_LOG).map_err(|e| format!("reading {FIRMWARE_LOG}: {e}"))?;
-        let measurement_log = fs::read(MEASUREMENT_LOG).map_err(|e| format!("reading {MEASUREMENT_LOG}: {e}"))?;
         Ok(Evidence {
             attest: quote.attest,
             signature: quote.signature,
@@ -87,6 +107,16 @@ impl Attestor {
     fn activate(&mut self, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, String> {
         let (tpm, ak, _) = self.ready()?;
         tpm.activate_credential(ak, credential_blob, encrypted_secret).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Attestor {
+    /// Flushes the AK and EK: without a resource manager (swtpm over TCP) they would stay
+    /// loaded in the TPM after the connection closes.
+    fn drop(&mut self) {
+        if let Some((mut tpm, ak, _)) = self.state.take() {
+            tpm.release_attestation_key(ak);
+        }
     }
 }
 

@@ -11,10 +11,9 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 
-mod control;
-
 use ed25519_dalek::SigningKey;
 use nix::sys::signal::{SigSet, Signal};
+use sovereign_runtime::control;
 use zeroize::Zeroize as _;
 
 fn uptime() -> String {
@@ -53,7 +52,7 @@ fn start_control_api(identity: &SigningKey) {
         version,
         manifest,
         manifest_signature,
-        attestor: control::Attestor::default(),
+        attestor: control::Attestor::appliance(),
     };
     std::thread::spawn(move || control::serve(node, admins, port));
 }
