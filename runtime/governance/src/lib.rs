@@ -1,0 +1,20 @@
+//! `sovereign-governance`: the decision-making heart of the runtime (SPEC §6).
+//!
+//! - [`canonical`] — the byte encoding of everything signed (`docs/governance-formats.md`).
+//! - [`signed`] — config snapshots, role certificates and revocation lists (admin root key),
+//!   role signatures bound to a context, policy-state bindings.
+//! - [`approvals`] — M-of-N approvals for guarded actions.
+//! - [`replay`] — the persistent, crash-safe store of single-use identifiers.
+//! - [`kernel`] — the execution kernel: only a verified binding yields the [`kernel::Permit`]
+//!   that execution takes; every attempt is audited.
+//!
+//! Pure except [`replay`] and the kernel's audit appends. Must never: execute without a
+//! verified binding, accept an identifier twice, or count one approver twice.
+
+#![forbid(unsafe_code)]
+
+pub mod approvals;
+pub mod canonical;
+pub mod kernel;
+pub mod replay;
+pub mod signed;
