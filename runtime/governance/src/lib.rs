@@ -5,6 +5,8 @@
 //!   role signatures bound to a context, policy-state bindings.
 //! - [`approvals`] — M-of-N approvals for guarded actions.
 //! - [`replay`] — the persistent, crash-safe store of single-use identifiers.
+//! - [`policy`] — Datalog policies (CozoDB) from signed bundles, deterministic decision records,
+//!   memoized, re-evaluable offline.
 //! - [`kernel`] — the execution kernel: only a verified binding yields the [`kernel::Permit`]
 //!   that execution takes; every attempt is audited.
 //!
@@ -16,5 +18,6 @@
 pub mod approvals;
 pub mod canonical;
 pub mod kernel;
+pub mod policy;
 pub mod replay;
 pub mod signed;
