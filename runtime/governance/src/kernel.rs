@@ -125,7 +125,8 @@ impl Kernel {
         Kernel { node, replay, audit, issued: HashSet::new() }
     }
 
-    fn record(
+    /// Appends one entry to the audit log; a failure is a refusal (fail closed).
+    pub fn record(
         &self,
         kind: EntryKind,
         severity: Severity,
@@ -139,7 +140,8 @@ impl Kernel {
             .map_err(|e| Refusal::new("audit log", format!("cannot record the attempt: {e}")))
     }
 
-    fn refuse(&self, request: &ExecutionRequest, refusal: Refusal, now_ms: u64) -> Refusal {
+    /// Audits a refusal of `request` and returns it (with the audit failure added, if any).
+    pub fn refuse(&self, request: &ExecutionRequest, refusal: Refusal, now_ms: u64) -> Refusal {
         let payload = format!("execution {:?} ({}) refused: {refusal}", request.execution_id, request.action);
         match self.record(EntryKind::Refusal, Severity::Warning, vec![], payload, now_ms) {
             Ok(()) => refusal,

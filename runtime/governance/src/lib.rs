@@ -7,6 +7,8 @@
 //! - [`replay`] — the persistent, crash-safe store of single-use identifiers.
 //! - [`policy`] — Datalog policies (CozoDB) from signed bundles, deterministic decision records,
 //!   memoized, re-evaluable offline.
+//! - [`governor`] — a governed action end to end: role signature, approvals, decision, binding,
+//!   permit; every refusal and decision audited.
 //! - [`kernel`] — the execution kernel: only a verified binding yields the [`kernel::Permit`]
 //!   that execution takes; every attempt is audited.
 //!
@@ -17,6 +19,7 @@
 
 pub mod approvals;
 pub mod canonical;
+pub mod governor;
 pub mod kernel;
 pub mod policy;
 pub mod replay;
