@@ -50,6 +50,8 @@ const FUZZ_TARGETS: &[&str] = &[
     "compliance_bundle",
     "control_request",
     "attest_evidence",
+    "policy_bundle",
+    "governed_request",
 ];
 const FUZZ_SECONDS: u32 = 6;
 
@@ -296,6 +298,10 @@ fn bench() -> Result<(), Failure> {
     step(
         "attestation round trip through the control server (swtpm)",
         cargo().args(["bench", "-p", "sovereign-runtime", "--bench", "attest"]),
+    )?;
+    step(
+        "governed action (policy, binding, replay store, audit)",
+        cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),
     )?;
     step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))
 }

@@ -10,13 +10,16 @@ use std::collections::BTreeMap;
 use ed25519_dalek::VerifyingKey;
 use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
-use sovereign_audit::{EntryKind, Severity};
+use sovereign_audit::{Entry, EntryKind, Severity};
 
 use crate::approvals::{Approval, Guarded, check_approvals};
 use crate::canonical::sha256;
-use crate::kernel::{ExecutionRequest, Kernel, Permit, Verdict};
+use crate::kernel::{Batch, ExecutionRequest, Kernel, Permit, Verdict};
 use crate::policy::{DecisionRecord, PolicyBundle, PolicyEngine, PolicyInput};
 use crate::signed::{Refusal, RevocationList, RoleCertificate, RoleSignature};
+
+/// The replay-store name of role-signature nonces.
+const ROLE_NONCE: &str = "role-signature";
 
 /// How long a binding stays valid after the decision.
 pub const BINDING_LIFETIME_MS: u64 = 30_000;
@@ -114,29 +117,41 @@ impl Governor {
 
     /// Governs one request: a permit, or a refusal that is already in the audit log.
     pub fn govern(&mut self, request: &GovernedRequest, now_ms: u64) -> Result<(Permit, DecisionRecord), Refusal> {
+        let role_nonce = request.role_signature.context.nonce.to_vec();
         match self.decide(request, now_ms) {
             Err(refusal) => Err(self.kernel.refuse(&request.execution, refusal, now_ms)),
-            Ok(record) if record.verdict == Verdict::Deny => {
+            Ok((record, entry)) if record.verdict == Verdict::Deny => {
+                // The role signature is spent on a denied request too.
+                let _ = self.kernel.claim_nonce(ROLE_NONCE, &role_nonce);
+                if let Err(e) = self.kernel.record_entry(entry) {
+                    return Err(self.kernel.refuse(&request.execution, e, now_ms));
+                }
                 let refusal =
                     Refusal::new("policy", format!("{} denies: {}", record.policy, record.reasons.join("; ")));
                 Err(self.kernel.refuse(&request.execution, refusal, now_ms))
             }
-            Ok(record) => {
+            Ok((record, entry)) => {
                 let state = record.state();
                 let mut nonce = [0u8; 16];
                 OsRng.fill_bytes(&mut nonce);
                 let binding = self.kernel.bind(&state, &request.execution, nonce, now_ms + BINDING_LIFETIME_MS)?;
-                let permit = self.kernel.authorize(&request.execution, &state, Some(&binding), now_ms)?;
+                // One durable step each: role-signature nonce, binding nonce and execution ID in
+                // the replay store; the decision and the authorization in the audit log.
+                let batch = Batch { nonces: vec![(ROLE_NONCE.to_string(), role_nonce)], entries: vec![entry] };
+                let permit =
+                    self.kernel.authorize_batched(&request.execution, &state, Some(&binding), batch, now_ms)?;
                 Ok((permit, record))
             }
         }
     }
 
-    fn decide(&mut self, request: &GovernedRequest, now_ms: u64) -> Result<DecisionRecord, Refusal> {
+    fn decide(&mut self, request: &GovernedRequest, now_ms: u64) -> Result<(DecisionRecord, Entry), Refusal> {
         let action = &request.execution.action;
         let sig = &request.role_signature;
         sig.verify(action, &request.environment, &request.certificate, &self.admin, &self.revoked, now_ms)?;
-        self.kernel.claim_nonce("role-signature", &sig.context.nonce)?;
+        if self.kernel.nonce_used(ROLE_NONCE, &sig.context.nonce) {
+            return Err(Refusal::new("role signature", "nonce already used (replay)"));
+        }
         let mut context: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         if let serde_json::Value::Object(map) = &request.execution.context {
             for (k, v) in map {
@@ -172,13 +187,13 @@ impl Governor {
         let evidence = DecisionEvidence { record: record.clone(), input };
         let payload = serde_json::to_string(&evidence).map_err(|e| Refusal::new("decision", e.to_string()))?;
         let severity = if record.verdict == Verdict::Allow { Severity::Info } else { Severity::Notice };
-        self.kernel.record(
+        let entry = Entry::new(
             EntryKind::PolicyDecision,
+            now_ms,
             severity,
             vec![record.state().record_hash, record.policy_hash, record.input_hash],
-            payload,
-            now_ms,
-        )?;
-        Ok(record)
+            payload.into_bytes(),
+        );
+        Ok((record, entry))
     }
 }

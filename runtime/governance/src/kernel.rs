@@ -69,6 +69,15 @@ impl ExecutionRequest {
     }
 }
 
+/// What else to make durable together with an authorization.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Single-use nonces of other signed objects: (what, nonce).
+    pub nonces: Vec<(String, Vec<u8>)>,
+    /// Audit entries to append before the authorization's own.
+    pub entries: Vec<Entry>,
+}
+
 /// Proof that authorization succeeded for one execution. Only [`Kernel::authorize`] makes one.
 #[derive(Debug)]
 pub struct Permit {
@@ -140,6 +149,11 @@ impl Kernel {
             .map_err(|e| Refusal::new("audit log", format!("cannot record the attempt: {e}")))
     }
 
+    /// Appends a prepared entry; a failure is a refusal (fail closed).
+    pub fn record_entry(&self, entry: Entry) -> Result<(), Refusal> {
+        self.audit.append_entry(entry).map(|_| ()).map_err(|e| Refusal::new("audit log", format!("cannot record: {e}")))
+    }
+
     /// Audits a refusal of `request` and returns it (with the audit failure added, if any).
     pub fn refuse(&self, request: &ExecutionRequest, refusal: Refusal, now_ms: u64) -> Refusal {
         let payload = format!("execution {:?} ({}) refused: {refusal}", request.execution_id, request.action);
@@ -171,18 +185,35 @@ impl Kernel {
         binding: Option<&PolicyBinding>,
         now_ms: u64,
     ) -> Result<Permit, Refusal> {
-        let result = self.check(request, state, binding, now_ms);
+        self.authorize_batched(request, state, binding, Batch::default(), now_ms)
+    }
+
+    /// [`Kernel::authorize`], with other single-use nonces claimed and other audit entries
+    /// written in the same durable step (one `fdatasync` for the replay store, one for the log).
+    pub fn authorize_batched(
+        &mut self,
+        request: &ExecutionRequest,
+        state: &PolicyState,
+        binding: Option<&PolicyBinding>,
+        batch: Batch,
+        now_ms: u64,
+    ) -> Result<Permit, Refusal> {
+        let result = self.check(request, state, binding, &batch.nonces, now_ms);
         match result {
             Err(refusal) => Err(self.refuse(request, refusal, now_ms)),
             Ok(binding_digest) => {
                 let context_hash = sha256(&canonical_json(&request.bound_context()));
-                self.record(
+                let mut entries = batch.entries;
+                entries.push(Entry::new(
                     EntryKind::PolicyBinding,
+                    now_ms,
                     Severity::Info,
                     vec![binding_digest, state.record_hash, context_hash],
-                    format!("execution {:?} ({}) authorized", request.execution_id, request.action),
-                    now_ms,
-                )?;
+                    format!("execution {:?} ({}) authorized", request.execution_id, request.action).into_bytes(),
+                ));
+                self.audit
+                    .append_batch(entries)
+                    .map_err(|e| Refusal::new("audit log", format!("cannot record the authorization: {e}")))?;
                 self.issued.insert(binding_digest);
                 Ok(Permit {
                     execution_id: request.execution_id.clone(),
@@ -200,6 +231,7 @@ impl Kernel {
         request: &ExecutionRequest,
         state: &PolicyState,
         binding: Option<&PolicyBinding>,
+        nonces: &[(String, Vec<u8>)],
         now_ms: u64,
     ) -> Result<[u8; 32], Refusal> {
         let binding = binding.ok_or_else(|| Refusal::new("execution", "blocked: no policy binding provided"))?;
@@ -214,14 +246,22 @@ impl Kernel {
         if self.replay.contains(&execution) {
             return Err(Refusal::new("execution id", format!("{:?} already used (replay)", request.execution_id)));
         }
-        self.replay.claim("policy binding nonce", id_key("sovereign-binding-nonce/v1", &binding.nonce))?;
-        self.replay.claim("execution id", execution)?;
+        let mut claims: Vec<(&str, [u8; 32])> =
+            nonces.iter().map(|(what, n)| (what.as_str(), id_key(&format!("sovereign-nonce/{what}"), n))).collect();
+        claims.push(("policy binding nonce", id_key("sovereign-binding-nonce/v1", &binding.nonce)));
+        claims.push(("execution id", execution));
+        self.replay.claim_all(&claims)?;
         Ok(binding.digest())
     }
 
     /// Claims a single-use nonce of another signed object (e.g. a role signature).
     pub fn claim_nonce(&mut self, what: &str, nonce: &[u8]) -> Result<(), Refusal> {
         self.replay.claim(what, id_key(&format!("sovereign-nonce/{what}"), nonce))
+    }
+
+    /// Whether a nonce of another signed object was already claimed.
+    pub fn nonce_used(&self, what: &str, nonce: &[u8]) -> bool {
+        self.replay.contains(&id_key(&format!("sovereign-nonce/{what}"), nonce))
     }
 
     /// Runs `work` under `permit` (consumed), auditing start and end.

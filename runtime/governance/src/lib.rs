@@ -19,6 +19,7 @@
 
 pub mod approvals;
 pub mod canonical;
+pub mod fuzzing;
 pub mod governor;
 pub mod kernel;
 pub mod policy;

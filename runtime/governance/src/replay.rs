@@ -127,6 +127,31 @@ impl ReplayStore {
         Ok(())
     }
 
+    /// Claims several identifiers at once — all or none — with one write and one `fdatasync`.
+    pub fn claim_all(&mut self, claims: &[(&str, [u8; 32])]) -> Result<(), Refusal> {
+        if self.poisoned {
+            return Err(Refusal::new("replay store", "failed earlier; refusing everything (fail closed)"));
+        }
+        let mut batch: Vec<[u8; 32]> = Vec::with_capacity(claims.len());
+        for (what, id) in claims {
+            if self.seen.contains(id) || batch.contains(id) {
+                return Err(Refusal::new(what, "already used (replay)"));
+            }
+            batch.push(*id);
+        }
+        let mut records = Vec::with_capacity(batch.len() * RECORD);
+        for id in &batch {
+            records.extend_from_slice(id);
+            records.extend_from_slice(&check(id));
+        }
+        if let Err(e) = self.file.write_all(&records).and_then(|()| self.file.sync_data()) {
+            self.poisoned = true;
+            return Err(Refusal::new("replay store", format!("{} write failed: {e}", self.path.display())));
+        }
+        self.seen.extend(batch);
+        Ok(())
+    }
+
     /// Number of identifiers held.
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -156,6 +181,23 @@ mod tests {
         assert_eq!(r.entries, 2);
         assert!(s.claim("execution id", [2; 32]).is_err());
         s.claim("execution id", [3; 32]).unwrap();
+    }
+
+    #[test]
+    fn batched_claims_are_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        let (mut s, _) = ReplayStore::open(&path).unwrap();
+        s.claim_all(&[("a", [1; 32]), ("b", [2; 32])]).unwrap();
+        // One already used: nothing of the batch is claimed.
+        assert!(s.claim_all(&[("c", [3; 32]), ("b", [2; 32])]).unwrap_err().to_string().starts_with("b:"));
+        assert!(!s.contains(&[3; 32]));
+        // A duplicate inside one batch is a replay too.
+        assert!(s.claim_all(&[("d", [4; 32]), ("d", [4; 32])]).is_err());
+        drop(s);
+        let (s, r) = ReplayStore::open(&path).unwrap();
+        assert_eq!(r.entries, 2);
+        assert!(s.contains(&[1; 32]) && s.contains(&[2; 32]) && !s.contains(&[4; 32]));
     }
 
     #[test]

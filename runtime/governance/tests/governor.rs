@@ -93,6 +93,18 @@ fn a_governed_action_runs_only_with_role_approvals_policy_and_binding() {
     // Production with two approvals on an attested platform: allowed, executed once.
     let mut req = request("e1", "production", 1);
     approve(&mut req, &[10, 11]);
+    // `SOVEREIGN_FUZZ_SEEDS=fuzz/seeds cargo test` refreshes the fuzz seeds from real inputs.
+    if let Some(seeds) = std::env::var_os("SOVEREIGN_FUZZ_SEEDS") {
+        let seeds = std::path::PathBuf::from(seeds);
+        let policy = PolicyBundle::sign("production-approvals", 1, "allow[r] := r = 'x'", &key(0x42));
+        for (target, bytes) in [
+            ("governed_request", serde_json::to_vec(&req).unwrap()),
+            ("policy_bundle", serde_json::to_vec(&policy).unwrap()),
+        ] {
+            std::fs::create_dir_all(seeds.join(target)).unwrap();
+            std::fs::write(seeds.join(target).join("real"), bytes).unwrap();
+        }
+    }
     let (permit, record) = s.governor.govern(&req, NOW).unwrap();
     assert_eq!(record.reasons, vec!["production with two approvals on an attested platform".to_string()]);
     assert_eq!(s.governor.kernel.execute(permit, NOW, |ctx| ctx.action.clone()).unwrap(), "promote");
