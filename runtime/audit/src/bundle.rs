@@ -326,8 +326,24 @@ fn decode_hashes(place: &str, hashes: &[String]) -> Result<Vec<Hash>, Failure> {
         .collect()
 }
 
+/// Checks the content of bundle sections this crate cannot interpret (e.g. `policies/`, whose
+/// decisions only the governance kernel can re-evaluate). Supplied by a caller that can; a
+/// section nobody checks must be empty, so nothing unchecked ever passes.
+pub trait SectionChecker {
+    /// The sections this checker is responsible for.
+    fn sections(&self) -> Vec<&'static str>;
+    /// Adds its checks to `report`. `entries` are the bundle's entries that decoded (place,
+    /// entry); `files` the members of its sections (path → bytes).
+    fn check(&self, report: &mut Report, entries: &[(String, crate::Entry)], files: &BTreeMap<String, Vec<u8>>);
+}
+
 /// Verifies a compliance bundle offline. Never panics; reports every check.
 pub fn verify_bundle(bytes: &[u8], trust: &TrustedKeys) -> Report {
+    verify_bundle_with(bytes, trust, None)
+}
+
+/// [`verify_bundle`], with `checker` checking the sections it is responsible for.
+pub fn verify_bundle_with(bytes: &[u8], trust: &TrustedKeys, checker: Option<&dyn SectionChecker>) -> Report {
     let mut report = Report::default();
     const LATER: [&str; 10] = [
         "index",
@@ -621,17 +637,29 @@ pub fn verify_bundle(bytes: &[u8], trust: &TrustedKeys) -> Report {
         }
     }
 
-    // Sections this version cannot check yet must be empty: never PASS what was not checked.
+    // Sections nobody here can check must be empty: never PASS what was not checked.
+    let checked_sections = checker.map(|c| c.sections()).unwrap_or_default();
     let mut section_failures = Vec::new();
     let mut section_files = 0u64;
-    for (name, _) in &members {
+    let mut handed_over: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (name, data) in &members {
         if let Some((section, rest)) = name.split_once('/')
             && SECTIONS.contains(&section)
             && !rest.is_empty()
         {
             section_files += 1;
-            section_failures.push(fail(name.as_str(), "this verifier version cannot check this section's content yet"));
+            if checked_sections.contains(&section) {
+                handed_over.insert(name.clone(), data.to_vec());
+            } else {
+                section_failures
+                    .push(fail(name.as_str(), "this verifier version cannot check this section's content yet"));
+            }
         }
+    }
+    if let Some(checker) = checker {
+        let decoded: Vec<(String, crate::Entry)> =
+            framed.iter().filter_map(|(place, d)| crate::Entry::decode(d).ok().map(|e| (place.clone(), e))).collect();
+        checker.check(&mut report, &decoded, &handed_over);
     }
     for s in SECTIONS {
         if !files.contains_key(format!("{s}/").as_str()) {

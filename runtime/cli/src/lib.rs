@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod decisions;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;

@@ -22,7 +22,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore as _};
-use sovereign_audit::bundle::{NamedKey, TrustedKeys, verify_bundle};
+use sovereign_audit::bundle::{NamedKey, TrustedKeys, verify_bundle_with};
 use sovereign_audit::export::{ExportOptions, export_bundle};
 use sovereign_audit::note::{NoteVerifier, cosign_note};
 use sovereign_audit::verify::{Report, verify_log_bytes};
@@ -47,10 +47,18 @@ enum Command {
         /// A witness that must have cosigned the checkpoint: NAME=HEXKEY (repeatable).
         #[arg(long = "witness")]
         witnesses: Vec<String>,
+        /// A key trusted to sign policies (hex or file; repeatable): the bundle's decisions are
+        /// re-evaluated against the policies it carries that these keys signed.
+        #[arg(long = "policy-key")]
+        policy_keys: Vec<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
+    /// Policies: sign a Datalog program into a policy bundle, evaluate a request, re-evaluate a
+    /// decision record.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Verify a raw (encrypted) audit log file offline.
     VerifyLog {
         /// The log file.
@@ -114,6 +122,63 @@ enum Command {
     /// Audit-log tooling.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Sign a CozoScript program (rules defining allow[reason] / deny[reason]) into a policy bundle.
+    Sign {
+        /// The program file (e.g. examples/policies/claims-approval.cozo).
+        program: PathBuf,
+        /// Policy name.
+        #[arg(long)]
+        name: String,
+        /// Policy version.
+        #[arg(long)]
+        version: u64,
+        /// The signing key file (release or admin Ed25519 secret key, hex).
+        #[arg(long)]
+        key: PathBuf,
+        /// Output bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a request (policy input JSON) under a signed policy bundle. Exit 0 allow, 1 deny.
+    Eval {
+        /// The policy bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The input (principal, roles, action, resource, environment, context, signals, measurements).
+        #[arg(long)]
+        input: PathBuf,
+        /// A key trusted to sign policies (hex or file; repeatable).
+        #[arg(long = "trust", required = true)]
+        trust: Vec<String>,
+        /// Write the decision record (JSON) here.
+        #[arg(long)]
+        record_out: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute a decision from its policy bundle and input; PASS only if byte-identical.
+    Reevaluate {
+        /// The decision record (JSON).
+        #[arg(long)]
+        record: PathBuf,
+        /// The policy bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The input.
+        #[arg(long)]
+        input: PathBuf,
+        /// A key trusted to sign policies (hex or file; repeatable).
+        #[arg(long = "trust", required = true)]
+        trust: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -202,6 +267,10 @@ enum AuditCommand {
         /// Witness key to list in the bundle: NAME=HEXKEY (repeatable).
         #[arg(long = "witness")]
         witnesses: Vec<String>,
+        /// A signed policy bundle to carry in the bundle's `policies/` section, so its
+        /// decisions can be re-evaluated offline (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
     },
 }
 
@@ -264,7 +333,7 @@ fn report_out(report: &Report, title: &str, json: bool) -> anyhow::Result<ExitCo
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { bundle, node_key, witnesses, json } => {
+        Command::Verify { bundle, node_key, witnesses, policy_keys, json } => {
             let bytes = fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
             let trust = TrustedKeys {
                 node: node_key.as_deref().map(public_key).transpose()?,
@@ -273,8 +342,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if trust.node.is_none() && !json {
                 eprintln!("sovereign: warning: no --node-key given; signature checks cannot pass without a pinned key");
             }
-            report_out(&verify_bundle(&bytes, &trust), &format!("compliance bundle {}", bundle.display()), json)
+            let checker = sovereign_cli::decisions::DecisionChecker {
+                policy_signers: policy_keys.iter().map(|k| public_key(k)).collect::<anyhow::Result<_>>()?,
+            };
+            let report = verify_bundle_with(&bytes, &trust, Some(&checker));
+            report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
         }
+        Command::Policy(cmd) => policy(cmd),
         Command::VerifyLog { log, data_key, node_key, json } => {
             let key = DataKey(read_hex32(&data_key, "data key")?);
             let bytes = fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
@@ -358,6 +432,88 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use sovereign_governance::kernel::Verdict;
+    use sovereign_governance::policy::{DecisionRecord, PolicyBundle, PolicyEngine, PolicyInput, reevaluate};
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let load = |bundle: &Path, trust: &[String]| -> anyhow::Result<PolicyBundle> {
+        let b = PolicyBundle::from_json(&read(bundle)?).map_err(|e| anyhow!("{}: {e}", bundle.display()))?;
+        let keys = trust.iter().map(|k| public_key(k)).collect::<anyhow::Result<Vec<_>>>()?;
+        b.verify(&keys).map_err(|e| anyhow!("{}: {e}", bundle.display()))?;
+        Ok(b)
+    };
+    let input_of = |p: &Path| -> anyhow::Result<PolicyInput> {
+        serde_json::from_slice(&read(p)?).map_err(|e| anyhow!("{}: not a policy input: {e}", p.display()))
+    };
+    match cmd {
+        PolicyCommand::Sign { program, name, version, key, out } => {
+            let text = fs::read_to_string(&program).with_context(|| format!("reading {}", program.display()))?;
+            let signer = SigningKey::from_bytes(&read_hex32(&key, "signing key")?);
+            let bundle = PolicyBundle::sign(&name, version, &text, &signer);
+            bundle.verify(&[signer.verifying_key()]).map_err(|e| anyhow!("{e}"))?;
+            fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "signed policy {name}@{version} (policy hash {}) -> {}",
+                hex::encode(bundle.hash()),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Eval { bundle, input, trust, record_out, json } => {
+            let b = load(&bundle, &trust)?;
+            let i = input_of(&input)?;
+            let record = PolicyEngine::new().map_err(|e| anyhow!("{e}"))?.decide(&b, &i);
+            if let Some(path) = record_out {
+                fs::write(&path, serde_json::to_vec_pretty(&record)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let state = record.state();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "record": record, "record_hash": hex::encode(state.record_hash) })
+                    )?
+                );
+            } else {
+                println!(
+                    "{}: {}",
+                    if record.verdict == Verdict::Allow { "ALLOW" } else { "DENY" },
+                    record.reasons.join("; ")
+                );
+                println!("  policy      {} ({})", record.policy, hex::encode(record.policy_hash));
+                println!("  input hash  {}", hex::encode(record.input_hash));
+                println!("  record hash {}", hex::encode(state.record_hash));
+            }
+            Ok(if record.verdict == Verdict::Allow { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        PolicyCommand::Reevaluate { record, bundle, input, trust, json } => {
+            let b = load(&bundle, &trust)?;
+            let i = input_of(&input)?;
+            let r: DecisionRecord = serde_json::from_slice(&read(&record)?)
+                .map_err(|e| anyhow!("{}: not a decision record: {e}", record.display()))?;
+            let result = reevaluate(&r, &b, &i);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "verdict": if result.is_ok() { "PASS" } else { "FAIL" }, "reason": result.as_ref().err().map(ToString::to_string) })
+                );
+            } else {
+                match &result {
+                    Ok(()) => println!(
+                        "PASS: the decision recomputes byte for byte ({:?}: {})",
+                        r.verdict,
+                        r.reasons.join("; ")
+                    ),
+                    Err(e) => println!("FAIL: {e}"),
+                }
+            }
+            Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
 fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Init { dir, origin } => {
@@ -429,7 +585,7 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             print!("{}", note.to_text());
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses } => {
+        AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses, policies } => {
             let key = DataKey(read_hex32(&data_key, "data key")?);
             let (log, _) = AuditLog::open(&log, &key)?;
             let node = SigningKey::from_bytes(&read_hex32(&node_key_file, "node key")?);
@@ -442,7 +598,14 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|w| named_key(w).map(|(name, k)| NamedKey { name, key: hex::encode(k.as_bytes()) }))
                 .collect::<anyhow::Result<_>>()?;
-            let bytes = export_bundle(&log, &key, &node, &ExportOptions { range, witnesses, section_files: vec![] })?;
+            let mut section_files = Vec::new();
+            for path in &policies {
+                let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let bundle = sovereign_governance::policy::PolicyBundle::from_json(&bytes)
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                section_files.push(("policies".to_string(), format!("{}.json", hex::encode(bundle.hash())), bytes));
+            }
+            let bytes = export_bundle(&log, &key, &node, &ExportOptions { range, witnesses, section_files })?;
             fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({} bytes, entries {}..{} of {size})",

@@ -33,7 +33,7 @@ fn export_and_verify_workflow() {
     ok(&["audit", "init", &s(""), "--origin", "sovereign.test/cli"]);
     let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(d.join("node.key")).unwrap());
     assert_eq!(mode & 0o777, 0o600, "secret keys must not be world-readable");
-    for (kind, payload) in [("boot_measurement", "pcr15"), ("policy_decision", "allow"), ("refusal", "bad signature")] {
+    for (kind, payload) in [("boot_measurement", "pcr15"), ("artifact", "model-v1"), ("refusal", "bad signature")] {
         ok(&[
             "audit",
             "append",
