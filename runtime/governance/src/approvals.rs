@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::Canonical;
 use crate::signed::{Refusal, RevocationList, RoleCertificate};
 
+/// Longest validity an approval may claim.
+pub const MAX_APPROVAL_VALIDITY_MS: u64 = 7 * 24 * 3_600_000;
+
 /// What must be approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Guarded {
@@ -81,6 +84,9 @@ pub fn check_approvals(
                 .map_err(|_| reject("signature does not verify"))?;
             if now_ms > a.expiry_ms {
                 return Err(reject("expired"));
+            }
+            if a.expiry_ms > now_ms.saturating_add(MAX_APPROVAL_VALIDITY_MS) {
+                return Err(reject("expires more than 7 days from now (clock skew?)"));
             }
             if tally.counted.contains(&a.operator) {
                 return Err(reject("this operator already approved (one key counts once)"));

@@ -40,6 +40,26 @@ fn expired(what: &str, expiry_ms: u64, now_ms: u64) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Longest validity a role signature may claim (a longer one means clock skew or a signature
+/// meant to be replayable for long).
+pub const MAX_ROLE_SIGNATURE_VALIDITY_MS: u64 = 3_600_000;
+/// Longest validity of a policy binding.
+pub const MAX_BINDING_VALIDITY_MS: u64 = 600_000;
+
+fn too_far(what: &str, expiry_ms: u64, now_ms: u64, max_ms: u64) -> Result<(), Refusal> {
+    if expiry_ms > now_ms.saturating_add(max_ms) {
+        return Err(Refusal::new(
+            what,
+            format!(
+                "expires {} s from now, more than the {} s allowed (clock skew?)",
+                (expiry_ms - now_ms) / 1000,
+                max_ms / 1000
+            ),
+        ));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config snapshot
 
@@ -292,6 +312,7 @@ impl RoleSignature {
             ));
         }
         expired(WHAT, self.context.expiry_ms, now_ms)?;
+        too_far(WHAT, self.context.expiry_ms, now_ms, MAX_ROLE_SIGNATURE_VALIDITY_MS)?;
         if certificate.operator != self.operator {
             return Err(Refusal::new(WHAT, "the certificate is for another operator"));
         }
@@ -374,7 +395,8 @@ impl PolicyBinding {
         if self.context_hash != sha256(&canonical_json(context)) {
             return Err(Refusal::new(WHAT, "binds another execution context"));
         }
-        expired(WHAT, self.expiry_ms, now_ms)
+        expired(WHAT, self.expiry_ms, now_ms)?;
+        too_far(WHAT, self.expiry_ms, now_ms, MAX_BINDING_VALIDITY_MS)
     }
 
     /// SHA-256 of the signed bytes and signature (what the audit log records).

@@ -68,8 +68,10 @@ fn role_signatures_hold_only_in_their_context_with_a_valid_certificate() {
     assert!(
         err(sig.verify("rollback", "production", &cert, &a, &revoked, NOW)).contains("signed for deploy/production")
     );
-    // Expired.
+    // Expired; or valid for so long that a clock is wrong (or the signature meant to be replayed).
     assert!(err(sig.verify("deploy", "production", &cert, &a, &revoked, NOW + 120_000)).contains("expired"));
+    let far = role_sig(&op, "admin", "deploy", "production", 9, NOW + 2 * HOUR);
+    assert!(err(far.verify("deploy", "production", &cert, &a, &revoked, NOW)).contains("clock skew"));
     // Tampered.
     let mut forged = sig.clone();
     forged.role = "operator".into();
@@ -154,6 +156,8 @@ fn execution_needs_a_verified_binding_and_each_id_runs_once_even_across_restarts
     assert!(refused(&mut k, &req3, &ALLOW, Some(&b)).contains("another policy state"));
     let stale = k.bind(&ALLOW, &req3, [5; 16], NOW - 1).unwrap();
     assert!(refused(&mut k, &req3, &ALLOW, Some(&stale)).contains("expired"));
+    let forever = k.bind(&ALLOW, &req3, [11; 16], NOW + 24 * HOUR).unwrap();
+    assert!(refused(&mut k, &req3, &ALLOW, Some(&forever)).contains("clock skew"));
     let foreign =
         Kernel::new(key(0x21), ReplayStore::open(&f.replay.with_extension("x")).unwrap().0, Arc::clone(&f.audit))
             .bind(&ALLOW, &req3, [6; 16], NOW + 60_000)
@@ -184,7 +188,7 @@ fn execution_needs_a_verified_binding_and_each_id_runs_once_even_across_restarts
     let decoded = sovereign_audit::logfile::decode(&bytes, &DataKey([5; 32])).unwrap();
     let kinds: Vec<&str> =
         decoded.entries.iter().map(|e| sovereign_audit::Entry::decode(e).unwrap().kind.name()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "refusal").count(), 9, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "refusal").count(), 10, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "policy_binding").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "execution_start").count(), 1, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "execution_end").count(), 1, "{kinds:?}");
@@ -232,8 +236,10 @@ fn approvals_count_distinct_role_holders_up_to_the_threshold() {
     let mut forged = approve(&ops[1]);
     forged.expiry_ms += 1;
     let stranger = approve(&key(9));
+    let skewed = Approval::sign(digest, NOW + 30 * 24 * HOUR, &ops[1]);
     for (bad, why) in [
         (expired, "expired"),
+        (skewed, "clock skew"),
         (other_request, "another request"),
         (forged, "does not verify"),
         (stranger, "no valid certificate"),
