@@ -299,6 +299,7 @@ fn bench() -> Result<(), Failure> {
         "attestation round trip through the control server (swtpm)",
         cargo().args(["bench", "-p", "sovereign-runtime", "--bench", "attest"]),
     )?;
+    step("WASM stage invocation overhead", cargo().args(["bench", "-p", "sovereign-sandbox", "--bench", "invoke"]))?;
     step(
         "governed action (policy, binding, replay store, audit)",
         cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),
