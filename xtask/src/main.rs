@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
+        Some("modules") => setup().and_then(|()| modules()),
         Some("run") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| demo()),
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
             )
         }),
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|run|firmware-profile>");
+            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|firmware-profile>");
             return ExitCode::from(2);
         }
     };
@@ -195,6 +196,39 @@ fn setup() -> Result<(), Failure> {
     if !have_fuzz {
         step("install cargo-fuzz", cargo().args(["install", "cargo-fuzz", "--locked"]))?;
     }
+    let wasm_target = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
+        .unwrap_or(false);
+    if !wasm_target {
+        step(
+            "add the wasm32-unknown-unknown target (stage modules)",
+            Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the example stage modules (`modules/`, wasm32-unknown-unknown) into `build/modules/`.
+fn modules() -> Result<(), Failure> {
+    let target = target_dir().join("modules");
+    step(
+        "example WASM stage modules (wasm32-unknown-unknown)",
+        cargo()
+            .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--manifest-path"])
+            .arg(root().join("modules/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target),
+    )?;
+    let out = root().join("build/modules");
+    std::fs::create_dir_all(&out).map_err(|e| Failure::Environment(format!("creating {}: {e}", out.display())))?;
+    for name in ["normalize", "train", "agent"] {
+        let from = target.join(format!("wasm32-unknown-unknown/release/stage_{name}.wasm"));
+        let to = out.join(format!("{name}.wasm"));
+        std::fs::copy(&from, &to)
+            .map_err(|e| Failure::Step(format!("copying {} to {}: {e}", from.display(), to.display())))?;
+    }
     Ok(())
 }
 
@@ -207,6 +241,7 @@ fn test() -> Result<(), Failure> {
     )?;
     step("benchmarks build", cargo().args(["bench", "--workspace", "--no-run"]))?;
     image(&root().join("build"))?;
+    modules()?;
     step(
         "tests (unit, swtpm, and the image booted in QEMU under OVMF)",
         cargo().args(["test", "--workspace", "--", "--test-threads", "4"]),
