@@ -1,6 +1,7 @@
 //! `sovereign-governance`: the decision-making heart of the runtime (SPEC §6).
 //!
-//! - [`canonical`] — the byte encoding of everything signed (`docs/governance-formats.md`).
+//! - [`canonical`] — the byte encoding of everything signed (crate `sovereign-canonical`,
+//!   `docs/governance-formats.md`).
 //! - [`signed`] — config snapshots, role certificates and revocation lists (admin root key),
 //!   role signatures bound to a context, policy-state bindings.
 //! - [`approvals`] — M-of-N approvals for guarded actions.
@@ -18,7 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod approvals;
-pub mod canonical;
+/// The signing encoding (crate `sovereign-canonical`, shared with the sandbox).
+pub mod canonical {
+    pub use sovereign_canonical::*;
+}
 pub mod fuzzing;
 pub mod governor;
 pub mod kernel;

@@ -4,7 +4,7 @@
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sovereign_governance::canonical::{Canonical, sha256};
+use sovereign_canonical::{Canonical, sha256};
 
 /// What a module may ask the host for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

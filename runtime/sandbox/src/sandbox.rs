@@ -10,7 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
-use sovereign_governance::canonical::sha256;
+use sovereign_canonical::sha256;
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap,

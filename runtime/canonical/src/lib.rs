@@ -6,6 +6,8 @@
 //!
 //! Pure. Must never: produce two encodings for one value or one encoding for two values.
 
+#![forbid(unsafe_code)]
+
 use sha2::{Digest as _, Sha256};
 
 /// Builds the signing bytes of one object.
