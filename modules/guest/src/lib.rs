@@ -40,3 +40,13 @@ pub fn log_line(line: &str) {
 pub fn fixed(v: f64, decimals: usize) -> String {
     format!("{v:.decimals$}")
 }
+
+/// The `x,y` rows of a CSV text that parse as two numbers (a header or bad row is skipped).
+pub fn csv_pairs(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (x, y) = l.split_once(',')?;
+            Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+        })
+        .collect()
+}

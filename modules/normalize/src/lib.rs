@@ -4,20 +4,13 @@
 
 #![deny(unsafe_code)]
 
-use sovereign_guest::{fixed, input, log_line, output};
+use sovereign_guest::{csv_pairs, fixed, input, log_line, output};
 
 #[allow(unsafe_code)] // the one export the sandbox ABI requires (a stable symbol name)
 #[unsafe(no_mangle)]
 pub extern "C" fn run() -> i32 {
     let text = String::from_utf8_lossy(&input()).into_owned();
-    let rows: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| {
-            let (x, y) = l.split_once(',')?;
-            Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
-        })
-        .filter(|(x, y): &(f64, f64)| x.is_finite() && y.is_finite())
-        .collect();
+    let rows: Vec<(f64, f64)> = csv_pairs(&text).into_iter().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     if rows.is_empty() {
         return 1;
     }

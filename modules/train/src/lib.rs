@@ -3,19 +3,13 @@
 
 #![deny(unsafe_code)]
 
-use sovereign_guest::{fixed, input, log_line, output};
+use sovereign_guest::{csv_pairs, fixed, input, log_line, output};
 
 #[allow(unsafe_code)] // the one export the sandbox ABI requires (a stable symbol name)
 #[unsafe(no_mangle)]
 pub extern "C" fn run() -> i32 {
     let text = String::from_utf8_lossy(&input()).into_owned();
-    let rows: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| {
-            let (x, y) = l.split_once(',')?;
-            Some((x.parse().ok()?, y.parse().ok()?))
-        })
-        .collect();
+    let rows = csv_pairs(&text);
     let n = rows.len() as f64;
     if rows.len() < 2 {
         return 1;

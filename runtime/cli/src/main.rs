@@ -145,40 +145,37 @@ enum PolicyCommand {
     },
     /// Evaluate a request (policy input JSON) under a signed policy bundle. Exit 0 allow, 1 deny.
     Eval {
-        /// The policy bundle.
-        #[arg(long)]
-        bundle: PathBuf,
-        /// The input (principal, roles, action, resource, environment, context, signals, measurements).
-        #[arg(long)]
-        input: PathBuf,
-        /// A key trusted to sign policies (hex or file; repeatable).
-        #[arg(long = "trust", required = true)]
-        trust: Vec<String>,
+        #[command(flatten)]
+        policy: PolicyFiles,
         /// Write the decision record (JSON) here.
         #[arg(long)]
         record_out: Option<PathBuf>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// Recompute a decision from its policy bundle and input; PASS only if byte-identical.
     Reevaluate {
         /// The decision record (JSON).
         #[arg(long)]
         record: PathBuf,
-        /// The policy bundle.
-        #[arg(long)]
-        bundle: PathBuf,
-        /// The input.
-        #[arg(long)]
-        input: PathBuf,
-        /// A key trusted to sign policies (hex or file; repeatable).
-        #[arg(long = "trust", required = true)]
-        trust: Vec<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        policy: PolicyFiles,
     },
+}
+
+/// The policy bundle and input a decision is made from, and whom to trust for the bundle.
+#[derive(clap::Args)]
+struct PolicyFiles {
+    /// The policy bundle.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The input (principal, roles, action, resource, environment, context, signals, measurements).
+    #[arg(long)]
+    input: PathBuf,
+    /// A key trusted to sign policies (hex or file; repeatable).
+    #[arg(long = "trust", required = true)]
+    trust: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -460,7 +457,7 @@ fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Eval { bundle, input, trust, record_out, json } => {
+        PolicyCommand::Eval { policy: PolicyFiles { bundle, input, trust, json }, record_out } => {
             let b = load(&bundle, &trust)?;
             let i = input_of(&input)?;
             let record = PolicyEngine::new().map_err(|e| anyhow!("{e}"))?.decide(&b, &i);
@@ -488,7 +485,7 @@ fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(if record.verdict == Verdict::Allow { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        PolicyCommand::Reevaluate { record, bundle, input, trust, json } => {
+        PolicyCommand::Reevaluate { record, policy: PolicyFiles { bundle, input, trust, json } } => {
             let b = load(&bundle, &trust)?;
             let i = input_of(&input)?;
             let r: DecisionRecord = serde_json::from_slice(&read(&record)?)

@@ -137,7 +137,7 @@ pub struct Evidence {
     pub firmware_log: Vec<u8>,
     /// PID 1's measurement log.
     pub measurement_log: Vec<u8>,
-    /// The signed manifest and its signature.
+    /// The signed manifest the node booted (canonical bytes).
     pub manifest: Vec<u8>,
     /// The manifest signature.
     pub manifest_signature: Vec<u8>,

@@ -18,6 +18,9 @@ use wasmtime::{
 
 use crate::manifest::{Capability, ModuleManifest};
 
+/// Largest buffer one host call copies out of a module.
+const MAX_HOST_CALL_BYTES: usize = 16 << 20;
+
 /// How often the wall-clock ticker advances the engine's epoch.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -313,8 +316,13 @@ fn read_guest(caller: &mut Caller<'_, State>, ptr: i32, len: i32) -> Option<Vec<
         caller.data_mut().abi_error = Some("the module exports no memory".into());
         return None;
     };
-    let mut buf = vec![0u8; len.min(16 << 20)];
-    if mem.read(&*caller, ptr, &mut buf).is_err() || len > 16 << 20 {
+    if len > MAX_HOST_CALL_BYTES {
+        caller.data_mut().abi_error =
+            Some(format!("a host call of {len} bytes exceeds the {MAX_HOST_CALL_BYTES}-byte limit"));
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    if mem.read(&*caller, ptr, &mut buf).is_err() {
         caller.data_mut().abi_error = Some(format!("read of {len} bytes at {ptr} is outside the module's memory"));
         return None;
     }
@@ -348,13 +356,13 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Termination {
         };
     }
     let text = format!("{e:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
+    if text.contains("forcing trap when growing memory") || (text.contains("memory") && text.contains("limit")) {
         return Termination::Memory(limits.memory_bytes);
     }
     if text.contains("unknown import") {
         return Termination::ImportNotGranted(text.lines().next().unwrap_or_default().to_string());
     }
-    if text.contains("failed to find function export") || text.contains("export") {
+    if text.contains("export") {
         return Termination::Abi(text.lines().next().unwrap_or_default().to_string());
     }
     Termination::Trap(text.lines().next().unwrap_or_default().to_string())
