@@ -24,7 +24,7 @@ use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
 use crate::pe;
 
 /// Modules PID 1 loads, by name (dependencies are added in load order).
-pub const MODULES: [&str; 10] = [
+pub const MODULES: [&str; 11] = [
     "virtio_pci",
     "virtio_blk",
     "virtio_console",
@@ -35,11 +35,14 @@ pub const MODULES: [&str; 10] = [
     "nls_utf8",
     "button",
     "evdev",
+    "ext4",
 ];
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4";
 /// Where the runtime lives in the initramfs.
 pub const RUNTIME_PATH: &str = "/usr/bin/sovereign-runtime";
+/// Where PID 1 mounts the data partition (nosuid, nodev, noexec).
+pub const DATA_MOUNT: &str = "/state";
 /// Where the runtime configuration lives.
 pub const CONFIG_PATH: &str = "/etc/sovereign/runtime.json";
 /// The signed manifest and its signature.
@@ -59,6 +62,12 @@ pub struct RuntimeConfig {
     pub esp_device: String,
     /// Block device of the state partition.
     pub state_device: String,
+    /// Block device of the data partition (ext4, mounted at [`DATA_MOUNT`] noexec): the audit
+    /// log, replay store, encrypted artifacts and pipeline runs.
+    pub data_device: String,
+    /// The admin root key (Ed25519, hex) that issues operator role certificates; the build
+    /// fills in the release's admin key when empty.
+    pub admin_root: String,
     /// How many times PID 1 restarts a failed runtime before powering off.
     pub max_restarts: u32,
     /// Name of the virtio-serial port the control API is served on.
@@ -73,6 +82,8 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             esp_device: "/dev/vda1".into(),
             state_device: "/dev/vda2".into(),
+            data_device: "/dev/vda3".into(),
+            admin_root: String::new(),
             max_restarts: 3,
             control_port: "sovereign.control".into(),
             admins: Vec::new(),
@@ -273,13 +284,20 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
     files.push((CONFIG_PATH.into(), config.clone(), 0o644));
 
     let mut paths: BTreeSet<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
-    for extra in ["/dev/console", "/proc/.", "/sys/.", "/run/.", "/esp/.", MANIFEST_PATH] {
+    for extra in ["/dev/console", "/proc/.", "/sys/.", "/run/.", "/esp/.", "/state/.", MANIFEST_PATH] {
         paths.insert(extra.to_string());
     }
     let mut nodes = dir_nodes(&paths);
     // Mount points PID 1 uses, and /root, which the kernel creates in every rootfs.
-    for (d, mode) in [("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("esp", 0o700), ("dev", 0o755), ("root", 0o700)]
-    {
+    for (d, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("run", 0o755),
+        ("esp", 0o700),
+        ("state", 0o700),
+        ("dev", 0o755),
+        ("root", 0o700),
+    ] {
         nodes.retain(|n| n.path != d);
         nodes.push(Node { path: d.into(), mode: S_IFDIR | mode, data: vec![], rdev: (0, 0) });
     }
@@ -374,11 +392,22 @@ pub fn assemble_uki(
 }
 
 /// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the UKI and the signed PCR policy,
-/// partition 2 the (zeroed) state partition.
+/// partition 2 the state partition (key area, marked factory-fresh), partition 3 the data
+/// partition (an empty ext4 file system, made reproducibly: fixed UUID, hash seed and time).
 pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow::Result<()> {
     const MIB: u64 = 1024 * 1024;
     let esp_size = 64 * MIB;
     let state_size = 16 * MIB;
+    let data_size = DATA_PARTITION_SIZE;
+    let data = work.join("data.img");
+    let _ = fs::remove_file(&data);
+    run(Command::new("mkfs.ext4")
+        .env("E2FSPROGS_FAKE_TIME", "1700000000")
+        .args(["-q", "-F", "-L", "sovereign-data", "-U", "5f0e5e1c-7a3d-4c8b-9e21-53c0e2a1b005"])
+        .args(["-E", "hash_seed=5f0e5e1c-7a3d-4c8b-9e21-53c0e2a1b006,root_owner=0:0", "-m", "0", "-b", "4096"])
+        .arg(&data)
+        .arg(format!("{}k", data_size / 1024)))
+    .context("making the data partition's ext4 file system (mkfs.ext4, e2fsprogs)")?;
     let esp = work.join("esp.img");
     let _ = fs::remove_file(&esp);
     run(Command::new("mkfs.vfat")
@@ -393,7 +422,7 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     mtools(&["mmd", "-i", &esp_s, "::EFI", "::EFI/BOOT", "::EFI/sovereign"])?;
     mtools(&["mcopy", "-i", &esp_s, &uki.to_string_lossy(), &format!("::{ESP_UKI_PATH}")])?;
     mtools(&["mcopy", "-i", &esp_s, &policy.to_string_lossy(), &format!("::{ESP_POLICY_PATH}")])?;
-    let total = MIB + esp_size + state_size + MIB;
+    let total = MIB + esp_size + state_size + data_size + MIB;
     let _ = fs::remove_file(out);
     let f = fs::File::create(out)?;
     f.set_len(total)?;
@@ -401,9 +430,11 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     let script = format!(
         "label: gpt\nlabel-id: 5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B001\nunit: sectors\n\
          start=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B002, name=\"esp\"\n\
-         size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B003, name=\"sovereign-state\"\n",
+         size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B003, name=\"sovereign-state\"\n\
+         size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=5F0E5E1C-7A3D-4C8B-9E21-53C0E2A1B004, name=\"sovereign-data\"\n",
         esp_size / 512,
-        state_size / 512
+        state_size / 512,
+        data_size / 512
     );
     let mut child = Command::new("sfdisk")
         .arg("--no-reread")
@@ -427,6 +458,12 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
         "conv=notrunc",
         "status=none",
     ]))?;
+    run(Command::new("dd").arg(format!("if={}", data.display())).arg(format!("of={}", out.display())).args([
+        "bs=1M",
+        &format!("seek={}", DATA_PARTITION_OFFSET / MIB),
+        "conv=notrunc",
+        "status=none",
+    ]))?;
     // Mark the state partition as factory-fresh: only then may PID 1 provision keys.
     let mut disk = fs::OpenOptions::new().write(true).open(out)?;
     std::io::Seek::seek(&mut disk, std::io::SeekFrom::Start(STATE_PARTITION_OFFSET))?;
@@ -440,6 +477,10 @@ pub const STATE_FRESH_MARKER: &[u8; 8] = b"SVFRESH1";
 
 /// Offset of the state partition in the disk image (its key area starts here).
 pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;
+/// Offset of the data partition in the disk image.
+pub const DATA_PARTITION_OFFSET: u64 = 81 * 1024 * 1024;
+/// Size of the data partition.
+pub const DATA_PARTITION_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Edits initramfs nodes.
 pub type NodeEdit<'a> = &'a dyn Fn(&mut Vec<Node>);
@@ -479,6 +520,9 @@ pub fn build_with(
     let mut with_admin = input.clone();
     if with_admin.config.admins.is_empty() {
         with_admin.config.admins.push(hex::encode(keys.admin.verifying_key().as_bytes()));
+    }
+    if with_admin.config.admin_root.is_empty() {
+        with_admin.config.admin_root = hex::encode(keys.admin.verifying_key().as_bytes());
     }
     let input = &with_admin;
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

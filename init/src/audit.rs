@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use sovereign_image::manifest::{Manifest, NodeKind};
 
 /// Paths that are mount points PID 1 fills itself; their contents are not initramfs nodes.
-pub const MOUNT_POINTS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/esp"];
+pub const MOUNT_POINTS: [&str; 6] = ["/proc", "/sys", "/dev", "/run", "/esp", "/state"];
 /// Nodes present besides the manifest's own list.
 pub const SELF_NODES: [&str; 2] = [sovereign_image::build::MANIFEST_PATH, sovereign_image::build::MANIFEST_SIG_PATH];
 

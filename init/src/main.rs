@@ -56,6 +56,7 @@ fn uptime() -> f64 {
 
 fn power_off() -> ! {
     nix::unistd::sync();
+    let _ = umount(sovereign_image::build::DATA_MOUNT);
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // reboot(2) does not return on success; if it failed there is nothing safe left to do.
     loop {
@@ -196,6 +197,10 @@ fn boot() -> Result<(), Fatal> {
         .map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
     drop(tpm);
     say("unseal window closed (separator extended into PCR 15)");
+
+    // The data partition (audit log, replay store, encrypted artifacts): never executable.
+    mount_fs(&config.data_device, sovereign_image::build::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
+    say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_image::build::DATA_MOUNT));
 
     // 8. Lock down.
     lockdown()?;

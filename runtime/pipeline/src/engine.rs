@@ -1,0 +1,989 @@
+//! The pipeline engine: runs a validated pipeline stage by stage, each stage as a governed
+//! action (role signature → policy decision → binding → permit), the WASM stages in the
+//! sandbox, every artifact hashed, sealed into the [`Store`] and logged.
+//!
+//! A run is durable: its record is rewritten after every stage, so a run paused at promotion
+//! (not enough approvals) is resumed later, after a restart too. Every refusal is audited by
+//! the governance kernel before it is answered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore as _};
+use serde::{Deserialize, Serialize};
+use sovereign_audit::logfile::DataKey;
+use sovereign_audit::store::AuditLog;
+use sovereign_audit::{EntryKind, Severity};
+use sovereign_governance::approvals::{Approval, Guarded, check_approvals};
+use sovereign_governance::canonical::canonical_json;
+use sovereign_governance::governor::{GovernedRequest, Governor};
+use sovereign_governance::kernel::{ExecutionRequest, Kernel};
+use sovereign_governance::policy::PolicyBundle;
+use sovereign_governance::replay::ReplayStore;
+use sovereign_governance::signed::{ConfigSnapshot, RevocationList, RoleCertificate, RoleSignature};
+use sovereign_sandbox::{Capability, Limits, LoadedModule, ModuleManifest, Sandbox, Termination};
+
+use crate::spec::{Pipeline, Stage, StageKind};
+use crate::store::{Store, sha256};
+
+/// The role that runs pipeline stages.
+pub const OPERATOR_ROLE: &str = "pipeline-operator";
+/// Most runs kept in memory (older ones stay in the store).
+const MAX_OPEN_RUNS: usize = 64;
+
+/// A signed module with its manifest, as the operator sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleFile {
+    /// The WASM bytes.
+    pub wasm: Vec<u8>,
+    /// The release-signed manifest.
+    pub manifest: ModuleManifest,
+}
+
+/// Starts a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRun {
+    /// The pipeline file.
+    pub pipeline_yaml: Vec<u8>,
+    /// The dataset the data_preparation stage names.
+    pub dataset: Vec<u8>,
+    /// The modules the stages name.
+    pub modules: Vec<ModuleFile>,
+    /// The signed policy bundle in force for the run.
+    pub policy: PolicyBundle,
+    /// The operator's role certificate.
+    pub certificate: RoleCertificate,
+    /// One role signature per stage action to run now.
+    pub role_signatures: Vec<RoleSignature>,
+    /// The admin root's current revocation list.
+    pub revocations: RevocationList,
+}
+
+/// What the operator asks of the engine (carried in `Request::Pipeline`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Start a run.
+    Start(Box<StartRun>),
+    /// Where a run stands.
+    Status {
+        /// The run.
+        run_id: String,
+    },
+    /// Record one approver's approval of a run's pending promotion.
+    Approve {
+        /// The run.
+        run_id: String,
+        /// The approval (signed by the approver).
+        approval: Approval,
+        /// The approver's role certificate.
+        certificate: RoleCertificate,
+    },
+    /// Continue a paused run.
+    Resume {
+        /// The run.
+        run_id: String,
+        /// The operator's role certificate.
+        certificate: RoleCertificate,
+        /// Role signatures for the remaining stages.
+        role_signatures: Vec<RoleSignature>,
+    },
+    /// Fetch an artifact of a run by hash.
+    Artifact {
+        /// The run (the artifact must be one of its own).
+        run_id: String,
+        /// SHA-256 of the artifact.
+        sha256: [u8; 32],
+    },
+    /// Export a compliance bundle of the whole audit log now, with attestation evidence.
+    ExportBundle,
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A run's report.
+    Run(RunReport),
+    /// Approvals counted for a pending promotion.
+    Approved {
+        /// Valid approvals now recorded.
+        have: usize,
+        /// Approvals needed.
+        need: usize,
+    },
+    /// Bytes of an artifact or bundle.
+    Bytes(Vec<u8>),
+    /// Refused; one line.
+    Refused(String),
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Between stages.
+    Running,
+    /// Paused before promotion.
+    AwaitingApprovals {
+        /// What approvers sign ([`Governor::approval_digest`] of the promotion).
+        digest: [u8; 32],
+        /// The model to promote.
+        candidate: [u8; 32],
+        /// Valid approvals recorded.
+        have: usize,
+        /// Approvals needed.
+        need: usize,
+        /// The role approvers must hold.
+        role: String,
+    },
+    /// Every stage passed.
+    Completed,
+    /// A stage failed or was refused; the run is over.
+    Failed {
+        /// The stage.
+        stage: String,
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// One stage's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Stage name.
+    pub name: String,
+    /// Stage type.
+    pub kind: String,
+    /// The execution ID it ran under.
+    pub execution_id: String,
+    /// SHA-256 of the policy decision record it ran under.
+    pub decision: [u8; 32],
+    /// The output artifact.
+    pub artifact: [u8; 32],
+    /// What happened, one line.
+    pub summary: String,
+    /// Wall-clock time of the stage (governance and work), microseconds.
+    pub micros: u64,
+    /// Time of the governance steps alone (decision, binding, permit), microseconds.
+    pub governance_micros: u64,
+}
+
+/// A run's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run ID.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline version.
+    pub version: String,
+    /// SHA-256 of the signed config snapshot's canonical pipeline JSON.
+    pub config_hash: [u8; 32],
+    /// The snapshot, signed by the node identity at load.
+    pub snapshot: ConfigSnapshot,
+    /// SHA-256 of the policy bundle in force.
+    pub policy_hash: [u8; 32],
+    /// Stages done.
+    pub stages: Vec<StageRecord>,
+    /// Stages in the pipeline.
+    pub total_stages: usize,
+    /// Status.
+    pub status: RunStatus,
+    /// The compliance bundle's artifact hash, once exported.
+    pub bundle: Option<[u8; 32]>,
+    /// Audit log size after the last stage.
+    pub audit_size: u64,
+}
+
+/// One promotion, as the deployment state records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promoted {
+    /// The model.
+    pub model: [u8; 32],
+    /// The run that promoted it.
+    pub run_id: String,
+    /// SHA-256 of the deployment state just before this promotion.
+    pub state_before: [u8; 32],
+}
+
+/// What is deployed: the stack of promotions (the last one is live).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Promotions in order; the last is the live model.
+    pub promotions: Vec<Promoted>,
+}
+
+impl Deployment {
+    /// SHA-256 of the canonical JSON of the state.
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&canonical_json(&serde_json::to_value(self).unwrap_or_default()))
+    }
+
+    /// The live model.
+    pub fn live(&self) -> Option<[u8; 32]> {
+        self.promotions.last().map(|p| p.model)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    report: RunReport,
+    pipeline: Pipeline,
+    operator: [u8; 32],
+    dataset: [u8; 32],
+    /// Module name → (manifest, wasm artifact hash).
+    modules: BTreeMap<String, (ModuleManifest, [u8; 32])>,
+    policy: PolicyBundle,
+    /// The output of each stage by name.
+    outputs: BTreeMap<String, [u8; 32]>,
+    approvals: Vec<(Approval, RoleCertificate)>,
+    revocations: RevocationList,
+    next: usize,
+    /// The caller's credentials for this call only (never stored).
+    #[serde(skip)]
+    pending: Option<(RoleCertificate, Vec<RoleSignature>)>,
+}
+
+/// Produces TPM attestation evidence for a nonce (the daemon's TPM; absent in host tests).
+pub type Attest<'a> = &'a mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>;
+
+/// The attestation nonce of a compliance bundle: it binds the quote to the checkpoint the
+/// bundle carries. `SHA-256("sovereign-bundle-attestation/v1\n" || checkpoint note text)`.
+pub fn bundle_attestation_nonce(checkpoint_note: &str) -> [u8; 32] {
+    let mut b = b"sovereign-bundle-attestation/v1\n".to_vec();
+    b.extend_from_slice(checkpoint_note.as_bytes());
+    sha256(&b)
+}
+
+/// Everything the engine is built from.
+pub struct EngineConfig<'a> {
+    /// The node identity (signs snapshots, bindings, checkpoints, bundles).
+    pub identity: SigningKey,
+    /// The data key (audit log, store).
+    pub data_key: DataKey,
+    /// Where the audit log, replay store and encrypted store live.
+    pub state_dir: &'a Path,
+    /// The audit log's origin line.
+    pub origin: String,
+    /// The release key (module manifests and policy bundles).
+    pub release: VerifyingKey,
+    /// The admin root (role certificates).
+    pub admin: VerifyingKey,
+    /// Platform facts every decision sees.
+    pub measurements: BTreeMap<String, serde_json::Value>,
+}
+
+/// The engine of one node.
+pub struct Engine {
+    identity: SigningKey,
+    data_key: DataKey,
+    audit: Arc<AuditLog>,
+    replay_path: std::path::PathBuf,
+    governor: Option<(Governor, [u8; 32], u64)>,
+    sandbox: Sandbox,
+    store: Store,
+    release: VerifyingKey,
+    admin: VerifyingKey,
+    measurements: BTreeMap<String, serde_json::Value>,
+    compiled: HashMap<[u8; 32], LoadedModule>,
+    runs: BTreeMap<String, Run>,
+    /// Limits of every WASM stage.
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("runs", &self.runs.len()).finish_non_exhaustive()
+    }
+}
+
+fn refusal(why: impl std::fmt::Display) -> Reply {
+    Reply::Refused(why.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+/// What a stage's work produced.
+struct Work {
+    output: Vec<u8>,
+    summary: String,
+    extra_artifacts: Vec<Vec<u8>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the audit log, the replay store and the encrypted store under
+    /// `state_dir`.
+    pub fn open(config: EngineConfig<'_>) -> Result<Self, String> {
+        let dir = config.state_dir;
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let log_path = dir.join("audit.log");
+        let audit = if log_path.exists() {
+            AuditLog::open(&log_path, &config.data_key).map(|(l, _)| l)
+        } else {
+            AuditLog::create(&log_path, &config.origin, &config.data_key)
+        }
+        .map_err(|e| format!("audit log {}: {e}", log_path.display()))?;
+        let store = Store::open(&dir.join("store"), &config.data_key)?;
+        let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| e.to_string())?;
+        Ok(Engine {
+            identity: config.identity,
+            data_key: config.data_key,
+            audit: Arc::new(audit),
+            replay_path: dir.join("replay.store"),
+            governor: None,
+            sandbox,
+            store,
+            release: config.release,
+            admin: config.admin,
+            measurements: config.measurements,
+            compiled: HashMap::new(),
+            runs: BTreeMap::new(),
+            limits: Limits { wall_ms: 20_000, ..Limits::default() },
+        })
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// The deployment state.
+    pub fn deployment(&self) -> Result<Deployment, String> {
+        match self.store.get_record("deployment")? {
+            None => Ok(Deployment::default()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("deployment record: {e}")),
+        }
+    }
+
+    fn save_deployment(&self, d: &Deployment) -> Result<(), String> {
+        self.store.put_record("deployment", &serde_json::to_vec(d).map_err(|e| e.to_string())?)
+    }
+
+    fn log(&self, kind: EntryKind, severity: Severity, digests: Vec<[u8; 32]>, payload: String) -> Result<(), String> {
+        let entry = sovereign_audit::Entry::new(kind, now_ms(), severity, digests, payload.into_bytes());
+        self.audit.append_entry(entry).map(|_| ()).map_err(|e| format!("audit log: {e}"))
+    }
+
+    /// The governor for (`policy`, `revocations`): kept while both stay the same. The
+    /// revocation list never goes back to an older version.
+    fn governor(&mut self, policy: &PolicyBundle, revocations: &RevocationList) -> Result<&mut Governor, String> {
+        let hash = policy.hash();
+        let installed: u64 = self
+            .store
+            .get_record("revocation-version")?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        revocations.verify(&self.admin, installed).map_err(|e| e.to_string())?;
+        if revocations.version > installed {
+            self.store.put_record("revocation-version", revocations.version.to_string().as_bytes())?;
+        }
+        let current = self.governor.as_ref().map(|(_, h, v)| (*h, *v));
+        if current != Some((hash, revocations.version)) {
+            // Close the replay store before reopening it for the new governor.
+            self.governor = None;
+            let (replay, _) = ReplayStore::open(&self.replay_path).map_err(|e| format!("replay store: {e}"))?;
+            let kernel = Kernel::new(self.identity.clone(), replay, Arc::clone(&self.audit));
+            let governor = Governor::new(
+                kernel,
+                policy.clone(),
+                &[self.release],
+                self.admin,
+                revocations.clone(),
+                self.measurements.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            self.governor = Some((governor, hash, revocations.version));
+        }
+        self.governor.as_mut().map(|(g, _, _)| g).ok_or_else(|| "governor unavailable".to_string())
+    }
+
+    /// Answers one command.
+    pub fn handle(&mut self, command: Command, attest: Attest<'_>) -> Reply {
+        match command {
+            Command::Start(start) => match self.start(*start) {
+                Ok(run_id) => self.advance(&run_id, attest),
+                Err(e) => refusal(e),
+            },
+            Command::Status { run_id } => match self.load_run(&run_id) {
+                Ok(run) => Reply::Run(run.report.clone()),
+                Err(e) => refusal(e),
+            },
+            Command::Approve { run_id, approval, certificate } => match self.approve(&run_id, approval, certificate) {
+                Ok((have, need)) => Reply::Approved { have, need },
+                Err(e) => refusal(e),
+            },
+            Command::Resume { run_id, certificate, role_signatures } => {
+                match self.load_run(&run_id) {
+                    Err(e) => return refusal(e),
+                    Ok(run) => {
+                        if !matches!(run.report.status, RunStatus::AwaitingApprovals { .. }) {
+                            return refusal(format!("run {run_id} is not waiting to be resumed"));
+                        }
+                        if certificate.operator != run.operator {
+                            return refusal(format!("run {run_id} was started by another operator"));
+                        }
+                        run.pending = Some((certificate, role_signatures));
+                    }
+                }
+                self.advance(&run_id, attest)
+            }
+            Command::Artifact { run_id, sha256 } => match self.load_run(&run_id) {
+                Err(e) => refusal(e),
+                Ok(run) => {
+                    let owned = run.outputs.values().any(|h| *h == sha256)
+                        || run.report.bundle == Some(sha256)
+                        || run.dataset == sha256;
+                    if !owned {
+                        return refusal(format!("artifact {} is not one of run {run_id}'s", hex::encode(sha256)));
+                    }
+                    match self.store.get(&sha256) {
+                        Ok(b) => Reply::Bytes(b),
+                        Err(e) => refusal(e),
+                    }
+                }
+            },
+            Command::ExportBundle => {
+                let policies: Vec<PolicyBundle> = self.governor_policy().into_iter().collect();
+                match self.export_bundle(&policies, attest) {
+                    Ok(bytes) => Reply::Bytes(bytes),
+                    Err(e) => refusal(format!("audit export: {e}")),
+                }
+            }
+        }
+    }
+
+    fn governor_policy(&self) -> Option<PolicyBundle> {
+        let run = self.runs.values().next_back()?;
+        Some(run.policy.clone())
+    }
+
+    fn load_run(&mut self, run_id: &str) -> Result<&mut Run, String> {
+        if !run_id.bytes().all(|b| b.is_ascii_hexdigit()) || run_id.len() != 32 {
+            return Err(format!("{run_id:?} is not a run ID (32 hex characters)"));
+        }
+        if !self.runs.contains_key(run_id) {
+            let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
+            let run: Run = serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+            if self.runs.len() >= MAX_OPEN_RUNS
+                && let Some(oldest) = self.runs.keys().next().cloned()
+            {
+                self.runs.remove(&oldest);
+            }
+            self.runs.insert(run_id.into(), run);
+        }
+        self.runs.get_mut(run_id).ok_or_else(|| format!("no run {run_id}"))
+    }
+
+    fn save_run(&self, run: &Run) -> Result<(), String> {
+        let bytes = serde_json::to_vec(run).map_err(|e| e.to_string())?;
+        self.store.put_record(&format!("run-{}", run.report.run_id), &bytes)
+    }
+
+    /// Loads a run: pipeline validated, config snapshot signed and logged, modules verified
+    /// against their release-signed manifests and stored, dataset stored.
+    fn start(&mut self, start: StartRun) -> Result<String, String> {
+        let pipeline = Pipeline::parse(&start.pipeline_yaml).map_err(|e| e.to_string())?;
+        start.policy.verify(&[self.release]).map_err(|e| e.to_string())?;
+        start.revocations.verify(&self.admin, 0).map_err(|e| e.to_string())?;
+        start.certificate.verify(&self.admin, &start.revocations, now_ms()).map_err(|e| e.to_string())?;
+        let mut modules = BTreeMap::new();
+        for stage in &pipeline.stages {
+            for name in stage.kind.modules() {
+                if modules.contains_key(name) {
+                    continue;
+                }
+                let file = start
+                    .modules
+                    .iter()
+                    .find(|m| m.manifest.name == name)
+                    .ok_or(format!("stage {}: module {name} was not sent", stage.name))?;
+                // Verify (signature, hash) and compile before anything runs.
+                let loaded = self
+                    .sandbox
+                    .load(&file.wasm, &file.manifest, &self.release)
+                    .map_err(|e| format!("stage {}: {e}", stage.name))?;
+                let hash = self.store.put(&file.wasm)?;
+                self.compiled.insert(hash, loaded);
+                modules.insert(name.to_string(), (file.manifest.clone(), hash));
+            }
+        }
+        let dataset = self.store.put(&start.dataset)?;
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let run_id = hex::encode(id);
+        let snapshot_value = pipeline.snapshot_value();
+        let snapshot = ConfigSnapshot::create(&snapshot_value, &self.identity, now_ms());
+        let payload = serde_json::json!({
+            "run": run_id, "pipeline": pipeline.name, "version": pipeline.version,
+            "config_hash": hex::encode(snapshot.config_hash), "snapshot": snapshot,
+            "policy": hex::encode(start.policy.hash()),
+            "modules": modules.iter().map(|(n, (m, h))| (n.clone(), serde_json::json!({"sha256": hex::encode(h), "version": m.version}))).collect::<BTreeMap<_, _>>(),
+            "dataset": hex::encode(dataset),
+        });
+        self.log(EntryKind::ConfigSnapshot, Severity::Info, vec![snapshot.config_hash], payload.to_string())?;
+        let report = RunReport {
+            run_id: run_id.clone(),
+            pipeline: pipeline.name.clone(),
+            version: pipeline.version.clone(),
+            config_hash: snapshot.config_hash,
+            snapshot,
+            policy_hash: start.policy.hash(),
+            stages: vec![],
+            total_stages: pipeline.stages.len(),
+            status: RunStatus::Running,
+            bundle: None,
+            audit_size: self.audit.size(),
+        };
+        let run = Run {
+            report,
+            pipeline,
+            operator: start.certificate.operator,
+            dataset,
+            modules,
+            policy: start.policy,
+            outputs: BTreeMap::new(),
+            approvals: vec![],
+            revocations: start.revocations,
+            next: 0,
+            pending: Some((start.certificate, start.role_signatures)),
+        };
+        self.save_run(&run)?;
+        self.runs.insert(run_id.clone(), run);
+        Ok(run_id)
+    }
+
+    /// The promotion's execution request: deterministic, so approvers can sign its digest.
+    fn promotion_request(run: &Run, stage: &Stage, candidate: &[u8; 32]) -> ExecutionRequest {
+        ExecutionRequest {
+            execution_id: format!("{}:{}", run.report.run_id, stage.name),
+            action: stage.kind.action(),
+            context: serde_json::json!({
+                "pipeline": run.pipeline.name,
+                "config_hash": hex::encode(run.report.config_hash),
+                "stage": stage.name,
+                "candidate": hex::encode(candidate),
+            }),
+        }
+    }
+
+    fn approval_digest(run: &Run, stage: &Stage, candidate: &[u8; 32]) -> [u8; 32] {
+        let execution = Self::promotion_request(run, stage, candidate);
+        Governor::approval_digest(&GovernedRequest {
+            execution,
+            resource: format!("pipeline:{}", run.pipeline.name),
+            environment: run.pipeline.name.clone(),
+            role_signature: RoleSignature {
+                role: String::new(),
+                context: sovereign_governance::signed::RoleContext {
+                    action: String::new(),
+                    environment: String::new(),
+                    nonce: [0; 16],
+                    expiry_ms: 0,
+                },
+                operator: [0; 32],
+                signature: vec![],
+            },
+            certificate: RoleCertificate {
+                operator: [0; 32],
+                roles: vec![],
+                serial: 0,
+                not_after_ms: 0,
+                issuer: [0; 32],
+                signature: vec![],
+            },
+            signals: BTreeMap::new(),
+            approvals: vec![],
+            approver_certificates: vec![],
+        })
+    }
+
+    fn candidate(run: &Run) -> Option<[u8; 32]> {
+        run.pipeline
+            .stages
+            .iter()
+            .find(|s| matches!(s.kind, StageKind::ModelTraining { .. }))
+            .and_then(|s| run.outputs.get(&s.name).copied())
+    }
+
+    fn approve(
+        &mut self,
+        run_id: &str,
+        approval: Approval,
+        certificate: RoleCertificate,
+    ) -> Result<(usize, usize), String> {
+        let (admin, revocations) = (self.admin, self.load_run(run_id)?.revocations.clone());
+        let run = self.load_run(run_id)?;
+        let RunStatus::AwaitingApprovals { digest, need, role, candidate, .. } = run.report.status.clone() else {
+            return Err(format!("run {run_id} has no promotion waiting for approvals"));
+        };
+        let guarded = Guarded { request_digest: digest, role: role.clone(), threshold: 1 };
+        check_approvals(
+            &guarded,
+            std::slice::from_ref(&approval),
+            std::slice::from_ref(&certificate),
+            &admin,
+            &revocations,
+            now_ms(),
+        )
+        .map_err(|e| e.to_string())?;
+        if run.approvals.iter().any(|(a, _)| a.operator == approval.operator) {
+            return Err(format!("approver {} already approved this promotion", hex::encode(approval.operator)));
+        }
+        run.approvals.push((approval.clone(), certificate));
+        let have = run.approvals.len();
+        run.report.status = RunStatus::AwaitingApprovals { digest, candidate, have, need, role };
+        let run = run.clone();
+        self.save_run(&run)?;
+        let payload = serde_json::json!({
+            "run": run_id, "approver": hex::encode(approval.operator), "digest": hex::encode(digest),
+            "candidate": hex::encode(candidate), "have": have, "need": need,
+        });
+        self.log(EntryKind::Approval, Severity::Notice, vec![digest, candidate], payload.to_string())?;
+        Ok((have, need))
+    }
+
+    /// Runs stages from where the run stands until it completes, fails, or pauses.
+    fn advance(&mut self, run_id: &str, attest: Attest<'_>) -> Reply {
+        let result = self.advance_inner(run_id, attest);
+        let audit_size = self.audit.size();
+        let Ok(run) = self.load_run(run_id) else {
+            return refusal(format!("run {run_id} vanished"));
+        };
+        run.pending = None;
+        if let Err(e) = result {
+            // The refusal is already in the audit log (or is the audit log's own failure).
+            let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
+            run.report.status = RunStatus::Failed { stage, reason: e };
+        }
+        run.report.audit_size = audit_size;
+        let run = run.clone();
+        if let Err(e) = self.save_run(&run) {
+            return refusal(format!("run {run_id}: saving its record: {e}"));
+        }
+        Reply::Run(run.report)
+    }
+
+    fn advance_inner(&mut self, run_id: &str, attest: Attest<'_>) -> Result<(), String> {
+        loop {
+            let run = self.load_run(run_id)?;
+            let Some(stage) = run.pipeline.stages.get(run.next).cloned() else {
+                run.report.status = RunStatus::Completed;
+                return Ok(());
+            };
+            let (certificate, signatures) = run.pending.clone().ok_or("no operator credentials for this call")?;
+            let action = stage.kind.action();
+            let role_signature = signatures
+                .iter()
+                .find(|s| s.context.action == action)
+                .cloned()
+                .ok_or(format!("stage {}: no role signature for action {action}", stage.name))?;
+            let started = Instant::now();
+            // Promotion: pause until enough approvals are recorded.
+            let mut approvals = vec![];
+            let mut execution = ExecutionRequest {
+                execution_id: format!("{run_id}:{}", stage.name),
+                action: action.clone(),
+                context: serde_json::Value::Null,
+            };
+            let mut signals = BTreeMap::new();
+            if let StageKind::Promotion { approvals: need, role } = &stage.kind {
+                let candidate = Self::candidate(run).ok_or("promotion: no trained model in this run")?;
+                let digest = Self::approval_digest(run, &stage, &candidate);
+                let have = run.approvals.len();
+                if have < *need {
+                    run.report.status =
+                        RunStatus::AwaitingApprovals { digest, candidate, have, need: *need, role: role.clone() };
+                    let payload = format!(
+                        "run {run_id}: promotion of model {} waits for approvals ({have} of {need} by role {role}); approval digest {}",
+                        hex::encode(candidate),
+                        hex::encode(digest)
+                    );
+                    return self.log(EntryKind::Approval, Severity::Notice, vec![digest, candidate], payload);
+                }
+                approvals = run.approvals.clone();
+                execution = Self::promotion_request(run, &stage, &candidate);
+                let consensus = run.report.stages.iter().any(|s| s.kind == "agent_chain");
+                signals.insert("consensus_reached".to_string(), serde_json::json!(consensus));
+            } else {
+                execution.context = self.stage_context(run_id, &stage)?;
+            }
+            if let StageKind::DataPreparation { dataset_sha256, .. } = &stage.kind {
+                let run = self.load_run(run_id)?;
+                signals.insert("dataset_verified".to_string(), serde_json::json!(run.dataset == *dataset_sha256));
+            }
+            let run = self.load_run(run_id)?;
+            let (pipeline_name, policy, revocations) =
+                (run.pipeline.name.clone(), run.policy.clone(), run.revocations.clone());
+            let request = GovernedRequest {
+                execution,
+                resource: format!("pipeline:{pipeline_name}"),
+                environment: pipeline_name.clone(),
+                role_signature,
+                certificate,
+                signals,
+                approver_certificates: approvals.iter().map(|(_, c)| c.clone()).collect(),
+                approvals: approvals.into_iter().map(|(a, _)| a).collect(),
+            };
+            let governor = self.governor(&policy, &revocations)?;
+            if let StageKind::Promotion { approvals: need, role } = &stage.kind {
+                governor.guard(&action, role, *need);
+            }
+            let (permit, record) = governor.govern(&request, now_ms()).map_err(|e| e.to_string())?;
+            let governance_micros = micros(started);
+            let decision = record.state().record_hash;
+            // The work, under the permit (the kernel audits its start and end around it).
+            let (mut governor, policy_hash, version) = self.governor.take().ok_or("governor unavailable")?;
+            let work = governor.kernel.execute(permit, now_ms(), |_| self.stage_work(run_id, &stage, &mut *attest));
+            self.governor = Some((governor, policy_hash, version));
+            let work = work.map_err(|e| e.to_string())??;
+            let artifact = self.store.put(&work.output)?;
+            let mut digests = vec![artifact];
+            for extra in &work.extra_artifacts {
+                digests.push(self.store.put(extra)?);
+            }
+            let payload = serde_json::json!({
+                "run": run_id, "stage": stage.name, "type": stage.kind.type_name(),
+                "artifact": hex::encode(artifact), "bytes": work.output.len(),
+                "decision": hex::encode(decision), "summary": work.summary,
+            });
+            self.log(EntryKind::Artifact, Severity::Info, digests, payload.to_string())?;
+            let run = self.load_run(run_id)?;
+            run.outputs.insert(stage.name.clone(), artifact);
+            if matches!(stage.kind, StageKind::AuditExport) {
+                run.report.bundle = Some(artifact);
+            }
+            run.report.stages.push(StageRecord {
+                name: stage.name.clone(),
+                kind: stage.kind.type_name().into(),
+                execution_id: format!("{run_id}:{}", stage.name),
+                decision,
+                artifact,
+                summary: work.summary,
+                micros: micros(started),
+                governance_micros,
+            });
+            run.report.status = RunStatus::Running;
+            run.next += 1;
+            let run = run.clone();
+            self.save_run(&run)?;
+        }
+    }
+
+    /// The hashes a stage depends on (bound into its execution context).
+    fn stage_context(&mut self, run_id: &str, stage: &Stage) -> Result<serde_json::Value, String> {
+        let run = self.load_run(run_id)?;
+        let modules: BTreeMap<&str, String> = stage
+            .kind
+            .modules()
+            .into_iter()
+            .filter_map(|m| run.modules.get(m).map(|(_, h)| (m, hex::encode(h))))
+            .collect();
+        let inputs: BTreeMap<&String, String> = run.outputs.iter().map(|(k, v)| (k, hex::encode(v))).collect();
+        Ok(serde_json::json!({
+            "pipeline": run.pipeline.name,
+            "config_hash": hex::encode(run.report.config_hash),
+            "stage": stage.name,
+            "dataset": hex::encode(run.dataset),
+            "modules": modules,
+            "inputs": inputs,
+        }))
+    }
+
+    fn module(&mut self, run_id: &str, name: &str) -> Result<LoadedModule, String> {
+        let run = self.load_run(run_id)?;
+        let (manifest, hash) = run.modules.get(name).cloned().ok_or(format!("module {name} is not part of the run"))?;
+        if let Some(m) = self.compiled.get(&hash) {
+            return Ok(m.clone());
+        }
+        let wasm = self.store.get(&hash)?;
+        let loaded = self.sandbox.load(&wasm, &manifest, &self.release).map_err(|e| e.to_string())?;
+        self.compiled.insert(hash, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Runs a module in the sandbox; a termination is audited with its reason and fails the
+    /// stage (never the runtime).
+    fn sandboxed(&mut self, run_id: &str, stage: &str, module: &str, input: &[u8]) -> Result<(Vec<u8>, u64), String> {
+        let loaded = self.module(run_id, module)?;
+        let grants = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
+        match self.sandbox.run(&loaded, &grants, input, self.limits) {
+            Ok(outcome) => Ok((outcome.output, outcome.fuel_used)),
+            Err(t) => {
+                let line = format!("run {run_id}: stage {stage}: module {module} terminated: {t}");
+                let severity = if matches!(t, Termination::Failed(_)) { Severity::Warning } else { Severity::Critical };
+                self.log(EntryKind::Refusal, severity, vec![loaded.manifest.module_sha256], line.clone())?;
+                Err(format!("module {module} terminated: {t}"))
+            }
+        }
+    }
+
+    fn stage_work(&mut self, run_id: &str, stage: &Stage, attest: Attest<'_>) -> Result<Work, String> {
+        let run = self.load_run(run_id)?;
+        let previous = run.report.stages.last().map(|s| s.artifact);
+        match &stage.kind {
+            StageKind::DataPreparation { dataset_sha256, module, .. } => {
+                let data = self.store.get(dataset_sha256).map_err(|e| format!("dataset: {e}"))?;
+                let (output, fuel) = self.sandboxed(run_id, &stage.name, module, &data)?;
+                let summary = format!(
+                    "dataset {} verified ({} bytes); {module} wrote {} bytes ({fuel} fuel)",
+                    &hex::encode(dataset_sha256)[..16],
+                    data.len(),
+                    output.len()
+                );
+                Ok(Work { output, summary, extra_artifacts: vec![] })
+            }
+            StageKind::ModelTraining { module, parameters } => {
+                let prepared = run
+                    .pipeline
+                    .stages
+                    .iter()
+                    .find(|s| matches!(s.kind, StageKind::DataPreparation { .. }))
+                    .and_then(|s| run.outputs.get(&s.name).copied())
+                    .ok_or("model_training: no prepared data")?;
+                let module_hash = run.modules.get(module).map(|(_, h)| *h).unwrap_or_default();
+                let input = self.store.get(&prepared)?;
+                let (output, fuel) = self.sandboxed(run_id, &stage.name, module, &input)?;
+                let provenance = serde_json::json!({
+                    "model": hex::encode(sha256(&output)),
+                    "input": hex::encode(prepared),
+                    "module": hex::encode(module_hash),
+                    "parameters": hex::encode(sha256(&canonical_json(parameters))),
+                    "fuel": fuel,
+                });
+                let summary = format!("model {} ({fuel} fuel)", String::from_utf8_lossy(&output));
+                Ok(Work { output, summary, extra_artifacts: vec![canonical_json(&provenance)] })
+            }
+            StageKind::AgentChain { agents, consensus } => {
+                let model = previous.ok_or("agent_chain: nothing to review")?;
+                let model = self.store.get(&model)?;
+                let mut votes = Vec::new();
+                for agent in agents {
+                    let mut input = model.clone();
+                    input.push(b'\n');
+                    input.extend_from_slice(agent.policy.as_bytes());
+                    let verdict = match self.sandboxed(run_id, &stage.name, &agent.module, &input) {
+                        Ok((out, _)) => String::from_utf8_lossy(&out).into_owned(),
+                        Err(e) => format!("reject: {e}"),
+                    };
+                    votes.push(serde_json::json!({"agent": agent.name, "approve": verdict.starts_with("approve"), "verdict": verdict}));
+                }
+                let approving = votes.iter().filter(|v| v["approve"] == true).count();
+                let reached = consensus.reached(approving, agents.len());
+                let output = canonical_json(&serde_json::json!({
+                    "votes": votes, "rule": consensus.describe(agents.len()), "approving": approving, "reached": reached,
+                }));
+                if !reached {
+                    return Err(format!(
+                        "agent_chain: consensus {} not reached ({approving} of {} approve)",
+                        consensus.describe(agents.len()),
+                        agents.len()
+                    ));
+                }
+                Ok(Work {
+                    output,
+                    summary: format!(
+                        "{approving} of {} agents approve ({})",
+                        agents.len(),
+                        consensus.describe(agents.len())
+                    ),
+                    extra_artifacts: vec![],
+                })
+            }
+            StageKind::Promotion { .. } => {
+                let candidate = Self::candidate(run).ok_or("promotion: no trained model")?;
+                let approvers: Vec<String> = run.approvals.iter().map(|(a, _)| hex::encode(a.operator)).collect();
+                let mut deployment = self.deployment()?;
+                let state_before = deployment.hash();
+                // The model must read back from the encrypted store to its recorded hash.
+                self.store.get(&candidate)?;
+                deployment.promotions.push(Promoted { model: candidate, run_id: run_id.into(), state_before });
+                self.save_deployment(&deployment)?;
+                let output = canonical_json(&serde_json::json!({
+                    "model": hex::encode(candidate), "approvers": approvers,
+                    "state_before": hex::encode(state_before), "state_after": hex::encode(deployment.hash()),
+                }));
+                Ok(Work {
+                    output,
+                    summary: format!(
+                        "model {} promoted with {} approvals",
+                        &hex::encode(candidate)[..16],
+                        approvers.len()
+                    ),
+                    extra_artifacts: vec![],
+                })
+            }
+            StageKind::Rollback => {
+                let mut deployment = self.deployment()?;
+                let undone = deployment.promotions.pop().ok_or("rollback: nothing was ever promoted")?;
+                // Prove the restored state: its hash must equal the one recorded before the
+                // promotion being undone, and the restored model must read back to its hash.
+                let restored_state = deployment.hash();
+                if restored_state != undone.state_before {
+                    return Err(format!(
+                        "rollback: restored state hashes to {}, the promotion recorded {}",
+                        hex::encode(restored_state),
+                        hex::encode(undone.state_before)
+                    ));
+                }
+                let restored_model = deployment.live();
+                if let Some(m) = restored_model {
+                    let bytes = self.store.get(&m).map_err(|e| format!("rollback: restored model: {e}"))?;
+                    if sha256(&bytes) != m {
+                        return Err("rollback: restored model does not hash to its record".into());
+                    }
+                }
+                self.save_deployment(&deployment)?;
+                let output = canonical_json(&serde_json::json!({
+                    "rolled_back": hex::encode(undone.model),
+                    "restored_model": restored_model.map(hex::encode),
+                    "restored_state": hex::encode(restored_state),
+                    "recorded_state": hex::encode(undone.state_before),
+                    "proof": "restored state hash equals the hash recorded before the undone promotion; restored model re-read and re-hashed from the encrypted store",
+                }));
+                let summary = match restored_model {
+                    Some(m) => format!(
+                        "restored model {} (state {} proven)",
+                        &hex::encode(m)[..16],
+                        &hex::encode(restored_state)[..16]
+                    ),
+                    None => {
+                        format!("restored the empty deployment (state {} proven)", &hex::encode(restored_state)[..16])
+                    }
+                };
+                Ok(Work { output, summary, extra_artifacts: vec![] })
+            }
+            StageKind::AuditExport => {
+                let policy = run.policy.clone();
+                let bundle = self.export_bundle(&[policy], attest)?;
+                let summary = format!("compliance bundle of {} entries ({} bytes)", self.audit.size(), bundle.len());
+                Ok(Work { output: bundle, summary, extra_artifacts: vec![] })
+            }
+        }
+    }
+
+    /// A compliance bundle of the whole log: a fresh checkpoint, TPM evidence whose nonce
+    /// binds that checkpoint, and the policy bundles in force (for offline re-evaluation).
+    pub fn export_bundle(&mut self, policies: &[PolicyBundle], attest: Attest<'_>) -> Result<Vec<u8>, String> {
+        let note = self.audit.checkpoint(&self.identity).map_err(|e| e.to_string())?;
+        self.audit.store_checkpoint(&note).map_err(|e| e.to_string())?;
+        let nonce = bundle_attestation_nonce(&note.to_text());
+        let evidence = attest(&nonce).map_err(|e| format!("attestation evidence: {e}"))?;
+        let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), evidence)];
+        for p in policies {
+            let bytes = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
+            section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));
+        }
+        let options = sovereign_audit::export::ExportOptions { range: None, witnesses: vec![], section_files };
+        sovereign_audit::export::export_bundle(&self.audit, &self.data_key, &self.identity, &options)
+            .map_err(|e| e.to_string())
+    }
+}

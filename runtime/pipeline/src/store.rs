@@ -1,0 +1,219 @@
+//! The encrypted store on the data partition: content-addressed artifacts and named records
+//! (runs, the deployment state), each file sealed with AES-256-GCM under a key derived from the
+//! TPM-sealed data key.
+//!
+//! ```text
+//! file = "SVSEAL01" | nonce (12, random) | AES-256-GCM(plaintext) (+16-byte tag)
+//! key  = SHA-256("sovereign-store-key/v1\n" || data key)
+//! aad  = "SVSEAL01" || kind ("artifact" | "record") || 0x00 || name
+//! ```
+//! An artifact's name is the SHA-256 of its plaintext, checked again on every read, so a file
+//! swapped for another artifact, altered, or truncated is refused by name. Writes are
+//! crash-safe: temporary file, `fsync`, rename, directory `fsync`; a write returns only once
+//! durable. What is visible without the key: file names (artifact hashes, run IDs) and sizes.
+
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand_core::{OsRng, RngCore as _};
+use sha2::{Digest as _, Sha256};
+use sovereign_audit::logfile::DataKey;
+
+const MAGIC: &[u8; 8] = b"SVSEAL01";
+/// Largest file the store reads back.
+pub const MAX_SEALED_BYTES: u64 = 64 << 20;
+
+/// The store.
+pub struct Store {
+    root: PathBuf,
+    aead: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// SHA-256.
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+fn aad(kind: &str, name: &str) -> Vec<u8> {
+    let mut a = MAGIC.to_vec();
+    a.extend_from_slice(kind.as_bytes());
+    a.push(0);
+    a.extend_from_slice(name.as_bytes());
+    a
+}
+
+fn nonce_of(sealed: &[u8]) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n.copy_from_slice(&sealed[8..20]);
+    n
+}
+
+impl Store {
+    /// Opens (creating the directories of) the store under `root`.
+    pub fn open(root: &Path, key: &DataKey) -> Result<Self, String> {
+        for d in ["artifacts", "records"] {
+            fs::create_dir_all(root.join(d)).map_err(|e| format!("creating {}: {e}", root.join(d).display()))?;
+        }
+        let mut h = Sha256::new();
+        h.update(b"sovereign-store-key/v1\n");
+        h.update(key.0);
+        let mut k: [u8; 32] = h.finalize().into();
+        let aead = Aes256Gcm::new_from_slice(&k).map_err(|_| "store key".to_string())?;
+        k.fill(0);
+        Ok(Store { root: root.into(), aead })
+    }
+
+    fn seal(&self, kind: &str, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .aead
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad(kind, name) })
+            .map_err(|_| format!("sealing {kind} {name} failed"))?;
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn unseal(&self, kind: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        if sealed.len() < 8 + 12 + 16 || &sealed[..8] != MAGIC {
+            return Err(format!("{kind} {name}: not a sealed store file"));
+        }
+        self.aead
+            .decrypt(&Nonce::from(nonce_of(sealed)), Payload { msg: &sealed[20..], aad: &aad(kind, name) })
+            .map_err(|_| format!("{kind} {name}: authentication failed (altered, swapped, or another node's)"))
+    }
+
+    fn write_durable(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+        let tmp = path.with_extension("tmp");
+        let mut f = File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        fs::rename(&tmp, path).map_err(|e| format!("renaming into {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+    }
+
+    fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, String> {
+        match fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Ok(m) if m.len() > MAX_SEALED_BYTES => {
+                return Err(format!("{}: {} bytes, over the store's limit", path.display(), m.len()));
+            }
+            Ok(_) => {}
+        }
+        fs::read(path).map(Some).map_err(|e| format!("reading {}: {e}", path.display()))
+    }
+
+    fn artifact_path(&self, hash: &[u8; 32]) -> PathBuf {
+        self.root.join("artifacts").join(hex::encode(hash))
+    }
+
+    /// Stores an artifact (durably); returns its SHA-256. Storing the same bytes twice is a
+    /// no-op.
+    pub fn put(&self, bytes: &[u8]) -> Result<[u8; 32], String> {
+        let hash = sha256(bytes);
+        if self.get(&hash).is_ok() {
+            return Ok(hash);
+        }
+        let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
+        self.write_durable(&self.artifact_path(&hash), &sealed)?;
+        Ok(hash)
+    }
+
+    /// Reads an artifact and proves it: decrypts, authenticates and re-hashes.
+    pub fn get(&self, hash: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let name = hex::encode(hash);
+        let sealed = Self::read_limited(&self.artifact_path(hash))?.ok_or(format!("artifact {name}: not stored"))?;
+        let plain = self.unseal("artifact", &name, &sealed)?;
+        if sha256(&plain) != *hash {
+            return Err(format!("artifact {name}: content hashes to {}", hex::encode(sha256(&plain))));
+        }
+        Ok(plain)
+    }
+
+    /// Writes a named record (replacing it atomically).
+    pub fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let sealed = self.seal("record", name, bytes)?;
+        self.write_durable(&self.root.join("records").join(name), &sealed)
+    }
+
+    /// Reads a named record, `None` if it was never written.
+    pub fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        match Self::read_limited(&self.root.join("records").join(name))? {
+            None => Ok(None),
+            Some(sealed) => self.unseal("record", name, &sealed).map(Some),
+        }
+    }
+
+    /// Names of the stored records.
+    pub fn record_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("records"))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        names.retain(|n| !n.ends_with(".tmp"));
+        names.sort();
+        names
+    }
+
+    /// Where the store lives.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_round_trip_and_tampering_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &DataKey([7; 32])).unwrap();
+        let h = store.put(b"model a=1").unwrap();
+        assert_eq!(store.get(&h).unwrap(), b"model a=1");
+        assert_eq!(store.put(b"model a=1").unwrap(), h);
+        // Encrypted at rest.
+        let raw = fs::read(dir.path().join("artifacts").join(hex::encode(h))).unwrap();
+        assert!(!raw.windows(9).any(|w| w == b"model a=1"));
+        // Flipped bit, swapped file, other key: each refused.
+        let mut bad = raw.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        fs::write(dir.path().join("artifacts").join(hex::encode(h)), &bad).unwrap();
+        assert!(store.get(&h).unwrap_err().contains("authentication failed"));
+        let other = store.put(b"other").unwrap();
+        fs::copy(
+            dir.path().join("artifacts").join(hex::encode(other)),
+            dir.path().join("artifacts").join(hex::encode(h)),
+        )
+        .unwrap();
+        assert!(store.get(&h).unwrap_err().contains("authentication failed"));
+        let foreign = Store::open(dir.path(), &DataKey([8; 32])).unwrap();
+        assert!(foreign.get(&other).is_err());
+        assert!(store.get(&[0; 32]).unwrap_err().contains("not stored"));
+    }
+
+    #[test]
+    fn records_are_sealed_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &DataKey([1; 32])).unwrap();
+        assert_eq!(store.get_record("run-a").unwrap(), None);
+        store.put_record("run-a", b"{\"a\":1}").unwrap();
+        store.put_record("run-b", b"{\"b\":2}").unwrap();
+        assert_eq!(store.get_record("run-a").unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(store.record_names(), ["run-a", "run-b"]);
+        fs::copy(dir.path().join("records/run-b"), dir.path().join("records/run-a")).unwrap();
+        assert!(store.get_record("run-a").is_err());
+    }
+}

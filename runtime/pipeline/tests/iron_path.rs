@@ -1,0 +1,285 @@
+//! The Iron Path on the host, with the real parts: the example modules (built by `cargo xtask
+//! modules`) in the wasmtime sandbox, the CozoDB policy, the governance kernel, the encrypted
+//! audit log and store in a temporary directory. The appliance runs the same engine (the QEMU
+//! end-to-end test in `tests/tests/pipeline.rs`).
+
+#![allow(clippy::unwrap_used, missing_docs)] // test code
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ed25519_dalek::SigningKey;
+use sovereign_audit::logfile::DataKey;
+use sovereign_governance::approvals::Approval;
+use sovereign_governance::policy::PolicyBundle;
+use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
+use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
+use sovereign_pipeline::spec::Pipeline;
+use sovereign_pipeline::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
+use sovereign_sandbox::{Capability, ModuleManifest};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Keys {
+    release: SigningKey,
+    admin: SigningKey,
+    operator: SigningKey,
+    approvers: Vec<SigningKey>,
+}
+
+fn keys() -> Keys {
+    Keys {
+        release: SigningKey::from_bytes(&[1; 32]),
+        admin: SigningKey::from_bytes(&[2; 32]),
+        operator: SigningKey::from_bytes(&[3; 32]),
+        approvers: vec![SigningKey::from_bytes(&[4; 32]), SigningKey::from_bytes(&[5; 32])],
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn engine(dir: &std::path::Path, k: &Keys) -> Engine {
+    Engine::open(EngineConfig {
+        identity: SigningKey::from_bytes(&[9; 32]),
+        data_key: DataKey([8; 32]),
+        state_dir: dir,
+        origin: "sovereign-test/pipeline".into(),
+        release: k.release.verifying_key(),
+        admin: k.admin.verifying_key(),
+        measurements: BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]),
+    })
+    .unwrap()
+}
+
+fn module(name: &str, k: &Keys) -> ModuleFile {
+    let path = root().join("build/modules").join(format!("{name}.wasm"));
+    let wasm = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} — build the modules with `cargo xtask modules`", path.display()));
+    let caps = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
+    ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &k.release), wasm }
+}
+
+fn signatures(pipeline: &Pipeline, k: &Keys) -> Vec<RoleSignature> {
+    pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            let mut nonce = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+            let context = RoleContext {
+                action: s.kind.action(),
+                environment: pipeline.name.clone(),
+                nonce,
+                expiry_ms: now() + 600_000,
+            };
+            RoleSignature::create(OPERATOR_ROLE, context, &k.operator)
+        })
+        .collect()
+}
+
+fn certificate(k: &Keys) -> RoleCertificate {
+    RoleCertificate::issue(&k.operator.verifying_key(), &[OPERATOR_ROLE], 1, now() + 3_600_000, &k.admin)
+}
+
+fn start(yaml: &str, k: &Keys) -> StartRun {
+    let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
+    let policy = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap();
+    StartRun {
+        pipeline_yaml: yaml.as_bytes().to_vec(),
+        dataset: std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap(),
+        modules: ["normalize", "train", "agent"].iter().map(|m| module(m, k)).collect(),
+        policy: PolicyBundle::sign("iron-path", 1, &policy, &k.release),
+        certificate: certificate(k),
+        role_signatures: signatures(&pipeline, k),
+        revocations: RevocationList::issue(1, vec![], vec![], &k.admin),
+    }
+}
+
+fn iron_path() -> String {
+    std::fs::read_to_string(root().join("examples/iron-path.yaml")).unwrap()
+}
+
+fn no_tpm(_: &[u8; 32]) -> Result<Vec<u8>, String> {
+    Err("no TPM in this test".into())
+}
+
+fn fake_evidence(nonce: &[u8; 32]) -> Result<Vec<u8>, String> {
+    Ok(serde_json::to_vec(&serde_json::json!({ "nonce": hex::encode(nonce) })).unwrap())
+}
+
+fn run_report(reply: Reply) -> RunReport {
+    match reply {
+        Reply::Run(r) => r,
+        other => panic!("expected a run report, got {other:?}"),
+    }
+}
+
+fn approve(engine: &mut Engine, report: &RunReport, who: &SigningKey, k: &Keys) -> Reply {
+    let RunStatus::AwaitingApprovals { digest, .. } = report.status else { panic!("{:?}", report.status) };
+    let certificate = RoleCertificate::issue(&who.verifying_key(), &["approver"], 7, now() + 3_600_000, &k.admin);
+    let approval = Approval::sign(digest, now() + 600_000, who);
+    engine.handle(Command::Approve { run_id: report.run_id.clone(), approval, certificate }, &mut no_tpm)
+}
+
+fn resume(
+    engine: &mut Engine,
+    run_id: &str,
+    k: &Keys,
+    attest: &mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>,
+) -> RunReport {
+    let pipeline = Pipeline::parse(iron_path().as_bytes()).unwrap();
+    run_report(engine.handle(
+        Command::Resume {
+            run_id: run_id.into(),
+            certificate: certificate(k),
+            role_signatures: signatures(&pipeline, k),
+        },
+        attest,
+    ))
+}
+
+#[test]
+fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let mut engine = engine(dir.path(), &k);
+
+    // Runs until promotion, then waits: a pipeline without enough approvals stops there.
+    let report = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let kinds: Vec<&str> = report.stages.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["data_preparation", "model_training", "agent_chain"], "{report:?}");
+    let RunStatus::AwaitingApprovals { have: 0, need: 2, candidate, .. } = report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(report.stages[1].artifact, candidate);
+    assert!(report.stages[2].summary.contains("3 of 3 agents approve"), "{}", report.stages[2].summary);
+
+    // One approval is not enough: resuming stops at promotion again, refused and audited.
+    assert_eq!(approve(&mut engine, &report, &k.approvers[0], &k), Reply::Approved { have: 1, need: 2 });
+    let again = approve(&mut engine, &report, &k.approvers[0], &k);
+    assert!(matches!(&again, Reply::Refused(r) if r.contains("already approved")), "{again:?}");
+    let paused = resume(&mut engine, &report.run_id, &k, &mut no_tpm);
+    assert!(matches!(paused.status, RunStatus::AwaitingApprovals { have: 1, need: 2, .. }), "{:?}", paused.status);
+    assert_eq!(paused.stages.len(), 3);
+
+    // A second approver: promotion, rollback (proved), then audit export, which fails closed
+    // without attestation evidence.
+    assert_eq!(approve(&mut engine, &report, &k.approvers[1], &k), Reply::Approved { have: 2, need: 2 });
+    let failed = resume(&mut engine, &report.run_id, &k, &mut no_tpm);
+    let RunStatus::Failed { stage, reason } = &failed.status else { panic!("{:?}", failed.status) };
+    assert_eq!(stage, "export");
+    assert!(reason.contains("attestation evidence: no TPM"), "{reason}");
+    assert_eq!(failed.stages.len(), 5);
+    assert!(failed.stages[3].summary.contains("promoted with 2 approvals"));
+    assert!(failed.stages[4].summary.contains("restored the empty deployment"), "{}", failed.stages[4].summary);
+    assert_eq!(engine.deployment().unwrap().live(), None);
+
+    // A second run (promoted, not rolled back: its pipeline has no rollback stage) and a third
+    // whose rollback restores the second run's model and proves it.
+    let no_rollback = iron_path().replace("  - name: rollback\n    type: rollback\n\n", "");
+    let second = run_report(engine.handle(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
+    for a in &k.approvers {
+        assert!(matches!(approve(&mut engine, &second, a, &k), Reply::Approved { .. }));
+    }
+    let pipeline = Pipeline::parse(no_rollback.as_bytes()).unwrap();
+    let done = run_report(engine.handle(
+        Command::Resume {
+            run_id: second.run_id.clone(),
+            certificate: certificate(&k),
+            role_signatures: signatures(&pipeline, &k),
+        },
+        &mut fake_evidence,
+    ));
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    let model = done.stages[1].artifact;
+    assert_eq!(engine.deployment().unwrap().live(), Some(model));
+    let bundle = done.bundle.expect("bundle");
+    let Reply::Bytes(bytes) =
+        engine.handle(Command::Artifact { run_id: second.run_id.clone(), sha256: bundle }, &mut no_tpm)
+    else {
+        panic!()
+    };
+    assert!(bytes.len() > 1024 && bytes.windows(13).any(|w| w == b"evidence.json"));
+
+    let third = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    for a in &k.approvers {
+        approve(&mut engine, &third, a, &k);
+    }
+    let third = resume(&mut engine, &third.run_id, &k, &mut fake_evidence);
+    assert_eq!(third.status, RunStatus::Completed, "{third:?}");
+    assert!(
+        third.stages[4].summary.contains(&format!("restored model {}", &hex::encode(model)[..16])),
+        "{}",
+        third.stages[4].summary
+    );
+    assert_eq!(engine.deployment().unwrap().live(), Some(model));
+    // Deterministic: the same dataset and modules trained the same model.
+    assert_eq!(third.stages[1].artifact, model);
+}
+
+#[test]
+fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let mut engine = engine(dir.path(), &k);
+
+    // A module whose bytes differ from what its release-signed manifest pins.
+    let mut tampered = start(&iron_path(), &k);
+    let last = tampered.modules[1].wasm.len() - 1;
+    tampered.modules[1].wasm[last] ^= 1;
+    let reply = engine.handle(Command::Start(Box::new(tampered)), &mut no_tpm);
+    assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
+
+    // A dataset that is not the one the pipeline pins: the policy denies data preparation.
+    let mut wrong = start(&iron_path(), &k);
+    wrong.dataset.extend_from_slice(b"99,99\n");
+    let report = run_report(engine.handle(Command::Start(Box::new(wrong)), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "prepare");
+    assert!(reason.contains("dataset does not hash"), "{reason}");
+
+    // A role signature is single use: replaying a run's signatures is refused.
+    let first = start(&iron_path(), &k);
+    let mut replayed = first.clone();
+    run_report(engine.handle(Command::Start(Box::new(first)), &mut no_tpm));
+    replayed.role_signatures.truncate(1);
+    let report = run_report(engine.handle(Command::Start(Box::new(replayed)), &mut no_tpm));
+    assert!(
+        matches!(&report.status, RunStatus::Failed { reason, .. } if reason.contains("replay")),
+        "{:?}",
+        report.status
+    );
+
+    // A hostile agent (an infinite loop) is terminated; the chain loses consensus; the engine
+    // keeps serving.
+    let hostile_wasm = wat::parse_str(
+        r#"(module (import "sovereign" "output_write" (func $w (param i32 i32) (result i32)))
+             (memory (export "memory") 1) (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let mut hostile =
+        start(&iron_path().replace("{ name: safety, module: agent", "{ name: safety, module: spinner"), &k);
+    hostile.modules.push(ModuleFile {
+        manifest: ModuleManifest::sign("spinner", 1, &hostile_wasm, &[Capability::WriteOutput], &k.release),
+        wasm: hostile_wasm,
+    });
+    engine.limits.wall_ms = 500;
+    let report = run_report(engine.handle(Command::Start(Box::new(hostile)), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "review");
+    assert!(reason.contains("consensus unanimous (3 of 3) not reached (2 of 3 approve)"), "{reason}");
+    let ok = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    assert!(matches!(ok.status, RunStatus::AwaitingApprovals { .. }), "{:?}", ok.status);
+
+    // Every refusal above is in the audit log.
+    let bytes = std::fs::read(dir.path().join("audit.log")).unwrap();
+    let entries = sovereign_audit::logfile::decode_entries(&bytes, &DataKey([8; 32])).unwrap();
+    let text: Vec<String> = entries.iter().map(|e| String::from_utf8_lossy(&e.payload).into_owned()).collect();
+    assert!(text.iter().any(|t| t.contains("module spinner terminated: ")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("dataset does not hash")));
+    assert!(text.iter().any(|t| t.contains("replay")));
+}
