@@ -52,6 +52,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "attest_evidence",
     "policy_bundle",
     "governed_request",
+    "pipeline_yaml",
 ];
 const FUZZ_SECONDS: u32 = 6;
 
@@ -64,7 +65,9 @@ fn main() -> ExitCode {
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
         Some("modules") => setup().and_then(|()| modules()),
-        Some("run") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| demo()),
+        Some("run") => {
+            setup().and_then(|()| image(&root().join("build"))).and_then(|()| modules()).and_then(|()| demo())
+        }
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
                 "record the QEMU+OVMF firmware profile from a reference boot",
@@ -223,11 +226,35 @@ fn modules() -> Result<(), Failure> {
     )?;
     let out = root().join("build/modules");
     std::fs::create_dir_all(&out).map_err(|e| Failure::Environment(format!("creating {}: {e}", out.display())))?;
+    let release = root().join("build/keys/release.key");
     for name in ["normalize", "train", "agent"] {
         let from = target.join(format!("wasm32-unknown-unknown/release/stage_{name}.wasm"));
         let to = out.join(format!("{name}.wasm"));
         std::fs::copy(&from, &to)
             .map_err(|e| Failure::Step(format!("copying {} to {}: {e}", from.display(), to.display())))?;
+        if release.exists() {
+            step(
+                &format!("release-signed manifest of module {name}"),
+                cargo()
+                    .args(["run", "--quiet", "--release", "-p", "sovereign-cli", "--", "module", "sign", "--key"])
+                    .arg(&release)
+                    .args(["--name", name, "--capability", "read_input", "--capability", "write_output"])
+                    .args(["--capability", "log"])
+                    .arg(&to),
+            )?;
+        }
+    }
+    if release.exists() {
+        step(
+            "release-signed Iron Path policy",
+            cargo()
+                .args(["run", "--quiet", "--release", "-p", "sovereign-cli", "--", "policy", "sign"])
+                .arg(root().join("examples/policies/iron-path.cozo"))
+                .args(["--name", "iron-path", "--version", "1", "--key"])
+                .arg(&release)
+                .arg("--out")
+                .arg(root().join("build/iron-path.policy.json")),
+        )?;
     }
     Ok(())
 }
@@ -319,7 +346,7 @@ fn image(build: &Path) -> Result<(), Failure> {
 fn demo() -> Result<(), Failure> {
     step("operator CLI `sovereign` (release)", cargo().args(["build", "--release", "-p", "sovereign-cli"]))?;
     step(
-        "boot the appliance in QEMU (OVMF + swtpm), attest it, shut it down",
+        "boot the appliance in QEMU (OVMF + swtpm), attest it, run the Iron Path, verify its bundle, shut it down",
         cargo().args(["run", "--quiet", "--release", "-p", "sovereign-e2e", "--bin", "sovereign-demo"]),
     )
 }
@@ -335,6 +362,8 @@ fn bench() -> Result<(), Failure> {
         cargo().args(["bench", "-p", "sovereign-runtime", "--bench", "attest"]),
     )?;
     step("WASM stage invocation overhead", cargo().args(["bench", "-p", "sovereign-sandbox", "--bench", "invoke"]))?;
+    modules()?;
+    step("the Iron Path by stage", cargo().args(["bench", "-p", "sovereign-pipeline", "--bench", "iron_path"]))?;
     step(
         "governed action (policy, binding, replay store, audit)",
         cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),

@@ -6,6 +6,7 @@
 
 pub mod attest;
 pub mod decisions;
+pub mod pipeline;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;

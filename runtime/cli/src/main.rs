@@ -1,10 +1,11 @@
 //! `sovereign` — the operator CLI.
 //!
-//! Today: the appliance commands `status` and `attest` (signed control API; attestation is
-//! verified offline against the operator's trust roots), offline verification of compliance
-//! bundles (`verify`) and raw audit logs (`verify-log`), and audit-log tooling for development
-//! and for auditors' own tests (`audit init|append|checkpoint|cosign|export`). `run`,
-//! `approve` and `update` arrive with their issues.
+//! The appliance commands `status`, `attest`, `run` and `approve` (signed control API;
+//! attestation is verified offline against the operator's trust roots), `audit export
+//! --socket` (a compliance bundle from the appliance), offline verification of compliance
+//! bundles (`verify`, attestation included) and raw audit logs (`verify-log`), key and
+//! certificate tooling (`keygen`, `cert`, `module sign`, `policy sign`) and audit-log tooling
+//! for development and auditors' own tests. `update` arrives with its issue.
 //!
 //! Exit codes: 0 PASS / success, 1 a check failed, 2 usage or environment error.
 //! Must never: report PASS for anything it could not check; read a secret key from anywhere
@@ -27,6 +28,7 @@ use sovereign_audit::export::{ExportOptions, export_bundle};
 use sovereign_audit::note::{NoteVerifier, cosign_note};
 use sovereign_audit::verify::{Report, verify_log_bytes};
 use sovereign_audit::{AuditLog, DataKey, Entry, EntryKind, Severity};
+use sovereign_pipeline::{Command as PipelineCommand, Reply};
 
 #[derive(Parser)]
 #[command(name = "sovereign", version, about = "Sovereign operator CLI")]
@@ -51,10 +53,71 @@ enum Command {
         /// re-evaluated against the policies it carries that these keys signed.
         #[arg(long = "policy-key")]
         policy_keys: Vec<String>,
+        #[command(flatten)]
+        attestation: AttestTrustArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
+    /// Run a pipeline (the Iron Path) on the appliance, or resume one paused at promotion.
+    Run {
+        /// The pipeline file (seed-000 YAML); with --resume, the same file the run started with.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// The dataset (default: the file the pipeline names, beside it or in datasets/).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Directory with the stage modules (NAME.wasm + NAME.manifest.json).
+        #[arg(long)]
+        modules: PathBuf,
+        /// The signed policy bundle in force.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The operator's role certificate (role pipeline-operator).
+        #[arg(long)]
+        certificate: PathBuf,
+        /// The admin root's revocation list.
+        #[arg(long)]
+        revocations: PathBuf,
+        /// Resume this run (after approvals) instead of starting one.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Write the run report, and the compliance bundle once exported, into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run's pending promotion as an approver (M-of-N).
+    Approve {
+        /// The run ID.
+        run: String,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// The approver's Ed25519 secret key file (signs the approval).
+        #[arg(long)]
+        approver_key: PathBuf,
+        /// The approver's role certificate.
+        #[arg(long)]
+        certificate: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate an Ed25519 key (secret to FILE, mode 0600; public key printed and written to FILE.pub).
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Role certificates and revocation lists (the admin root key signs them).
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// WASM stage modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
     /// Policies: sign a Datalog program into a policy bundle, evaluate a request, re-evaluate a
     /// decision record.
     #[command(subcommand)]
@@ -122,6 +185,104 @@ enum Command {
     /// Audit-log tooling.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// The appliance's control port and the operator key that signs requests.
+#[derive(clap::Args)]
+struct ApplianceArgs {
+    /// The appliance's control socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// The operator's Ed25519 secret key file (hex).
+    #[arg(long)]
+    key: PathBuf,
+    /// Pin the node identity (hex or file).
+    #[arg(long)]
+    node_key: Option<String>,
+}
+
+/// Trust roots for the attestation evidence a bundle carries.
+#[derive(clap::Args)]
+struct AttestTrustArgs {
+    /// The release public key (hex or file).
+    #[arg(long)]
+    release_key: Option<String>,
+    /// The release's reference-values.json (signature read from the .sig beside it).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The firmware platform profile.
+    #[arg(long)]
+    platform: Option<PathBuf>,
+    /// PEM file with the TPM manufacturer's CA certificates.
+    #[arg(long)]
+    ek_ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue a role certificate to an operator key.
+    Issue {
+        /// The admin root's secret key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// The operator's public key (hex or file).
+        #[arg(long)]
+        operator: String,
+        /// A role (repeatable), e.g. pipeline-operator, approver.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Serial number.
+        #[arg(long, default_value_t = 1)]
+        serial: u64,
+        /// Days of validity.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a revocation list.
+    Revocations {
+        /// The admin root's secret key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// Version (never lower than the installed one).
+        #[arg(long)]
+        version: u64,
+        /// A revoked operator key (hex; repeatable).
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+        /// A revoked certificate serial (repeatable).
+        #[arg(long = "serial")]
+        serials: Vec<u64>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModuleCommand {
+    /// Sign a module's manifest (name, version, SHA-256, capabilities) with the release key.
+    Sign {
+        /// The module.
+        wasm: PathBuf,
+        /// The release key's secret file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Module name.
+        #[arg(long)]
+        name: String,
+        /// Module version.
+        #[arg(long, default_value_t = 1)]
+        version: u64,
+        /// Capabilities: read_input, write_output, log, random, clock (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Output manifest (default: NAME.manifest.json beside the module).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -241,17 +402,24 @@ enum AuditCommand {
         #[arg(long)]
         key_file: PathBuf,
     },
-    /// Export a compliance bundle.
+    /// Export a compliance bundle: from a running appliance (--socket, --key), or from a log
+    /// file (--log, --data-key, --node-key-file).
     Export {
+        /// The appliance's control socket.
+        #[arg(long, conflicts_with_all = ["log", "data_key", "node_key_file"], requires = "key")]
+        socket: Option<PathBuf>,
+        /// The operator's secret key file (with --socket).
+        #[arg(long)]
+        key: Option<PathBuf>,
         /// The log file.
-        #[arg(long)]
-        log: PathBuf,
+        #[arg(long, required_unless_present = "socket")]
+        log: Option<PathBuf>,
         /// File holding the data key.
-        #[arg(long)]
-        data_key: PathBuf,
+        #[arg(long, required_unless_present = "socket")]
+        data_key: Option<PathBuf>,
         /// File holding the node identity secret key.
-        #[arg(long)]
-        node_key_file: PathBuf,
+        #[arg(long, required_unless_present = "socket")]
+        node_key_file: Option<PathBuf>,
         /// Output bundle.
         #[arg(long)]
         out: PathBuf,
@@ -330,7 +498,7 @@ fn report_out(report: &Report, title: &str, json: bool) -> anyhow::Result<ExitCo
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { bundle, node_key, witnesses, policy_keys, json } => {
+        Command::Verify { bundle, node_key, witnesses, policy_keys, attestation, json } => {
             let bytes = fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
             let trust = TrustedKeys {
                 node: node_key.as_deref().map(public_key).transpose()?,
@@ -342,10 +510,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let checker = sovereign_cli::decisions::DecisionChecker {
                 policy_signers: policy_keys.iter().map(|k| public_key(k)).collect::<anyhow::Result<_>>()?,
             };
-            let report = verify_bundle_with(&bytes, &trust, Some(&checker));
+            let attest = sovereign_cli::pipeline::AttestationChecker {
+                trust: attest_trust(&attestation, trust.node)?,
+                identity: trust.node,
+            };
+            let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &attest]);
+            let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
             report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
         }
         Command::Policy(cmd) => policy(cmd),
+        Command::Run { pipeline, appliance, dataset, modules, policy, certificate, revocations, resume, out, json } => {
+            let files =
+                sovereign_cli::pipeline::RunFiles { pipeline, dataset, modules, policy, certificate, revocations };
+            run_pipeline(&files, &appliance, resume.as_deref(), out.as_deref(), json)
+        }
+        Command::Approve { run, appliance, approver_key, certificate, json } => {
+            approve(&run, &appliance, &approver_key, &certificate, json)
+        }
+        Command::Keygen { out } => {
+            let mut seed = [0u8; 32];
+            OsRng.fill_bytes(&mut seed);
+            write_secret(&out, &seed)?;
+            let public = hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes());
+            seed.fill(0);
+            let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+            fs::write(&pub_path, format!("{public}\n")).with_context(|| format!("writing {}", pub_path.display()))?;
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cert(cmd) => cert(cmd),
+        Command::Module(ModuleCommand::Sign { wasm, key, name, version, capabilities, out }) => {
+            let release = SigningKey::from_bytes(&read_hex32(&key, "release key")?);
+            let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+            let caps = capabilities
+                .iter()
+                .map(|c| sovereign_sandbox::Capability::of_name(c).ok_or_else(|| anyhow!("unknown capability {c:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let manifest = sovereign_sandbox::ModuleManifest::sign(&name, version, &bytes, &caps, &release);
+            let out = out.unwrap_or_else(|| wasm.with_extension("manifest.json"));
+            fs::write(&out, serde_json::to_vec_pretty(&manifest)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "signed module {name} v{version} (sha256 {}) -> {}",
+                hex::encode(manifest.module_sha256),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::VerifyLog { log, data_key, node_key, json } => {
             let key = DataKey(read_hex32(&data_key, "data key")?);
             let bytes = fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
@@ -427,6 +638,160 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn attest_trust(
+    args: &AttestTrustArgs,
+    node: Option<VerifyingKey>,
+) -> anyhow::Result<Option<sovereign_cli::attest::Trust>> {
+    let (Some(release_key), Some(reference), Some(platform), Some(ek_ca)) =
+        (&args.release_key, &args.reference, &args.platform, &args.ek_ca)
+    else {
+        return Ok(None);
+    };
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(Some(sovereign_cli::attest::Trust {
+        release_key: public_key(release_key)?,
+        reference_values: read(reference)?,
+        reference_signature: read(&reference.with_extension("sig"))?,
+        platform_profile: read(platform)?,
+        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(&read(ek_ca)?)
+            .map_err(|e| anyhow!("{}: {e}", ek_ca.display()))?,
+        node_identity: node,
+    }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn run_pipeline(
+    files: &sovereign_cli::pipeline::RunFiles,
+    appliance: &ApplianceArgs,
+    resume: Option<&str>,
+    out: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sovereign_cli::pipeline as p;
+    let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
+    let node = appliance.node_key.as_deref().map(public_key).transpose()?;
+    let command = match resume {
+        None => PipelineCommand::Start(Box::new(p::start_request(files, &operator)?)),
+        Some(run_id) => {
+            let yaml = fs::read(&files.pipeline).with_context(|| format!("reading {}", files.pipeline.display()))?;
+            let pipeline = sovereign_pipeline::Pipeline::parse(&yaml).map_err(|e| anyhow!("{e}"))?;
+            let certificate = serde_json::from_slice(&fs::read(&files.certificate)?)
+                .with_context(|| format!("{} is not a role certificate", files.certificate.display()))?;
+            p::resume_request(run_id, &pipeline, certificate, &operator)
+        }
+    };
+    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &command)? {
+        Reply::Run(r) => r,
+        Reply::Refused(why) => {
+            eprintln!("sovereign: the appliance refused the run: {why}");
+            return Ok(ExitCode::from(1));
+        }
+        other => bail!("unexpected reply {other:?}"),
+    };
+    let mut bundle_path = None;
+    if let Some(dir) = out {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(dir.join(format!("run-{}.json", report.run_id)), serde_json::to_vec_pretty(&report)?)?;
+        if let Some(hash) = report.bundle {
+            let fetch = PipelineCommand::Artifact { run_id: report.run_id.clone(), sha256: hash };
+            match p::command(&appliance.socket, &operator, node.as_ref(), &fetch)? {
+                Reply::Bytes(bytes) if sovereign_pipeline::store::sha256(&bytes) == hash => {
+                    let path = dir.join("compliance-bundle.tar");
+                    fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+                    bundle_path = Some(path);
+                }
+                Reply::Bytes(_) => bail!("the appliance sent a bundle that does not hash to the run's record"),
+                other => bail!("fetching the bundle: {other:?}"),
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "report": report, "bundle_path": bundle_path }))?
+        );
+    } else {
+        print!("{}", p::render(&report));
+        if let Some(path) = &bundle_path {
+            println!("compliance bundle written to {}", path.display());
+        }
+    }
+    Ok(ExitCode::from(p::exit_code(&report)))
+}
+
+fn approve(
+    run: &str,
+    appliance: &ApplianceArgs,
+    approver_key: &Path,
+    certificate: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sovereign_cli::pipeline as p;
+    let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
+    let approver = SigningKey::from_bytes(&read_hex32(approver_key, "approver key")?);
+    let node = appliance.node_key.as_deref().map(public_key).transpose()?;
+    let certificate: sovereign_governance::signed::RoleCertificate =
+        serde_json::from_slice(&fs::read(certificate).with_context(|| format!("reading {}", certificate.display()))?)
+            .with_context(|| format!("{} is not a role certificate", certificate.display()))?;
+    let status = PipelineCommand::Status { run_id: run.into() };
+    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &status)? {
+        Reply::Run(r) => r,
+        Reply::Refused(why) => bail!("the appliance refused: {why}"),
+        other => bail!("unexpected reply {other:?}"),
+    };
+    let sovereign_pipeline::RunStatus::AwaitingApprovals { digest, candidate, .. } = report.status else {
+        bail!("run {run} has no promotion waiting for approvals ({:?})", report.status)
+    };
+    let approval = sovereign_governance::approvals::Approval::sign(digest, now_ms() + 24 * 3_600_000, &approver);
+    let cmd = PipelineCommand::Approve { run_id: run.into(), approval, certificate };
+    match p::command(&appliance.socket, &operator, node.as_ref(), &cmd)? {
+        Reply::Approved { have, need } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"run": run, "model": hex::encode(candidate), "have": have, "need": need})
+                );
+            } else {
+                println!(
+                    "approved promotion of model {} in run {run}: {have} of {need} approvals",
+                    hex::encode(candidate)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Reply::Refused(why) => {
+            eprintln!("sovereign: the appliance refused the approval: {why}");
+            Ok(ExitCode::from(1))
+        }
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn cert(cmd: CertCommand) -> anyhow::Result<ExitCode> {
+    use sovereign_governance::signed::{RevocationList, RoleCertificate};
+    match cmd {
+        CertCommand::Issue { admin_key, operator, roles, serial, days, out } => {
+            let admin = SigningKey::from_bytes(&read_hex32(&admin_key, "admin key")?);
+            let op = public_key(&operator)?;
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let cert = RoleCertificate::issue(&op, &roles, serial, now_ms() + days * 86_400_000, &admin);
+            fs::write(&out, serde_json::to_vec_pretty(&cert)?).with_context(|| format!("writing {}", out.display()))?;
+            println!("issued {} to {} -> {}", roles.join(", "), hex::encode(op.as_bytes()), out.display());
+        }
+        CertCommand::Revocations { admin_key, version, operators, serials, out } => {
+            let admin = SigningKey::from_bytes(&read_hex32(&admin_key, "admin key")?);
+            let ops = operators.iter().map(|o| public_key(o).map(|k| k.to_bytes())).collect::<anyhow::Result<_>>()?;
+            let list = RevocationList::issue(version, ops, serials, &admin);
+            fs::write(&out, serde_json::to_vec_pretty(&list)?).with_context(|| format!("writing {}", out.display()))?;
+            println!("revocation list v{version} -> {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -582,7 +947,29 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             print!("{}", note.to_text());
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses, policies } => {
+        AuditCommand::Export { socket: Some(socket), key: Some(key), out, .. } => {
+            let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
+            match sovereign_cli::pipeline::command(&socket, &operator, None, &PipelineCommand::ExportBundle)? {
+                Reply::Bytes(bytes) => {
+                    fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+                    println!(
+                        "wrote {} ({} bytes) from the appliance: its whole audit log, checkpoint, TPM attestation and policies",
+                        out.display(),
+                        bytes.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Reply::Refused(why) => {
+                    eprintln!("sovereign: the appliance refused the export: {why}");
+                    Ok(ExitCode::from(1))
+                }
+                other => bail!("unexpected reply {other:?}"),
+            }
+        }
+        AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses, policies, .. } => {
+            let (Some(log), Some(data_key), Some(node_key_file)) = (log, data_key, node_key_file) else {
+                bail!("audit export needs --socket and --key, or --log, --data-key and --node-key-file")
+            };
             let key = DataKey(read_hex32(&data_key, "data key")?);
             let (log, _) = AuditLog::open(&log, &key)?;
             let node = SigningKey::from_bytes(&read_hex32(&node_key_file, "node key")?);

@@ -153,6 +153,7 @@ fn main() -> Result<(), Error> {
         manifest: manifest_bytes.clone(),
         manifest_signature: manifest_signature.clone(),
         attestor: Attestor::new(&swtpm.tcti(), &firmware_path, &log_path),
+        engine: Err("not part of this benchmark".into()),
     };
     let mut node = new_node();
     let mut gate = Gate::new(vec![operator.verifying_key()], u64::MAX / 4);

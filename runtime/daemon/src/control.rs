@@ -41,6 +41,8 @@ pub struct Node {
     pub manifest_signature: Vec<u8>,
     /// The TPM session that answers attestation requests.
     pub attestor: Attestor,
+    /// The pipeline engine, when the data partition and governance came up.
+    pub engine: Result<sovereign_pipeline::Engine, String>,
 }
 
 /// Holds the TPM open with one attestation key for the life of the runtime: the AK is
@@ -170,10 +172,34 @@ pub fn answer(node: &mut Node, gate: &mut Gate, request: &SignedRequest, now_ms:
                     Err(e) => Response::Refused(format!("credential activation failed: {e}")),
                 }
             }
+            Request::Pipeline(bytes) => pipeline(node, bytes, &identity),
             _ => Response::Refused("request not supported by this runtime version".into()),
         },
     };
     SignedResponse::sign(request, response, &node.identity)
+}
+
+/// Runs one pipeline command; the engine's attestation evidence comes from this node's TPM.
+fn pipeline(node: &mut Node, bytes: &[u8], identity: &[u8; 32]) -> Response {
+    let command: sovereign_pipeline::Command = match postcard::from_bytes(bytes) {
+        Ok(c) => c,
+        Err(e) => return Response::Refused(format!("pipeline command does not decode: {e}")),
+    };
+    let engine = match &mut node.engine {
+        Ok(e) => e,
+        Err(why) => return Response::Refused(format!("pipelines unavailable on this node: {why}")),
+    };
+    let files = NodeFiles { manifest: &node.manifest, manifest_signature: &node.manifest_signature };
+    let attestor = &mut node.attestor;
+    let mut attest = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
+        let evidence = attestor.evidence(nonce, identity, &files)?;
+        serde_json::to_vec(&evidence).map_err(|e| e.to_string())
+    };
+    let reply = engine.handle(command, &mut attest);
+    match postcard::to_allocvec(&reply) {
+        Ok(b) => Response::Pipeline(b),
+        Err(e) => Response::Refused(format!("pipeline reply does not encode: {e}")),
+    }
 }
 
 /// Serves the port forever. The port stays open: while no host is connected a read returns

@@ -1,8 +1,7 @@
-//! `sovereign-runtime`: the governance runtime daemon. For now a skeleton that proves the hand
-//! over from PID 1: it reads the node keys from its standard input (a pipe from PID 1, never
+//! `sovereign-runtime`: the governance runtime daemon. It reads the node keys from its standard input (a pipe from PID 1, never
 //! a file), prints the node identity's public key and a readiness line, and exits cleanly when
-//! PID 1 sends SIGTERM. It serves the signed control API (status, attestation through the TPM);
-//! the audit log and sandbox arrive with their issues.
+//! PID 1 sends SIGTERM. It serves the signed control API: status, attestation through the TPM,
+//! and pipelines (the Iron Path) on the data partition, governed, sandboxed and audited.
 //!
 //! Must never: write the keys anywhere, execute anything, or answer a request the gate refused.
 
@@ -24,7 +23,45 @@ fn uptime() -> String {
 }
 
 /// Starts the control API on the configured virtio-serial port, if the machine has one.
-fn start_control_api(identity: &SigningKey) {
+/// The pipeline engine on the data partition PID 1 mounted: audit log, replay store and the
+/// encrypted store, under the node keys.
+fn open_engine(
+    identity: &SigningKey,
+    data_key: &[u8; 32],
+    config: &sovereign_image::build::RuntimeConfig,
+    version: u64,
+) -> Result<sovereign_pipeline::Engine, String> {
+    let release = RELEASE_KEY
+        .ok_or("this runtime was built without SOVEREIGN_RELEASE_PUBKEY")
+        .map_err(str::to_string)
+        .and_then(|h| key_from_hex(h).ok_or_else(|| "release key is not an Ed25519 key".to_string()))?;
+    let admin =
+        key_from_hex(&config.admin_root).ok_or("runtime config: admin_root is not an Ed25519 key".to_string())?;
+    let identity_hex = hex::encode(identity.verifying_key().as_bytes());
+    let measurements = std::collections::BTreeMap::from([
+        // PID 1 hands over the keys only after the PCRs matched the signed release policy.
+        ("measured_boot".to_string(), serde_json::json!(true)),
+        ("image_version".to_string(), serde_json::json!(version)),
+    ]);
+    sovereign_pipeline::Engine::open(sovereign_pipeline::EngineConfig {
+        identity: identity.clone(),
+        data_key: sovereign_audit::DataKey(*data_key),
+        state_dir: std::path::Path::new(sovereign_image::build::DATA_MOUNT),
+        origin: format!("sovereign-appliance/{}", &identity_hex[..16]),
+        release,
+        admin,
+        measurements,
+    })
+}
+
+const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");
+
+fn key_from_hex(h: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    let b = hex::decode(h).ok()?;
+    ed25519_dalek::VerifyingKey::from_bytes(&<[u8; 32]>::try_from(b.as_slice()).ok()?).ok()
+}
+
+fn start_control_api(identity: &SigningKey, data_key: &[u8; 32]) {
     let config: Option<sovereign_image::build::RuntimeConfig> =
         std::fs::read(sovereign_image::build::CONFIG_PATH).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let Some(config) = config else {
@@ -47,7 +84,13 @@ fn start_control_api(identity: &SigningKey) {
     };
     println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
     let manifest_signature = std::fs::read(sovereign_image::build::MANIFEST_SIG_PATH).unwrap_or_default();
+    let engine = open_engine(identity, data_key, &config, version);
+    match &engine {
+        Ok(e) => println!("sovereign-runtime: pipelines ready (audit log of {} entries)", e.audit().size()),
+        Err(why) => println!("sovereign-runtime: pipelines unavailable: {why}"),
+    }
     let node = control::Node {
+        engine,
         identity: identity.clone(),
         version,
         manifest,
@@ -79,7 +122,7 @@ fn main() -> ExitCode {
     data_key.copy_from_slice(&keys[32..]);
     keys.zeroize();
     println!("sovereign-runtime: node identity {}", hex::encode(identity.verifying_key().as_bytes()));
-    start_control_api(&identity);
+    start_control_api(&identity, &data_key);
     println!("sovereign-runtime: ready (uptime {})", uptime());
     let signal = term.wait();
     println!("sovereign-runtime: {} received, shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));

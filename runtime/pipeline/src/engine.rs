@@ -977,7 +977,11 @@ impl Engine {
         self.audit.store_checkpoint(&note).map_err(|e| e.to_string())?;
         let nonce = bundle_attestation_nonce(&note.to_text());
         let evidence = attest(&nonce).map_err(|e| format!("attestation evidence: {e}"))?;
-        let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), evidence)];
+        let evidence: serde_json::Value =
+            serde_json::from_slice(&evidence).map_err(|e| format!("attestation evidence: {e}"))?;
+        let bundled = serde_json::json!({ "checkpoint": note.to_text(), "evidence": evidence });
+        let bundled = serde_json::to_vec(&bundled).map_err(|e| e.to_string())?;
+        let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), bundled)];
         for p in policies {
             let bytes = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
             section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));

@@ -58,6 +58,9 @@ pub enum Request {
         /// `TPM2B_ENCRYPTED_SECRET` contents (the seed, RSA-OAEP encrypted to the EK).
         encrypted_secret: Vec<u8>,
     },
+    /// A pipeline command (`sovereign_pipeline::Command`, postcard-encoded): start, status,
+    /// approve, resume, fetch an artifact, export a compliance bundle.
+    Pipeline(Vec<u8>),
 }
 
 /// A request with its operator signature.
@@ -153,6 +156,8 @@ pub enum Response {
     Evidence(Box<Evidence>),
     /// Answer to [`Request::ActivateCredential`]: the credential the TPM released.
     Credential(Vec<u8>),
+    /// Answer to [`Request::Pipeline`] (`sovereign_pipeline::Reply`, postcard-encoded).
+    Pipeline(Vec<u8>),
     /// The request was refused; the reason is one line.
     Refused(String),
 }

@@ -34,6 +34,13 @@ impl Capability {
         }
     }
 
+    /// The capability of a stable name.
+    pub fn of_name(name: &str) -> Option<Self> {
+        [Capability::ReadInput, Capability::WriteOutput, Capability::Log, Capability::Random, Capability::Clock]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
     /// The capability a `sovereign.<import>` function belongs to.
     pub fn of_import(import: &str) -> Option<Self> {
         Some(match import {

@@ -1,7 +1,8 @@
 //! `sovereign-demo`: the README's main command after the image is built. Boots the shared
 //! image in QEMU (OVMF, a freshly provisioned swtpm), streams the boot, runs the real
 //! `sovereign status` and `sovereign attest` CLI against the appliance as the development admin,
-//! prints what was verified, and shuts the guest down with the ACPI power button.
+//! runs the Iron Path (`run`, two `approve`s, `run --resume`), verifies the exported compliance
+//! bundle offline with `sovereign verify`, prints what was verified, and shuts the guest down with the ACPI power button.
 //!
 //! Exit code: 0 when the appliance came up and attested PASS, 1 otherwise, 2 on a setup error.
 
@@ -101,6 +102,13 @@ fn run() -> anyhow::Result<bool> {
         cmd.arg(k).arg(v);
     }
     let attested = cmd.status()?;
+    let iron_path = match iron_path(start, &cli, &socket, &out, &ek_ca) {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            say(start, &format!("the Iron Path failed: {e:#}"));
+            None
+        }
+    };
     say(start, "pressing the ACPI power button");
     guest.powerdown()?;
     guest.wait_exit()?;
@@ -108,12 +116,15 @@ fn run() -> anyhow::Result<bool> {
     for line in console.lines().skip(shown).filter(|l| l.contains("sovereign-")) {
         say(start, &format!("  guest: {line}"));
     }
-    let passed = status.success() && attested.success();
+    let passed = status.success() && attested.success() && iron_path.is_some();
+    if let Some(summary) = &iron_path {
+        eprintln!("{summary}");
+    }
     say(
         start,
         &if passed {
             format!(
-                "PASS: the appliance booted, proved its firmware, image and configuration with a TPM quote bound to a fresh nonce and its identity key, and shut down cleanly; evidence in {}",
+                "PASS: the appliance booted, proved its firmware, image and configuration with a TPM quote bound to a fresh nonce and its identity key, ran the Iron Path under governance, its compliance bundle verified offline, and it shut down cleanly; evidence in {}",
                 saved.display()
             )
         } else {
@@ -121,4 +132,178 @@ fn run() -> anyhow::Result<bool> {
         },
     );
     Ok(passed)
+}
+
+/// Runs `sovereign ARGS`, echoing the command; returns (exit code, stdout).
+fn cli_run(start: Instant, cli: &std::path::Path, args: &[String]) -> anyhow::Result<(i32, String)> {
+    let shown: Vec<String> = args.iter().map(|a| a.replace(&format!("{}/", root().display()), "")).collect();
+    say(start, &format!("$ sovereign {}", shown.join(" ")));
+    let out = Command::new(cli).args(args).stderr(std::process::Stdio::inherit()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    if !args.contains(&"--json".to_string()) {
+        eprint!("{stdout}");
+    }
+    Ok((code, stdout))
+}
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// The Iron Path through the real CLI: run (stops at promotion), two approvals, resume
+/// (promotion, rollback, audit export), then offline verification of the exported bundle.
+fn iron_path(
+    start: Instant,
+    cli: &std::path::Path,
+    socket: &std::path::Path,
+    out: &std::path::Path,
+    ek_ca: &std::path::Path,
+) -> anyhow::Result<String> {
+    let keys = build_dir().join("keys");
+    let image = build_dir().join("image");
+    let dir = out.join("iron-path");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let s = |x: &str| x.to_string();
+    let admin_key = p(&keys.join("admin.key"));
+    say(
+        start,
+        "operator material: a pipeline-operator certificate for the admin key, two approvers, a revocation list",
+    );
+    let cert = dir.join("operator.cert.json");
+    let (code, _) = cli_run(
+        start,
+        cli,
+        &[
+            s("cert"),
+            s("issue"),
+            s("--admin-key"),
+            admin_key.clone(),
+            s("--operator"),
+            p(&keys.join("admin.pub")),
+            s("--role"),
+            s("pipeline-operator"),
+            s("--out"),
+            p(&cert),
+        ],
+    )?;
+    anyhow::ensure!(code == 0, "cert issue failed");
+    let revocations = dir.join("revocations.json");
+    let (code, _) = cli_run(
+        start,
+        cli,
+        &[
+            s("cert"),
+            s("revocations"),
+            s("--admin-key"),
+            admin_key.clone(),
+            s("--version"),
+            s("1"),
+            s("--out"),
+            p(&revocations),
+        ],
+    )?;
+    anyhow::ensure!(code == 0, "revocations failed");
+    let mut approvers = vec![];
+    for i in 1..=2 {
+        let key = dir.join(format!("approver-{i}.key"));
+        let (code, _) = cli_run(start, cli, &[s("keygen"), s("--out"), p(&key)])?;
+        anyhow::ensure!(code == 0, "keygen failed");
+        let cert = dir.join(format!("approver-{i}.cert.json"));
+        let (code, _) = cli_run(
+            start,
+            cli,
+            &[
+                s("cert"),
+                s("issue"),
+                s("--admin-key"),
+                admin_key.clone(),
+                s("--operator"),
+                format!("{}.pub", p(&key)),
+                s("--role"),
+                s("approver"),
+                s("--serial"),
+                format!("{}", 10 + i),
+                s("--out"),
+                p(&cert),
+            ],
+        )?;
+        anyhow::ensure!(code == 0, "cert issue failed");
+        approvers.push((key, cert));
+    }
+    let appliance = vec![s("--socket"), p(socket), s("--key"), admin_key.clone()];
+    let mut run_args = vec![s("run"), p(&root().join("examples/iron-path.yaml"))];
+    run_args.extend(appliance.clone());
+    run_args.extend([
+        s("--modules"),
+        p(&build_dir().join("modules")),
+        s("--policy"),
+        p(&build_dir().join("iron-path.policy.json")),
+    ]);
+    run_args.extend([s("--certificate"), p(&cert), s("--revocations"), p(&revocations), s("--out"), p(&dir)]);
+    let (code, _) = cli_run(start, cli, &run_args)?;
+    anyhow::ensure!(code == 3, "the run should stop at promotion waiting for approvals (exit 3), exited {code}");
+    let run_id = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find_map(|n| n.strip_prefix("run-").and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("no run report written"))?;
+    for (key, cert) in &approvers {
+        let mut args = vec![s("approve"), run_id.clone()];
+        args.extend(appliance.clone());
+        args.extend([s("--approver-key"), p(key), s("--certificate"), p(cert)]);
+        let (code, _) = cli_run(start, cli, &args)?;
+        anyhow::ensure!(code == 0, "approve failed");
+    }
+    let mut resume = run_args.clone();
+    resume.extend([s("--resume"), run_id.clone()]);
+    let (code, _) = cli_run(start, cli, &resume)?;
+    anyhow::ensure!(code == 0, "the resumed run did not complete (exit {code})");
+    let bundle = dir.join("compliance-bundle.tar");
+    let identity = {
+        let mut args = vec![s("status")];
+        args.extend(appliance.clone());
+        args.push(s("--json"));
+        let (_, stdout) = cli_run(start, cli, &args)?;
+        let v: serde_json::Value = serde_json::from_str(&stdout)?;
+        v["identity"].as_str().unwrap_or_default().to_string()
+    };
+    let verify = vec![
+        s("verify"),
+        p(&bundle),
+        s("--node-key"),
+        identity.clone(),
+        s("--policy-key"),
+        p(&keys.join("release.pub")),
+        s("--release-key"),
+        p(&keys.join("release.pub")),
+        s("--reference"),
+        p(&image.join("reference-values.json")),
+        s("--platform"),
+        p(&root().join("firmware/qemu-ovmf.json")),
+        s("--ek-ca"),
+        p(ek_ca),
+    ];
+    let (code, _) = cli_run(start, cli, &verify)?;
+    anyhow::ensure!(code == 0, "the compliance bundle did not verify offline");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("run-{run_id}.json")))?)?;
+    let mut summary = format!("\nIRON PATH SUMMARY (run {run_id})\n");
+    for stage in report["stages"].as_array().into_iter().flatten() {
+        summary.push_str(&format!(
+            "  {:<8} {:<17} {}  {}\n",
+            stage["name"].as_str().unwrap_or(""),
+            stage["kind"].as_str().unwrap_or(""),
+            stage["artifact"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|b| b.as_u64()).map(|b| format!("{b:02x}")).collect::<String>())
+                .unwrap_or_default(),
+            stage["summary"].as_str().unwrap_or("")
+        ));
+    }
+    summary.push_str(&format!(
+        "  audit log: {} entries, bundle verified offline (hash chain, Merkle proofs, checkpoint signature, re-evaluated policy decisions, TPM attestation bound to the checkpoint)\n  bundle: {}\n",
+        report["audit_size"], bundle.display()
+    ));
+    Ok(summary)
 }

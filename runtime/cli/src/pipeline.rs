@@ -1,0 +1,327 @@
+//! The operator's side of pipelines: building a signed run request (role signatures, modules
+//! with their release-signed manifests, the signed policy, the dataset), talking to the
+//! appliance's engine over the control API, rendering the seed-000 style summary, and the
+//! offline check of the attestation a compliance bundle carries.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore as _};
+use sovereign_audit::bundle::SectionChecker;
+use sovereign_audit::merkle::root_from_leaves;
+use sovereign_audit::note::{Checkpoint, SignedNote};
+use sovereign_audit::verify::{Report, fail};
+use sovereign_governance::policy::PolicyBundle;
+use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
+use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE, bundle_attestation_nonce};
+use sovereign_pipeline::{Command, Pipeline, Reply, RunReport, RunStatus, StartRun};
+use sovereign_protocol::{Evidence, Request, Response};
+use sovereign_sandbox::ModuleManifest;
+
+/// How long role signatures sent with a run stay valid.
+pub const ROLE_SIGNATURE_TTL_MS: u64 = 10 * 60 * 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Sends one pipeline command and returns the engine's reply (response signature verified
+/// against `node` if pinned, else against the identity the node claims).
+pub fn command(
+    socket: &Path,
+    operator: &SigningKey,
+    node: Option<&VerifyingKey>,
+    cmd: &Command,
+) -> anyhow::Result<Reply> {
+    let body = postcard::to_allocvec(cmd).context("encoding the pipeline command")?;
+    let request = crate::sign(Request::Pipeline(body), operator);
+    let response = crate::send(socket, &request, Duration::from_secs(600))?;
+    let identity = match node {
+        Some(k) => *k,
+        None => VerifyingKey::from_bytes(&response.identity).map_err(|e| anyhow!("node identity: {e}"))?,
+    };
+    match response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))? {
+        Response::Pipeline(bytes) => postcard::from_bytes(bytes).map_err(|e| anyhow!("pipeline reply: {e}")),
+        Response::Refused(why) => bail!("the appliance refused the request: {why}"),
+        other => bail!("unexpected response {other:?}"),
+    }
+}
+
+/// One role signature per stage action of `pipeline`, valid for [`ROLE_SIGNATURE_TTL_MS`].
+pub fn role_signatures(pipeline: &Pipeline, operator: &SigningKey) -> Vec<RoleSignature> {
+    pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            let mut nonce = [0u8; 16];
+            OsRng.fill_bytes(&mut nonce);
+            let context = RoleContext {
+                action: s.kind.action(),
+                environment: pipeline.name.clone(),
+                nonce,
+                expiry_ms: now_ms() + ROLE_SIGNATURE_TTL_MS,
+            };
+            RoleSignature::create(OPERATOR_ROLE, context, operator)
+        })
+        .collect()
+}
+
+/// The modules in `dir`: every `NAME.wasm` with its `NAME.manifest.json`.
+pub fn load_modules(dir: &Path) -> anyhow::Result<Vec<ModuleFile>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let manifest_path = path.with_extension("manifest.json");
+        let manifest: ModuleManifest = serde_json::from_slice(
+            &fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?,
+        )
+        .with_context(|| format!("{} is not a module manifest", manifest_path.display()))?;
+        let wasm = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        out.push(ModuleFile { wasm, manifest });
+    }
+    out.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+    Ok(out)
+}
+
+/// Where a pipeline's dataset is: beside the pipeline file or in `datasets/` beside it.
+pub fn find_dataset(pipeline_path: &Path, pipeline: &Pipeline) -> Option<PathBuf> {
+    let name = pipeline.stages.iter().find_map(|s| match &s.kind {
+        sovereign_pipeline::spec::StageKind::DataPreparation { dataset, .. } => Some(dataset.clone()),
+        _ => None,
+    })?;
+    let dir = pipeline_path.parent().unwrap_or(Path::new("."));
+    [dir.join(&name), dir.join("datasets").join(&name)].into_iter().find(|p| p.exists())
+}
+
+/// Everything `sovereign run` sends.
+#[derive(Debug, Clone)]
+pub struct RunFiles {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// The dataset (found beside the pipeline when `None`).
+    pub dataset: Option<PathBuf>,
+    /// Directory with the modules and their manifests.
+    pub modules: PathBuf,
+    /// The signed policy bundle.
+    pub policy: PathBuf,
+    /// The operator's role certificate.
+    pub certificate: PathBuf,
+    /// The admin root's revocation list.
+    pub revocations: PathBuf,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    serde_json::from_slice(&fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{} is not a {what}", path.display()))
+}
+
+/// Builds the start request.
+pub fn start_request(files: &RunFiles, operator: &SigningKey) -> anyhow::Result<StartRun> {
+    let yaml = fs::read(&files.pipeline).with_context(|| format!("reading {}", files.pipeline.display()))?;
+    let pipeline = Pipeline::parse(&yaml).map_err(|e| anyhow!("{}: {e}", files.pipeline.display()))?;
+    let dataset_path = match &files.dataset {
+        Some(p) => p.clone(),
+        None => find_dataset(&files.pipeline, &pipeline)
+            .ok_or_else(|| anyhow!("the pipeline's dataset is not beside it; name it with --dataset"))?,
+    };
+    Ok(StartRun {
+        role_signatures: role_signatures(&pipeline, operator),
+        pipeline_yaml: yaml,
+        dataset: fs::read(&dataset_path).with_context(|| format!("reading {}", dataset_path.display()))?,
+        modules: load_modules(&files.modules)?,
+        policy: read_json::<PolicyBundle>(&files.policy, "policy bundle")?,
+        certificate: read_json::<RoleCertificate>(&files.certificate, "role certificate")?,
+        revocations: read_json::<RevocationList>(&files.revocations, "revocation list")?,
+    })
+}
+
+/// The resume request for `run_id`.
+pub fn resume_request(
+    run_id: &str,
+    pipeline: &Pipeline,
+    certificate: RoleCertificate,
+    operator: &SigningKey,
+) -> Command {
+    Command::Resume { run_id: run_id.into(), certificate, role_signatures: role_signatures(pipeline, operator) }
+}
+
+fn short(h: &[u8; 32]) -> String {
+    hex::encode(&h[..8])
+}
+
+/// The seed-000 style summary of a run.
+pub fn render(report: &RunReport) -> String {
+    let bar = "=".repeat(78);
+    let mut out =
+        format!("{bar}\nTHE IRON PATH - {} v{} (run {})\n{bar}\n", report.pipeline, report.version, report.run_id);
+    out.push_str(&format!(
+        "config snapshot {} signed by node {}\npolicy {}\n",
+        hex::encode(report.config_hash),
+        short(&report.snapshot.public_key),
+        hex::encode(report.policy_hash)
+    ));
+    for s in &report.stages {
+        out.push_str(&format!(
+            "  [ok] {:<10} {:<16} artifact {}…  {:>8.1} ms (governance {:.1} ms)  {}\n",
+            s.name,
+            s.kind,
+            short(&s.artifact),
+            s.micros as f64 / 1000.0,
+            s.governance_micros as f64 / 1000.0,
+            s.summary
+        ));
+    }
+    let status = match &report.status {
+        RunStatus::Completed => "IRON PATH EXECUTION SUCCESSFUL".to_string(),
+        RunStatus::Running => "running".to_string(),
+        RunStatus::AwaitingApprovals { have, need, role, candidate, digest } => format!(
+            "STOPPED AT PROMOTION: {have} of {need} approvals by role {role:?} for model {}\n  approvers sign: sovereign approve {} (digest {})",
+            hex::encode(candidate),
+            report.run_id,
+            hex::encode(digest)
+        ),
+        RunStatus::Failed { stage, reason } => format!("FAILED at stage {stage}: {reason}"),
+    };
+    out.push_str(&format!(
+        "{bar}\n{status}\nstages completed: {} of {}; audit log: {} entries\n",
+        report.stages.len(),
+        report.total_stages,
+        report.audit_size
+    ));
+    if let Some(b) = report.bundle {
+        out.push_str(&format!("compliance bundle: {}\n", hex::encode(b)));
+    }
+    out.push_str(&bar);
+    out.push('\n');
+    out
+}
+
+/// Exit code of a run report: 0 completed, 3 waiting for approvals, 1 failed.
+pub fn exit_code(report: &RunReport) -> u8 {
+    match report.status {
+        RunStatus::Completed => 0,
+        RunStatus::AwaitingApprovals { .. } | RunStatus::Running => 3,
+        RunStatus::Failed { .. } => 1,
+    }
+}
+
+/// The attestation a compliance bundle carries (`attestation/evidence.json`): the quote's
+/// nonce must bind the checkpoint whose root the bundle's own entries recompute to, and the
+/// evidence must verify against the operator's attestation trust roots. Credential activation
+/// (the AK–EK binding) is interactive: the exporter checks it live; offline it is reported as
+/// not re-checkable, and the AK is checked against the quote and the EK certificate chain.
+pub struct AttestationChecker {
+    /// The attestation trust roots; `None` fails any bundle that carries attestation.
+    pub trust: Option<crate::attest::Trust>,
+    /// The bundle's node identity (the quote's qualifying data binds it).
+    pub identity: Option<VerifyingKey>,
+}
+
+/// Runs several section checkers as one.
+pub struct Checkers<'a>(pub Vec<&'a dyn SectionChecker>);
+
+impl SectionChecker for Checkers<'_> {
+    fn sections(&self) -> Vec<&'static str> {
+        self.0.iter().flat_map(|c| c.sections()).collect()
+    }
+
+    fn check(
+        &self,
+        report: &mut Report,
+        entries: &[(String, sovereign_audit::Entry)],
+        files: &BTreeMap<String, Vec<u8>>,
+    ) {
+        for c in &self.0 {
+            let mine: BTreeMap<String, Vec<u8>> = files
+                .iter()
+                .filter(|(name, _)| c.sections().iter().any(|s| name.starts_with(&format!("{s}/"))))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            c.check(report, entries, &mine);
+        }
+    }
+}
+
+/// What `attestation/evidence.json` holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BundledEvidence {
+    /// The checkpoint note the nonce binds.
+    pub checkpoint: String,
+    /// The evidence.
+    pub evidence: Evidence,
+}
+
+impl SectionChecker for AttestationChecker {
+    fn sections(&self) -> Vec<&'static str> {
+        vec!["attestation"]
+    }
+
+    fn check(
+        &self,
+        report: &mut Report,
+        _entries: &[(String, sovereign_audit::Entry)],
+        files: &BTreeMap<String, Vec<u8>>,
+    ) {
+        for (name, bytes) in files {
+            let result = (|| -> Result<String, String> {
+                let bundled: BundledEvidence =
+                    serde_json::from_slice(bytes).map_err(|e| format!("not attestation evidence: {e}"))?;
+                let note = SignedNote::parse(&bundled.checkpoint).map_err(|e| format!("checkpoint: {e}"))?;
+                let cp = Checkpoint::parse_body(&note.body).map_err(|e| format!("checkpoint: {e}"))?;
+                if cp.size != report.leaf_hashes.len() as u64 || root_from_leaves(&report.leaf_hashes) != cp.root {
+                    return Err(format!(
+                        "the attested checkpoint (size {}) is not the bundle's log ({} entries)",
+                        cp.size,
+                        report.leaf_hashes.len()
+                    ));
+                }
+                let trust = self
+                    .trust
+                    .as_ref()
+                    .ok_or("no attestation trust roots given (--release-key, --reference, --platform, --ek-ca)")?;
+                let identity = self.identity.ok_or("no node identity pinned (--node-key)")?;
+                let exchange = crate::attest::Exchange {
+                    nonce: bundle_attestation_nonce(&bundled.checkpoint),
+                    identity: identity.to_bytes(),
+                    evidence: bundled.evidence,
+                    challenge: [0; 32],
+                    released: Err(String::new()),
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let attest = crate::attest::verify_exchange(&exchange, trust, now);
+                let failed: Vec<String> = attest
+                    .checks
+                    .iter()
+                    .filter(|c| !c.passed && c.name != "ak.credential_activation")
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(failed.join("; "));
+                }
+                let passed = attest.checks.iter().filter(|c| c.passed).count();
+                Ok(format!(
+                    "TPM quote binds checkpoint {} (root recomputed from the bundle's entries) and node {}; {passed} checks passed (quote, EK chain, event-log replay, reference values); AK–EK credential activation is checked live at export, not re-checkable offline",
+                    cp.size,
+                    short(identity.as_bytes())
+                ))
+            })();
+            match result {
+                Ok(detail) => report.add("attestation", 1, vec![], detail),
+                Err(why) => report.add("attestation", 1, vec![fail(name.as_str(), why)], "attestation evidence"),
+            }
+        }
+        if files.is_empty() {
+            report.add("attestation", 0, vec![], "the bundle carries no attestation evidence");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The Iron Path in the real appliance (one boot, OVMF + swtpm): the pipeline engine behind the
+//! control API, driven by the operator library the `sovereign` CLI uses.
+//!
+//! A tampered module is refused before anything runs; a hostile agent (an endless loop) is
+//! terminated, the chain loses consensus, and the runtime keeps serving; a run with one approval
+//! stops at promotion; with two it promotes, rolls back with proof, and exports a compliance
+//! bundle that verifies offline — hash chain, checkpoint, re-evaluated decisions, and the TPM
+//! quote bound to the bundle's checkpoint — and fails once a byte of it is flipped; a second
+//! promotion followed by a rollback restores and proves the first run's model, read back from
+//! the encrypted data partition.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
+use sovereign_cli::pipeline::{AttestationChecker, Checkers, command, role_signatures};
+use sovereign_e2e::{boot_lock, build_dir, dev_keys, image, operator_trust, root};
+use sovereign_governance::approvals::Approval;
+use sovereign_governance::policy::PolicyBundle;
+use sovereign_governance::signed::{RevocationList, RoleCertificate};
+use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
+use sovereign_pipeline::{Command, Pipeline, Reply, RunReport, RunStatus, StartRun};
+use sovereign_qemu::Appliance;
+use sovereign_sandbox::{Capability, ModuleManifest};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const READY: &str = "sovereign-runtime: control: attestation key ready";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+struct Operator {
+    socket: std::path::PathBuf,
+    admin: SigningKey,
+    certificate: RoleCertificate,
+    revocations: RevocationList,
+    policy: PolicyBundle,
+    modules: Vec<ModuleFile>,
+}
+
+impl Operator {
+    fn send(&self, cmd: &Command) -> Reply {
+        command(&self.socket, &self.admin, None, cmd).unwrap()
+    }
+
+    fn start(&self, yaml: &str, modules: Vec<ModuleFile>) -> Reply {
+        let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
+        let start = StartRun {
+            role_signatures: role_signatures(&pipeline, &self.admin),
+            pipeline_yaml: yaml.as_bytes().to_vec(),
+            dataset: std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap(),
+            modules,
+            policy: self.policy.clone(),
+            certificate: self.certificate.clone(),
+            revocations: self.revocations.clone(),
+        };
+        self.send(&Command::Start(Box::new(start)))
+    }
+
+    fn approve(&self, report: &RunReport, approver: &SigningKey) -> Reply {
+        let RunStatus::AwaitingApprovals { digest, .. } = report.status else { panic!("{:?}", report.status) };
+        let admin = dev_keys().admin;
+        let certificate =
+            RoleCertificate::issue(&approver.verifying_key(), &["approver"], 5, now_ms() + 3_600_000, &admin);
+        let approval = Approval::sign(digest, now_ms() + 3_600_000, approver);
+        self.send(&Command::Approve { run_id: report.run_id.clone(), approval, certificate })
+    }
+
+    fn resume(&self, run_id: &str, yaml: &str) -> RunReport {
+        let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
+        report(self.send(&Command::Resume {
+            run_id: run_id.into(),
+            certificate: self.certificate.clone(),
+            role_signatures: role_signatures(&pipeline, &self.admin),
+        }))
+    }
+}
+
+fn report(reply: Reply) -> RunReport {
+    match reply {
+        Reply::Run(r) => r,
+        other => panic!("expected a run report, got {other:?}"),
+    }
+}
+
+fn modules() -> Vec<ModuleFile> {
+    let keys = dev_keys();
+    ["normalize", "train", "agent"]
+        .iter()
+        .map(|name| {
+            let wasm = std::fs::read(build_dir().join("modules").join(format!("{name}.wasm"))).unwrap();
+            let caps = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
+            ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &keys.release), wasm }
+        })
+        .collect()
+}
+
+#[test]
+fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline() {
+    let _lock = boot_lock();
+    let keys = dev_keys();
+    let mut appliance = Appliance::new(image()).unwrap();
+    let trust = operator_trust(&appliance);
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    assert!(guest.console().contains("sovereign-runtime: pipelines ready"), "{}", guest.console());
+    let policy_text = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap();
+    let op = Operator {
+        socket: appliance.control_socket(),
+        certificate: RoleCertificate::issue(
+            &keys.admin.verifying_key(),
+            &[OPERATOR_ROLE],
+            1,
+            now_ms() + 3_600_000,
+            &keys.admin,
+        ),
+        revocations: RevocationList::issue(1, vec![], vec![], &keys.admin),
+        policy: PolicyBundle::sign("iron-path", 1, &policy_text, &keys.release),
+        modules: modules(),
+        admin: keys.admin.clone(),
+    };
+    let yaml = std::fs::read_to_string(root().join("examples/iron-path.yaml")).unwrap();
+
+    // A tampered module is refused before anything runs.
+    let mut tampered = op.modules.clone();
+    let last = tampered[2].wasm.len() - 1;
+    tampered[2].wasm[last] ^= 1;
+    let reply = op.start(&yaml, tampered);
+    assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
+
+    // A hostile agent loops forever: terminated, audited, consensus lost; the runtime serves on.
+    let spinner = sovereign_qemu_free_spinner();
+    let mut hostile_modules = op.modules.clone();
+    hostile_modules.push(ModuleFile {
+        manifest: ModuleManifest::sign("spinner", 1, &spinner, &[Capability::WriteOutput], &keys.release),
+        wasm: spinner,
+    });
+    let hostile = report(
+        op.start(&yaml.replace("{ name: safety, module: agent", "{ name: safety, module: spinner"), hostile_modules),
+    );
+    let RunStatus::Failed { stage, reason } = &hostile.status else { panic!("{:?}", hostile.status) };
+    assert_eq!(stage, "review");
+    assert!(reason.contains("not reached (2 of 3 approve)"), "{reason}");
+
+    // One approval: the run stops at promotion.
+    let run = report(op.start(&yaml, op.modules.clone()));
+    assert!(matches!(run.status, RunStatus::AwaitingApprovals { have: 0, need: 2, .. }), "{:?}", run.status);
+    let approvers = [SigningKey::from_bytes(&[0x61; 32]), SigningKey::from_bytes(&[0x62; 32])];
+    assert_eq!(op.approve(&run, &approvers[0]), Reply::Approved { have: 1, need: 2 });
+    let paused = op.resume(&run.run_id, &yaml);
+    assert!(matches!(paused.status, RunStatus::AwaitingApprovals { have: 1, need: 2, .. }), "{:?}", paused.status);
+    assert_eq!(paused.stages.len(), 3);
+
+    // Two: promotion, rollback (nothing was live before: the empty deployment, proven), export.
+    assert_eq!(op.approve(&run, &approvers[1]), Reply::Approved { have: 2, need: 2 });
+    let done = op.resume(&run.run_id, &yaml);
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    let kinds: Vec<&str> = done.stages.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["data_preparation", "model_training", "agent_chain", "promotion", "rollback", "audit_export"]);
+    assert!(done.stages[4].summary.contains("restored the empty deployment"), "{}", done.stages[4].summary);
+    let Reply::Bytes(bundle) = op.send(&Command::Artifact { run_id: run.run_id.clone(), sha256: done.bundle.unwrap() })
+    else {
+        panic!("no bundle")
+    };
+
+    // Offline: everything, the attestation bound to the bundle's checkpoint included.
+    let identity = ed25519_dalek::VerifyingKey::from_bytes(&done.snapshot.public_key).unwrap();
+    let verify = |bytes: &[u8]| {
+        let decisions =
+            sovereign_cli::decisions::DecisionChecker { policy_signers: vec![keys.release.verifying_key()] };
+        let attestation = AttestationChecker { trust: Some(trust.clone()), identity: Some(identity) };
+        let checkers = Checkers(vec![&decisions, &attestation]);
+        verify_bundle_with(bytes, &TrustedKeys { node: Some(identity), witnesses: vec![] }, Some(&checkers))
+    };
+    let verified = verify(&bundle);
+    assert!(verified.passed(), "{}", verified.render("bundle"));
+    let attested = verified.checks.iter().find(|c| c.name == "attestation").expect("attestation check");
+    assert!(attested.failures.is_empty() && attested.detail.contains("TPM quote binds checkpoint"), "{attested:?}");
+    let mut flipped = bundle.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    assert!(!verify(&flipped).passed());
+
+    // A second promotion (no rollback stage), then a third run whose rollback restores it.
+    let no_rollback = yaml.replace("  - name: rollback\n    type: rollback\n\n", "");
+    let second = report(op.start(&no_rollback, op.modules.clone()));
+    for a in &approvers {
+        assert!(matches!(op.approve(&second, a), Reply::Approved { .. }));
+    }
+    let second = op.resume(&second.run_id, &no_rollback);
+    assert_eq!(second.status, RunStatus::Completed, "{second:?}");
+    let model = second.stages[1].artifact;
+    let third = report(op.start(&yaml, op.modules.clone()));
+    for a in &approvers {
+        op.approve(&third, a);
+    }
+    let third = op.resume(&third.run_id, &yaml);
+    assert_eq!(third.status, RunStatus::Completed, "{third:?}");
+    assert!(
+        third.stages[4].summary.contains(&format!("restored model {}", &hex::encode(model)[..16])),
+        "{}",
+        third.stages[4].summary
+    );
+
+    guest.powerdown().unwrap();
+    guest.wait_exit().unwrap();
+}
+
+/// A module that loops forever.
+fn sovereign_qemu_free_spinner() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (import "sovereign" "output_write" (func $w (param i32 i32) (result i32)))
+             (memory (export "memory") 1) (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+    )
+    .unwrap()
+}
