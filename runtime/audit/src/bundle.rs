@@ -656,6 +656,8 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &TrustedKeys, checker: Option<&dy
             }
         }
     }
+    // Checkers see the leaf hashes of the entries (e.g. to recompute an attested root).
+    report.leaf_hashes = hashes_for_later.clone();
     if let Some(checker) = checker {
         let decoded: Vec<(String, crate::Entry)> =
             framed.iter().filter_map(|(place, d)| crate::Entry::decode(d).ok().map(|e| (place.clone(), e))).collect();
@@ -668,7 +670,6 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &TrustedKeys, checker: Option<&dy
     }
     report.add("sections", section_files, section_failures, format!("{} sections present", SECTIONS.len()));
     report.entries = hashes_for_later.len() as u64;
-    report.leaf_hashes = hashes_for_later;
     report
 }
 
