@@ -126,8 +126,9 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
 
     // A tampered module is refused before anything runs.
     let mut tampered = op.modules.clone();
-    let last = tampered[2].wasm.len() - 1;
-    tampered[2].wasm[last] ^= 1;
+    let train = tampered.iter_mut().find(|m| m.manifest.name == "train").unwrap();
+    let last = train.wasm.len() - 1;
+    train.wasm[last] ^= 1;
     let reply = op.start(&yaml, tampered);
     assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
 
