@@ -81,7 +81,7 @@ impl Operator {
 
 fn report(reply: Reply) -> RunReport {
     match reply {
-        Reply::Run(r) => r,
+        Reply::Run(r) => *r,
         other => panic!("expected a run report, got {other:?}"),
     }
 }

@@ -686,7 +686,7 @@ fn run_pipeline(
         }
     };
     let report = match p::command(&appliance.socket, &operator, node.as_ref(), &command)? {
-        Reply::Run(r) => r,
+        Reply::Run(r) => *r,
         Reply::Refused(why) => {
             eprintln!("sovereign: the appliance refused the run: {why}");
             return Ok(ExitCode::from(1));
@@ -740,7 +740,7 @@ fn approve(
             .with_context(|| format!("{} is not a role certificate", certificate.display()))?;
     let status = PipelineCommand::Status { run_id: run.into() };
     let report = match p::command(&appliance.socket, &operator, node.as_ref(), &status)? {
-        Reply::Run(r) => r,
+        Reply::Run(r) => *r,
         Reply::Refused(why) => bail!("the appliance refused: {why}"),
         other => bail!("unexpected reply {other:?}"),
     };

@@ -105,7 +105,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// A run's report.
-    Run(RunReport),
+    Run(Box<RunReport>),
     /// Approvals counted for a pending promotion.
     Approved {
         /// Valid approvals now recorded.
@@ -414,7 +414,7 @@ impl Engine {
                 Err(e) => refusal(e),
             },
             Command::Status { run_id } => match self.load_run(&run_id) {
-                Ok(run) => Reply::Run(run.report.clone()),
+                Ok(run) => Reply::Run(Box::new(run.report.clone())),
                 Err(e) => refusal(e),
             },
             Command::Approve { run_id, approval, certificate } => match self.approve(&run_id, approval, certificate) {
@@ -669,7 +669,7 @@ impl Engine {
         if let Err(e) = self.save_run(&run) {
             return refusal(format!("run {run_id}: saving its record: {e}"));
         }
-        Reply::Run(run.report)
+        Reply::Run(Box::new(run.report))
     }
 
     fn advance_inner(&mut self, run_id: &str, attest: Attest<'_>) -> Result<(), String> {

@@ -113,7 +113,7 @@ fn fake_evidence(nonce: &[u8; 32]) -> Result<Vec<u8>, String> {
 
 fn run_report(reply: Reply) -> RunReport {
     match reply {
-        Reply::Run(r) => r,
+        Reply::Run(r) => *r,
         other => panic!("expected a run report, got {other:?}"),
     }
 }
@@ -125,12 +125,7 @@ fn approve(engine: &mut Engine, report: &RunReport, who: &SigningKey, k: &Keys) 
     engine.handle(Command::Approve { run_id: report.run_id.clone(), approval, certificate }, &mut no_tpm)
 }
 
-fn resume(
-    engine: &mut Engine,
-    run_id: &str,
-    k: &Keys,
-    attest: &mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>,
-) -> RunReport {
+fn resume(engine: &mut Engine, run_id: &str, k: &Keys, attest: sovereign_pipeline::engine::Attest<'_>) -> RunReport {
     let pipeline = Pipeline::parse(iron_path().as_bytes()).unwrap();
     run_report(engine.handle(
         Command::Resume {
