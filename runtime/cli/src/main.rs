@@ -138,15 +138,8 @@ enum Command {
     },
     /// Ask a running appliance for its status over the signed control API.
     Status {
-        /// The appliance's control socket (QEMU: the appliance directory's control.sock).
-        #[arg(long)]
-        socket: PathBuf,
-        /// The operator's Ed25519 secret key file (hex).
-        #[arg(long)]
-        key: PathBuf,
-        /// Pin the node identity (hex or file); otherwise the identity the node claims is shown.
-        #[arg(long)]
-        node_key: Option<String>,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -190,13 +183,13 @@ enum Command {
 /// The appliance's control port and the operator key that signs requests.
 #[derive(clap::Args)]
 struct ApplianceArgs {
-    /// The appliance's control socket.
+    /// The appliance's control socket (QEMU: the appliance directory's control.sock).
     #[arg(long)]
     socket: PathBuf,
     /// The operator's Ed25519 secret key file (hex).
     #[arg(long)]
     key: PathBuf,
-    /// Pin the node identity (hex or file).
+    /// Pin the node identity (hex or file); otherwise the identity the node claims is used.
     #[arg(long)]
     node_key: Option<String>,
 }
@@ -604,7 +597,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Status { socket, key, node_key, json } => {
+        Command::Status { appliance: ApplianceArgs { socket, key, node_key }, json } => {
             let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
             let request = sovereign_cli::sign(sovereign_protocol::Request::Status, &operator);
             let response = sovereign_cli::send(&socket, &request, std::time::Duration::from_secs(30))?;

@@ -171,65 +171,47 @@ fn iron_path(
         start,
         "operator material: a pipeline-operator certificate for the admin key, two approvers, a revocation list",
     );
-    let cert = dir.join("operator.cert.json");
-    let (code, _) = cli_run(
-        start,
-        cli,
-        &[
+    let issue = |operator: String, role: &str, serial: u64, out: &std::path::Path| -> anyhow::Result<()> {
+        let args = [
             s("cert"),
             s("issue"),
             s("--admin-key"),
             admin_key.clone(),
             s("--operator"),
-            p(&keys.join("admin.pub")),
+            operator,
             s("--role"),
-            s("pipeline-operator"),
+            s(role),
+            s("--serial"),
+            serial.to_string(),
             s("--out"),
-            p(&cert),
-        ],
-    )?;
-    anyhow::ensure!(code == 0, "cert issue failed");
+            p(out),
+        ];
+        let (code, _) = cli_run(start, cli, &args)?;
+        anyhow::ensure!(code == 0, "sovereign cert issue failed");
+        Ok(())
+    };
+    let cert = dir.join("operator.cert.json");
+    issue(p(&keys.join("admin.pub")), "pipeline-operator", 1, &cert)?;
     let revocations = dir.join("revocations.json");
-    let (code, _) = cli_run(
-        start,
-        cli,
-        &[
-            s("cert"),
-            s("revocations"),
-            s("--admin-key"),
-            admin_key.clone(),
-            s("--version"),
-            s("1"),
-            s("--out"),
-            p(&revocations),
-        ],
-    )?;
-    anyhow::ensure!(code == 0, "revocations failed");
+    let revoke = [
+        s("cert"),
+        s("revocations"),
+        s("--admin-key"),
+        admin_key.clone(),
+        s("--version"),
+        s("1"),
+        s("--out"),
+        p(&revocations),
+    ];
+    let (code, _) = cli_run(start, cli, &revoke)?;
+    anyhow::ensure!(code == 0, "sovereign cert revocations failed");
     let mut approvers = vec![];
-    for i in 1..=2 {
+    for i in 1..=2u64 {
         let key = dir.join(format!("approver-{i}.key"));
         let (code, _) = cli_run(start, cli, &[s("keygen"), s("--out"), p(&key)])?;
-        anyhow::ensure!(code == 0, "keygen failed");
+        anyhow::ensure!(code == 0, "sovereign keygen failed");
         let cert = dir.join(format!("approver-{i}.cert.json"));
-        let (code, _) = cli_run(
-            start,
-            cli,
-            &[
-                s("cert"),
-                s("issue"),
-                s("--admin-key"),
-                admin_key.clone(),
-                s("--operator"),
-                format!("{}.pub", p(&key)),
-                s("--role"),
-                s("approver"),
-                s("--serial"),
-                format!("{}", 10 + i),
-                s("--out"),
-                p(&cert),
-            ],
-        )?;
-        anyhow::ensure!(code == 0, "cert issue failed");
+        issue(format!("{}.pub", p(&key)), "approver", 10 + i, &cert)?;
         approvers.push((key, cert));
     }
     let appliance = vec![s("--socket"), p(socket), s("--key"), admin_key.clone()];
