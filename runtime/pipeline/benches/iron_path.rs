@@ -135,13 +135,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bare = vec![];
     for _ in 0..RUNS {
         let t = Instant::now();
-        let prepared = sandbox.run(&loaded[1], &caps, &dataset, Limits::default())?;
-        let model = sandbox.run(&loaded[2], &caps, &prepared.output, Limits::default())?;
+        let prepared = sandbox.run(&loaded[0], &caps, &dataset, Limits::default())?;
+        let model = sandbox.run(&loaded[1], &caps, &prepared.output, Limits::default())?;
         for policy in ["max_mse=0.5,min_rows=10", "max_mse=5,min_rows=20", "max_mse=1,min_rows=5"] {
             let mut input = model.output.clone();
             input.push(b'\n');
             input.extend_from_slice(policy.as_bytes());
-            sandbox.run(&loaded[0], &caps, &input, Limits::default())?;
+            sandbox.run(&loaded[2], &caps, &input, Limits::default())?;
         }
         bare.push(t.elapsed().as_micros() as u64);
     }

@@ -311,6 +311,12 @@ fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 
+/// The compiled-module cache key: the signed manifest (which pins the module's hash and its
+/// capabilities), so the same bytes under another manifest are compiled and checked again.
+fn compiled_key(manifest: &ModuleManifest) -> [u8; 32] {
+    sha256(&serde_json::to_vec(manifest).unwrap_or_default())
+}
+
 /// What a stage's work produced.
 struct Work {
     output: Vec<u8>,
@@ -506,13 +512,20 @@ impl Engine {
                     .iter()
                     .find(|m| m.manifest.name == name)
                     .ok_or(format!("stage {}: module {name} was not sent", stage.name))?;
-                // Verify (signature, hash) and compile before anything runs.
-                let loaded = self
-                    .sandbox
-                    .load(&file.wasm, &file.manifest, &self.release)
-                    .map_err(|e| format!("stage {}: {e}", stage.name))?;
+                // Verify (signature, hash) and compile before anything runs; a module already
+                // compiled under the same signed manifest is reused.
+                file.manifest
+                    .verify(&file.wasm, &self.release)
+                    .map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
+                let key = compiled_key(&file.manifest);
+                if !self.compiled.contains_key(&key) {
+                    let loaded = self
+                        .sandbox
+                        .load(&file.wasm, &file.manifest, &self.release)
+                        .map_err(|e| format!("stage {}: {e}", stage.name))?;
+                    self.compiled.insert(key, loaded);
+                }
                 let hash = self.store.put(&file.wasm)?;
-                self.compiled.insert(hash, loaded);
                 modules.insert(name.to_string(), (file.manifest.clone(), hash));
             }
         }
@@ -801,12 +814,13 @@ impl Engine {
     fn module(&mut self, run_id: &str, name: &str) -> Result<LoadedModule, String> {
         let run = self.load_run(run_id)?;
         let (manifest, hash) = run.modules.get(name).cloned().ok_or(format!("module {name} is not part of the run"))?;
-        if let Some(m) = self.compiled.get(&hash) {
+        let key = compiled_key(&manifest);
+        if let Some(m) = self.compiled.get(&key) {
             return Ok(m.clone());
         }
         let wasm = self.store.get(&hash)?;
         let loaded = self.sandbox.load(&wasm, &manifest, &self.release).map_err(|e| e.to_string())?;
-        self.compiled.insert(hash, loaded.clone());
+        self.compiled.insert(key, loaded.clone());
         Ok(loaded)
     }
 
