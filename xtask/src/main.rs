@@ -26,6 +26,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("mtools", "mcopy fills the EFI system partition without mounting it"),
     ("kmod", "depmod/modprobe order the kernel modules"),
     ("fdisk", "sfdisk writes the GPT"),
+    ("e2fsprogs", "mkfs.ext4 makes the data partition"),
     ("libtss2-dev", "tss-esapi links the tpm2-tss libraries"),
     ("pkg-config", "tss-esapi's build script finds tpm2-tss with it"),
     ("swtpm", "the software TPM every TPM test runs against"),
