@@ -417,7 +417,14 @@ impl Engine {
         match command {
             Command::Start(start) => match self.start(*start) {
                 Ok(run_id) => self.advance(&run_id, attest),
-                Err(e) => refusal(e),
+                Err(e) => {
+                    // A refused run is audited too (a tampered module, a bad pipeline file).
+                    let line = format!("pipeline run refused at load: {e}");
+                    match self.log(EntryKind::Refusal, Severity::Warning, vec![], line) {
+                        Ok(()) => refusal(e),
+                        Err(audit) => refusal(format!("{e}; and {audit}")),
+                    }
+                }
             },
             Command::Status { run_id } => match self.load_run(&run_id) {
                 Ok(run) => Reply::Run(Box::new(run.report.clone())),

@@ -270,6 +270,53 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
     let ok = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(ok.status, RunStatus::AwaitingApprovals { .. }), "{:?}", ok.status);
 
+    // Each kind of hostile agent ends as an audited termination, and the engine serves on.
+    let hostile_agents = [
+        (
+            "bomb",
+            r#"(module (memory (export "memory") 1) (func (export "run") (result i32) (loop $l (drop (memory.grow (i32.const 1000))) (br $l)) (i32.const 0)))"#,
+            "terminated: ",
+        ),
+        (
+            "recursion",
+            r#"(module (memory (export "memory") 1) (func $f (result i32) (call $f)) (func (export "run") (result i32) (call $f)))"#,
+            "stack exhausted",
+        ),
+        ("trap", r#"(module (memory (export "memory") 1) (func (export "run") (result i32) unreachable))"#, "trap"),
+    ];
+    for (name, wat_text, expect) in hostile_agents {
+        let wasm = wat::parse_str(wat_text).unwrap();
+        let mut start = start(
+            &iron_path().replace("{ name: safety, module: agent", &format!("{{ name: safety, module: {name}")),
+            &k,
+        );
+        start.modules.push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &[], &k.release), wasm });
+        let report = run_report(engine.handle(Command::Start(Box::new(start)), &mut no_tpm));
+        assert!(
+            matches!(&report.status, RunStatus::Failed { stage, .. } if stage == "review"),
+            "{name}: {:?}",
+            report.status
+        );
+        let bytes = std::fs::read(dir.path().join("audit.log")).unwrap();
+        let entries = sovereign_audit::logfile::decode_entries(&bytes, &DataKey([8; 32])).unwrap();
+        let line = format!("module {name} terminated: ");
+        let audited =
+            entries.iter().map(|e| String::from_utf8_lossy(&e.payload).into_owned()).find(|t| t.contains(&line));
+        assert!(audited.as_deref().is_some_and(|t| t.contains(expect)), "{name}: {audited:?}");
+    }
+    // An import the manifest does not declare: refused at load, audited.
+    let sneaky = wat::parse_str(r#"(module (import "sovereign" "random" (func $r (param i32 i32) (result i32))) (memory (export "memory") 1) (func (export "run") (result i32) (i32.const 0)))"#).unwrap();
+    let mut start_sneaky =
+        start(&iron_path().replace("{ name: safety, module: agent", "{ name: safety, module: sneaky"), &k);
+    start_sneaky.modules.push(ModuleFile {
+        manifest: ModuleManifest::sign("sneaky", 1, &sneaky, &[Capability::WriteOutput], &k.release),
+        wasm: sneaky,
+    });
+    let reply = engine.handle(Command::Start(Box::new(start_sneaky)), &mut no_tpm);
+    assert!(matches!(&reply, Reply::Refused(r) if r.contains("import not granted: sovereign.random")), "{reply:?}");
+    let ok = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    assert!(matches!(ok.status, RunStatus::AwaitingApprovals { .. }), "{:?}", ok.status);
+
     // Every refusal above is in the audit log.
     let bytes = std::fs::read(dir.path().join("audit.log")).unwrap();
     let entries = sovereign_audit::logfile::decode_entries(&bytes, &DataKey([8; 32])).unwrap();
@@ -277,4 +324,9 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
     assert!(text.iter().any(|t| t.contains("module spinner terminated: ")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("dataset does not hash")));
     assert!(text.iter().any(|t| t.contains("replay")));
+    assert!(
+        text.iter()
+            .any(|t| t.contains("pipeline run refused at load: stage train: refused: module train: bytes hash to"))
+    );
+    assert!(text.iter().any(|t| t.contains("pipeline run refused at load") && t.contains("sovereign.random")));
 }
