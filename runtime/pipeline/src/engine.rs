@@ -33,6 +33,8 @@ use crate::store::{Store, sha256};
 pub const OPERATOR_ROLE: &str = "pipeline-operator";
 /// Most runs kept in memory (older ones stay in the store).
 const MAX_OPEN_RUNS: usize = 64;
+/// Most compiled modules kept (the cache is emptied when full; modules recompile on demand).
+const MAX_COMPILED: usize = 32;
 
 /// A signed module with its manifest, as the operator sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -525,6 +527,9 @@ impl Engine {
                     .verify(&file.wasm, &self.release)
                     .map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
                 let key = compiled_key(&file.manifest);
+                if self.compiled.len() >= MAX_COMPILED {
+                    self.compiled.clear();
+                }
                 if !self.compiled.contains_key(&key) {
                     let loaded = self
                         .sandbox
