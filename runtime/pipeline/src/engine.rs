@@ -466,19 +466,22 @@ impl Engine {
                     }
                 }
             },
-            Command::ExportBundle => {
-                let policies: Vec<PolicyBundle> = self.governor_policy().into_iter().collect();
-                match self.export_bundle(&policies, attest) {
-                    Ok(bytes) => Reply::Bytes(bytes),
-                    Err(e) => refusal(format!("audit export: {e}")),
-                }
-            }
+            Command::ExportBundle => match self.export_bundle(attest) {
+                Ok(bytes) => Reply::Bytes(bytes),
+                Err(e) => refusal(format!("audit export: {e}")),
+            },
         }
     }
 
-    fn governor_policy(&self) -> Option<PolicyBundle> {
-        let run = self.runs.values().next_back()?;
-        Some(run.policy.clone())
+    /// Every policy bundle a run was ever started under (kept so that a bundle exported after a
+    /// restart still carries the policies its decisions were made under).
+    fn policies(&self) -> Result<Vec<PolicyBundle>, String> {
+        let mut out = Vec::new();
+        for name in self.store.record_names().into_iter().filter(|n| n.starts_with("policy-")) {
+            let bytes = self.store.get_record(&name)?.ok_or(format!("record {name} vanished"))?;
+            out.push(PolicyBundle::from_json(&bytes).map_err(|e| format!("record {name}: {e}"))?);
+        }
+        Ok(out)
     }
 
     fn load_run(&mut self, run_id: &str) -> Result<&mut Run, String> {
@@ -542,6 +545,8 @@ impl Engine {
             }
         }
         let dataset = self.store.put(&start.dataset)?;
+        let policy_json = serde_json::to_vec(&start.policy).map_err(|e| e.to_string())?;
+        self.store.put_record(&format!("policy-{}", hex::encode(start.policy.hash())), &policy_json)?;
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let run_id = hex::encode(id);
@@ -988,8 +993,7 @@ impl Engine {
                 Ok(Work { output, summary, extra_artifacts: vec![] })
             }
             StageKind::AuditExport => {
-                let policy = run.policy.clone();
-                let bundle = self.export_bundle(&[policy], attest)?;
+                let bundle = self.export_bundle(attest)?;
                 let summary = format!("compliance bundle of {} entries ({} bytes)", self.audit.size(), bundle.len());
                 Ok(Work { output: bundle, summary, extra_artifacts: vec![] })
             }
@@ -997,8 +1001,10 @@ impl Engine {
     }
 
     /// A compliance bundle of the whole log: a fresh checkpoint, TPM evidence whose nonce
-    /// binds that checkpoint, and the policy bundles in force (for offline re-evaluation).
-    pub fn export_bundle(&mut self, policies: &[PolicyBundle], attest: Attest<'_>) -> Result<Vec<u8>, String> {
+    /// binds that checkpoint, and every policy bundle runs were started under (for offline
+    /// re-evaluation of each decision).
+    pub fn export_bundle(&mut self, attest: Attest<'_>) -> Result<Vec<u8>, String> {
+        let policies = self.policies()?;
         let note = self.audit.checkpoint(&self.identity).map_err(|e| e.to_string())?;
         self.audit.store_checkpoint(&note).map_err(|e| e.to_string())?;
         let nonce = bundle_attestation_nonce(&note.to_text());
@@ -1008,7 +1014,7 @@ impl Engine {
         let bundled = serde_json::json!({ "checkpoint": note.to_text(), "evidence": evidence });
         let bundled = serde_json::to_vec(&bundled).map_err(|e| e.to_string())?;
         let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), bundled)];
-        for p in policies {
+        for p in &policies {
             let bytes = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
             section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));
         }
