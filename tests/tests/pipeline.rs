@@ -206,6 +206,13 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
         third.stages[4].summary
     );
 
+    // `sovereign audit export --socket`: the whole log now, with fresh evidence, verifies too —
+    // and carries the policy every decision so far was made under.
+    let Reply::Bytes(export) = op.send(&Command::ExportBundle) else { panic!("no export") };
+    let exported = verify(&export);
+    assert!(exported.passed(), "{}", exported.render("export"));
+    assert!(exported.entries > verified.entries);
+
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();
 }

@@ -55,6 +55,18 @@ fn run(disk: &std::path::Path, stay: bool) -> Result<ExitCode, sovereign_qemu::G
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    if ready && stay {
+        let socket = appliance.control_socket();
+        let ca = socket.with_file_name("ek-ca.pem");
+        match appliance.ek_ca_pem().map(|pem| std::fs::write(&ca, pem)) {
+            Ok(Ok(())) => eprintln!(
+                "sovereign-qemu: runtime ready; control socket {} (use with `sovereign … --socket`), EK CA {}",
+                socket.display(),
+                ca.display()
+            ),
+            _ => eprintln!("sovereign-qemu: runtime ready; control socket {}", socket.display()),
+        }
+    }
     if ready && !stay {
         eprintln!("sovereign-qemu: runtime ready; pressing the ACPI power button");
         guest.powerdown()?;
