@@ -108,10 +108,16 @@ impl Governor {
     /// The digest approvers sign for a guarded request: SHA-256 of the canonical JSON of the
     /// bound execution context, the resource and the environment.
     pub fn approval_digest(request: &GovernedRequest) -> [u8; 32] {
+        Self::approval_digest_of(&request.execution, &request.resource, &request.environment)
+    }
+
+    /// [`Governor::approval_digest`] from its three parts, for whoever must show approvers what
+    /// to sign before the whole request exists (a pipeline paused at promotion).
+    pub fn approval_digest_of(execution: &ExecutionRequest, resource: &str, environment: &str) -> [u8; 32] {
         sha256(&crate::canonical::canonical_json(&serde_json::json!({
-            "execution": request.execution.bound_context(),
-            "resource": request.resource,
-            "environment": request.environment,
+            "execution": execution.bound_context(),
+            "resource": resource,
+            "environment": environment,
         })))
     }
 

@@ -550,7 +550,7 @@ impl Engine {
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let run_id = hex::encode(id);
-        let snapshot_value = pipeline.snapshot_value();
+        let snapshot_value = pipeline.snapshot_value().map_err(|e| e.to_string())?;
         let snapshot = ConfigSnapshot::create(&snapshot_value, &self.identity, now_ms());
         let payload = serde_json::json!({
             "run": run_id, "pipeline": pipeline.name, "version": pipeline.version,
@@ -607,33 +607,7 @@ impl Engine {
 
     fn approval_digest(run: &Run, stage: &Stage, candidate: &[u8; 32]) -> [u8; 32] {
         let execution = Self::promotion_request(run, stage, candidate);
-        Governor::approval_digest(&GovernedRequest {
-            execution,
-            resource: format!("pipeline:{}", run.pipeline.name),
-            environment: run.pipeline.name.clone(),
-            role_signature: RoleSignature {
-                role: String::new(),
-                context: sovereign_governance::signed::RoleContext {
-                    action: String::new(),
-                    environment: String::new(),
-                    nonce: [0; 16],
-                    expiry_ms: 0,
-                },
-                operator: [0; 32],
-                signature: vec![],
-            },
-            certificate: RoleCertificate {
-                operator: [0; 32],
-                roles: vec![],
-                serial: 0,
-                not_after_ms: 0,
-                issuer: [0; 32],
-                signature: vec![],
-            },
-            signals: BTreeMap::new(),
-            approvals: vec![],
-            approver_certificates: vec![],
-        })
+        Governor::approval_digest_of(&execution, &format!("pipeline:{}", run.pipeline.name), &run.pipeline.name)
     }
 
     fn candidate(run: &Run) -> Option<[u8; 32]> {
@@ -650,7 +624,7 @@ impl Engine {
         approval: Approval,
         certificate: RoleCertificate,
     ) -> Result<(usize, usize), String> {
-        let (admin, revocations) = (self.admin, self.load_run(run_id)?.revocations.clone());
+        let (admin, now) = (self.admin, now_ms());
         let run = self.load_run(run_id)?;
         let RunStatus::AwaitingApprovals { digest, need, role, candidate, .. } = run.report.status.clone() else {
             return Err(format!("run {run_id} has no promotion waiting for approvals"));
@@ -661,8 +635,8 @@ impl Engine {
             std::slice::from_ref(&approval),
             std::slice::from_ref(&certificate),
             &admin,
-            &revocations,
-            now_ms(),
+            &run.revocations,
+            now,
         )
         .map_err(|e| e.to_string())?;
         if run.approvals.iter().any(|(a, _)| a.operator == approval.operator) {

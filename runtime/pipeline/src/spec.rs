@@ -406,20 +406,15 @@ impl Pipeline {
     }
 
     /// The canonical JSON of the validated pipeline: what the config snapshot signs.
-    pub fn snapshot_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// The promotion stage's index, if any.
-    pub fn promotion(&self) -> Option<usize> {
-        self.stages.iter().position(|s| matches!(s.kind, StageKind::Promotion { .. }))
+    pub fn snapshot_value(&self) -> Result<serde_json::Value, SpecError> {
+        serde_json::to_value(self).map_err(|e| SpecError(format!("cannot snapshot the configuration: {e}")))
     }
 }
 
 /// Parses arbitrary bytes as a pipeline (the fuzz target): never panics.
 pub fn fuzz_pipeline(data: &[u8]) {
     if let Ok(p) = Pipeline::parse(data) {
-        let _ = p.snapshot_value();
+        assert!(p.snapshot_value().is_ok());
         assert!(!p.stages.is_empty() && p.stages.len() <= MAX_STAGES);
     }
 }
