@@ -7,7 +7,10 @@
 //! - `cargo xtask bench` — the benchmarks whose results go into `docs/benchmarks.md`.
 //!
 //! Must never: hide a failing step (every step's failure stops the run with its name), or
-//! touch anything outside the repository, the cargo target dir and the system package manager.
+//! touch anything outside the repository, the cargo target dir and the system package manager —
+//! with one exception: when the disk is too full for the test build, stale sibling target dirs
+//! under [`CACHE_ROOT`] (caches of other checkouts, nothing else) are removed, oldest first,
+//! each one named as it goes.
 
 #![forbid(unsafe_code)]
 
@@ -57,11 +60,20 @@ const FUZZ_TARGETS: &[&str] = &[
 ];
 const FUZZ_SECONDS: u32 = 6;
 
+/// Where CI keeps its cargo target dirs (`.ci/run`), one per checkout path.
+const CACHE_ROOT: &str = "/var/cache/sovereign";
+/// What a full `cargo xtask test` writes, from an empty target dir to the end of the fuzz smoke
+/// run (measured ~15 GiB with the workspace's debug-info settings), plus room for the QEMU disks,
+/// swtpm state and temp files of the tests.
+const TEST_DISK_NEED: u64 = 22 << 30;
+/// Below this, even a warm target dir cannot take the relinked test binaries and the image.
+const TEST_DISK_FLOOR: u64 = 6 << 30;
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
-        Some("test") => setup().and_then(|()| test()),
+        Some("test") => setup().and_then(|()| disk_preflight()).and_then(|()| test()),
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
@@ -356,6 +368,119 @@ fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
+/// Makes sure the test build has the disk it needs before it starts: a linker that runs out of
+/// space dies with SIGBUS halfway through, which says nothing about the cause. Needs
+/// [`TEST_DISK_NEED`] less what the target dir already holds (never less than
+/// [`TEST_DISK_FLOOR`]); when short, removes stale sibling target dirs under [`CACHE_ROOT`],
+/// least recently used first; fails naming the shortfall if that is not enough.
+fn disk_preflight() -> Result<(), Failure> {
+    let target = target_dir();
+    std::fs::create_dir_all(&target)
+        .map_err(|e| Failure::Environment(format!("creating the target dir {}: {e}", target.display())))?;
+    let held = bytes_under(&target)?;
+    let need = TEST_DISK_NEED.saturating_sub(held).max(TEST_DISK_FLOOR);
+    let mut free = free_bytes(&target)?;
+    if free < need {
+        for stale in stale_sibling_caches(&target, Path::new(CACHE_ROOT)) {
+            if free >= need {
+                break;
+            }
+            eprintln!(
+                "xtask: {} free, {} needed: removing the stale build cache {}",
+                gib(free),
+                gib(need),
+                stale.display()
+            );
+            std::fs::remove_dir_all(&stale)
+                .map_err(|e| Failure::Environment(format!("removing {}: {e}", stale.display())))?;
+            free = free_bytes(&target)?;
+        }
+    }
+    if free < need {
+        return Err(Failure::Environment(format!(
+            "only {} free on the filesystem of {}, and the test build needs about {} more (its target dir holds {})",
+            gib(free),
+            target.display(),
+            gib(need),
+            gib(held)
+        )));
+    }
+    eprintln!(
+        "xtask: disk: {} free for {} (target dir holds {}, needs about {} more)",
+        gib(free),
+        target.display(),
+        gib(held),
+        gib(need)
+    );
+    Ok(())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// The sibling target dirs (`target`, `target-<key>`) of `target` under `cache_root`, least
+/// recently used first; nothing when `target` does not live there.
+fn stale_sibling_caches(target: &Path, cache_root: &Path) -> Vec<PathBuf> {
+    let (Ok(target), Ok(cache_root)) = (target.canonicalize(), cache_root.canonicalize()) else {
+        return Vec::new();
+    };
+    if target.parent() != Some(cache_root.as_path()) {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(&cache_root) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| *path != target && path.is_dir())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name == "target" || name.starts_with("target-"))
+        })
+        .map(|path| (last_used(&path), path))
+        .collect();
+    stale.sort();
+    stale.into_iter().map(|(_, path)| path).collect()
+}
+
+/// When a target dir was last written: the newest mtime of the dir and its profile dirs.
+fn last_used(dir: &Path) -> std::time::SystemTime {
+    let mtime = |p: &Path| p.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+    let children = std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok).map(|e| mtime(&e.path()));
+    children.chain(std::iter::once(mtime(dir))).max().unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// Bytes available to us on the filesystem holding `path` (`df`, so no unsafe statvfs here).
+fn free_bytes(path: &Path) -> Result<u64, Failure> {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .map_err(|e| Failure::Environment(format!("df {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .ok_or_else(|| Failure::Environment(format!("df {}: unreadable output {text:?}", path.display())))
+}
+
+/// Bytes held under `dir` (`du`).
+fn bytes_under(dir: &Path) -> Result<u64, Failure> {
+    let out = Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(dir)
+        .output()
+        .map_err(|e| Failure::Environment(format!("du {}: {e}", dir.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Failure::Environment(format!("du {}: unreadable output {text:?}", dir.display())))
+}
+
 fn bench() -> Result<(), Failure> {
     step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))?;
     step(
@@ -370,4 +495,48 @@ fn bench() -> Result<(), Failure> {
         cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),
     )?;
     step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn age(path: &Path, seconds_ago: u64) {
+        let when = SystemTime::now() - Duration::from_secs(seconds_ago);
+        let file = std::fs::File::open(path).expect("open");
+        file.set_modified(when).expect("set mtime");
+    }
+
+    #[test]
+    fn only_sibling_target_dirs_are_offered_oldest_first() {
+        let root = env::temp_dir().join(format!("xtask-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in ["target-aaa", "target-bbb", "target", "kernel", "target-ours"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        std::fs::create_dir_all(root.join("target-bbb/debug")).expect("mkdir");
+        std::fs::write(root.join("target-file"), b"not a dir").expect("write");
+        age(&root.join("target-aaa"), 300);
+        age(&root.join("target"), 200);
+        age(&root.join("target-bbb"), 500);
+        age(&root.join("target-bbb/debug"), 10); // used recently, through its profile dir
+
+        let offered = stale_sibling_caches(&root.join("target-ours"), &root);
+        let names: Vec<_> = offered.iter().filter_map(|p| p.file_name()?.to_str()).collect();
+        assert_eq!(names, ["target-aaa", "target", "target-bbb"]);
+
+        // A target dir outside the cache root never prunes anything.
+        std::fs::create_dir_all(root.join("target-ours/nested")).expect("mkdir");
+        assert!(stale_sibling_caches(&root.join("target-ours/nested"), &root).is_empty());
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn df_and_du_are_read() {
+        let dir = env::temp_dir();
+        assert!(free_bytes(&dir).is_ok_and(|free| free > 0));
+        assert!(bytes_under(&dir).is_ok());
+        assert!(free_bytes(Path::new("/nonexistent/xtask")).is_err());
+    }
 }
