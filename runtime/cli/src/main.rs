@@ -59,7 +59,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a pipeline (the Iron Path) on the appliance, or resume one paused at promotion.
+    /// Run a pipeline (the Iron Path) on the appliance, or resume one paused at promotion or
+    /// interrupted by a restart of the runtime.
     Run {
         /// The pipeline file (seed-000 YAML); with --resume, the same file the run started with.
         pipeline: PathBuf,
@@ -80,7 +81,8 @@ enum Command {
         /// The admin root's revocation list.
         #[arg(long)]
         revocations: PathBuf,
-        /// Resume this run (after approvals) instead of starting one.
+        /// Resume this run (after approvals, or after the runtime was interrupted) instead of
+        /// starting one.
         #[arg(long)]
         resume: Option<String>,
         /// Write the run report, and the compliance bundle once exported, into this directory.

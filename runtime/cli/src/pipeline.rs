@@ -187,6 +187,11 @@ pub fn render(report: &RunReport) -> String {
             report.run_id,
             hex::encode(digest)
         ),
+        RunStatus::Interrupted { stage, in_flight } => format!(
+            "INTERRUPTED {} stage {stage}: the runtime stopped while this run was going\n  pick it up with: sovereign run PIPELINE.yaml … --resume {}",
+            if *in_flight { "inside" } else { "before" },
+            report.run_id
+        ),
         RunStatus::Failed { stage, reason } => format!("FAILED at stage {stage}: {reason}"),
     };
     out.push_str(&format!(
@@ -203,11 +208,12 @@ pub fn render(report: &RunReport) -> String {
     out
 }
 
-/// Exit code of a run report: 0 completed, 3 waiting for approvals, 1 failed.
+/// Exit code of a run report: 0 completed, 3 waiting to be resumed (approvals, or after an
+/// interruption of the runtime), 1 failed.
 pub fn exit_code(report: &RunReport) -> u8 {
     match report.status {
         RunStatus::Completed => 0,
-        RunStatus::AwaitingApprovals { .. } | RunStatus::Running => 3,
+        RunStatus::AwaitingApprovals { .. } | RunStatus::Interrupted { .. } | RunStatus::Running => 3,
         RunStatus::Failed { .. } => 1,
     }
 }

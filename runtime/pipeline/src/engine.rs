@@ -141,6 +141,16 @@ pub enum RunStatus {
     },
     /// Every stage passed.
     Completed,
+    /// The runtime stopped (crash, power loss) while the run was between stages or inside one;
+    /// `Resume` picks it up again (a pure stage is re-run under a new execution ID, an
+    /// interrupted promotion asks for new approvals, and a promotion or rollback that had
+    /// already changed the deployment fails the run instead of being applied twice).
+    Interrupted {
+        /// The stage that was next or in flight.
+        stage: String,
+        /// Whether the stage had started (its marker was durable) when the runtime stopped.
+        in_flight: bool,
+    },
     /// A stage failed or was refused; the run is over.
     Failed {
         /// The stage.
@@ -243,9 +253,33 @@ struct Run {
     approvals: Vec<(Approval, RoleCertificate)>,
     revocations: RevocationList,
     next: usize,
+    /// How many times the run was resumed after an interruption; part of every later stage's
+    /// execution ID, so a re-run stage is a new execution (the interrupted one's ID stays spent).
+    #[serde(default)]
+    attempt: u32,
+    /// Written durably before a stage's governance starts, cleared with the stage's record.
+    #[serde(default)]
+    in_flight: Option<InFlight>,
     /// The caller's credentials for this call only (never stored).
     #[serde(skip)]
     pending: Option<(RoleCertificate, Vec<RoleSignature>)>,
+}
+
+/// A stage that has started: what recovery needs to know if the runtime stops inside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InFlight {
+    /// Index of the stage.
+    stage: usize,
+    /// SHA-256 of the deployment state when it started (promotion and rollback change it).
+    deployment_before: [u8; 32],
+}
+
+/// The execution ID of `stage` in `run` at its current attempt.
+fn execution_id(run: &Run, stage: &str) -> String {
+    match run.attempt {
+        0 => format!("{}:{stage}", run.report.run_id),
+        n => format!("{}:{stage}#{n}", run.report.run_id),
+    }
 }
 
 /// Produces TPM attestation evidence for a nonce (the daemon's TPM; absent in host tests).
@@ -437,16 +471,31 @@ impl Engine {
                 Err(e) => refusal(e),
             },
             Command::Resume { run_id, certificate, role_signatures } => {
-                match self.load_run(&run_id) {
+                let interrupted = match self.load_run(&run_id) {
                     Err(e) => return refusal(e),
                     Ok(run) => {
-                        if !matches!(run.report.status, RunStatus::AwaitingApprovals { .. }) {
-                            return refusal(format!("run {run_id} is not waiting to be resumed"));
-                        }
+                        let interrupted = match run.report.status {
+                            RunStatus::AwaitingApprovals { .. } => false,
+                            RunStatus::Interrupted { .. } => true,
+                            _ => return refusal(format!("run {run_id} is not waiting to be resumed")),
+                        };
                         if certificate.operator != run.operator {
                             return refusal(format!("run {run_id} was started by another operator"));
                         }
                         run.pending = Some((certificate, role_signatures));
+                        interrupted
+                    }
+                };
+                if interrupted {
+                    match self.recover(&run_id) {
+                        Err(e) => return refusal(format!("run {run_id}: recovering from the interruption: {e}")),
+                        Ok(false) => {
+                            return match self.load_run(&run_id) {
+                                Ok(run) => Reply::Run(Box::new(run.report.clone())),
+                                Err(e) => refusal(e),
+                            };
+                        }
+                        Ok(true) => {}
                     }
                 }
                 self.advance(&run_id, attest)
@@ -490,7 +539,15 @@ impl Engine {
         }
         if !self.runs.contains_key(run_id) {
             let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
-            let run: Run = serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+            let mut run: Run =
+                serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+            // The engine advances a run to completion, failure or a pause within one call, and
+            // keeps it in memory meanwhile: a run stored as running belongs to a runtime that
+            // stopped while it ran.
+            if run.report.status == RunStatus::Running {
+                let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
+                run.report.status = RunStatus::Interrupted { stage, in_flight: run.in_flight.is_some() };
+            }
             if self.runs.len() >= MAX_OPEN_RUNS
                 && let Some(oldest) = self.runs.keys().next().cloned()
             {
@@ -584,6 +641,8 @@ impl Engine {
             approvals: vec![],
             revocations: start.revocations,
             next: 0,
+            attempt: 0,
+            in_flight: None,
             pending: Some((start.certificate, start.role_signatures)),
         };
         self.save_run(&run)?;
@@ -594,7 +653,7 @@ impl Engine {
     /// The promotion's execution request: deterministic, so approvers can sign its digest.
     fn promotion_request(run: &Run, stage: &Stage, candidate: &[u8; 32]) -> ExecutionRequest {
         ExecutionRequest {
-            execution_id: format!("{}:{}", run.report.run_id, stage.name),
+            execution_id: execution_id(run, &stage.name),
             action: stage.kind.action(),
             context: serde_json::json!({
                 "pipeline": run.pipeline.name,
@@ -667,6 +726,7 @@ impl Engine {
             // The refusal is already in the audit log (or is the audit log's own failure).
             let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
             run.report.status = RunStatus::Failed { stage, reason: e };
+            run.in_flight = None;
         }
         run.report.audit_size = audit_size;
         let run = run.clone();
@@ -694,7 +754,7 @@ impl Engine {
             // Promotion: pause until enough approvals are recorded.
             let mut approvals = vec![];
             let mut execution = ExecutionRequest {
-                execution_id: format!("{run_id}:{}", stage.name),
+                execution_id: execution_id(run, &stage.name),
                 action: action.clone(),
                 context: serde_json::Value::Null,
             };
@@ -724,9 +784,16 @@ impl Engine {
                 let run = self.load_run(run_id)?;
                 signals.insert("dataset_verified".to_string(), serde_json::json!(run.dataset == *dataset_sha256));
             }
+            // From here the stage has effects (a spent execution ID, audit entries, perhaps the
+            // deployment): mark it in flight, durably, so a restart knows what to recover.
+            let deployment_before = self.deployment()?.hash();
             let run = self.load_run(run_id)?;
+            run.in_flight = Some(InFlight { stage: run.next, deployment_before });
+            run.report.status = RunStatus::Running;
+            let marked = run.clone();
+            self.save_run(&marked)?;
             let (pipeline_name, policy, revocations) =
-                (run.pipeline.name.clone(), run.policy.clone(), run.revocations.clone());
+                (marked.pipeline.name.clone(), marked.policy.clone(), marked.revocations.clone());
             let request = GovernedRequest {
                 execution,
                 resource: format!("pipeline:{pipeline_name}"),
@@ -765,10 +832,11 @@ impl Engine {
             if matches!(stage.kind, StageKind::AuditExport) {
                 run.report.bundle = Some(artifact);
             }
+            let execution_id = execution_id(run, &stage.name);
             run.report.stages.push(StageRecord {
                 name: stage.name.clone(),
                 kind: stage.kind.type_name().into(),
-                execution_id: format!("{run_id}:{}", stage.name),
+                execution_id,
                 decision,
                 artifact,
                 summary: work.summary,
@@ -777,9 +845,64 @@ impl Engine {
             });
             run.report.status = RunStatus::Running;
             run.next += 1;
+            run.in_flight = None;
             let run = run.clone();
             self.save_run(&run)?;
         }
+    }
+
+    /// Makes an interrupted run resumable, or fails it when resuming would apply an effect twice.
+    /// A stage that was in flight runs again under a new execution ID (the interrupted attempt's
+    /// ID, role signature and approvals stay spent); a promotion or rollback that already changed the
+    /// deployment is not re-run: the run fails naming both states. An interrupted execution is
+    /// closed in the audit log (its start has no end otherwise); a failure is audited as one.
+    /// Returns whether the run may go on.
+    fn recover(&mut self, run_id: &str) -> Result<bool, String> {
+        let deployment_now = self.deployment()?.hash();
+        let run = self.load_run(run_id)?;
+        let stage = run.pipeline.stages.get(run.next).cloned();
+        let stage_name = stage.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let changes_deployment =
+            stage.as_ref().is_some_and(|s| matches!(s.kind, StageKind::Promotion { .. } | StageKind::Rollback));
+        let applied = match &run.in_flight {
+            Some(f) if changes_deployment && f.deployment_before != deployment_now => Some(f.deployment_before),
+            _ => None,
+        };
+        let interrupted_execution = run.in_flight.is_some().then(|| execution_id(run, &stage_name));
+        run.in_flight = None;
+        let entry = if let Some(before) = applied {
+            let reason = format!(
+                "interrupted after it changed the deployment (state {} before, {} now); not re-run, so it is not applied twice",
+                hex::encode(before),
+                hex::encode(deployment_now)
+            );
+            run.report.status = RunStatus::Failed { stage: stage_name.clone(), reason: reason.clone() };
+            Some((EntryKind::Refusal, format!("run {run_id}: stage {stage_name} {reason}")))
+        } else {
+            if interrupted_execution.is_some() {
+                // Its execution ID may be spent: the stage runs again as a new execution, and
+                // approvals bound to the interrupted one are asked for again.
+                run.attempt += 1;
+                if stage.as_ref().is_some_and(|s| matches!(s.kind, StageKind::Promotion { .. })) {
+                    run.approvals.clear();
+                }
+            }
+            run.report.status = RunStatus::Running;
+            interrupted_execution.map(|id| {
+                let payload = format!(
+                    "execution {id:?} ended by an interruption of the runtime; run {run_id} resumed: stage {stage_name} runs again under {:?}",
+                    execution_id(run, &stage_name)
+                );
+                (EntryKind::ExecutionEnd, payload)
+            })
+        };
+        let may_go_on = applied.is_none();
+        let run = run.clone();
+        self.save_run(&run)?;
+        if let Some((kind, payload)) = entry {
+            self.log(kind, Severity::Warning, vec![deployment_now], payload)?;
+        }
+        Ok(may_go_on)
     }
 
     /// The hashes a stage depends on (bound into its execution context).

@@ -330,3 +330,161 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
     );
     assert!(text.iter().any(|t| t.contains("pipeline run refused at load") && t.contains("sovereign.random")));
 }
+
+/// Copies a state dir as a runtime that stops at this instant leaves it: every file as written
+/// so far (the engine writes records, artifacts and log entries through before going on).
+fn copy_state(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_state(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn audit_lines(dir: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(dir.join("audit.log")).unwrap();
+    let entries = sovereign_audit::logfile::decode_entries(&bytes, &DataKey([8; 32])).unwrap();
+    entries.iter().map(|e| String::from_utf8_lossy(&e.payload).into_owned()).collect()
+}
+
+fn status(engine: &mut Engine, run_id: &str) -> RunStatus {
+    run_report(engine.handle(Command::Status { run_id: run_id.into() }, &mut no_tpm)).status
+}
+
+#[test]
+fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
+    let (dir, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let k = keys();
+    let mut live = engine(dir.path(), &k);
+    let report = run_report(live.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    for a in &k.approvers {
+        approve(&mut live, &report, a, &k);
+    }
+    // The TPM is asked for evidence inside the export stage: the runtime "stops" right there.
+    let mut stop_inside_export = |nonce: &[u8; 32]| {
+        copy_state(dir.path(), stopped.path());
+        fake_evidence(nonce)
+    };
+    let finished = resume(&mut live, &report.run_id, &k, &mut stop_inside_export);
+    assert_eq!(finished.status, RunStatus::Completed, "{finished:?}");
+    drop(live);
+
+    // The restarted runtime sees the run as interrupted inside `export`, not as running.
+    let mut restarted = engine(stopped.path(), &k);
+    assert_eq!(
+        status(&mut restarted, &report.run_id),
+        RunStatus::Interrupted { stage: "export".into(), in_flight: true }
+    );
+    // An interrupted run takes no approvals: only a promotion that is waiting does.
+    let late = approve(&mut restarted, &report, &k.approvers[0], &k);
+    assert!(matches!(&late, Reply::Refused(r) if r.contains("no promotion waiting")), "{late:?}");
+
+    let resumed = resume(&mut restarted, &report.run_id, &k, &mut fake_evidence);
+    assert_eq!(resumed.status, RunStatus::Completed, "{resumed:?}");
+    assert_eq!(resumed.stages.len(), 6);
+    // The stages done before the stop are kept as they were; the interrupted one ran again
+    // under a new execution ID (the first one stays spent in the replay store).
+    assert_eq!(resumed.stages[..5], finished.stages[..5]);
+    assert_eq!(resumed.stages[5].execution_id, format!("{}:export#1", report.run_id));
+    assert!(resumed.bundle.is_some());
+    let lines = audit_lines(stopped.path());
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("execution \"{}:export\" ended by an interruption", report.run_id))),
+        "the interrupted execution is closed in the audit log"
+    );
+    let again = restarted.handle(
+        Command::Resume { run_id: report.run_id.clone(), certificate: certificate(&k), role_signatures: vec![] },
+        &mut no_tpm,
+    );
+    assert!(matches!(&again, Reply::Refused(r) if r.contains("not waiting to be resumed")), "{again:?}");
+}
+
+/// Rewinds a stored run to the moment its `promote` stage had started: the marker written before
+/// the stage's governance, with the deployment state of that moment. This is the record a stop
+/// inside `promote` leaves, whether before or after it wrote the deployment.
+fn rewind_into_promote(state: &std::path::Path, run_id: &str) {
+    let store = sovereign_pipeline::store::Store::open(&state.join("store"), &DataKey([8; 32])).unwrap();
+    let name = format!("run-{run_id}");
+    let mut run: serde_json::Value = serde_json::from_slice(&store.get_record(&name).unwrap().unwrap()).unwrap();
+    let promote = 3;
+    assert_eq!(run["pipeline"]["stages"][promote]["name"], "promote");
+    run["report"]["stages"].as_array_mut().unwrap().truncate(promote);
+    run["outputs"].as_object_mut().unwrap().remove("promote");
+    run["next"] = promote.into();
+    let empty = sovereign_pipeline::engine::Deployment::default().hash();
+    run["in_flight"] = serde_json::json!({ "stage": promote, "deployment_before": empty });
+    store.put_record(&name, &serde_json::to_vec(&run).unwrap()).unwrap();
+}
+
+#[test]
+fn an_interrupted_promotion_is_never_applied_twice() {
+    let (dir, applied, unapplied) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let k = keys();
+    let no_rollback = iron_path().replace("  - name: rollback\n    type: rollback\n\n", "");
+    let mut live = engine(dir.path(), &k);
+    let report = run_report(live.handle(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
+    let RunStatus::AwaitingApprovals { digest: first_digest, candidate, .. } = report.status else { panic!() };
+    for a in &k.approvers {
+        approve(&mut live, &report, a, &k);
+    }
+    let mut snapshot = |nonce: &[u8; 32]| {
+        copy_state(dir.path(), applied.path());
+        copy_state(dir.path(), unapplied.path());
+        fake_evidence(nonce)
+    };
+    assert_eq!(resume(&mut live, &report.run_id, &k, &mut snapshot).status, RunStatus::Completed);
+    drop(live);
+
+    // Stopped inside `promote` after the deployment was written: resuming must not promote a
+    // second time; the run fails naming both states and the deployment stays as it is.
+    rewind_into_promote(applied.path(), &report.run_id);
+    let mut restarted = engine(applied.path(), &k);
+    assert_eq!(
+        status(&mut restarted, &report.run_id),
+        RunStatus::Interrupted { stage: "promote".into(), in_flight: true }
+    );
+    let before = restarted.deployment().unwrap();
+    assert_eq!(before.promotions.len(), 1);
+    let failed = resume(&mut restarted, &report.run_id, &k, &mut fake_evidence);
+    let RunStatus::Failed { stage, reason } = &failed.status else { panic!("{:?}", failed.status) };
+    assert_eq!(stage, "promote");
+    assert!(reason.contains("interrupted after it changed the deployment"), "{reason}");
+    assert!(reason.contains(&hex::encode(before.hash())), "{reason}");
+    assert_eq!(restarted.deployment().unwrap(), before);
+    assert!(audit_lines(applied.path()).iter().any(|l| l.contains("not re-run, so it is not applied twice")));
+
+    // Stopped inside `promote` before the deployment was written: the promotion runs again, as
+    // a new execution, so the approvals given to the interrupted one are asked for again.
+    rewind_into_promote(unapplied.path(), &report.run_id);
+    let store = sovereign_pipeline::store::Store::open(&unapplied.path().join("store"), &DataKey([8; 32])).unwrap();
+    let empty = serde_json::to_vec(&sovereign_pipeline::engine::Deployment::default()).unwrap();
+    store.put_record("deployment", &empty).unwrap();
+    let mut restarted = engine(unapplied.path(), &k);
+    let paused = resume(&mut restarted, &report.run_id, &k, &mut fake_evidence);
+    let RunStatus::AwaitingApprovals { have: 0, need: 2, digest, candidate: same, .. } = paused.status else {
+        panic!("{:?}", paused.status)
+    };
+    assert_eq!(same, candidate);
+    assert_ne!(digest, first_digest, "approvals are bound to the execution they approve");
+    // An approval of the interrupted execution does not count for the new one.
+    let stale = Approval::sign(first_digest, now() + 600_000, &k.approvers[0]);
+    let cert = RoleCertificate::issue(&k.approvers[0].verifying_key(), &["approver"], 7, now() + 3_600_000, &k.admin);
+    let refused = restarted
+        .handle(Command::Approve { run_id: report.run_id.clone(), approval: stale, certificate: cert }, &mut no_tpm);
+    assert!(matches!(refused, Reply::Refused(_)), "{refused:?}");
+    for a in &k.approvers {
+        assert!(matches!(approve(&mut restarted, &paused, a, &k), Reply::Approved { .. }));
+    }
+    let done = resume(&mut restarted, &report.run_id, &k, &mut fake_evidence);
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    assert_eq!(done.stages[3].execution_id, format!("{}:promote#1", report.run_id));
+    let deployment = restarted.deployment().unwrap();
+    assert_eq!(deployment.promotions.len(), 1, "promoted exactly once");
+    assert_eq!(deployment.live(), Some(candidate));
+}
