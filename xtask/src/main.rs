@@ -455,30 +455,27 @@ fn last_used(dir: &Path) -> std::time::SystemTime {
 
 /// Bytes available to us on the filesystem holding `path` (`df`, so no unsafe statvfs here).
 fn free_bytes(path: &Path) -> Result<u64, Failure> {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .map_err(|e| Failure::Environment(format!("df {}: {e}", path.display())))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .ok_or_else(|| Failure::Environment(format!("df {}: unreadable output {text:?}", path.display())))
+    // `df` prints a header line, then the number.
+    byte_count("df", &["--output=avail", "-B1"], path, |text| text.lines().nth(1))
 }
 
 /// Bytes held under `dir` (`du`).
 fn bytes_under(dir: &Path) -> Result<u64, Failure> {
-    let out = Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(dir)
+    // `du -s` prints the number, then the path.
+    byte_count("du", &["-s", "-B1"], dir, |text| text.split_whitespace().next())
+}
+
+/// Runs `tool args path` and reads a byte count from its output where `pick` finds it.
+fn byte_count(tool: &str, args: &[&str], path: &Path, pick: fn(&str) -> Option<&str>) -> Result<u64, Failure> {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(path)
         .output()
-        .map_err(|e| Failure::Environment(format!("du {}: {e}", dir.display())))?;
+        .map_err(|e| Failure::Environment(format!("{tool} {}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| Failure::Environment(format!("du {}: unreadable output {text:?}", dir.display())))
+    pick(&text)
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Failure::Environment(format!("{tool} {}: unreadable output {text:?}", path.display())))
 }
 
 fn bench() -> Result<(), Failure> {
