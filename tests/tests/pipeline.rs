@@ -1,8 +1,9 @@
-//! The Iron Path in the real appliance (one boot, OVMF + swtpm): the pipeline engine behind the
+//! The Iron Path in the real appliance (one boot and one reboot after a power cut, OVMF + swtpm): the pipeline engine behind the
 //! control API, driven by the operator library the `sovereign` CLI uses.
 //!
 //! A tampered module is refused before anything runs; a hostile agent (an endless loop) is
-//! terminated, the chain loses consensus, and the runtime keeps serving; a run with one approval
+//! terminated, the chain loses consensus, and the runtime keeps serving; a power cut in the
+//! middle of a stage leaves the run interrupted, and after the reboot it resumes; a run with one approval
 //! stops at promotion; with two it promotes, rolls back with proof, and exports a compliance
 //! bundle that verifies offline — hash chain, checkpoint, re-evaluated decisions, and the TPM
 //! quote bound to the bundle's checkpoint — and fails once a byte of it is flipped; a second
@@ -47,6 +48,10 @@ impl Operator {
     }
 
     fn start(&self, yaml: &str, modules: Vec<ModuleFile>) -> Reply {
+        self.send(&self.start_request(yaml, modules))
+    }
+
+    fn start_request(&self, yaml: &str, modules: Vec<ModuleFile>) -> Command {
         let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
         let start = StartRun {
             role_signatures: role_signatures(&pipeline, &self.admin),
@@ -57,7 +62,7 @@ impl Operator {
             certificate: self.certificate.clone(),
             revocations: self.revocations.clone(),
         };
-        self.send(&Command::Start(Box::new(start)))
+        Command::Start(Box::new(start))
     }
 
     fn approve(&self, report: &RunReport, approver: &SigningKey) -> Reply {
@@ -139,11 +144,36 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
         manifest: ModuleManifest::sign("spinner", 1, &spinner, &[Capability::WriteOutput], &keys.release),
         wasm: spinner,
     });
-    let hostile = report(
-        op.start(&yaml.replace("{ name: safety, module: agent", "{ name: safety, module: spinner"), hostile_modules),
-    );
+    let hostile_yaml = yaml.replace("{ name: safety, module: agent", "{ name: safety, module: spinner");
+    let started = std::time::Instant::now();
+    let hostile = report(op.start(&hostile_yaml, hostile_modules.clone()));
+    let hostile_took = started.elapsed();
     let RunStatus::Failed { stage, reason } = &hostile.status else { panic!("{:?}", hostile.status) };
     assert_eq!(stage, "review");
+    assert!(reason.contains("not reached (2 of 3 approve)"), "{reason}");
+
+    // The power is cut while a stage is in flight: the spinner holds `review` for the sandbox's
+    // wall-clock limit, and QEMU is killed halfway through such a run (what the appliance had
+    // written to its disk stays, as on a real machine). After the reboot the run shows as
+    // interrupted inside `review`; resumed, its finished stages are kept and `review` runs again
+    // as a new execution. The audit log, cut mid-run, keeps verifying (the bundles below).
+    let (socket, admin, cut_start) =
+        (op.socket.clone(), op.admin.clone(), op.start_request(&hostile_yaml, hostile_modules));
+    let cut_sender = std::thread::spawn(move || command(&socket, &admin, None, &cut_start));
+    std::thread::sleep(hostile_took / 2);
+    drop(guest); // QEMU killed: the power cut
+    let unanswered = cut_sender.join().unwrap();
+    assert!(unanswered.is_err(), "the cut run was answered: {unanswered:?}");
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    let Reply::Runs(runs) = op.send(&Command::Runs) else { panic!("no run list") };
+    let cut =
+        runs.iter().find(|r| matches!(r.status, RunStatus::Interrupted { .. })).unwrap_or_else(|| panic!("{runs:?}"));
+    assert_eq!(cut.status, RunStatus::Interrupted { stage: "review".into(), in_flight: true }, "{runs:?}");
+    assert_eq!(cut.stages_done, 2);
+    let resumed = op.resume(&cut.run_id, &hostile_yaml);
+    let RunStatus::Failed { stage, reason } = &resumed.status else { panic!("{:?}", resumed.status) };
+    assert_eq!((stage.as_str(), resumed.stages.len()), ("review", 2));
     assert!(reason.contains("not reached (2 of 3 approve)"), "{reason}");
 
     // One approval: the run stops at promotion.

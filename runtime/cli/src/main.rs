@@ -108,6 +108,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the pipeline runs on the appliance, newest first (after a power cut: which were
+    /// interrupted, to resume with `run --resume`).
+    Runs {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate an Ed25519 key (secret to FILE, mode 0600; public key printed and written to FILE.pub).
     Keygen {
         /// Where to write the secret key.
@@ -521,6 +530,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Approve { run, appliance, approver_key, certificate, json } => {
             approve(&run, &appliance, &approver_key, &certificate, json)
+        }
+        Command::Runs { appliance, json } => {
+            let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
+            let node = appliance.node_key.as_deref().map(public_key).transpose()?;
+            let runs = match sovereign_cli::pipeline::command(
+                &appliance.socket,
+                &operator,
+                node.as_ref(),
+                &PipelineCommand::Runs,
+            )? {
+                Reply::Runs(runs) => runs,
+                Reply::Refused(why) => bail!("the appliance refused: {why}"),
+                other => bail!("unexpected reply {other:?}"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", sovereign_cli::pipeline::render_runs(&runs));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { out } => {
             let mut seed = [0u8; 32];

@@ -156,6 +156,36 @@ fn short(h: &[u8; 32]) -> String {
     hex::encode(&h[..8])
 }
 
+/// One word (or short phrase) for a run's status, for listings.
+pub fn status_word(status: &RunStatus) -> String {
+    match status {
+        RunStatus::Completed => "completed".into(),
+        RunStatus::Running => "running".into(),
+        RunStatus::AwaitingApprovals { have, need, .. } => format!("awaiting approvals ({have} of {need})"),
+        RunStatus::Interrupted { stage, in_flight: true } => format!("INTERRUPTED inside {stage}"),
+        RunStatus::Interrupted { stage, in_flight: false } => format!("INTERRUPTED before {stage}"),
+        RunStatus::Failed { stage, .. } => format!("failed at {stage}"),
+    }
+}
+
+/// The `sovereign runs` table.
+pub fn render_runs(runs: &[sovereign_pipeline::engine::RunSummary]) -> String {
+    let mut out = format!("{:<32}  {:<16}  {:>6}  status\n", "run", "pipeline", "stages");
+    for r in runs {
+        out.push_str(&format!(
+            "{:<32}  {:<16}  {:>6}  {}\n",
+            r.run_id,
+            r.pipeline,
+            format!("{}/{}", r.stages_done, r.total_stages),
+            status_word(&r.status)
+        ));
+    }
+    if runs.is_empty() {
+        out.push_str("(no runs)\n");
+    }
+    out
+}
+
 /// The seed-000 style summary of a run.
 pub fn render(report: &RunReport) -> String {
     let bar = "=".repeat(78);

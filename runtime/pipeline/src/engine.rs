@@ -101,6 +101,29 @@ pub enum Command {
     },
     /// Export a compliance bundle of the whole audit log now, with attestation evidence.
     ExportBundle,
+    /// Every run on the appliance, newest first (at most [`MAX_LISTED_RUNS`]): what an operator
+    /// asks after a power cut to find the runs it interrupted.
+    Runs,
+}
+
+/// The most runs [`Command::Runs`] lists.
+pub const MAX_LISTED_RUNS: usize = 256;
+
+/// One line of [`Command::Runs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run ID.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// When the run was loaded (its config snapshot's time), ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Stages done.
+    pub stages_done: usize,
+    /// Stages in the pipeline.
+    pub total_stages: usize,
+    /// Status.
+    pub status: RunStatus,
 }
 
 /// What the engine answers.
@@ -117,6 +140,8 @@ pub enum Reply {
     },
     /// Bytes of an artifact or bundle.
     Bytes(Vec<u8>),
+    /// The runs, newest first.
+    Runs(Vec<RunSummary>),
     /// Refused; one line.
     Refused(String),
 }
@@ -519,7 +544,34 @@ impl Engine {
                 Ok(bytes) => Reply::Bytes(bytes),
                 Err(e) => refusal(format!("audit export: {e}")),
             },
+            Command::Runs => match self.runs() {
+                Ok(runs) => Reply::Runs(runs),
+                Err(e) => refusal(format!("listing runs: {e}")),
+            },
         }
+    }
+
+    /// Every stored run, newest first, at most [`MAX_LISTED_RUNS`]. A record that does not
+    /// open fails the listing (it names the record) rather than being left out.
+    fn runs(&mut self) -> Result<Vec<RunSummary>, String> {
+        let ids: Vec<String> =
+            self.store.record_names().into_iter().filter_map(|n| n.strip_prefix("run-").map(str::to_string)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let run = self.load_run(&id)?;
+            let r = &run.report;
+            out.push(RunSummary {
+                run_id: r.run_id.clone(),
+                pipeline: r.pipeline.clone(),
+                started_ms: r.snapshot.timestamp_ms,
+                stages_done: r.stages.len(),
+                total_stages: r.total_stages,
+                status: r.status.clone(),
+            });
+        }
+        out.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| a.run_id.cmp(&b.run_id)));
+        out.truncate(MAX_LISTED_RUNS);
+        Ok(out)
     }
 
     /// Every policy bundle a run was ever started under (kept so that a bundle exported after a

@@ -380,6 +380,11 @@ fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
         status(&mut restarted, &report.run_id),
         RunStatus::Interrupted { stage: "export".into(), in_flight: true }
     );
+    // Listed as interrupted, for the operator who lost the reply.
+    let Reply::Runs(runs) = restarted.handle(Command::Runs, &mut no_tpm) else { panic!("no run list") };
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].run_id.as_str(), runs[0].stages_done, runs[0].total_stages), (report.run_id.as_str(), 5, 6));
+    assert!(matches!(runs[0].status, RunStatus::Interrupted { .. }));
     // An interrupted run takes no approvals: only a promotion that is waiting does.
     let late = approve(&mut restarted, &report, &k.approvers[0], &k);
     assert!(matches!(&late, Reply::Refused(r) if r.contains("no promotion waiting")), "{late:?}");
