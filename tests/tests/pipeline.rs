@@ -169,7 +169,12 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let Reply::Runs(runs) = op.send(&Command::Runs) else { panic!("no run list") };
     let cut =
         runs.iter().find(|r| matches!(r.status, RunStatus::Interrupted { .. })).unwrap_or_else(|| panic!("{runs:?}"));
-    assert_eq!(cut.status, RunStatus::Interrupted { stage: "review".into(), in_flight: true }, "{runs:?}");
+    assert_eq!(
+        cut.status,
+        RunStatus::Interrupted { stage: "review".into(), in_flight: true },
+        "power cut {:?} into a run that takes {hostile_took:?}: {runs:?}",
+        hostile_took / 2
+    );
     assert_eq!(cut.stages_done, 2);
     let resumed = op.resume(&cut.run_id, &hostile_yaml);
     let RunStatus::Failed { stage, reason } = &resumed.status else { panic!("{:?}", resumed.status) };
