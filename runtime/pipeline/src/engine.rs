@@ -912,6 +912,11 @@ impl Engine {
     fn recover(&mut self, run_id: &str) -> Result<bool, String> {
         let deployment_now = self.deployment()?.hash();
         let run = self.load_run(run_id)?;
+        if let Some(f) = &run.in_flight
+            && f.stage != run.next
+        {
+            return Err(format!("the record marks stage #{} in flight but stage #{} next", f.stage, run.next));
+        }
         let stage = run.pipeline.stages.get(run.next).cloned();
         let stage_name = stage.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let changes_deployment =

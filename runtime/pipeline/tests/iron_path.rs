@@ -412,7 +412,7 @@ fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
 /// Rewinds a stored run to the moment its `promote` stage had started: the marker written before
 /// the stage's governance, with the deployment state of that moment. This is the record a stop
 /// inside `promote` leaves, whether before or after it wrote the deployment.
-fn rewind_into_promote(state: &std::path::Path, run_id: &str) {
+fn rewind_into_promote(state: &std::path::Path, run_id: &str, marked_stage: usize) {
     let store = sovereign_pipeline::store::Store::open(&state.join("store"), &DataKey([8; 32])).unwrap();
     let name = format!("run-{run_id}");
     let mut run: serde_json::Value = serde_json::from_slice(&store.get_record(&name).unwrap().unwrap()).unwrap();
@@ -422,7 +422,7 @@ fn rewind_into_promote(state: &std::path::Path, run_id: &str) {
     run["outputs"].as_object_mut().unwrap().remove("promote");
     run["next"] = promote.into();
     let empty = sovereign_pipeline::engine::Deployment::default().hash();
-    run["in_flight"] = serde_json::json!({ "stage": promote, "deployment_before": empty });
+    run["in_flight"] = serde_json::json!({ "stage": marked_stage, "deployment_before": empty });
     store.put_record(&name, &serde_json::to_vec(&run).unwrap()).unwrap();
 }
 
@@ -448,7 +448,19 @@ fn an_interrupted_promotion_is_never_applied_twice() {
 
     // Stopped inside `promote` after the deployment was written: resuming must not promote a
     // second time; the run fails naming both states and the deployment stays as it is.
-    rewind_into_promote(applied.path(), &report.run_id);
+    // A record whose marker disagrees with its next stage is not guessed at.
+    rewind_into_promote(applied.path(), &report.run_id, 2);
+    let mut inconsistent = engine(applied.path(), &k);
+    let refused = inconsistent.handle(
+        Command::Resume { run_id: report.run_id.clone(), certificate: certificate(&k), role_signatures: vec![] },
+        &mut no_tpm,
+    );
+    assert!(
+        matches!(&refused, Reply::Refused(r) if r.contains("marks stage #2 in flight but stage #3 next")),
+        "{refused:?}"
+    );
+    drop(inconsistent);
+    rewind_into_promote(applied.path(), &report.run_id, 3);
     let mut restarted = engine(applied.path(), &k);
     assert_eq!(
         status(&mut restarted, &report.run_id),
@@ -466,7 +478,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
 
     // Stopped inside `promote` before the deployment was written: the promotion runs again, as
     // a new execution, so the approvals given to the interrupted one are asked for again.
-    rewind_into_promote(unapplied.path(), &report.run_id);
+    rewind_into_promote(unapplied.path(), &report.run_id, 3);
     let store = sovereign_pipeline::store::Store::open(&unapplied.path().join("store"), &DataKey([8; 32])).unwrap();
     let empty = serde_json::to_vec(&sovereign_pipeline::engine::Deployment::default()).unwrap();
     store.put_record("deployment", &empty).unwrap();
