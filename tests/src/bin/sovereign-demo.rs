@@ -152,7 +152,8 @@ fn p(path: &std::path::Path) -> String {
 }
 
 /// The Iron Path through the real CLI: run (stops at promotion), two approvals, resume
-/// (promotion, rollback, audit export), then offline verification of the exported bundle.
+/// (promotion, rollback, audit export), the run listed by `runs`, then offline verification of
+/// the exported bundle.
 fn iron_path(
     start: Instant,
     cli: &std::path::Path,
@@ -242,6 +243,11 @@ fn iron_path(
     resume.extend([s("--resume"), run_id.clone()]);
     let (code, _) = cli_run(start, cli, &resume)?;
     anyhow::ensure!(code == 0, "the resumed run did not complete (exit {code})");
+    let mut list = vec![s("runs")];
+    list.extend(appliance.clone());
+    let (code, table) = cli_run(start, cli, &list)?;
+    let listed = table.lines().any(|l| l.starts_with(run_id.as_str()) && l.ends_with("completed"));
+    anyhow::ensure!(code == 0 && listed, "sovereign runs does not list run {run_id} as completed:\n{table}");
     let bundle = dir.join("compliance-bundle.tar");
     let identity = {
         let mut args = vec![s("status")];
