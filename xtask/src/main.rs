@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask setup` — installs what the suite needs on Debian/Ubuntu (apt packages, the
 //!   cargo-fuzz tool), or says exactly what to run when it cannot (not root, not Debian).
-//! - `cargo xtask test` — `setup`, then formatting, lints, dependency rules, the whole test
-//!   suite (TPM tests against private swtpm instances) and a fuzz smoke run of every target.
+//! - `cargo xtask test` — `setup`, a check that the disk can take the build, then formatting,
+//!   lints, dependency rules, the whole test suite (TPM tests against private swtpm instances)
+//!   and a fuzz smoke run of every target.
 //! - `cargo xtask bench` — the benchmarks whose results go into `docs/benchmarks.md`.
 //!
 //! Must never: hide a failing step (every step's failure stops the run with its name), or
@@ -456,26 +457,42 @@ fn last_used(dir: &Path) -> std::time::SystemTime {
 /// Bytes available to us on the filesystem holding `path` (`df`, so no unsafe statvfs here).
 fn free_bytes(path: &Path) -> Result<u64, Failure> {
     // `df` prints a header line, then the number.
-    byte_count("df", &["--output=avail", "-B1"], path, |text| text.lines().nth(1))
+    byte_count("df", &["--output=avail", "-B1"], path, true, |text| text.lines().nth(1))
 }
 
 /// Bytes held under `dir` (`du`).
 fn bytes_under(dir: &Path) -> Result<u64, Failure> {
-    // `du -s` prints the number, then the path.
-    byte_count("du", &["-s", "-B1"], dir, |text| text.split_whitespace().next())
+    // `du -s` prints the number, then the path. It exits non-zero when a file vanishes while it
+    // counts (a build running beside it); the total it prints still holds.
+    byte_count("du", &["-s", "-B1"], dir, false, |text| text.split_whitespace().next())
 }
 
-/// Runs `tool args path` and reads a byte count from its output where `pick` finds it.
-fn byte_count(tool: &str, args: &[&str], path: &Path, pick: fn(&str) -> Option<&str>) -> Result<u64, Failure> {
+/// Runs `tool args path` and reads a byte count from its output where `pick` finds it (only
+/// from a successful run when `must_succeed`).
+fn byte_count(
+    tool: &str,
+    args: &[&str],
+    path: &Path,
+    must_succeed: bool,
+    pick: fn(&str) -> Option<&str>,
+) -> Result<u64, Failure> {
     let out = Command::new(tool)
         .args(args)
         .arg(path)
         .output()
         .map_err(|e| Failure::Environment(format!("{tool} {}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    pick(&text)
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| Failure::Environment(format!("{tool} {}: unreadable output {text:?}", path.display())))
+    let count =
+        if out.status.success() || !must_succeed { pick(&text).and_then(|n| n.trim().parse().ok()) } else { None };
+    count.ok_or_else(|| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Failure::Environment(format!(
+            "{tool} {} ({}): no byte count in {text:?} {}",
+            path.display(),
+            out.status,
+            stderr.trim()
+        ))
+    })
 }
 
 fn bench() -> Result<(), Failure> {
