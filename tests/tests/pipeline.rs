@@ -1,14 +1,15 @@
-//! The Iron Path in the real appliance (one boot and one reboot after a power cut, OVMF + swtpm): the pipeline engine behind the
-//! control API, driven by the operator library the `sovereign` CLI uses.
+//! The Iron Path in the real appliance (one boot, and a reboot after a power cut; OVMF +
+//! swtpm): the pipeline engine behind the control API, driven by the operator library the
+//! `sovereign` CLI uses.
 //!
 //! A tampered module is refused before anything runs; a hostile agent (an endless loop) is
 //! terminated, the chain loses consensus, and the runtime keeps serving; a power cut in the
-//! middle of a stage leaves the run interrupted, and after the reboot it resumes; a run with one approval
-//! stops at promotion; with two it promotes, rolls back with proof, and exports a compliance
-//! bundle that verifies offline — hash chain, checkpoint, re-evaluated decisions, and the TPM
-//! quote bound to the bundle's checkpoint — and fails once a byte of it is flipped; a second
-//! promotion followed by a rollback restores and proves the first run's model, read back from
-//! the encrypted data partition.
+//! middle of a stage leaves the run interrupted, and after the reboot it resumes; a run with
+//! one approval stops at promotion; with two it promotes, rolls back with proof, and exports a
+//! compliance bundle that verifies offline — hash chain, checkpoint, re-evaluated decisions,
+//! and the TPM quote bound to the bundle's checkpoint — and fails once a byte of it is flipped;
+//! a second promotion followed by a rollback restores and proves the first run's model, read
+//! back from the encrypted data partition.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -152,8 +153,8 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     assert_eq!(stage, "review");
     assert!(reason.contains("not reached (2 of 3 approve)"), "{reason}");
 
-    // The power is cut while a stage is in flight: the spinner holds `review` for the sandbox's
-    // wall-clock limit, and QEMU is killed halfway through such a run (what the appliance had
+    // The power is cut while a stage is in flight: the spinner holds `review` until the sandbox
+    // terminates it (fuel or wall clock), and QEMU is killed halfway through such a run (what the appliance had
     // written to its disk stays, as on a real machine). After the reboot the run shows as
     // interrupted inside `review`; resumed, its finished stages are kept and `review` runs again
     // as a new execution. The audit log, cut mid-run, keeps verifying (the bundles below).

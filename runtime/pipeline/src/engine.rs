@@ -552,13 +552,21 @@ impl Engine {
     }
 
     /// Every stored run, newest first, at most [`MAX_LISTED_RUNS`]. A record that does not
-    /// open fails the listing (it names the record) rather than being left out.
-    fn runs(&mut self) -> Result<Vec<RunSummary>, String> {
+    /// open fails the listing (it names the record) rather than being left out. Runs open in
+    /// memory are read from there; the others from the store, without entering the cache.
+    fn runs(&self) -> Result<Vec<RunSummary>, String> {
         let ids: Vec<String> =
             self.store.record_names().into_iter().filter_map(|n| n.strip_prefix("run-").map(str::to_string)).collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let run = self.load_run(&id)?;
+            let stored;
+            let run = match self.runs.get(&id) {
+                Some(open) => open,
+                None => {
+                    stored = self.read_run(&id)?;
+                    &stored
+                }
+            };
             let r = &run.report;
             out.push(RunSummary {
                 run_id: r.run_id.clone(),
@@ -590,16 +598,7 @@ impl Engine {
             return Err(format!("{run_id:?} is not a run ID (32 hex characters)"));
         }
         if !self.runs.contains_key(run_id) {
-            let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
-            let mut run: Run =
-                serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
-            // The engine advances a run to completion, failure or a pause within one call, and
-            // keeps it in memory meanwhile: a run stored as running belongs to a runtime that
-            // stopped while it ran.
-            if run.report.status == RunStatus::Running {
-                let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
-                run.report.status = RunStatus::Interrupted { stage, in_flight: run.in_flight.is_some() };
-            }
+            let run = self.read_run(run_id)?;
             if self.runs.len() >= MAX_OPEN_RUNS
                 && let Some(oldest) = self.runs.keys().next().cloned()
             {
@@ -608,6 +607,19 @@ impl Engine {
             self.runs.insert(run_id.into(), run);
         }
         self.runs.get_mut(run_id).ok_or_else(|| format!("no run {run_id}"))
+    }
+
+    /// A run as stored (not cached). The engine advances a run to completion, failure or a pause
+    /// within one call, and keeps it in memory meanwhile: a run stored as running belongs to a
+    /// runtime that stopped while it ran, and reads back as interrupted.
+    fn read_run(&self, run_id: &str) -> Result<Run, String> {
+        let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
+        let mut run: Run = serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+        if run.report.status == RunStatus::Running {
+            let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
+            run.report.status = RunStatus::Interrupted { stage, in_flight: run.in_flight.is_some() };
+        }
+        Ok(run)
     }
 
     fn save_run(&self, run: &Run) -> Result<(), String> {
