@@ -247,10 +247,20 @@ impl Tpm {
             .map_err(cmd("sealed object template"))?;
         let sensitive = ts::SensitiveData::try_from(secret.to_vec()).map_err(cmd("sensitive data"))?;
         let srk = self.storage_root()?;
+        // The secret travels to the TPM encrypted: an HMAC session salted by the storage root
+        // key (only this TPM can recover the salt) with command-parameter encryption.
+        let session = match self.start_salted_session(srk, SessionType::Hmac) {
+            Ok(s) => s,
+            Err(e) => {
+                self.flush(srk);
+                return Err(e);
+            }
+        };
         let created = self
             .ctx
-            .execute_with_nullauth_session(|ctx| ctx.create(srk, public, None, Some(sensitive), None, None))
+            .execute_with_session(Some(session), |ctx| ctx.create(srk, public, None, Some(sensitive), None, None))
             .map_err(cmd("Create (sealed object)"));
+        self.flush(ts_session_handle(session));
         self.flush(srk);
         let created = created?;
         Ok(SealedBlob {
@@ -272,20 +282,25 @@ impl Tpm {
         self.seal(secret, &key.sealing_policy())
     }
 
-    fn start_policy_session(&mut self) -> Result<AuthSession, TpmError> {
+    /// Starts a session salted by `salt_key` (a TPM-resident decryption key: the salt is
+    /// encrypted to it, so only this TPM and this process know the session key) with command and
+    /// response parameter encryption (AES-128-CFB): secrets in the first parameter of a command
+    /// or response cross the TPM bus encrypted.
+    fn start_salted_session(&mut self, salt_key: KeyHandle, kind: SessionType) -> Result<AuthSession, TpmError> {
         let session = self
             .ctx
             .start_auth_session(
+                Some(salt_key),
                 None,
                 None,
-                None,
-                SessionType::Policy,
+                kind,
                 ts::SymmetricDefinition::AES_128_CFB,
                 HashingAlgorithm::Sha256,
             )
-            .map_err(cmd("StartAuthSession"))?
+            .map_err(cmd("StartAuthSession (salted)"))?
             .ok_or_else(|| TpmError::Invalid("TPM returned no session".into()))?;
-        let (attrs, mask) = SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).build();
+        let (attrs, mask) =
+            SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).with_continue_session(true).build();
         if let Err(e) = self.ctx.tr_sess_set_attributes(session, attrs, mask) {
             self.flush(ts_session_handle(session));
             return Err(cmd("TRSess_SetAttributes")(e));
@@ -305,9 +320,17 @@ impl Tpm {
             .ctx
             .execute_with_nullauth_session(|ctx| ctx.load(srk, private, public))
             .map_err(cmd("Load (sealed object)"));
+        let object = match object {
+            Ok(o) => o,
+            Err(e) => {
+                self.flush(srk);
+                return Err(e);
+            }
+        };
+        // The unsealed bytes come back encrypted under a session salted by the storage root.
+        let session = self.start_salted_session(srk, SessionType::Policy);
         self.flush(srk);
-        let object = object?;
-        let session = match self.start_policy_session() {
+        let session = match session {
             Ok(s) => s,
             Err(e) => {
                 self.flush(object);
