@@ -24,9 +24,11 @@ const REQUEST_CONTEXT: &[u8] = b"sovereign-request/v1\n";
 const RESPONSE_CONTEXT: &[u8] = b"sovereign-response/v1\n";
 const ATTEST_CONTEXT: &[u8] = b"sovereign-attest/v1\n";
 
-/// The PCRs every attestation quotes: the firmware (0–7), the initrd the Linux EFI stub
-/// measured (9), the UKI sections (11) and the project PCR (15).
-pub const ATTESTED_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 15];
+/// The PCRs every attestation quotes: the firmware (0–7), the load options and initrd the
+/// Linux EFI stub measured (9), the UKI sections (11), the boot-path command line, credentials
+/// and extensions the systemd stub would measure (12, 13: zero in a genuine boot) and the
+/// project PCR (15).
+pub const ATTESTED_PCRS: [u8; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15];
 
 /// The quote's qualifying data: `SHA-256("sovereign-attest/v1\n" || nonce || identity)`. It
 /// binds the verifier's nonce and the node's Ed25519 identity public key into the TPM quote.
@@ -119,6 +121,78 @@ pub struct Status {
     pub uptime_s: u64,
     /// Node identity public key.
     pub identity: [u8; 32],
+    /// What confines the runtime that answered, as the kernel reports it.
+    pub confinement: Confinement,
+}
+
+/// The runtime's confinement as the kernel reports it (`/proc/self/status`,
+/// `/sys/kernel/security/lockdown`), read when the request is answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// Real, effective, saved and file-system user IDs.
+    pub uids: [u32; 4],
+    /// Real, effective, saved and file-system group IDs.
+    pub gids: [u32; 4],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Capability sets as bit masks: inheritable, permitted, effective, bounding, ambient.
+    pub cap_inh: u64,
+    /// Permitted capabilities.
+    pub cap_prm: u64,
+    /// Effective capabilities.
+    pub cap_eff: u64,
+    /// Capability bounding set.
+    pub cap_bnd: u64,
+    /// Ambient capabilities.
+    pub cap_amb: u64,
+    /// `NoNewPrivs`.
+    pub no_new_privs: bool,
+    /// `Seccomp`: 0 off, 1 strict, 2 filter.
+    pub seccomp_mode: u8,
+    /// `Seccomp_filters`: how many filters are stacked.
+    pub seccomp_filters: u32,
+    /// The kernel lockdown mode in force (`none`, `integrity`, `confidentiality`), or why it
+    /// could not be read.
+    pub lockdown: String,
+}
+
+impl Confinement {
+    /// Every way this falls short of the confinement the runtime must run under (an
+    /// unprivileged uid and gid, no supplementary groups, no capabilities in any set,
+    /// `no_new_privs`, a seccomp filter, kernel lockdown); empty when it is confined.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.uids.contains(&0) {
+            out.push(format!("runs with uid 0 (uids {:?})", self.uids));
+        }
+        if self.gids.contains(&0) {
+            out.push(format!("runs with gid 0 (gids {:?})", self.gids));
+        }
+        if !self.groups.is_empty() {
+            out.push(format!("has supplementary groups {:?}", self.groups));
+        }
+        for (name, set) in [
+            ("inheritable", self.cap_inh),
+            ("permitted", self.cap_prm),
+            ("effective", self.cap_eff),
+            ("bounding", self.cap_bnd),
+            ("ambient", self.cap_amb),
+        ] {
+            if set != 0 {
+                out.push(format!("{name} capabilities {set:#018x} are not empty"));
+            }
+        }
+        if !self.no_new_privs {
+            out.push("no_new_privs is off".into());
+        }
+        if self.seccomp_mode != 2 {
+            out.push(format!("seccomp mode is {}, not 2 (filter)", self.seccomp_mode));
+        }
+        if self.lockdown != "integrity" && self.lockdown != "confidentiality" {
+            out.push(format!("kernel lockdown is {:?}, not integrity or confidentiality", self.lockdown));
+        }
+        out
+    }
 }
 
 /// Attestation evidence, in standard TPM encodings where TPM structures are concerned.
