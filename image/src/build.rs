@@ -38,7 +38,7 @@ pub const MODULES: [&str; 11] = [
     "ext4",
 ];
 /// Default kernel command line.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=integrity";
 /// Where the runtime lives in the initramfs.
 pub const RUNTIME_PATH: &str = "/usr/bin/sovereign-runtime";
 /// Where PID 1 mounts the data partition (nosuid, nodev, noexec).
@@ -132,7 +132,7 @@ pub struct ReferenceValues {
     /// SHA-256 of the canonical manifest.
     pub manifest_sha256: String,
     /// Predicted PCR values (4: UKI and kernel Authenticode hashes, 9: load options and initrd,
-    /// 11: stub sections, 15: PID 1 before the separator).
+    /// 11: stub sections, 12 and 13: zero (no boot-path input), 15: PID 1 before the separator).
     pub pcrs: PcrValues,
 }
 
@@ -280,7 +280,7 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
         files.push((dest.clone(), read(&path)?, 0o644));
         modules.push(ModuleEntry { name, path: dest });
     }
-    let config = serde_json::to_vec_pretty(&input.config)?;
+    let config = config_bytes(&input.config)?;
     files.push((CONFIG_PATH.into(), config.clone(), 0o644));
 
     let mut paths: BTreeSet<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
@@ -334,6 +334,7 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
         format: crate::manifest::FORMAT.into(),
         version: input.version,
         kernel_release: input.kernel.release.clone(),
+        cmdline: input.cmdline.clone(),
         runtime: RUNTIME_PATH.into(),
         runtime_config: CONFIG_PATH.into(),
         runtime_config_sha256: sha256_hex(&config),
@@ -342,6 +343,25 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
     };
     manifest.check_consistency().map_err(|e| anyhow!("{e}"))?;
     Ok((nodes, manifest))
+}
+
+/// The runtime configuration's bytes as the initramfs carries them (measured into PCR 15).
+pub fn config_bytes(config: &RuntimeConfig) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(config)?)
+}
+
+/// The PCRs the seal policy binds, predicted from the assembled UKI and PID 1's inputs:
+/// PCR 9 (the Linux stub: load options and initrd), PCR 11 (the systemd stub: the UKI's
+/// sections), PCRs 12 and 13 at zero (no boot-path command line, credential or extension) and
+/// PCR 15 (PID 1: manifest and runtime configuration, before the separator).
+pub fn predict_seal_pcrs(uki: &[u8], manifest_bytes: &[u8], config: &[u8]) -> anyhow::Result<PcrValues> {
+    let mut pcrs = PcrValues::new();
+    pcrs.set(pe::PCR_KERNEL_BOOT, pe::predict_pcr9_from_uki(uki).map_err(|e| anyhow!("PCR 9: {e}"))?);
+    pcrs.set(pe::PCR_KERNEL_IMAGE, pe::predict_pcr11_from_uki(uki).map_err(|e| anyhow!("PCR 11: {e}"))?);
+    pcrs.set(pe::PCR_KERNEL_CONFIG, Sha256Digest::default());
+    pcrs.set(pe::PCR_SYSEXTS, Sha256Digest::default());
+    pcrs.set(PROJECT_PCR, predict_pcr15(manifest_bytes, config));
+    Ok(pcrs)
 }
 
 /// Predicted PCR 15 after PID 1 measured the manifest and the runtime configuration.
@@ -560,21 +580,15 @@ pub fn build_with(
     );
     let uki_path = out_dir.join("sovereign.efi");
     let uki = assemble_uki(&input.stub, &input.kernel.image, &initrd, &input.cmdline, &osrel, &work, &uki_path)?;
-    let pcr11 = pe::predict_pcr11_from_uki(&uki).map_err(|e| anyhow!("{e}"))?;
-    let config = serde_json::to_vec_pretty(&input.config)?;
-    let pcr15 = predict_pcr15(&manifest_bytes, &config);
-    let mut pcrs = PcrValues::new();
-    pcrs.set(pe::PCR_KERNEL_IMAGE, pcr11);
-    pcrs.set(PROJECT_PCR, pcr15);
+    let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?)?;
     let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
-    // The reference values add what firmware and the Linux EFI stub measure about this UKI
-    // (PCR 4: the UKI and its kernel; PCR 9: load options and initrd). The seal policy leaves
-    // them out: they are the verifier's to judge, and PCR 11 already covers the same bytes.
+    // The reference values add what firmware measures about this UKI (PCR 4: the UKI and its
+    // kernel's Authenticode hashes). The seal policy leaves it out: it is the verifier's to
+    // judge (it changes with the firmware's boot path), and PCR 11 covers the same bytes.
     let mut reference_pcrs = pcrs;
     reference_pcrs.set(4, pe::predict_pcr4_from_uki(&uki).map_err(|e| anyhow!("PCR 4: {e}"))?);
-    reference_pcrs.set(9, pe::predict_pcr9_from_uki(&uki).map_err(|e| anyhow!("PCR 9: {e}"))?);
     let reference = ReferenceValues {
         version: input.version,
         uki_sha256: sha256_hex(&uki),

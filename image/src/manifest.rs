@@ -70,6 +70,10 @@ pub struct Manifest {
     pub version: u64,
     /// Kernel release the modules belong to.
     pub kernel_release: String,
+    /// The kernel command line this release boots with (the UKI's `.cmdline`). PID 1 refuses
+    /// to unseal when `/proc/cmdline` differs: whatever supplied another one (boot-loader load
+    /// options, firmware) is not the release.
+    pub cmdline: String,
     /// The runtime binary PID 1 starts.
     pub runtime: String,
     /// Path of the runtime configuration inside the initramfs.
@@ -200,6 +204,7 @@ mod tests {
             format: FORMAT.into(),
             version: 3,
             kernel_release: "6.1.0-56-amd64".into(),
+            cmdline: "console=ttyS0".into(),
             runtime: "/usr/bin/sovereign-runtime".into(),
             runtime_config: "/etc/sovereign/runtime.json".into(),
             runtime_config_sha256: "00".repeat(32),

@@ -157,6 +157,19 @@ pub fn normalize(image: &mut [u8]) -> Result<(), String> {
 pub const MEASURED_SECTIONS: [&str; 7] = [".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey"];
 /// The PCR the stub measures into.
 pub const PCR_KERNEL_IMAGE: u8 = 11;
+/// The PCR the Linux EFI stub measures its load options and the initrd into.
+pub const PCR_KERNEL_BOOT: u8 = 9;
+/// The PCR the systemd stub measures boot-path input into: a command line handed to it by the
+/// boot loader or firmware (which replaces `.cmdline` when Secure Boot is off) and credentials
+/// from the ESP. A Sovereign boot gives it none, so it stays at its reset value (zero).
+pub const PCR_KERNEL_CONFIG: u8 = 12;
+/// The PCR the systemd stub measures system extensions from the ESP into; none in a Sovereign
+/// boot, so zero.
+pub const PCR_SYSEXTS: u8 = 13;
+/// Every PCR the UKI's stubs measure boot-path input into, beyond PCR 11's own sections: the
+/// seal policy binds each (PCR 9 predicted from the UKI, PCRs 12 and 13 to zero), so no input
+/// the release did not sign (a command line, a credential, an extension) releases the keys.
+pub const BOOT_INPUT_PCRS: [u8; 3] = [PCR_KERNEL_BOOT, PCR_KERNEL_CONFIG, PCR_SYSEXTS];
 
 /// PCR 11 after the stub measured `sections` (name → measured bytes), from reset (zero):
 /// for each present section in [`MEASURED_SECTIONS`] order, extend with SHA-256 of the name

@@ -8,8 +8,9 @@
 //! runtime with the keys on a pipe → supervise it → power off.
 //!
 //! This library holds the parts that can be tested off the appliance: the initramfs audit
-//! against the manifest and the state-partition format. Pure except `audit_tree`, which reads
-//! a directory tree.
+//! against the manifest, the release check before unsealing (PCRs and the kernel command line)
+//! and the state-partition format, and the shutdown's stop-and-reap. Pure except `audit_tree`,
+//! which reads a directory tree, and `shutdown`, which signals and reaps child processes.
 //!
 //! Must never: start a shell or anything but the manifest's runtime; write a key to disk;
 //! continue after a failed check; depend on tokio, a wasm engine or a network stack
@@ -18,4 +19,6 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod release;
+pub mod shutdown;
 pub mod state;

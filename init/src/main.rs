@@ -15,16 +15,20 @@ use std::time::{Duration, Instant};
 use nix::mount::{MsFlags, mount, umount};
 use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
+use sovereign_confine::{RUNTIME_GID, RUNTIME_UID};
 use sovereign_image::build::{MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
 use sovereign_image::manifest::Manifest;
 use sovereign_init::state::{self, KeyArea, SealedKeys};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
 use sovereign_measured_boot::tpm::Tpm;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use zeroize::Zeroizing;
 
 /// The release public key (Ed25519, hex) compiled in at build time.
@@ -33,6 +37,9 @@ const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");
 const PCR_POLICY_KEY: Option<&str> = option_env!("SOVEREIGN_PCR_POLICY_PUBKEY");
 const TCTI: &str = "device:/dev/tpmrm0";
 const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
+/// The firmware's TCG event log (securityfs: root only) and the copy the runtime reads.
+const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+const FIRMWARE_LOG_COPY: &str = "/run/sovereign/firmware-eventlog.bin";
 
 /// A fatal refusal: what failed and why.
 struct Fatal(String, String);
@@ -57,6 +64,7 @@ fn uptime() -> f64 {
 fn power_off() -> ! {
     nix::unistd::sync();
     let _ = umount(sovereign_image::build::DATA_MOUNT);
+    nix::unistd::sync();
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // reboot(2) does not return on success; if it failed there is nothing safe left to do.
     loop {
@@ -90,11 +98,18 @@ fn boot() -> Result<(), Fatal> {
     let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", noexec, None)?;
     let kernel_done = uptime();
+    // Ctrl-Alt-Del must not reset the machine under a running runtime (no sync, no orderly
+    // stop): the kernel now sends PID 1 SIGINT instead, which the supervisor logs and ignores.
+    nix::sys::reboot::set_cad_enabled(false).map_err(|e| Fatal("disabling Ctrl-Alt-Del".into(), e.to_string()))?;
+    // Blocked before any thread exists (threads inherit the mask); read through a signalfd by
+    // the supervisor. The runtime starts with an empty mask (std resets it for children).
+    ctrl_alt_del_signals().thread_block().map_err(|e| Fatal("blocking SIGINT".into(), e.to_string()))?;
     say(&format!("started (kernel hand-off at uptime {kernel_done:.3}s)"));
     mount_fs("sysfs", "/sys", "sysfs", noexec, None)?;
     mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, None)?;
     mount_fs("securityfs", "/sys/kernel/security", "securityfs", noexec, None)?;
-    mount_fs("tmpfs", "/run", "tmpfs", noexec, Some("mode=0700,size=16m"))?;
+    // The runtime (unprivileged) may pass through /run to PID 1's measurement log, no more.
+    mount_fs("tmpfs", "/run", "tmpfs", noexec, Some("mode=0711,size=16m"))?;
 
     // 1. The signed manifest.
     let release_key = RELEASE_KEY
@@ -173,13 +188,10 @@ fn boot() -> Result<(), Fatal> {
         SignedPcrPolicy::from_json(&policy_bytes).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
     policy.verify(&policy_key).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
     let current = tpm.pcr_read(&policy.selection()).map_err(|e| Fatal("reading PCRs".into(), e.to_string()))?;
-    let differing: Vec<String> =
-        policy.pcrs.0.iter().filter(|(i, v)| current.get(**i) != Some(v)).map(|(i, _)| format!("PCR {i}")).collect();
-    if !differing.is_empty() {
-        return Err(Fatal(
-            "measured boot does not match the signed release".into(),
-            format!("{} differ from the signed PCR policy; keys stay sealed", differing.join(", ")),
-        ));
+    let proc_cmdline =
+        fs::read_to_string("/proc/cmdline").map_err(|e| Fatal("reading /proc/cmdline".into(), e.to_string()))?;
+    if let Some(why) = sovereign_init::release::refusal(&policy.pcrs, &current, &proc_cmdline, &manifest.cmdline) {
+        return Err(Fatal("measured boot does not match the signed release".into(), why));
     }
 
     // Public PCR values, for the record (firmware profile: `cargo xtask firmware-profile`).
@@ -208,9 +220,12 @@ fn boot() -> Result<(), Fatal> {
     lockdown()?;
     say("locked down: module loading and kexec disabled, root read-only, writable mounts noexec");
 
-    // 9. Run and supervise the runtime.
+    // 9. Confine what the runtime will inherit, give it its devices and files, run and
+    //    supervise it.
+    confine_children(&config)?;
+    let ctrl_alt_del = watch_ctrl_alt_del()?;
     let power_button = watch_power_button();
-    supervise(&manifest.runtime, &keys, config.max_restarts, &power_button, kernel_done)
+    supervise(&manifest.runtime, &keys, config.max_restarts, &power_button, &ctrl_alt_del, kernel_done)
 }
 
 fn open_tpm() -> Result<Tpm, Fatal> {
@@ -329,9 +344,95 @@ fn watch_power_button() -> mpsc::Receiver<()> {
     rx
 }
 
+fn ctrl_alt_del_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(Signal::SIGINT);
+    set
+}
+
+/// The kernel's Ctrl-Alt-Del notice (SIGINT to PID 1, since Ctrl-Alt-Del is disabled).
+fn watch_ctrl_alt_del() -> Result<SignalFd, Fatal> {
+    SignalFd::with_flags(&ctrl_alt_del_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Fatal("watching for Ctrl-Alt-Del".into(), e.to_string()))
+}
+
+/// What the runtime inherits and may touch. PID 1 drops the capability bounding set and sets
+/// `no_new_privs` on itself (both inherited, neither limits PID 1's own capabilities); the
+/// runtime's uid gets the TPM resource manager, its control port, the data partition's files
+/// and read access to PID 1's measurement log and a copy of the firmware event log. Nothing
+/// else on the machine is its.
+fn confine_children(config: &RuntimeConfig) -> Result<(), Fatal> {
+    let (uid, gid) = (Some(RUNTIME_UID), Some(RUNTIME_GID));
+    let give = |path: &Path, mode: u32| -> Result<(), Fatal> {
+        std::os::unix::fs::chown(path, uid, gid)
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+            .map_err(|e| Fatal(format!("giving {} to the runtime", path.display()), e.to_string()))
+    };
+    give(Path::new("/dev/tpmrm0"), 0o600)?;
+    match sovereign_runtime_port(&config.control_port) {
+        Some(port) => give(&port, 0o600)?,
+        None => {
+            say(&format!("no virtio-serial port named {}: the runtime will have no control API", config.control_port))
+        }
+    }
+    give_tree(Path::new(sovereign_image::build::DATA_MOUNT), &give)?;
+    // Read-only for the runtime: the firmware event log (securityfs keeps it root-only) and
+    // PID 1's measurement log, both owned by root, group-readable by the runtime.
+    let firmware_log = fs::read(FIRMWARE_LOG)
+        .map_err(|e| Fatal(format!("reading the firmware event log {FIRMWARE_LOG}"), e.to_string()))?;
+    fs::write(FIRMWARE_LOG_COPY, firmware_log)
+        .map_err(|e| Fatal(format!("writing {FIRMWARE_LOG_COPY}"), e.to_string()))?;
+    for (path, mode) in [("/run/sovereign", 0o750), (MEASUREMENT_LOG, 0o640), (FIRMWARE_LOG_COPY, 0o640)] {
+        std::os::unix::fs::chown(path, Some(0), gid)
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+            .map_err(|e| Fatal(format!("letting the runtime read {path}"), e.to_string()))?;
+    }
+    let dropped = sovereign_confine::drop_bounding_set()
+        .map_err(|e| Fatal("dropping the capability bounding set".into(), e.to_string()))?;
+    sovereign_confine::set_no_new_privs().map_err(|e| Fatal("setting no_new_privs".into(), e.to_string()))?;
+    say(&format!(
+        "runtime confinement: uid/gid {RUNTIME_UID}/{RUNTIME_GID}, {dropped} capabilities dropped from the bounding set, no_new_privs; it installs its seccomp filter before reading input"
+    ));
+    Ok(())
+}
+
+/// Gives every file and directory under `root` (not following symlinks) to the runtime.
+fn give_tree(root: &Path, give: &dyn Fn(&Path, u32) -> Result<(), Fatal>) -> Result<(), Fatal> {
+    let meta = fs::symlink_metadata(root).map_err(|e| Fatal(format!("reading {}", root.display()), e.to_string()))?;
+    if meta.is_dir() {
+        give(root, 0o700)?;
+        let entries = fs::read_dir(root).map_err(|e| Fatal(format!("listing {}", root.display()), e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Fatal(format!("listing {}", root.display()), e.to_string()))?;
+            give_tree(&entry.path(), give)?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        give(root, 0o600)
+    } else {
+        Err(Fatal(
+            format!("the data partition holds {}", root.display()),
+            "neither a file nor a directory; refusing to hand it to the runtime".into(),
+        ))
+    }
+}
+
+/// `/dev/vportNpM` of the virtio-serial port called `name`.
+fn sovereign_runtime_port(name: &str) -> Option<std::path::PathBuf> {
+    fs::read_dir("/sys/class/virtio-ports").ok()?.flatten().find_map(|e| {
+        let port = fs::read_to_string(e.path().join("name")).ok()?;
+        (port.trim() == name).then(|| Path::new("/dev").join(e.file_name()))
+    })
+}
+
 fn start_runtime(path: &str, keys: &[u8]) -> Result<Child, Fatal> {
+    // std drops the supplementary groups (setgroups(0)) before setgid/setuid; leaving uid 0
+    // clears every capability, and the empty bounding set and no_new_privs PID 1 set keep
+    // them cleared across the exec.
     let mut child = Command::new(path)
         .env_clear()
+        .uid(RUNTIME_UID)
+        .gid(RUNTIME_GID)
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| Fatal(format!("starting the runtime {path}"), e.to_string()))?;
@@ -346,6 +447,7 @@ fn supervise(
     keys: &[u8],
     max_restarts: u32,
     power_button: &mpsc::Receiver<()>,
+    ctrl_alt_del: &SignalFd,
     kernel_done: f64,
 ) -> Result<(), Fatal> {
     let mut restarts = 0u32;
@@ -354,7 +456,10 @@ fn supervise(
     loop {
         if power_button.try_recv().is_ok() {
             say("power button: shutting down");
-            return stop(child);
+            return shut_down(child);
+        }
+        while let Ok(Some(_)) = ctrl_alt_del.read_signal() {
+            say("Ctrl-Alt-Del ignored: this appliance shuts down by its power button");
         }
         // Reap every exited process (PID 1's duty), noticing the runtime's exit.
         loop {
@@ -362,7 +467,7 @@ fn supervise(
                 Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() as u32 == child.id() => {
                     if code == 0 {
                         say("runtime exited cleanly: shutting down");
-                        return Ok(());
+                        return shut_down_reaped();
                     }
                     restarts += 1;
                     if restarts > max_restarts {
@@ -377,6 +482,9 @@ fn supervise(
                     child = start_runtime(runtime, keys)?;
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() as u32 == child.id() => {
+                    if sig == Signal::SIGSYS {
+                        say("runtime killed by the kernel (SIGSYS): it made a system call its seccomp filter forbids");
+                    }
                     restarts += 1;
                     if restarts > max_restarts {
                         return Err(Fatal("runtime".into(), format!("killed by {sig} after {max_restarts} restarts")));
@@ -393,18 +501,29 @@ fn supervise(
     }
 }
 
-fn stop(child: Child) -> Result<(), Fatal> {
+/// Stops the runtime (SIGTERM, SIGKILL after 10 s), then every other process, reaps them all,
+/// and leaves the data partition unmounted and synced for [`power_off`].
+fn shut_down(child: Child) -> Result<(), Fatal> {
     let pid = Pid::from_raw(child.id() as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            say("runtime stopped");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    match sovereign_init::shutdown::stop(pid, Duration::from_secs(10)) {
+        Ok(sovereign_init::shutdown::Stopped::Exited) => say("runtime stopped"),
+        Ok(sovereign_init::shutdown::Stopped::Killed) => say("runtime did not stop within 10 s: killed"),
+        Err(e) => say(&format!("stopping the runtime: {e}")),
     }
-    let _ = kill(pid, Signal::SIGKILL);
-    say("runtime did not stop within 10 s: killed");
+    shut_down_reaped()
+}
+
+fn shut_down_reaped() -> Result<(), Fatal> {
+    // Anything left (nothing should be: the runtime cannot fork a program) is killed.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    match sovereign_init::shutdown::reap_all(Duration::from_secs(5)) {
+        Ok(n) => say(&format!("every process reaped ({n} after the runtime)")),
+        Err(e) => say(&format!("reaping: {e}")),
+    }
+    nix::unistd::sync();
+    match umount(sovereign_image::build::DATA_MOUNT) {
+        Ok(()) => say("data partition synced and unmounted"),
+        Err(e) => say(&format!("unmounting the data partition: {e} (synced)")),
+    }
     Ok(())
 }

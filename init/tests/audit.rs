@@ -52,6 +52,7 @@ fn setup() -> (tempfile::TempDir, Manifest) {
         format: FORMAT.into(),
         version: 1,
         kernel_release: "x".into(),
+        cmdline: "console=ttyS0".into(),
         runtime: "/usr/bin/sovereign-runtime".into(),
         runtime_config: "/etc/sovereign/runtime.json".into(),
         runtime_config_sha256: String::new(),

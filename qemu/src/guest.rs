@@ -232,14 +232,26 @@ impl Guest {
 
     /// Presses the ACPI power button (QMP `system_powerdown`).
     pub fn powerdown(&self) -> Result<(), GuestError> {
+        self.qmp("{\"execute\":\"system_powerdown\"}")
+    }
+
+    /// Presses Ctrl-Alt-Del on the guest's PS/2 keyboard (QMP `send-key`).
+    pub fn ctrl_alt_del(&self) -> Result<(), GuestError> {
+        self.qmp(
+            r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#,
+        )
+    }
+
+    /// Runs one QMP command (after the capabilities handshake); an `error` reply is an error.
+    fn qmp(&self, command: &str) -> Result<(), GuestError> {
         let mut s = UnixStream::connect(&self.qmp)
             .map_err(|e| GuestError::Qmp(format!("connecting {}: {e}", self.qmp.display())))?;
         s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| GuestError::Qmp(e.to_string()))?;
         let mut r = BufReader::new(s.try_clone().map_err(|e| GuestError::Qmp(e.to_string()))?);
         let mut line = String::new();
         r.read_line(&mut line).map_err(|e| GuestError::Qmp(format!("greeting: {e}")))?;
-        for cmd in ["{\"execute\":\"qmp_capabilities\"}\n", "{\"execute\":\"system_powerdown\"}\n"] {
-            s.write_all(cmd.as_bytes()).map_err(|e| GuestError::Qmp(e.to_string()))?;
+        for cmd in ["{\"execute\":\"qmp_capabilities\"}", command] {
+            s.write_all(format!("{cmd}\n").as_bytes()).map_err(|e| GuestError::Qmp(e.to_string()))?;
             line.clear();
             r.read_line(&mut line).map_err(|e| GuestError::Qmp(e.to_string()))?;
             if line.contains("\"error\"") {

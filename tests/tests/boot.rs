@@ -53,6 +53,15 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
         Response::Status(st) => {
             assert_eq!(hex::encode(st.identity), identity);
             assert_eq!(st.version, 1);
+            // The runtime that answered is confined, as the kernel reports it.
+            let c = &st.confinement;
+            assert_eq!(c.uids, [sovereign_confine::RUNTIME_UID; 4], "{c:?}");
+            assert_eq!(c.gids, [sovereign_confine::RUNTIME_GID; 4], "{c:?}");
+            assert_eq!((c.cap_eff, c.cap_prm, c.cap_bnd, c.cap_amb, c.cap_inh), (0, 0, 0, 0, 0), "{c:?}");
+            assert!(c.no_new_privs, "{c:?}");
+            assert_eq!((c.seccomp_mode, c.seccomp_filters), (2, 2), "{c:?}");
+            assert_eq!(c.lockdown, "integrity", "{c:?}");
+            assert!(c.shortfalls().is_empty(), "{:?}", c.shortfalls());
         }
         other => panic!("status refused: {other:?}"),
     }
@@ -68,10 +77,37 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
         other => panic!("a non-admin request was answered: {other:?}"),
     }
 
+    // Ctrl-Alt-Del does not reset the appliance: PID 1 logs it and the runtime keeps serving.
+    guest.ctrl_alt_del().unwrap();
+    guest.wait_for("sovereign-init: Ctrl-Alt-Del ignored").unwrap_or_else(|e| panic!("{e}"));
+    let after = sovereign_cli::sign(Request::Status, &admin);
+    match sovereign_cli::send(&socket, &after, timeout).unwrap().verify(&after, &node).unwrap() {
+        Response::Status(_) => {}
+        other => panic!("status after Ctrl-Alt-Del: {other:?}"),
+    }
+
     guest.powerdown().unwrap();
     guest.wait_for("sovereign-init: powering off").unwrap_or_else(|e| panic!("no clean shutdown: {e}"));
     guest.wait_exit().unwrap();
-    (identity, guest.console())
+    let console = guest.console();
+    assert_clean_shutdown(&console);
+    (identity, console)
+}
+
+/// The power button's shutdown: the runtime stopped, every process reaped, then the data
+/// partition synced and unmounted, then power-off, in that order.
+fn assert_clean_shutdown(console: &str) {
+    let at = |needle: &str| console.find(needle).unwrap_or_else(|| panic!("no {needle:?} on the console:\n{console}"));
+    let order = [
+        "sovereign-init: power button: shutting down",
+        "sovereign-init: runtime stopped",
+        "sovereign-init: every process reaped",
+        "sovereign-init: data partition synced and unmounted",
+        "sovereign-init: powering off",
+    ];
+    for pair in order.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{:?} came after {:?}:\n{console}", pair[0], pair[1]);
+    }
 }
 
 /// Boots an image that must be refused: returns the FATAL line; the guest must power off by
@@ -147,7 +183,8 @@ fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_i
 fn every_tampered_component_is_refused_by_name() {
     let _lock = boot_lock();
     let mut appliance = Appliance::new(image()).unwrap();
-    let (identity, _) = boot_ready(&mut appliance);
+    let (identity, console) = boot_ready(&mut appliance);
+    assert_clean_shutdown(&console);
     let input = base_input();
 
     let edit = |path: &'static str, f: fn(&mut Vec<u8>)| {
@@ -206,7 +243,21 @@ fn every_tampered_component_is_refused_by_name() {
     cmdline.cmdline.push_str(" init=/init systemd.debug_shell");
     with_variant(&appliance, &Tamper { policy: Some(&genuine_policy), ..Default::default() }, &cmdline);
     let fatal = boot_refused(&mut appliance);
-    assert!(fatal.contains("PCR 11 differ from the signed PCR policy"), "{fatal}");
+    assert!(fatal.contains("PCR 11") && fatal.contains("differ from the signed PCR policy"), "{fatal}");
+
+    // The genuine UKI with a command line supplied by the boot path (here the firmware: QEMU's
+    // `-kernel`/`-append`, which OVMF hands to the UKI as load options): with Secure Boot off the
+    // stub uses it instead of `.cmdline` and measures it into PCR 12. Refused by name, no key
+    // released.
+    appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    let uki = build_dir().join("image").join("sovereign.efi");
+    let attacker = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=none module.sig_enforce=0";
+    appliance.set_extra_qemu_args(&["-kernel", &uki.to_string_lossy(), "-append", attacker]);
+    let fatal = boot_refused(&mut appliance);
+    appliance.set_extra_qemu_args(&[]);
+    assert!(fatal.contains("the kernel command line is not the signed one"), "{fatal}");
+    assert!(fatal.contains(&format!("booted with {attacker:?}")), "{fatal}");
+    assert!(fatal.contains("PCR 12"), "the refusal does not name PCR 12: {fatal}");
 
     // An erased key area is a refusal, not a silent re-provisioning with new keys.
     appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();

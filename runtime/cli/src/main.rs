@@ -643,7 +643,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "response_signature": "verified"})
+                            serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "confinement": st.confinement, "confinement_shortfalls": st.confinement.shortfalls(), "response_signature": "verified"})
                         );
                     } else {
                         println!("appliance status (response signed by the node identity, verified)");
@@ -651,8 +651,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("  manifest sha256: {}", hex::encode(st.manifest_sha256));
                         println!("  uptime:          {} s", st.uptime_s);
                         println!("  node identity:   {}", hex::encode(st.identity));
+                        let c = &st.confinement;
+                        println!(
+                            "  runtime:         uid {} gid {}, capabilities eff {:#x} prm {:#x} bnd {:#x} amb {:#x}, no_new_privs {}, seccomp mode {} ({} filters), lockdown {}",
+                            c.uids[0],
+                            c.gids[0],
+                            c.cap_eff,
+                            c.cap_prm,
+                            c.cap_bnd,
+                            c.cap_amb,
+                            c.no_new_privs,
+                            c.seccomp_mode,
+                            c.seccomp_filters,
+                            c.lockdown
+                        );
+                        for shortfall in c.shortfalls() {
+                            println!("  NOT CONFINED:    {shortfall}");
+                        }
                     }
-                    Ok(ExitCode::SUCCESS)
+                    // A runtime that is not confined is a failed check, not a detail.
+                    Ok(if st.confinement.shortfalls().is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
                 }
                 sovereign_protocol::Response::Refused(reason) => {
                     eprintln!("sovereign: the appliance refused the request: {reason}");

@@ -54,6 +54,7 @@ fn manifest(release: &SigningKey) -> (Vec<u8>, Vec<u8>) {
         format: FORMAT.into(),
         version: 1,
         kernel_release: "6.1.0-56-amd64".into(),
+        cmdline: "console=ttyS0".into(),
         runtime: "/usr/bin/sovereign-runtime".into(),
         runtime_config: "/etc/sovereign/runtime.json".into(),
         runtime_config_sha256: "00".repeat(32),

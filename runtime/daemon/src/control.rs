@@ -24,8 +24,9 @@ pub const WINDOW_MS: u64 = 120_000;
 
 /// The appliance's TPM through the kernel's resource manager.
 const TCTI: &str = "device:/dev/tpmrm0";
-/// The firmware's TCG event log as the kernel exposes it.
-const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/// The firmware's TCG event log: PID 1's copy of securityfs's root-only
+/// `binary_bios_measurements` (the quote proves it: the log must replay to the quoted PCRs).
+const FIRMWARE_LOG: &str = "/run/sovereign/firmware-eventlog.bin";
 /// PID 1's measurement log.
 const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
 
@@ -139,6 +140,25 @@ pub fn find_port(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// A status whose confinement could not be read says so in every field it could not fill:
+/// no capability reported absent, no filter reported present.
+fn unreadable_confinement(why: &str) -> sovereign_protocol::Confinement {
+    sovereign_protocol::Confinement {
+        uids: [u32::MAX; 4],
+        gids: [u32::MAX; 4],
+        groups: Vec::new(),
+        cap_inh: u64::MAX,
+        cap_prm: u64::MAX,
+        cap_eff: u64::MAX,
+        cap_bnd: u64::MAX,
+        cap_amb: u64::MAX,
+        no_new_privs: false,
+        seccomp_mode: 0,
+        seccomp_filters: 0,
+        lockdown: format!("unreadable: {why}"),
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -158,6 +178,7 @@ pub fn answer(node: &mut Node, gate: &mut Gate, request: &SignedRequest, now_ms:
                 manifest_sha256: sha256(&node.manifest),
                 uptime_s: uptime_s(),
                 identity,
+                confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
             }),
             Request::Attest { nonce } => {
                 let files = NodeFiles { manifest: &node.manifest, manifest_signature: &node.manifest_signature };

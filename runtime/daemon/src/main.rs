@@ -101,6 +101,27 @@ fn start_control_api(identity: &SigningKey, data_key: &[u8; 32]) {
 }
 
 fn main() -> ExitCode {
+    // Confined before a byte of input is read: seccomp allow-list and kill-list on every
+    // thread. PID 1 already made this process unprivileged; the runtime refuses to go on unless
+    // the kernel reports all of it.
+    if let Err(e) = sovereign_confine::confine_self() {
+        println!("sovereign-runtime: FATAL: confinement: {e}");
+        return ExitCode::from(2);
+    }
+    match sovereign_confine::read() {
+        Ok(c) if c.shortfalls().is_empty() => println!(
+            "sovereign-runtime: confined: uid {} gid {}, no capabilities, no_new_privs, seccomp filter ({} stacked), lockdown {}",
+            c.uids[0], c.gids[0], c.seccomp_filters, c.lockdown
+        ),
+        Ok(c) => {
+            println!("sovereign-runtime: FATAL: confinement: {}", c.shortfalls().join("; "));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            println!("sovereign-runtime: FATAL: confinement: {e}");
+            return ExitCode::from(2);
+        }
+    }
     // Block SIGTERM first so it is delivered to sigwait, not the default handler.
     let mut term = SigSet::empty();
     term.add(Signal::SIGTERM);
