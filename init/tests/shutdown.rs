@@ -12,6 +12,8 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use sovereign_init::shutdown::{Stopped, reap_all, stop};
 
+/// Spawns a child whose reaping is the code under test's job (`waitpid` by PID), not `Child`'s.
+#[allow(clippy::zombie_processes)]
 fn spawn(script: &str) -> Pid {
     let child = Command::new("sh").args(["-c", script]).spawn().unwrap();
     Pid::from_raw(child.id() as i32)
