@@ -119,6 +119,72 @@ pub struct BuildInput {
     pub config: RuntimeConfig,
     /// systemd EFI stub.
     pub stub: PathBuf,
+    /// The Secure Boot db key that signs the UKI (Authenticode); `None` builds an unsigned
+    /// UKI, which firmware with Secure Boot on refuses.
+    pub secure_boot: Option<SecureBootKey>,
+}
+
+/// A Secure Boot signing key: the private key and its X.509 certificate (PEM), enrolled in the
+/// firmware's db.
+#[derive(Debug, Clone)]
+pub struct SecureBootKey {
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM certificate.
+    pub cert: PathBuf,
+}
+
+/// `virt-fw-vars` (PyPI `virt-firmware` 26.10, in the venv `cargo xtask setup` makes).
+pub const VIRT_FW_VARS: &str = "/var/cache/sovereign/venv/bin/virt-fw-vars";
+/// The owner GUID of the project's Secure Boot certificates in PK, KEK and db.
+pub const SECURE_BOOT_OWNER: &str = "53564752-4e47-4e00-8000-000000000001";
+
+/// Writes an OVMF variable store: `template` with `keys_dir`'s `PK.crt`, `KEK.crt` and `db.crt`
+/// enrolled (owner [`SECURE_BOOT_OWNER`]) and Secure Boot on, no Microsoft keys. The output is
+/// a function of its inputs (two runs are byte-identical; tested).
+pub fn write_secure_boot_vars(keys_dir: &Path, template: &Path, out: &Path) -> anyhow::Result<()> {
+    run(Command::new(VIRT_FW_VARS)
+        .arg("--input")
+        .arg(template)
+        .arg("--output")
+        .arg(out)
+        .arg("--set-pk")
+        .arg(SECURE_BOOT_OWNER)
+        .arg(keys_dir.join("PK.crt"))
+        .arg("--add-kek")
+        .arg(SECURE_BOOT_OWNER)
+        .arg(keys_dir.join("KEK.crt"))
+        .arg("--add-db")
+        .arg(SECURE_BOOT_OWNER)
+        .arg(keys_dir.join("db.crt"))
+        .arg("--no-microsoft")
+        .arg("--sb"))
+    .context("writing the Secure Boot variable store (cargo xtask setup installs virt-fw-vars)")?;
+    Ok(())
+}
+
+/// The time `sbsign` is made to see (it stamps the signing time into the PKCS#7; a fixed one
+/// keeps two builds of the same inputs bit-identical). UTC.
+pub const SIGNING_TIME: &str = "2026-11-30 12:00:00";
+
+/// Signs `uki` in place with `key` (Authenticode, `sbsign` under `faketime` at
+/// [`SIGNING_TIME`]) and checks the signature with `sbverify`; returns the signed bytes.
+pub fn sign_uki(uki: &Path, key: &SecureBootKey) -> anyhow::Result<Vec<u8>> {
+    let signed = uki.with_extension("signed.efi");
+    run(Command::new("faketime")
+        .env("TZ", "UTC")
+        .args(["-f", SIGNING_TIME, "sbsign", "--key"])
+        .arg(&key.key)
+        .arg("--cert")
+        .arg(&key.cert)
+        .arg("--output")
+        .arg(&signed)
+        .arg(uki))
+    .context("signing the UKI for Secure Boot (apt-get install sbsigntool faketime)")?;
+    run(Command::new("sbverify").arg("--cert").arg(&key.cert).arg(&signed))
+        .context("the signed UKI does not verify with the db certificate")?;
+    fs::rename(&signed, uki)?;
+    Ok(fs::read(uki)?)
 }
 
 /// Release reference values, signed by the release key (`reference-values.json` + `.sig`).
@@ -131,7 +197,8 @@ pub struct ReferenceValues {
     pub uki_sha256: String,
     /// SHA-256 of the canonical manifest.
     pub manifest_sha256: String,
-    /// Predicted PCR values (4: UKI and kernel Authenticode hashes, 9: load options and initrd,
+    /// Predicted PCR values (4: the UKI's Authenticode hash, and its kernel's unless the UKI is
+    /// signed for Secure Boot, 9: load options and initrd,
     /// 11: stub sections, 12 and 13: zero (no boot-path input), 15: PID 1 before the separator).
     pub pcrs: PcrValues,
 }
@@ -579,16 +646,22 @@ pub fn build_with(
         input.version, input.version
     );
     let uki_path = out_dir.join("sovereign.efi");
-    let uki = assemble_uki(&input.stub, &input.kernel.image, &initrd, &input.cmdline, &osrel, &work, &uki_path)?;
+    let mut uki = assemble_uki(&input.stub, &input.kernel.image, &initrd, &input.cmdline, &osrel, &work, &uki_path)?;
+    if let Some(key) = &input.secure_boot {
+        uki = sign_uki(&uki_path, key)?;
+    }
     let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?)?;
     let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
     // The reference values add what firmware measures about this UKI (PCR 4: the UKI and its
-    // kernel's Authenticode hashes). The seal policy leaves it out: it is the verifier's to
+    // kernel's Authenticode hashes, from the file that boots: signing pads it). The seal policy leaves it out: it is the verifier's to
     // judge (it changes with the firmware's boot path), and PCR 11 covers the same bytes.
     let mut reference_pcrs = pcrs;
-    reference_pcrs.set(4, pe::predict_pcr4_from_uki(&uki).map_err(|e| anyhow!("PCR 4: {e}"))?);
+    // A signed UKI is made for the Secure Boot platform, whose firmware measures it (and not
+    // the kernel inside it) into PCR 4; an unsigned one for a platform without Secure Boot.
+    let secure_boot = input.secure_boot.is_some();
+    reference_pcrs.set(4, pe::predict_pcr4_from_uki(&uki, secure_boot).map_err(|e| anyhow!("PCR 4: {e}"))?);
     let reference = ReferenceValues {
         version: input.version,
         uki_sha256: sha256_hex(&uki),

@@ -204,19 +204,22 @@ pub fn predict_pcr11_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
 pub const BOOT_OPTION_ACTION: &[u8] = b"Calling EFI Application from Boot Option";
 
 /// PCR 4 after firmware booted the UKI from a boot option: the boot-option action, the
-/// separator (`00000000`), the Authenticode hash of the UKI, then that of the kernel the stub
-/// loads from its `.linux` section (firmware measures every image loaded through LoadImage).
-pub fn predict_pcr4_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
+/// separator (`00000000`), the Authenticode hash of the UKI, then — with Secure Boot off only —
+/// that of the kernel the stub loads from its `.linux` section. With Secure Boot on, systemd-stub
+/// 252 loads the kernel (not separately signed) through its own override of the firmware's
+/// security protocol, which is where firmware measures images, so the kernel is not measured
+/// into PCR 4 (seen on OVMF; PCR 11 covers `.linux` either way).
+pub fn predict_pcr4_from_uki(image: &[u8], secure_boot: bool) -> Result<Sha256Digest, String> {
     let pe = Pe::parse(image)?;
     let linux = pe.section_data(image, ".linux").ok_or("the UKI has no .linux section")?;
+    let mut digests =
+        vec![Sha256Digest::of(BOOT_OPTION_ACTION), Sha256Digest::of(&[0, 0, 0, 0]), authenticode_sha256(image)?];
+    if !secure_boot {
+        digests.push(authenticode_sha256(linux).map_err(|e| format!(".linux: {e}"))?);
+    }
     let mut pcrs = PcrValues::new();
-    for digest in [
-        Sha256Digest::of(BOOT_OPTION_ACTION),
-        Sha256Digest::of(&[0, 0, 0, 0]),
-        authenticode_sha256(image)?,
-        authenticode_sha256(linux).map_err(|e| format!(".linux: {e}"))?,
-    ] {
-        pcrs.extend(4, &digest);
+    for digest in &digests {
+        pcrs.extend(4, digest);
     }
     pcrs.get(4).copied().ok_or_else(|| "PCR 4 not computed".into())
 }
@@ -304,7 +307,7 @@ mod tests {
         let entry = 0x84 + 20 + 112 + 32;
         huge_cert[entry + 4..entry + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(authenticode_sha256(&huge_cert).is_err());
-        assert!(predict_pcr4_from_uki(&pe).is_err(), "no .linux section");
+        assert!(predict_pcr4_from_uki(&pe, false).is_err(), "no .linux section");
         assert!(predict_pcr9_from_uki(&pe).is_err(), "no .cmdline section");
     }
 }

@@ -20,6 +20,38 @@ use crate::swtpm::{Swtpm, SwtpmError};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// OVMF variable-store template.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF code built with Secure Boot support (needs SMM and a secure pflash).
+pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// The project's variable store: [`OVMF_VARS`] with the development PK, KEK and db enrolled and
+/// Secure Boot on (`cargo xtask firmware-vars` regenerates it from `firmware/secure-boot/`).
+pub const SECURE_BOOT_VARS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../firmware/ovmf-vars-secureboot.fd");
+
+/// The firmware an appliance boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF with Secure Boot on and the project's keys enrolled: only a UKI signed by the db key
+    /// runs. What an appliance ships with.
+    SecureBoot,
+    /// OVMF without Secure Boot (an attacker who cleared the firmware's variables): any EFI
+    /// binary runs, and the stub honours a command line from the boot path.
+    SecureBootOff,
+}
+
+impl Firmware {
+    fn code(self) -> &'static str {
+        match self {
+            Firmware::SecureBoot => OVMF_CODE_SECURE_BOOT,
+            Firmware::SecureBootOff => OVMF_CODE,
+        }
+    }
+
+    fn vars_template(self) -> &'static str {
+        match self {
+            Firmware::SecureBoot => SECURE_BOOT_VARS,
+            Firmware::SecureBootOff => OVMF_VARS,
+        }
+    }
+}
 
 /// What went wrong with a guest.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +87,20 @@ pub struct Appliance {
     dir: tempfile::TempDir,
     disk: PathBuf,
     vars: PathBuf,
+    firmware: Firmware,
     tpm: Swtpm,
     extra_args: Vec<String>,
 }
 
 impl Appliance {
-    /// A fresh appliance with a copy of `disk`, a fresh variable store and a freshly
-    /// provisioned TPM (EK certificate from a CA in the TPM's own temp dir).
+    /// A fresh appliance with a copy of `disk`, Secure Boot on with the project's keys, and a
+    /// freshly provisioned TPM (EK certificate from a CA in the TPM's own temp dir).
     pub fn new(disk: &Path) -> Result<Self, GuestError> {
+        Self::with_firmware(disk, Firmware::SecureBoot)
+    }
+
+    /// Like [`Appliance::new`], with the given firmware.
+    pub fn with_firmware(disk: &Path, firmware: Firmware) -> Result<Self, GuestError> {
         let dir = tempfile::Builder::new()
             .prefix("sovereign-appliance-")
             .tempdir()
@@ -70,8 +108,25 @@ impl Appliance {
         let copy = dir.path().join("disk.raw");
         fs::copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
         let vars = dir.path().join("OVMF_VARS.fd");
-        fs::copy(OVMF_VARS, &vars).map_err(|e| GuestError::Io(format!("copying {OVMF_VARS} (install ovmf): {e}")))?;
-        Ok(Appliance { dir, disk: copy, vars, tpm: Swtpm::start_for_qemu()?, extra_args: Vec::new() })
+        let mut appliance =
+            Appliance { dir, disk: copy, vars, firmware, tpm: Swtpm::start_for_qemu()?, extra_args: Vec::new() };
+        appliance.set_firmware(firmware)?;
+        Ok(appliance)
+    }
+
+    /// Switches the firmware for the next boots, with a fresh copy of its variable store (as
+    /// clearing the NVRAM would); the disk and the TPM are kept.
+    pub fn set_firmware(&mut self, firmware: Firmware) -> Result<(), GuestError> {
+        let template = firmware.vars_template();
+        fs::copy(template, &self.vars)
+            .map_err(|e| GuestError::Io(format!("copying {template} (install ovmf): {e}")))?;
+        self.firmware = firmware;
+        Ok(())
+    }
+
+    /// The firmware the next boot uses.
+    pub fn firmware(&self) -> Firmware {
+        self.firmware
     }
 
     /// The host end of the appliance's control port (a unix socket while a guest runs).
@@ -119,23 +174,17 @@ impl Appliance {
         let _ = fs::remove_file(self.control_socket());
         let accel = std::env::var("SOVEREIGN_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut child = Command::new("qemu-system-x86_64")
-            .args([
-                "-machine",
-                "q35",
-                "-accel",
-                &accel,
-                "-cpu",
-                "max",
-                "-m",
-                "1024",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-            ])
+            .args(["-machine", if self.firmware == Firmware::SecureBoot { "q35,smm=on" } else { "q35" }])
+            // Secure Boot's variables are writable only from SMM: the pflash answers only there.
+            .args(if self.firmware == Firmware::SecureBoot {
+                &["-global", "driver=cfi.pflash01,property=secure,value=on"][..]
+            } else {
+                &[][..]
+            })
+            .args(["-accel", &accel, "-cpu", "max", "-m", "1024", "-nodefaults", "-display", "none", "-no-reboot"])
             .args(["-serial", "stdio"])
             .arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+            .arg(format!("if=pflash,format=raw,readonly=on,file={}", self.firmware.code()))
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
             .arg("-drive")

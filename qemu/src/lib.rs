@@ -13,5 +13,5 @@
 pub mod guest;
 pub mod swtpm;
 
-pub use guest::{Appliance, Guest, GuestError};
+pub use guest::{Appliance, Firmware, Guest, GuestError};
 pub use swtpm::{Swtpm, SwtpmError};

@@ -70,7 +70,15 @@ pub fn base_input() -> BuildInput {
         cmdline: build::DEFAULT_CMDLINE.into(),
         config: RuntimeConfig::default(),
         stub: PathBuf::from("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+        secure_boot: Some(secure_boot_key()),
     }
+}
+
+/// The development Secure Boot db key (`firmware/secure-boot/`), enrolled in
+/// `firmware/ovmf-vars-secureboot.fd`.
+pub fn secure_boot_key() -> build::SecureBootKey {
+    let dir = root().join("firmware/secure-boot");
+    build::SecureBootKey { key: dir.join("db.key"), cert: dir.join("db.crt") }
 }
 
 /// Builds a variant into `out`.
@@ -90,9 +98,12 @@ pub fn console_pcrs(console: &str) -> std::collections::BTreeMap<String, String>
         .collect()
 }
 
-/// The recorded platform profile (`firmware/qemu-ovmf.json`): (firmware SHA-256, PCRs).
+/// The appliance's platform profile: QEMU + OVMF with Secure Boot on and the project's keys.
+pub const PLATFORM_PROFILE: &str = "firmware/qemu-ovmf-secureboot.json";
+
+/// The recorded platform profile ([`PLATFORM_PROFILE`]): (firmware SHA-256, PCRs).
 pub fn firmware_profile() -> (String, std::collections::BTreeMap<String, String>) {
-    let path = root().join("firmware/qemu-ovmf.json");
+    let path = root().join(PLATFORM_PROFILE);
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -107,7 +118,7 @@ pub fn firmware_profile() -> (String, std::collections::BTreeMap<String, String>
 /// SHA-256 of the installed OVMF code (via sha256sum).
 pub fn installed_firmware_sha256() -> String {
     let out = std::process::Command::new("sha256sum")
-        .arg(sovereign_qemu::guest::OVMF_CODE)
+        .arg(sovereign_qemu::guest::OVMF_CODE_SECURE_BOOT)
         .output()
         .unwrap_or_else(|e| panic!("sha256sum: {e}"));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
@@ -123,7 +134,7 @@ pub fn operator_trust(appliance: &sovereign_qemu::Appliance) -> sovereign_cli::a
         release_key: dev_keys().release.verifying_key(),
         reference_values: read(image.join("reference-values.json")),
         reference_signature: read(image.join("reference-values.sig")),
-        platform_profile: read(root().join("firmware/qemu-ovmf.json")),
+        platform_profile: read(root().join(PLATFORM_PROFILE)),
         ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(ca.as_bytes())
             .unwrap_or_else(|e| panic!("EK CA: {e}")),
         node_identity: None,

@@ -6,7 +6,7 @@
 //! refused; tpm2-tools' `tpm2_checkquote` accepts the saved evidence), then the same image on a
 //! changed platform (a second disk: firmware adds a boot option for it and measures the boot
 //! variables into PCR 1; OVMF does not measure SMBIOS): the appliance boots — its keys are sealed
-//! to PCRs 11 and 15 only — but attestation FAILS naming PCR 1.
+//! to PCRs 9, 11, 12, 13 and 15, none of them the firmware's — but attestation FAILS naming PCR 1.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sovereign_e2e::{base_input, boot_lock, build_dir, dev_keys, image, variant};
 use sovereign_image::build::{STATE_PARTITION_OFFSET, Tamper};
 use sovereign_image::cpio::Node;
-use sovereign_qemu::{Appliance, Guest};
+use sovereign_qemu::{Appliance, Firmware, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const IDENTITY: &str = "sovereign-runtime: node identity ";
@@ -142,7 +142,7 @@ fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_i
     assert_eq!(
         sovereign_e2e::installed_firmware_sha256(),
         firmware_sha,
-        "OVMF differs from the one firmware/qemu-ovmf.json was recorded with: re-record it with `cargo xtask firmware-profile`"
+        "OVMF differs from the one firmware/qemu-ovmf-secureboot.json was recorded with: re-record it with `cargo xtask firmware-profile`"
     );
     let booted = sovereign_e2e::console_pcrs(&console);
     for (pcr, value) in &profile {
@@ -246,15 +246,17 @@ fn every_tampered_component_is_refused_by_name() {
     assert!(fatal.contains("PCR 11") && fatal.contains("differ from the signed PCR policy"), "{fatal}");
 
     // The genuine UKI with a command line supplied by the boot path (here the firmware: QEMU's
-    // `-kernel`/`-append`, which OVMF hands to the UKI as load options): with Secure Boot off the
-    // stub uses it instead of `.cmdline` and measures it into PCR 12. Refused by name, no key
-    // released.
+    // `-kernel`/`-append`, which OVMF hands to the UKI as load options), by someone who first
+    // cleared the firmware's variables (Secure Boot off): the stub then uses it instead of
+    // `.cmdline` and measures it into PCR 12. Refused by name, no key released.
     appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    appliance.set_firmware(Firmware::SecureBootOff).unwrap();
     let uki = build_dir().join("image").join("sovereign.efi");
     let attacker = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=none module.sig_enforce=0";
     appliance.set_extra_qemu_args(&["-kernel", &uki.to_string_lossy(), "-append", attacker]);
     let fatal = boot_refused(&mut appliance);
     appliance.set_extra_qemu_args(&[]);
+    appliance.set_firmware(Firmware::SecureBoot).unwrap();
     assert!(fatal.contains("the kernel command line is not the signed one"), "{fatal}");
     assert!(fatal.contains(&format!("booted with {attacker:?}")), "{fatal}");
     assert!(fatal.contains("PCR 12"), "the refusal does not name PCR 12: {fatal}");
@@ -275,6 +277,60 @@ fn every_tampered_component_is_refused_by_name() {
     // The genuine image still boots with the same identity: nothing above damaged the state.
     let (again, _) = boot_ready(&mut appliance);
     assert_eq!(identity, again);
+}
+
+/// Secure Boot with the project's keys: the firmware itself refuses a UKI that is unsigned or
+/// signed by a key its db does not hold (nothing of it runs, so no PID 1 line appears), and runs
+/// the UKI signed by the db key (the other tests' boots). `sbverify` agrees, independently.
+#[test]
+fn secure_boot_refuses_unsigned_and_foreign_signed_ukis() {
+    let _lock = boot_lock();
+    let out = tempfile::tempdir().unwrap();
+    let mut unsigned_input = base_input();
+    unsigned_input.secure_boot = None;
+    let unsigned = variant(&unsigned_input, &dev_keys(), &out.path().join("unsigned"), &Tamper::default());
+    // A key pair of the same shape that the firmware never enrolled.
+    let foreign_dir = out.path().join("foreign-key");
+    std::fs::create_dir_all(&foreign_dir).unwrap();
+    let foreign_key =
+        sovereign_image::build::SecureBootKey { key: foreign_dir.join("db.key"), cert: foreign_dir.join("db.crt") };
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30", "-subj", "/CN=not enrolled/"])
+        .arg("-keyout")
+        .arg(&foreign_key.key)
+        .arg("-out")
+        .arg(&foreign_key.cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let mut foreign_input = base_input();
+    foreign_input.secure_boot = Some(foreign_key);
+    let foreign = variant(&foreign_input, &dev_keys(), &out.path().join("foreign"), &Tamper::default());
+    let enrolled = sovereign_e2e::secure_boot_key().cert;
+    for (what, built) in [("an unsigned UKI", &unsigned), ("a UKI signed by a key the db does not hold", &foreign)] {
+        let checked =
+            std::process::Command::new("sbverify").arg("--cert").arg(&enrolled).arg(&built.uki).output().unwrap();
+        assert!(!checked.status.success(), "sbverify accepted {what}");
+        let mut appliance = Appliance::new(&built.disk).unwrap();
+        let mut guest = appliance.boot(Duration::from_secs(120)).unwrap();
+        let refusal =
+            guest.wait_for("Access Denied").unwrap_or_else(|e| panic!("{what} was not refused by the firmware: {e}"));
+        // The firmware's own fallback (its built-in shell) is refused too: nothing boots.
+        guest.wait_for("No bootable option or device was found").unwrap_or_else(|e| panic!("{what}: {e}"));
+        let console = guest.console();
+        assert!(!console.contains("sovereign-init"), "{what} ran:\n{console}");
+        assert!(!console.contains("EFI stub"), "{what} ran:\n{console}");
+        assert!(refusal.contains("Boot0001"), "{what}: {refusal}");
+        drop(guest);
+    }
+    // The signed image of the other tests, for contrast: sbverify accepts it.
+    let signed = build_dir().join("image").join("sovereign.efi");
+    let checked = std::process::Command::new("sbverify").arg("--cert").arg(&enrolled).arg(&signed).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "sbverify refused the release's UKI: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
 
 #[test]

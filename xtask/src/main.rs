@@ -38,7 +38,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("gnutls-bin", "swtpm_localca creates its CA with certtool"),
     ("tpm2-tools", "independent cross-checks (tpm2_eventlog, tpm2_checkquote)"),
     ("build-essential", "C compiler for -sys crates and libFuzzer"),
+    ("sbsigntool", "sbsign/sbverify sign the UKI for Secure Boot"),
+    ("faketime", "a fixed signing time keeps the signed UKI bit-identical"),
+    ("python3-venv", "a venv for virt-firmware (virt-fw-vars writes the Secure Boot variable store)"),
 ];
+
+/// The venv holding virt-firmware, and its `virt-fw-vars` (the image builder's path).
+const VENV: &str = "/var/cache/sovereign/venv";
+const VIRT_FW_VARS: &str = "/var/cache/sovereign/venv/bin/virt-fw-vars";
 
 /// Fuzz targets run by the smoke run, and for how long each.
 const FUZZ_TARGETS: &[&str] = &[
@@ -84,12 +91,18 @@ fn main() -> ExitCode {
         }
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
-                "record the QEMU+OVMF firmware profile from a reference boot",
+                "record the QEMU+OVMF platform profiles (Secure Boot on and off) from reference boots",
                 cargo().args(["run", "--quiet", "-p", "sovereign-e2e", "--bin", "record-firmware-profile"]),
             )
         }),
+        Some("firmware-vars") => setup().and_then(|()| {
+            step(
+                "write firmware/ovmf-vars-secureboot.fd (OVMF variables, the Secure Boot keys of firmware/secure-boot/ enrolled)",
+                cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "secure-boot-vars"]),
+            )
+        }),
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|firmware-profile>");
+            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|firmware-profile|firmware-vars>");
             return ExitCode::from(2);
         }
     };
@@ -212,6 +225,16 @@ fn setup() -> Result<(), Failure> {
         .unwrap_or(false);
     if !have_fuzz {
         step("install cargo-fuzz", cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    if !Path::new(VIRT_FW_VARS).exists() {
+        step(
+            "a venv for virt-firmware (virt-fw-vars writes OVMF variable stores)",
+            Command::new("python3").args(["-m", "venv", VENV]),
+        )?;
+        step(
+            "install virt-firmware 26.10 from PyPI",
+            Command::new(format!("{VENV}/bin/pip")).args(["install", "--quiet", "virt-firmware==26.10"]),
+        )?;
     }
     let wasm_target = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -352,7 +375,11 @@ fn image(build: &Path) -> Result<(), Failure> {
             .arg("--runtime")
             .arg(target.join("sovereign-runtime"))
             .arg("--out")
-            .arg(build.join("image")),
+            .arg(build.join("image"))
+            .arg("--db-key")
+            .arg(root().join("firmware/secure-boot/db.key"))
+            .arg("--db-cert")
+            .arg(root().join("firmware/secure-boot/db.crt")),
     )
 }
 

@@ -26,6 +26,19 @@ enum Cmd {
         dir: PathBuf,
     },
     /// Build an image: initramfs, signed manifest, UKI, PCR policy, reference values, disk.
+    /// Writes an OVMF variable store with the Secure Boot keys of DIR (PK.crt, KEK.crt, db.crt)
+    /// enrolled and Secure Boot on.
+    SecureBootVars {
+        /// Directory holding PK.crt, KEK.crt and db.crt.
+        #[arg(long, default_value = "firmware/secure-boot")]
+        keys: PathBuf,
+        /// The empty variable store to start from.
+        #[arg(long, default_value = "/usr/share/OVMF/OVMF_VARS_4M.fd")]
+        template: PathBuf,
+        /// Where to write the store.
+        #[arg(long, default_value = "firmware/ovmf-vars-secureboot.fd")]
+        out: PathBuf,
+    },
     Build {
         /// Key directory (see `keygen`).
         #[arg(long)]
@@ -60,6 +73,13 @@ enum Cmd {
         /// systemd EFI stub.
         #[arg(long, default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub")]
         stub: PathBuf,
+        /// Secure Boot db private key (PEM) that signs the UKI; needs --db-cert. Without it the
+        /// UKI is unsigned and firmware with Secure Boot on refuses it.
+        #[arg(long, requires = "db_cert")]
+        db_key: Option<PathBuf>,
+        /// The db key's certificate (PEM), as enrolled in the firmware.
+        #[arg(long, requires = "db_key")]
+        db_cert: Option<PathBuf>,
     },
 }
 
@@ -79,6 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keys::generate(&dir)?;
             println!("wrote a DEVELOPMENT key set to {} (see {})", dir.display(), keys::MARKER);
         }
+        Cmd::SecureBootVars { keys, template, out } => {
+            build::write_secure_boot_vars(&keys, &template, &out)?;
+            println!("wrote {} (Secure Boot on; PK, KEK, db from {})", out.display(), keys.display());
+        }
         Cmd::Build {
             keys: key_dir,
             init,
@@ -91,6 +115,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kernel_release,
             kernel_cache,
             stub,
+            db_key,
+            db_cert,
         } => {
             let keys = keys::load(&key_dir)?;
             let kernel = match (kernel, modules_root, kernel_release) {
@@ -101,7 +127,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => anyhow::bail!("--kernel needs --modules-root and --kernel-release"),
             };
-            let input = BuildInput { init, runtime, kernel, version, cmdline, config: RuntimeConfig::default(), stub };
+            let secure_boot = match (db_key, db_cert) {
+                (Some(key), Some(cert)) => Some(build::SecureBootKey { key, cert }),
+                _ => None,
+            };
+            let input = BuildInput {
+                init,
+                runtime,
+                kernel,
+                version,
+                cmdline,
+                config: RuntimeConfig::default(),
+                stub,
+                secure_boot,
+            };
             let built = build::build(&input, &keys, &out)?;
             println!("built image version {version} in {}", out.display());
             println!("  UKI:   {} (sha256 {})", built.uki.display(), built.reference.uki_sha256);

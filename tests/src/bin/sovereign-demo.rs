@@ -89,7 +89,7 @@ fn run() -> anyhow::Result<bool> {
         ("--key", admin.clone()),
         ("--release-key", keys.join("release.pub")),
         ("--reference", image.join("reference-values.json")),
-        ("--platform", root().join("firmware/qemu-ovmf.json")),
+        ("--platform", root().join(sovereign_e2e::PLATFORM_PROFILE)),
         ("--ek-ca", ek_ca.clone()),
         ("--save", saved.clone()),
     ];
@@ -269,7 +269,7 @@ fn iron_path(
         s("--reference"),
         p(&image.join("reference-values.json")),
         s("--platform"),
-        p(&root().join("firmware/qemu-ovmf.json")),
+        p(&root().join(sovereign_e2e::PLATFORM_PROFILE)),
         s("--ek-ca"),
         p(ek_ca),
     ];
