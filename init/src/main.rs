@@ -73,6 +73,9 @@ fn power_off() -> ! {
 }
 
 fn main() {
+    // A panic in PID 1 ends it (the kernel then panics and, with `panic=-1`, resets): never a
+    // PID 1 that carries on after one of its threads died half-way.
+    sovereign_confine::abort_on_panic();
     if std::process::id() != 1 {
         eprintln!("sovereign-init: refusing to run: this program is PID 1 of the Sovereign appliance, not a tool");
         std::process::exit(2);

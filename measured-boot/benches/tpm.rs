@@ -8,8 +8,7 @@
 //!
 //! Run: `cargo bench -p sovereign-measured-boot --bench tpm` (prints a Markdown table).
 
-use std::time::{Duration, Instant};
-
+use sovereign_bench::{TABLE_HEADER, time};
 use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EventLogBuilder};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
@@ -18,47 +17,8 @@ use sovereign_measured_boot::tpm::Tpm;
 use sovereign_measured_boot::verify::{self, Expectations, verify_quote};
 use sovereign_qemu::Swtpm;
 
-struct Stats {
-    name: &'static str,
-    samples: Vec<Duration>,
-}
-
-impl Stats {
-    fn pct(&self, p: f64) -> Duration {
-        let mut v = self.samples.clone();
-        v.sort_unstable();
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i.min(v.len() - 1)]
-    }
-    fn row(&self) -> String {
-        let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1e3);
-        format!(
-            "| {} | {} | {} | {} | {} |",
-            self.name,
-            self.samples.len(),
-            ms(self.pct(0.5)),
-            ms(self.pct(0.99)),
-            ms(self.pct(1.0))
-        )
-    }
-}
-
-fn time<T>(name: &'static str, n: usize, mut f: impl FnMut() -> T) -> Stats {
-    for _ in 0..(n / 10).max(1) {
-        std::hint::black_box(f());
-    }
-    let samples = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f());
-            t.elapsed()
-        })
-        .collect();
-    Stats { name, samples }
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // `cargo bench` passes `--bench`; this binary takes no options of its own.
+    // `cargo bench` passes `--bench` (a measurement); without it each row runs once (CI).
     let swtpm = Swtpm::start()?;
     let mut tpm = Tpm::open(&swtpm.tcti())?;
 
@@ -156,8 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tpm.unseal_with_signed_policy(&signed_blob, &pk, &policy).expect("unseal")
     }));
 
-    println!("| benchmark | n | p50 ms | p99 ms | max ms |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("{TABLE_HEADER}");
     for r in &rows {
         println!("{}", r.row());
     }

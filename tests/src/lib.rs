@@ -25,11 +25,11 @@ pub fn build_dir() -> PathBuf {
     root().join("build")
 }
 
-/// The built binaries (image profile).
+/// The stripped release binaries the shared image was built from (`cargo xtask image` puts
+/// them in `build/bin`).
 pub fn binaries() -> (PathBuf, PathBuf) {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target")).join("image");
-    (target.join("sovereign-init"), target.join("sovereign-runtime"))
+    let bin = build_dir().join("bin");
+    (bin.join("sovereign-init"), bin.join("sovereign-runtime"))
 }
 
 /// The shared image. Panics with what to run when it was not built.

@@ -92,13 +92,13 @@ fn main() -> ExitCode {
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
                 "record the QEMU+OVMF platform profiles (Secure Boot on and off) from reference boots",
-                cargo().args(["run", "--quiet", "-p", "sovereign-e2e", "--bin", "record-firmware-profile"]),
+                cargo().args(["run", "--quiet", "--release", "-p", "sovereign-e2e", "--bin", "record-firmware-profile"]),
             )
         }),
         Some("firmware-vars") => setup().and_then(|()| {
             step(
                 "write firmware/ovmf-vars-secureboot.fd (OVMF variables, the Secure Boot keys of firmware/secure-boot/ enrolled)",
-                cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "secure-boot-vars"]),
+                cargo().args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "secure-boot-vars"]),
             )
         }),
         _ => {
@@ -303,12 +303,13 @@ fn test() -> Result<(), Failure> {
         "the verifier builds without the TPM stack",
         cargo().args(["check", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
     )?;
-    step("benchmarks build", cargo().args(["bench", "--workspace", "--no-run"]))?;
     image(&root().join("build"))?;
     modules()?;
+    // The one release build (shared with the image, the CLI and the benchmarks); every
+    // benchmark runs one short iteration of each row (`sovereign-bench`: no `--bench`).
     step(
-        "tests (unit, swtpm, and the image booted in QEMU under OVMF)",
-        cargo().args(["test", "--workspace", "--", "--test-threads", "4"]),
+        "tests (unit, swtpm, the image booted in QEMU under OVMF) and every benchmark once",
+        cargo().args(["test", "--release", "--workspace", "--all-targets", "--", "--test-threads", "4"]),
     )?;
     // The README's main command, as a user runs it (one more boot): it must attest PASS.
     demo()?;
@@ -319,7 +320,12 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
     let fuzz_dir = root().join("fuzz");
     // cargo-fuzz needs unstable compiler flags (sanitizers, coverage); the pinned stable
     // toolchain accepts them with RUSTC_BOOTSTRAP=1. Only the fuzz build uses this.
-    step("fuzz targets build", cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "build"]))?;
+    // `--dev`: unoptimised (with debug assertions), which compiles wasmtime and CozoDB with
+    // the sanitizers in far less time than `--release`; a smoke run needs coverage, not speed.
+    step(
+        "fuzz targets build",
+        cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "build", "--dev"]),
+    )?;
     for target in FUZZ_TARGETS {
         // Work corpus (ignored by git) first, then the committed seeds from real artifacts.
         let corpus = fuzz_dir.join("corpus").join(target);
@@ -327,7 +333,7 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
             .map_err(|e| Failure::Environment(format!("creating {}: {e}", corpus.display())))?;
         let seeds = fuzz_dir.join("seeds").join(target);
         let mut cmd = cargo();
-        cmd.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "run", target]).arg(&corpus);
+        cmd.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "run", "--dev", target]).arg(&corpus);
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
@@ -343,7 +349,7 @@ fn image(build: &Path) -> Result<(), Failure> {
     if !keys.join("release.key").exists() {
         step(
             "development keys",
-            cargo().args(["run", "--quiet", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys),
+            cargo().args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys),
         )?;
     }
     let read = |name: &str| {
@@ -353,18 +359,27 @@ fn image(build: &Path) -> Result<(), Failure> {
     };
     let (release, pcr_policy) = (read("release.pub")?, read("pcr-policy.pub")?);
     step(
-        "PID 1 and runtime (image profile: release, stripped; release and PCR-policy keys compiled in)",
+        "PID 1 and runtime (release; the release and PCR-policy keys compiled in)",
         cargo().env("SOVEREIGN_RELEASE_PUBKEY", &release).env("SOVEREIGN_PCR_POLICY_PUBKEY", &pcr_policy).args([
             "build",
-            "--profile",
-            "image",
+            "--release",
             "-p",
             "sovereign-init",
             "-p",
             "sovereign-runtime",
         ]),
     )?;
-    let target = target_dir().join("image");
+    // Stripped copies outside the target dir: the image takes these, and a later build in the
+    // same target dir (tests, without the keys) cannot change what the image was built from.
+    let bin = build.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| Failure::Environment(format!("creating {}: {e}", bin.display())))?;
+    for name in ["sovereign-init", "sovereign-runtime"] {
+        step(
+            &format!("strip {name} for the image"),
+            Command::new("objcopy").arg("--strip-all").arg(target_dir().join("release").join(name)).arg(bin.join(name)),
+        )?;
+    }
+    let target = bin;
     step(
         "image (initramfs, signed manifest, UKI, PCR policy, disk)",
         cargo()

@@ -16,6 +16,9 @@
 //!    whole process with `SIGSYS` — PID 1 sees and logs that.
 //! 3. Kernel lockdown (`lockdown=integrity` on the signed command line).
 //!
+//! And a panic anywhere ends the whole process ([`abort_on_panic`]): no thread dies alone and
+//! leaves the rest serving with state it had half changed.
+//!
 //! [`read`] parses `/proc/self/status` and `/sys/kernel/security/lockdown` into the protocol's
 //! [`Confinement`]; [`Confinement::shortfalls`] names every way it falls short, and the runtime
 //! refuses to start while any remains.
@@ -58,6 +61,17 @@ pub enum ConfineError {
         /// Why.
         errno: rustix::io::Errno,
     },
+}
+
+/// Makes every panic, on any thread, abort the process after the default hook has printed it:
+/// what `panic = "abort"` did before the release profile had to unwind (tests and benchmarks
+/// share that build). PID 1 and the runtime call this first thing.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
 }
 
 /// Sets `no_new_privs` on the calling thread (inherited by every child, kept across `execve`):

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
+use sovereign_bench::iterations;
 use sovereign_cli::attest::{Exchange, Trust, verify_exchange};
 use sovereign_image::manifest::{FORMAT, FileEntry, Manifest, ModuleEntry, NodeKind};
 use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EventLogBuilder};
@@ -160,7 +161,7 @@ fn main() -> Result<(), Error> {
     let mut gate = Gate::new(vec![operator.verifying_key()], u64::MAX / 4);
     let mut counter = 0u64;
     node.attestor.warm_up()?;
-    for _ in 0..20 {
+    for _ in 0..iterations(20) {
         round_trip(&mut node, &mut gate, &operator, &trust, &mut counter);
     }
     let time = |n: usize, f: &mut dyn FnMut()| -> Vec<Duration> {
@@ -172,7 +173,7 @@ fn main() -> Result<(), Error> {
             })
             .collect()
     };
-    let fast = time(200, &mut || round_trip(&mut node, &mut gate, &operator, &trust, &mut counter));
+    let fast = time(iterations(200), &mut || round_trip(&mut node, &mut gate, &operator, &trust, &mut counter));
 
     // The credential activation `sovereign attest` adds once per exchange (second round trip).
     let evidence_ek = {
@@ -184,7 +185,7 @@ fn main() -> Result<(), Error> {
     };
     let ek = sovereign_measured_boot::structures::RsaStoragePublic::parse(&evidence_ek.ek_public)?;
     let ak_name = sovereign_measured_boot::structures::EccPublic::parse(&evidence_ek.ak_public)?.name();
-    let activation = time(50, &mut || {
+    let activation = time(iterations(50), &mut || {
         counter += 1;
         let cred = sovereign_measured_boot::credential::make_credential(&ek, &ak_name, &[5; 32], &mut rand_core::OsRng)
             .expect("credential");
@@ -206,7 +207,7 @@ fn main() -> Result<(), Error> {
     // Naive baseline: no persistent AK — open the TPM and create EK + AK for every request.
     // (The persistent node goes first: swtpm without a resource manager has 3 object slots.)
     drop(node);
-    let naive = time(20, &mut || {
+    let naive = time(iterations(20), &mut || {
         let mut fresh = new_node();
         round_trip(&mut fresh, &mut gate, &operator, &trust, &mut counter);
     });

@@ -101,6 +101,7 @@ fn start_control_api(identity: &SigningKey, data_key: &[u8; 32]) {
 }
 
 fn main() -> ExitCode {
+    sovereign_confine::abort_on_panic();
     // Confined before a byte of input is read: seccomp allow-list and kill-list on every
     // thread. PID 1 already made this process unprivileged; the runtime refuses to go on unless
     // the kernel reports all of it.

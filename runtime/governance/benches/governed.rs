@@ -8,6 +8,7 @@
 //! `SOVEREIGN_BENCH_DIR` chooses where the replay store and audit log live (default: a temp dir
 //! under `target/`, i.e. the real disk).
 
+use sovereign_bench::iterations;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // Requests are prepared outside the timed region (the operator signs them on its side).
     let mut governed = Vec::new();
-    for _ in 0..1100 {
+    for _ in 0..iterations(1100) {
         n += 1;
         let r = request(n);
         let t = Instant::now();
@@ -101,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(permit);
         governed.push(elapsed);
     }
-    governed.drain(..100); // warm-up
+    governed.drain(..governed.len() / 11); // warm-up: the first 100 of 1,100
 
     // Parts: the decision alone from the memo, and a bare CozoDB evaluation (naive baseline).
     let input = PolicyInput {
@@ -123,21 +124,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect()
     };
-    let memo = time(10_000, &mut || {
+    let memo = time(iterations(10_000), &mut || {
         std::hint::black_box(engine.decide(&policy, &input));
     });
-    let bare = time(300, &mut || {
+    let bare = time(iterations(300), &mut || {
         std::hint::black_box(engine.evaluate_uncached(&policy, &input));
     });
     let node = key(0x50);
-    let binding = time(2000, &mut || {
+    let binding = time(iterations(2000), &mut || {
         let b = sovereign_governance::signed::PolicyBinding::create([1; 32], &json!({"a": 1}), [2; 16], NOW + 1, &node);
         b.verify(&[1; 32], &json!({"a": 1}), &node.verifying_key(), NOW).expect("verifies");
     });
     let fsync_dir = tempfile::tempdir_in(dir.path())?;
     let mut store = ReplayStore::open(&fsync_dir.path().join("replay"))?.0;
     let mut i = 0u64;
-    let claim = time(500, &mut || {
+    let claim = time(iterations(500), &mut || {
         i += 1;
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&i.to_be_bytes());

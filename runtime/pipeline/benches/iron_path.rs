@@ -23,6 +23,7 @@ use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
 use sovereign_pipeline::{Command, Engine, EngineConfig, Pipeline, Reply, RunStatus, StartRun};
 use sovereign_sandbox::{Capability, Limits, ModuleManifest, Sandbox};
 
+/// Runs of the whole path when measuring (`cargo bench`); one otherwise.
 const RUNS: usize = 15;
 
 fn now() -> u64 {
@@ -48,6 +49,7 @@ fn median(v: &mut [u64]) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let runs = sovereign_bench::iterations(RUNS);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (release, admin, operator) =
         (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
@@ -96,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut per_stage: BTreeMap<String, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
     let mut whole = vec![];
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let start = StartRun {
             pipeline_yaml: yaml.as_bytes().to_vec(),
             dataset: dataset.clone(),
@@ -147,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|m| sandbox.load(&m.wasm, &m.manifest, &release.verifying_key()))
         .collect::<Result<_, _>>()?;
     let mut bare = vec![];
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let t = Instant::now();
         let prepared = sandbox.run(&loaded[0], &caps, &dataset, Limits::default())?;
         let model = sandbox.run(&loaded[1], &caps, &prepared.output, Limits::default())?;
@@ -164,9 +166,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, (mut total, mut gov)) in per_stage {
         println!("| {name} | {} | {:.2} | {:.2} |", total.len(), median(&mut total), median(&mut gov));
     }
-    println!("| whole Iron Path (start, 2 approvals, resume) | {RUNS} | {:.2} | |", median(&mut whole));
+    println!("| whole Iron Path (start, 2 approvals, resume) | {runs} | {:.2} | |", median(&mut whole));
     println!(
-        "| naive baseline: the WASM work alone (normalize, train, 3 agents) | {RUNS} | {:.2} | |",
+        "| naive baseline: the WASM work alone (normalize, train, 3 agents) | {runs} | {:.2} | |",
         median(&mut bare)
     );
     Ok(())

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
+use sovereign_bench::iterations;
 use sovereign_sandbox::{Limits, ModuleManifest, Sandbox};
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -29,10 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = Sandbox::new(64 << 20)?;
     let module = sandbox.load(&wasm, &manifest, &release.verifying_key())?;
     let limits = Limits::default();
-    for _ in 0..1000 {
+    for _ in 0..iterations(1000) {
         sandbox.run(&module, &[], b"", limits)?;
     }
-    let pooled: Vec<Duration> = (0..20_000)
+    let pooled: Vec<Duration> = (0..iterations(20_000))
         .map(|_| {
             let t = Instant::now();
             let out = sandbox.run(&module, &[], b"", limits);
@@ -43,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // Naive: compile and instantiate on demand every time (what a sandbox without a loaded
     // module cache and pool would do).
-    let naive: Vec<Duration> = (0..200)
+    let naive: Vec<Duration> = (0..iterations(200))
         .map(|_| {
             let t = Instant::now();
             let m = sandbox.load(&wasm, &manifest, &release.verifying_key()).expect("load");
