@@ -1,5 +1,6 @@
 //! PID 1's own measurement log: every PCR extension Sovereign makes after the firmware, in the
-//! format documented in `docs/measurement-log.md`, so that a verifier can replay it.
+//! format documented in `docs/measured-boot-formats.md` ("Measurement log"), so that a verifier
+//! can replay it.
 //!
 //! Format (JSON Lines, UTF-8, one object per line, `\n`-terminated):
 //! line 1 is the header `{"format":"sovereign-measurement-log","version":1,"bank":"sha256"}`;

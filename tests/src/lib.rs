@@ -1,6 +1,9 @@
 //! Shared fixtures for the end-to-end tests: the image `cargo xtask image` built (one per
 //! suite run, shared by every test), variants of it built on demand, and a lock so that only
 //! one guest boots at a time (two cores, TCG).
+//!
+//! Must never: build the image itself (a missing image is a failure that says which command
+//! makes it), change the shared image or keys, or let two guests boot at once.
 
 #![forbid(unsafe_code)]
 

@@ -554,6 +554,9 @@ fn bench() -> Result<(), Failure> {
 }
 
 #[cfg(test)]
+mod tidy;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};

@@ -1,5 +1,5 @@
 //! The compliance bundle: one ustar file that a third party verifies offline, trusting only
-//! published public keys. The format is documented in `docs/compliance-bundle.md`.
+//! published public keys. The format is documented in `docs/audit-log.md` ("Compliance bundle").
 //!
 //! Every byte of the file is accounted for: tar headers must be byte-identical to the
 //! canonical header this module writes, padding and the end-of-archive blocks must be zero,

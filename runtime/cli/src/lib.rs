@@ -1,6 +1,9 @@
 //! Library side of the `sovereign` CLI: the control-API client (used by the CLI and by the
 //! end-to-end tests). The transport is a byte stream to the appliance's control port — today
 //! the unix socket QEMU exposes for the virtio-serial port.
+//!
+//! Must never: accept a response it has not verified against the node identity and its own
+//! request, send an unsigned request, or treat a check it could not complete as passed.
 
 #![forbid(unsafe_code)]
 
