@@ -39,57 +39,10 @@ pub const MODULES: [&str; 11] = [
 ];
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=integrity";
-/// Where the runtime lives in the initramfs.
-pub const RUNTIME_PATH: &str = "/usr/bin/sovereign-runtime";
-/// Where PID 1 mounts the data partition (nosuid, nodev, noexec).
-pub const DATA_MOUNT: &str = "/state";
-/// Where the runtime configuration lives.
-pub const CONFIG_PATH: &str = "/etc/sovereign/runtime.json";
-/// The signed manifest and its signature.
-pub const MANIFEST_PATH: &str = "/etc/sovereign/manifest.json";
-/// The manifest signature.
-pub const MANIFEST_SIG_PATH: &str = "/etc/sovereign/manifest.sig";
-/// Path of the signed PCR policy on the ESP.
-pub const ESP_POLICY_PATH: &str = "EFI/sovereign/pcr-policy.json";
-/// Path of the UKI on the ESP (the removable-media default path).
-pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-
-/// The runtime configuration (signed through the manifest, measured into PCR 15).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Block device of the EFI system partition.
-    pub esp_device: String,
-    /// Block device of the state partition.
-    pub state_device: String,
-    /// Block device of the data partition (ext4, mounted at [`DATA_MOUNT`] noexec): the audit
-    /// log, replay store, encrypted artifacts and pipeline runs.
-    pub data_device: String,
-    /// The admin root key (Ed25519, hex) that issues operator role certificates; the build
-    /// fills in the release's admin key when empty.
-    pub admin_root: String,
-    /// How many times PID 1 restarts a failed runtime before powering off.
-    pub max_restarts: u32,
-    /// Name of the virtio-serial port the control API is served on.
-    pub control_port: String,
-    /// Operator keys (Ed25519, hex) allowed to use the control API; the build adds the
-    /// release's admin key when the list is empty.
-    pub admins: Vec<String>,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            esp_device: "/dev/vda1".into(),
-            state_device: "/dev/vda2".into(),
-            data_device: "/dev/vda3".into(),
-            admin_root: String::new(),
-            max_restarts: 3,
-            control_port: "sovereign.control".into(),
-            admins: Vec::new(),
-        }
-    }
-}
+pub use sovereign_boot_contract::{
+    CONFIG_PATH, DATA_MOUNT, DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, ESP_POLICY_PATH, ESP_UKI_PATH, MANIFEST_PATH,
+    MANIFEST_SIG_PATH, RUNTIME_PATH, RuntimeConfig, STATE_FRESH_MARKER, STATE_PARTITION_OFFSET,
+};
 
 /// A kernel and its module tree.
 #[derive(Debug, Clone)]
@@ -558,16 +511,6 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     disk.sync_all()?;
     Ok(())
 }
-
-/// The factory marker PID 1 requires before it provisions keys (`sovereign_init::state::FRESH`).
-pub const STATE_FRESH_MARKER: &[u8; 8] = b"SVFRESH1";
-
-/// Offset of the state partition in the disk image (its key area starts here).
-pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;
-/// Offset of the data partition in the disk image.
-pub const DATA_PARTITION_OFFSET: u64 = 81 * 1024 * 1024;
-/// Size of the data partition.
-pub const DATA_PARTITION_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Edits initramfs nodes.
 pub type NodeEdit<'a> = &'a dyn Fn(&mut Vec<Node>);

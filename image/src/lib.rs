@@ -16,5 +16,6 @@
 pub mod build;
 pub mod cpio;
 pub mod keys;
-pub mod manifest;
+/// The signed manifest (it lives in the boot contract PID 1 and the runtime share).
+pub use sovereign_boot_contract::manifest;
 pub mod pe;

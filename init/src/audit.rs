@@ -7,12 +7,12 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _}
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
-use sovereign_image::manifest::{Manifest, NodeKind};
+use sovereign_boot_contract::manifest::{Manifest, NodeKind};
 
 /// Paths that are mount points PID 1 fills itself; their contents are not initramfs nodes.
 pub const MOUNT_POINTS: [&str; 6] = ["/proc", "/sys", "/dev", "/run", "/esp", "/state"];
 /// Nodes present besides the manifest's own list.
-pub const SELF_NODES: [&str; 2] = [sovereign_image::build::MANIFEST_PATH, sovereign_image::build::MANIFEST_SIG_PATH];
+pub const SELF_NODES: [&str; 2] = [sovereign_boot_contract::MANIFEST_PATH, sovereign_boot_contract::MANIFEST_SIG_PATH];
 
 /// Checks the tree at `root` against `manifest`; returns every discrepancy, one line each.
 pub fn audit_tree(root: &Path, manifest: &Manifest) -> Vec<String> {

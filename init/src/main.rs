@@ -20,9 +20,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
+use sovereign_boot_contract::manifest::Manifest;
+use sovereign_boot_contract::{BootFacts, Handover, MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
 use sovereign_confine::{RUNTIME_GID, RUNTIME_UID};
-use sovereign_image::build::{MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
-use sovereign_image::manifest::Manifest;
 use sovereign_init::state::{self, KeyArea, SealedKeys};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
@@ -63,7 +63,7 @@ fn uptime() -> f64 {
 
 fn power_off() -> ! {
     nix::unistd::sync();
-    let _ = umount(sovereign_image::build::DATA_MOUNT);
+    let _ = umount(sovereign_boot_contract::DATA_MOUNT);
     nix::unistd::sync();
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // reboot(2) does not return on success; if it failed there is nothing safe left to do.
@@ -183,7 +183,7 @@ fn boot() -> Result<(), Fatal> {
         .map(PolicyKey::new)
         .map_err(fatal("PCR-policy key"))?;
     mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))?;
-    let policy_bytes = fs::read(format!("/esp/{}", sovereign_image::build::ESP_POLICY_PATH));
+    let policy_bytes = fs::read(format!("/esp/{}", sovereign_boot_contract::ESP_POLICY_PATH));
     let _ = umount("/esp");
     let policy_bytes =
         policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
@@ -212,12 +212,24 @@ fn boot() -> Result<(), Fatal> {
         .map_err(|e| Fatal("extending the separator".into(), e.to_string()))?;
     fs::write(MEASUREMENT_LOG, log.to_bytes())
         .map_err(|e| Fatal("writing the measurement log".into(), e.to_string()))?;
-    drop(tpm);
     say("unseal window closed (separator extended into PCR 15)");
+    // What this boot established, handed to the runtime with the keys: read from the TPM now,
+    // after the separator, so the runtime can check them against its own reading.
+    let after = tpm
+        .pcr_read(&sovereign_measured_boot::PcrSelection::new(0..=15).map_err(fatal("PCR selection"))?)
+        .map_err(|e| Fatal("reading PCRs after the separator".into(), e.to_string()))?;
+    let facts = BootFacts {
+        measured_boot: current == policy.pcrs,
+        image_version: manifest.version,
+        pcrs: after.0.iter().map(|(i, v)| (*i, v.to_hex())).collect(),
+        unseal_window_closed: after.0.get(&PROJECT_PCR) != current.0.get(&PROJECT_PCR),
+    };
+    drop(tpm);
+    let handover = handover(&keys, facts)?;
 
     // The data partition (audit log, replay store, encrypted artifacts): never executable.
-    mount_fs(&config.data_device, sovereign_image::build::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
-    say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_image::build::DATA_MOUNT));
+    mount_fs(&config.data_device, sovereign_boot_contract::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
+    say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_boot_contract::DATA_MOUNT));
 
     // 8. Lock down.
     lockdown()?;
@@ -228,7 +240,7 @@ fn boot() -> Result<(), Fatal> {
     confine_children(&config)?;
     let ctrl_alt_del = watch_ctrl_alt_del()?;
     let power_button = watch_power_button();
-    supervise(&manifest.runtime, &keys, config.max_restarts, &power_button, &ctrl_alt_del, kernel_done)
+    supervise(&manifest.runtime, &handover, config.max_restarts, &power_button, &ctrl_alt_del, kernel_done)
 }
 
 fn open_tpm() -> Result<Tpm, Fatal> {
@@ -309,6 +321,18 @@ fn unseal_or_provision(
     Ok(secret)
 }
 
+/// The runtime's standard input: the 64 unsealed key bytes and this boot's facts.
+fn handover(keys: &[u8], facts: BootFacts) -> Result<Zeroizing<Vec<u8>>, Fatal> {
+    let (Some(seed), Some(data)) = (keys.get(..32), keys.get(32..64)) else {
+        return Err(Fatal("handing over the keys".into(), format!("{} key bytes instead of 64", keys.len())));
+    };
+    let mut identity_seed = Zeroizing::new([0u8; 32]);
+    identity_seed.copy_from_slice(seed);
+    let mut data_key = Zeroizing::new([0u8; 32]);
+    data_key.copy_from_slice(data);
+    Ok(Handover { identity_seed, data_key, facts }.encode())
+}
+
 fn lockdown() -> Result<(), Fatal> {
     for (file, what) in
         [("/proc/sys/kernel/modules_disabled", "module loading"), ("/proc/sys/kernel/kexec_load_disabled", "kexec")]
@@ -378,7 +402,7 @@ fn confine_children(config: &RuntimeConfig) -> Result<(), Fatal> {
             say(&format!("no virtio-serial port named {}: the runtime will have no control API", config.control_port))
         }
     }
-    give_tree(Path::new(sovereign_image::build::DATA_MOUNT), &give)?;
+    give_tree(Path::new(sovereign_boot_contract::DATA_MOUNT), &give)?;
     // Read-only for the runtime: the firmware event log (securityfs keeps it root-only) and
     // PID 1's measurement log, both owned by root, group-readable by the runtime.
     let firmware_log = fs::read(FIRMWARE_LOG)
@@ -428,7 +452,7 @@ fn sovereign_runtime_port(name: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-fn start_runtime(path: &str, keys: &[u8]) -> Result<Child, Fatal> {
+fn start_runtime(path: &str, handover: &[u8]) -> Result<Child, Fatal> {
     // std drops the supplementary groups (setgroups(0)) before setgid/setuid; leaving uid 0
     // clears every capability, and the empty bounding set and no_new_privs PID 1 set keep
     // them cleared across the exec.
@@ -440,21 +464,21 @@ fn start_runtime(path: &str, keys: &[u8]) -> Result<Child, Fatal> {
         .spawn()
         .map_err(|e| Fatal(format!("starting the runtime {path}"), e.to_string()))?;
     let mut stdin = child.stdin.take().ok_or(Fatal("runtime".into(), "no stdin pipe".into()))?;
-    stdin.write_all(keys).map_err(|e| Fatal("handing the keys to the runtime".into(), e.to_string()))?;
+    stdin.write_all(handover).map_err(|e| Fatal("handing the keys to the runtime".into(), e.to_string()))?;
     drop(stdin);
     Ok(child)
 }
 
 fn supervise(
     runtime: &str,
-    keys: &[u8],
+    handover: &[u8],
     max_restarts: u32,
     power_button: &mpsc::Receiver<()>,
     ctrl_alt_del: &SignalFd,
     kernel_done: f64,
 ) -> Result<(), Fatal> {
     let mut restarts = 0u32;
-    let mut child = start_runtime(runtime, keys)?;
+    let mut child = start_runtime(runtime, handover)?;
     say(&format!("runtime started (pid {}, uptime {:.3}s; kernel took {kernel_done:.3}s)", child.id(), uptime()));
     loop {
         if power_button.try_recv().is_ok() {
@@ -482,7 +506,7 @@ fn supervise(
                     let delay = Duration::from_millis(250 << restarts.min(6));
                     say(&format!("runtime exited with status {code}; restart {restarts}/{max_restarts} in {delay:?}"));
                     std::thread::sleep(delay);
-                    child = start_runtime(runtime, keys)?;
+                    child = start_runtime(runtime, handover)?;
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() as u32 == child.id() => {
                     if sig == Signal::SIGSYS {
@@ -494,7 +518,7 @@ fn supervise(
                     }
                     say(&format!("runtime killed by {sig}; restart {restarts}/{max_restarts}"));
                     std::thread::sleep(Duration::from_millis(250 << restarts.min(6)));
-                    child = start_runtime(runtime, keys)?;
+                    child = start_runtime(runtime, handover)?;
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
@@ -524,7 +548,7 @@ fn shut_down_reaped() -> Result<(), Fatal> {
         Err(e) => say(&format!("reaping: {e}")),
     }
     nix::unistd::sync();
-    match umount(sovereign_image::build::DATA_MOUNT) {
+    match umount(sovereign_boot_contract::DATA_MOUNT) {
         Ok(()) => say("data partition synced and unmounted"),
         Err(e) => say(&format!("unmounting the data partition: {e} (synced)")),
     }

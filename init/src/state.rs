@@ -14,7 +14,7 @@ use sovereign_measured_boot::sealed::SealedBlob;
 /// Magic.
 pub const MAGIC: &[u8; 8] = b"SVSTATE1";
 /// The factory marker of a never-provisioned state partition.
-pub const FRESH: &[u8; 8] = sovereign_image::build::STATE_FRESH_MARKER;
+pub const FRESH: &[u8; 8] = sovereign_boot_contract::STATE_FRESH_MARKER;
 /// Bytes PID 1 reads from the start of the partition.
 pub const AREA: usize = 64 * 1024;
 

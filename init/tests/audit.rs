@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 
 use sha2::{Digest as _, Sha256};
-use sovereign_image::manifest::{FORMAT, FileEntry, Manifest, NodeKind};
+use sovereign_boot_contract::manifest::{FORMAT, FileEntry, Manifest, NodeKind};
 use sovereign_init::audit::audit_tree;
 
 fn entry(path: &str, kind: NodeKind, mode: u32, data: &[u8]) -> FileEntry {

@@ -23,7 +23,8 @@ use sovereign_protocol::{
 pub const WINDOW_MS: u64 = 120_000;
 
 /// The appliance's TPM through the kernel's resource manager.
-const TCTI: &str = "device:/dev/tpmrm0";
+/// The kernel's TPM resource manager, the only TPM device the runtime may open.
+pub const TCTI: &str = "device:/dev/tpmrm0";
 /// The firmware's TCG event log: PID 1's copy of securityfs's root-only
 /// `binary_bios_measurements` (the quote proves it: the log must replay to the quoted PCRs).
 const FIRMWARE_LOG: &str = "/run/sovereign/firmware-eventlog.bin";

@@ -1,19 +1,26 @@
-//! `sovereign-runtime`: the governance runtime daemon. It reads the node keys from its standard input (a pipe from PID 1, never
-//! a file), prints the node identity's public key and a readiness line, and exits cleanly when
-//! PID 1 sends SIGTERM. It serves the signed control API: status, attestation through the TPM,
-//! and pipelines (the Iron Path) on the data partition, governed, sandboxed and audited.
+//! `sovereign-runtime`: the governance runtime daemon. It reads the node keys and this boot's
+//! facts from its standard input (PID 1's pipe, never a file: `sovereign_boot_contract::Handover`),
+//! checks the facts' PCRs against the TPM, and serves the signed control API — status,
+//! attestation through the TPM, and pipelines (the Iron Path) on the data partition, governed,
+//! sandboxed and audited, with the boot facts as the policy's measurements. It prints `ready`
+//! only once its configuration, manifest, control port, engine and control thread are all up;
+//! anything less is one `FATAL` line and exit status 2, which PID 1 handles with its restart
+//! and power-off rule. It exits cleanly on SIGTERM.
 //!
-//! Must never: write the keys anywhere, execute anything, or answer a request the gate refused.
+//! Must never: write the keys anywhere, execute anything, answer a request the gate refused, or
+//! say `ready` while a part of it is missing.
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::process::ExitCode;
 
 use ed25519_dalek::SigningKey;
 use nix::sys::signal::{SigSet, Signal};
+use sovereign_boot_contract::{BootFacts, Handover, RuntimeConfig};
 use sovereign_runtime::control;
-use zeroize::Zeroize as _;
+use zeroize::Zeroizing;
 
 fn uptime() -> String {
     std::fs::read_to_string("/proc/uptime")
@@ -22,14 +29,13 @@ fn uptime() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Starts the control API on the configured virtio-serial port, if the machine has one.
 /// The pipeline engine on the data partition PID 1 mounted: audit log, replay store and the
-/// encrypted store, under the node keys.
+/// encrypted store, under the node keys, with this boot's facts as the policy's measurements.
 fn open_engine(
     identity: &SigningKey,
     data_key: &[u8; 32],
-    config: &sovereign_image::build::RuntimeConfig,
-    version: u64,
+    config: &RuntimeConfig,
+    facts: &BootFacts,
 ) -> Result<sovereign_pipeline::Engine, String> {
     let release = RELEASE_KEY
         .ok_or("this runtime was built without SOVEREIGN_RELEASE_PUBKEY")
@@ -38,19 +44,14 @@ fn open_engine(
     let admin =
         key_from_hex(&config.admin_root).ok_or("runtime config: admin_root is not an Ed25519 key".to_string())?;
     let identity_hex = hex::encode(identity.verifying_key().as_bytes());
-    let measurements = std::collections::BTreeMap::from([
-        // PID 1 hands over the keys only after the PCRs matched the signed release policy.
-        ("measured_boot".to_string(), serde_json::json!(true)),
-        ("image_version".to_string(), serde_json::json!(version)),
-    ]);
     sovereign_pipeline::Engine::open(sovereign_pipeline::EngineConfig {
         identity: identity.clone(),
         data_key: sovereign_audit::DataKey(*data_key),
-        state_dir: std::path::Path::new(sovereign_image::build::DATA_MOUNT),
+        state_dir: std::path::Path::new(sovereign_boot_contract::DATA_MOUNT),
         origin: format!("sovereign-appliance/{}", &identity_hex[..16]),
         release,
         admin,
-        measurements,
+        measurements: facts.measurements(),
     })
 }
 
@@ -61,43 +62,69 @@ fn key_from_hex(h: &str) -> Option<ed25519_dalek::VerifyingKey> {
     ed25519_dalek::VerifyingKey::from_bytes(&<[u8; 32]>::try_from(b.as_slice()).ok()?).ok()
 }
 
-fn start_control_api(identity: &SigningKey, data_key: &[u8; 32]) {
-    let config: Option<sovereign_image::build::RuntimeConfig> =
-        std::fs::read(sovereign_image::build::CONFIG_PATH).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(config) = config else {
-        println!("sovereign-runtime: control API off: runtime configuration unreadable");
-        return;
-    };
-    let manifest = std::fs::read(sovereign_image::build::MANIFEST_PATH).unwrap_or_default();
-    let version =
-        serde_json::from_slice::<serde_json::Value>(&manifest).ok().and_then(|v| v["version"].as_u64()).unwrap_or(0);
-    let admins: Vec<ed25519_dalek::VerifyingKey> = config
-        .admins
-        .iter()
-        .filter_map(|h| hex::decode(h).ok())
-        .filter_map(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .filter_map(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
-        .collect();
-    let Some(port) = control::find_port(&config.control_port) else {
-        println!("sovereign-runtime: control API off: no virtio-serial port named {}", config.control_port);
-        return;
-    };
-    println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
-    let manifest_signature = std::fs::read(sovereign_image::build::MANIFEST_SIG_PATH).unwrap_or_default();
-    let engine = open_engine(identity, data_key, &config, version);
-    match &engine {
-        Ok(e) => println!("sovereign-runtime: pipelines ready (audit log of {} entries)", e.audit().size()),
-        Err(why) => println!("sovereign-runtime: pipelines unavailable: {why}"),
+/// Reads PCRs 0–15 from the TPM, to check PID 1's reading.
+fn read_pcrs() -> Result<BTreeMap<u8, String>, String> {
+    let mut tpm = sovereign_measured_boot::tpm::Tpm::open(control::TCTI).map_err(|e| e.to_string())?;
+    let selection = sovereign_measured_boot::PcrSelection::new(0..=15).map_err(|e| e.to_string())?;
+    let values = tpm.pcr_read(&selection).map_err(|e| e.to_string())?;
+    Ok(values.0.iter().map(|(i, v)| (*i, v.to_hex())).collect())
+}
+
+/// Everything the runtime needs before it may say `ready`: the signed configuration and
+/// manifest, the checked boot facts, the control port and the pipeline engine, then the control
+/// API serving on its own thread. Any of them missing is a refusal to start, named in one line.
+fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result<(), String> {
+    use sovereign_boot_contract::{CONFIG_PATH, MANIFEST_PATH, MANIFEST_SIG_PATH};
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("reading {path}: {e}"));
+    let config: RuntimeConfig =
+        serde_json::from_slice(&read(CONFIG_PATH)?).map_err(|e| format!("runtime configuration {CONFIG_PATH}: {e}"))?;
+    let manifest = read(MANIFEST_PATH)?;
+    let manifest_signature = read(MANIFEST_SIG_PATH)?;
+    let version = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        .ok_or(format!("manifest {MANIFEST_PATH}: no version"))?;
+    if version != facts.image_version {
+        return Err(format!(
+            "manifest {MANIFEST_PATH} is version {version}, PID 1 verified version {}",
+            facts.image_version
+        ));
     }
+    let read_back = read_pcrs().map_err(|e| format!("reading the PCRs back from the TPM: {e}"))?;
+    let (facts, differences) = sovereign_runtime::boot::confirm(facts, &read_back);
+    for d in &differences {
+        println!("sovereign-runtime: boot facts: {d}");
+    }
+    println!(
+        "sovereign-runtime: boot facts: measured boot {}, image version {}, unseal window {}, {} PCRs read back{}",
+        facts.measured_boot,
+        facts.image_version,
+        if facts.unseal_window_closed { "closed" } else { "OPEN" },
+        read_back.len(),
+        if differences.is_empty() { " and equal to PID 1's" } else { " and DIFFERENT from PID 1's" }
+    );
+    let mut admins = Vec::new();
+    for h in &config.admins {
+        admins.push(key_from_hex(h).ok_or(format!("runtime configuration: admin key {h:?} is not an Ed25519 key"))?);
+    }
+    let port = control::find_port(&config.control_port)
+        .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
+    let engine = open_engine(identity, data_key, &config, &facts).map_err(|e| format!("pipeline engine: {e}"))?;
+    println!("sovereign-runtime: pipelines ready (audit log of {} entries)", engine.audit().size());
+    println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
     let node = control::Node {
-        engine,
+        engine: Ok(engine),
         identity: identity.clone(),
         version,
         manifest,
         manifest_signature,
         attestor: control::Attestor::appliance(),
     };
-    std::thread::spawn(move || control::serve(node, admins, port));
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control::serve(node, admins, port))
+        .map(drop)
+        .map_err(|e| format!("starting the control thread: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -131,24 +158,31 @@ fn main() -> ExitCode {
         eprintln!("sovereign-runtime: cannot block SIGTERM: {e}");
         return ExitCode::from(2);
     }
-    let mut keys = [0u8; 64];
-    if let Err(e) = std::io::stdin().read_exact(&mut keys) {
-        eprintln!("sovereign-runtime: FATAL: did not receive the node keys from PID 1: {e}");
+    // The handover: the keys and this boot's facts, from PID 1's pipe, up to end of file.
+    let mut bytes = Zeroizing::new(Vec::new());
+    let limit = 68 + sovereign_boot_contract::MAX_FACTS_BYTES as u64 + 1;
+    if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut bytes) {
+        println!("sovereign-runtime: FATAL: did not receive the node keys from PID 1: {e}");
         return ExitCode::from(2);
     }
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(&keys[..32]);
-    let identity = SigningKey::from_bytes(&seed);
-    seed.zeroize();
-    let mut data_key = [0u8; 32];
-    data_key.copy_from_slice(&keys[32..]);
-    keys.zeroize();
+    let handover = match Handover::decode(&bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("sovereign-runtime: FATAL: the handover from PID 1: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    drop(bytes);
+    let identity = SigningKey::from_bytes(&handover.identity_seed);
+    let data_key = handover.data_key;
     println!("sovereign-runtime: node identity {}", hex::encode(identity.verifying_key().as_bytes()));
-    start_control_api(&identity, &data_key);
+    if let Err(why) = start(&identity, &data_key, handover.facts) {
+        println!("sovereign-runtime: FATAL: not starting: {why}");
+        return ExitCode::from(2);
+    }
     println!("sovereign-runtime: ready (uptime {})", uptime());
     let signal = term.wait();
     println!("sovereign-runtime: {} received, shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));
-    data_key.zeroize();
-    drop(identity);
+    drop((data_key, identity));
     ExitCode::SUCCESS
 }

@@ -43,6 +43,10 @@ fn now() -> u64 {
 }
 
 fn engine(dir: &std::path::Path, k: &Keys) -> Engine {
+    engine_with(dir, k, BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]))
+}
+
+fn engine_with(dir: &std::path::Path, k: &Keys, measurements: BTreeMap<String, serde_json::Value>) -> Engine {
     Engine::open(EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
@@ -50,7 +54,7 @@ fn engine(dir: &std::path::Path, k: &Keys) -> Engine {
         origin: "sovereign-test/pipeline".into(),
         release: k.release.verifying_key(),
         admin: k.admin.verifying_key(),
-        measurements: BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]),
+        measurements,
     })
     .unwrap()
 }
@@ -135,6 +139,33 @@ fn resume(engine: &mut Engine, run_id: &str, k: &Keys, attest: sovereign_pipelin
         },
         attest,
     ))
+}
+
+/// The policy reads the boot facts PID 1 hands the runtime (`BootFacts::measurements`): on a
+/// boot that is not measured — PID 1 said so, or the runtime's own PCR reading disagreed with
+/// PID 1's (`sovereign_runtime::boot::confirm`) — the Iron Path policy denies the first stage.
+#[test]
+fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
+    let k = keys();
+    let facts = |measured_boot| sovereign_boot_contract::BootFacts {
+        measured_boot,
+        image_version: 1,
+        pcrs: BTreeMap::from([(15, "ab".repeat(32))]),
+        unseal_window_closed: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut unmeasured = engine_with(dir.path(), &k, facts(false).measurements());
+    let report = run_report(unmeasured.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "prepare");
+    assert!(reason.contains("the platform is not measured-boot verified"), "{reason}");
+    assert!(report.stages.is_empty(), "a stage ran on an unmeasured boot: {report:?}");
+
+    // The same facts with a measured boot: the first stages run.
+    let dir = tempfile::tempdir().unwrap();
+    let mut measured = engine_with(dir.path(), &k, facts(true).measurements());
+    let report = run_report(measured.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    assert!(matches!(report.status, RunStatus::AwaitingApprovals { .. }), "{:?}", report.status);
 }
 
 #[test]
