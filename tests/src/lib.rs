@@ -1,14 +1,14 @@
 //! Shared fixtures for the end-to-end tests: the image `cargo xtask image` built (one per
-//! suite run, shared by every test), variants of it built on demand, and a lock so that only
-//! one guest boots at a time (two cores, TCG).
+//! suite run, shared by every test), variants of it built on demand, and boot slots so that
+//! no more guests run at once than the machine has cores (two, TCG).
 //!
 //! Must never: build the image itself (a missing image is a failure that says which command
-//! makes it), change the shared image or keys, or let two guests boot at once.
+//! makes it), change the shared image or keys, or let more than [`GUESTS_AT_ONCE`] guests run.
 
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use sovereign_image::build::{self, BuildInput, BuildOutput, Kernel, RuntimeConfig, Tamper};
 use sovereign_image::keys::{self, KeySet};
@@ -49,10 +49,33 @@ pub fn image() -> &'static Path {
     })
 }
 
-/// One guest at a time.
-pub fn boot_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// How many guests may run at once: one per core of the CI machine (two). A TCG guest keeps one
+/// host thread busy; the test threads mostly wait on its console.
+pub const GUESTS_AT_ONCE: usize = 2;
+
+static RUNNING_GUESTS: Mutex<usize> = Mutex::new(0);
+static GUEST_FINISHED: Condvar = Condvar::new();
+
+/// A permit to boot guests, held for as long as the test runs them; at most [`GUESTS_AT_ONCE`]
+/// are out at a time (cargo runs test binaries one after another, so this holds machine-wide).
+pub struct BootSlot(());
+
+impl Drop for BootSlot {
+    fn drop(&mut self) {
+        let mut running = RUNNING_GUESTS.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        GUEST_FINISHED.notify_one();
+    }
+}
+
+/// Waits for a [`BootSlot`].
+pub fn boot_slot() -> BootSlot {
+    let mut running = RUNNING_GUESTS.lock().unwrap_or_else(|p| p.into_inner());
+    while *running >= GUESTS_AT_ONCE {
+        running = GUEST_FINISHED.wait(running).unwrap_or_else(|p| p.into_inner());
+    }
+    *running += 1;
+    BootSlot(())
 }
 
 /// The development keys the shared image was built with.

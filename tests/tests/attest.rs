@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use sovereign_cli::attest::{attest, verify_exchange};
-use sovereign_e2e::{boot_lock, dev_keys, image, now_unix, operator_trust};
+use sovereign_e2e::{boot_slot, dev_keys, image, now_unix, operator_trust};
 use sovereign_qemu::Appliance;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -27,7 +27,7 @@ fn failed(report: &sovereign_cli::attest::AttestReport) -> Vec<String> {
 #[test]
 fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     use sovereign_protocol::{Request, Response};
-    let _lock = boot_lock();
+    let _slot = boot_slot();
     let mut appliance = Appliance::new(image()).unwrap();
     let trust = operator_trust(&appliance);
     let admin = dev_keys().admin;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
 use sovereign_cli::pipeline::{AttestationChecker, Checkers, command, role_signatures};
-use sovereign_e2e::{boot_lock, build_dir, dev_keys, image, operator_trust, root};
+use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, operator_trust, root};
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
@@ -106,7 +106,7 @@ fn modules() -> Vec<ModuleFile> {
 
 #[test]
 fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline() {
-    let _lock = boot_lock();
+    let _slot = boot_slot();
     let keys = dev_keys();
     let mut appliance = Appliance::new(image()).unwrap();
     let trust = operator_trust(&appliance);

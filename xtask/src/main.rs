@@ -18,6 +18,7 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Debian packages the test suite needs, with why.
@@ -157,12 +158,39 @@ fn render(cmd: &Command) -> String {
     s
 }
 
+/// Set by `cargo xtask test`: clippy-driver, run by every cargo command of the test flow as the
+/// workspace's rustc wrapper, with `-D warnings`.
+static LINT_WRAPPER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Separates the arguments in `CLIPPY_ARGS` (what `cargo clippy` itself sets).
+const CLIPPY_ARGS: &str = "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__";
+
 fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     // TPM tests provoke expected failures; tpm2-tss would log each one to stderr.
     c.env("TSS2_LOG", "all+none");
+    if let Some(driver) = LINT_WRAPPER.get() {
+        c.env("RUSTC_WORKSPACE_WRAPPER", driver).env("CLIPPY_ARGS", CLIPPY_ARGS);
+    }
     c
+}
+
+/// The toolchain's clippy-driver (`rust-toolchain.toml` names the clippy component).
+fn clippy_driver() -> Result<PathBuf, Failure> {
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| Failure::Environment(format!("running rustc --print sysroot: {e}")))?;
+    let driver = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/clippy-driver");
+    if !out.status.success() || !driver.exists() {
+        return Err(Failure::Environment(format!(
+            "{} is missing: run `rustup component add clippy`",
+            driver.display()
+        )));
+    }
+    Ok(driver)
 }
 
 fn is_debian_like() -> bool {
@@ -298,10 +326,18 @@ fn modules() -> Result<(), Failure> {
 
 fn test() -> Result<(), Failure> {
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
-    step("lints", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // Clippy runs inside the one release build instead of a separate `cargo clippy` (a check
+    // build of every dependency: minutes of CI): clippy-driver wraps rustc for the workspace's
+    // own crates only, so the dependencies compile once, shared by everything below.
+    let driver = clippy_driver()?;
+    LINT_WRAPPER.get_or_init(|| driver);
+    step(
+        "lints (clippy, -D warnings) and the release build of every target",
+        cargo().args(["build", "--release", "--workspace", "--all-targets"]),
+    )?;
     step(
         "the verifier builds without the TPM stack",
-        cargo().args(["check", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
+        cargo().args(["build", "--release", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
     )?;
     image(&root().join("build"))?;
     modules()?;
@@ -324,7 +360,12 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
     // the sanitizers in far less time than `--release`; a smoke run needs coverage, not speed.
     step(
         "fuzz targets build",
-        cargo().current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "build", "--dev"]),
+        cargo()
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS")
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "build", "--dev"]),
     )?;
     for target in FUZZ_TARGETS {
         // Work corpus (ignored by git) first, then the committed seeds from real artifacts.
@@ -333,7 +374,12 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
             .map_err(|e| Failure::Environment(format!("creating {}: {e}", corpus.display())))?;
         let seeds = fuzz_dir.join("seeds").join(target);
         let mut cmd = cargo();
-        cmd.current_dir(&fuzz_dir).env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "run", "--dev", target]).arg(&corpus);
+        cmd.env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS")
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--dev", target])
+            .arg(&corpus);
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
