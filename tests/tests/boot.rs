@@ -285,6 +285,22 @@ fn a_foreign_command_line_or_an_erased_key_area_is_refused_by_name() {
     // The genuine image still boots with the same identity: nothing above damaged the state.
     let (again, _) = boot_ready(&mut appliance);
     assert_eq!(identity, again);
+
+    // A signed release whose runtime cannot start (its control port does not exist): the
+    // runtime refuses in one line and never says ready; PID 1 applies its restart rule (here
+    // none allowed) and powers off naming the exit status.
+    let mut portless = base_input();
+    portless.config.control_port = "sovereign.nowhere".into();
+    portless.config.max_restarts = 0;
+    with_variant(&appliance, &Tamper::default(), &portless);
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    let refusal = guest.wait_for("sovereign-runtime: FATAL").unwrap_or_else(|e| panic!("{e}"));
+    let fatal = guest.wait_for("sovereign-init: FATAL").unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_exit().unwrap_or_else(|e| panic!("the guest did not power off: {e}"));
+    let console = guest.console();
+    assert!(refusal.contains("not starting: no virtio-serial port named sovereign.nowhere"), "{refusal}");
+    assert!(fatal.contains("runtime: exited with status 2 after 0 restarts"), "{fatal}");
+    assert!(!console.contains("sovereign-runtime: ready"), "the runtime said ready without its port:\n{console}");
 }
 
 /// Secure Boot with the project's keys: the firmware itself refuses a UKI that is unsigned or
