@@ -66,6 +66,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "policy_bundle",
     "governed_request",
     "pipeline_yaml",
+    "boot_handover",
 ];
 const FUZZ_SECONDS: u32 = 6;
 
