@@ -87,20 +87,22 @@ fn main() -> ExitCode {
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
-        Some("modules") => setup().and_then(|()| modules()),
+        Some("modules") => {
+            setup().and_then(|()| release_build("the release build (the operator CLI signs the modules)")).and_then(|()| modules())
+        }
         Some("run") => {
             setup().and_then(|()| image(&root().join("build"))).and_then(|()| modules()).and_then(|()| demo())
         }
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
                 "record the QEMU+OVMF platform profiles (Secure Boot on and off) from reference boots",
-                cargo().args(["run", "--quiet", "--release", "-p", "sovereign-e2e", "--bin", "record-firmware-profile"]),
+                Command::new(built("record-firmware-profile")).current_dir(root()),
             )
         }),
-        Some("firmware-vars") => setup().and_then(|()| {
+        Some("firmware-vars") => setup().and_then(|()| release_build("the release build (the image builder)")).and_then(|()| {
             step(
                 "write firmware/ovmf-vars-secureboot.fd (OVMF variables, the Secure Boot keys of firmware/secure-boot/ enrolled)",
-                cargo().args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "secure-boot-vars"]),
+                Command::new(built("sovereign-image")).arg("secure-boot-vars").current_dir(root()),
             )
         }),
         _ => {
@@ -173,6 +175,9 @@ fn cargo() -> Command {
     c.env("TSS2_LOG", "all+none");
     if let Some(driver) = LINT_WRAPPER.get() {
         c.env("RUSTC_WORKSPACE_WRAPPER", driver).env("CLIPPY_ARGS", CLIPPY_ARGS);
+    }
+    if let Some((release, pcr_policy)) = RELEASE_KEYS.get() {
+        c.env("SOVEREIGN_RELEASE_PUBKEY", release).env("SOVEREIGN_PCR_POLICY_PUBKEY", pcr_policy);
     }
     c
 }
@@ -301,8 +306,8 @@ fn modules() -> Result<(), Failure> {
         if release.exists() {
             step(
                 &format!("release-signed manifest of module {name}"),
-                cargo()
-                    .args(["run", "--quiet", "--release", "-p", "sovereign-cli", "--", "module", "sign", "--key"])
+                Command::new(built("sovereign"))
+                    .args(["module", "sign", "--key"])
                     .arg(&release)
                     .args(["--name", name, "--capability", "read_input", "--capability", "write_output"])
                     .args(["--capability", "log"])
@@ -313,8 +318,8 @@ fn modules() -> Result<(), Failure> {
     if release.exists() {
         step(
             "release-signed Iron Path policy",
-            cargo()
-                .args(["run", "--quiet", "--release", "-p", "sovereign-cli", "--", "policy", "sign"])
+            Command::new(built("sovereign"))
+                .args(["policy", "sign"])
                 .arg(root().join("examples/policies/iron-path.cozo"))
                 .args(["--name", "iron-path", "--version", "1", "--key"])
                 .arg(&release)
@@ -332,10 +337,7 @@ fn test() -> Result<(), Failure> {
     // own crates only, so the dependencies compile once, shared by everything below.
     let driver = clippy_driver()?;
     LINT_WRAPPER.get_or_init(|| driver);
-    step(
-        "lints (clippy, -D warnings) and the release build of every target",
-        cargo().args(["build", "--release", "--workspace", "--all-targets"]),
-    )?;
+    release_build("lints (clippy, -D warnings) and the release build of every target")?;
     step(
         "the verifier builds without the TPM stack",
         cargo().args(["build", "--release", "-p", "sovereign-measured-boot", "--no-default-features", "--lib"]),
@@ -390,14 +392,34 @@ fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The public halves of the development keys, compiled into PID 1 and the runtime; set once
+/// `build/keys` exists and passed to every later cargo command, so that the one release build
+/// has them and nothing is built a second time without them.
+static RELEASE_KEYS: OnceLock<(String, String)> = OnceLock::new();
+
+/// The one release build: the whole workspace with one feature resolution (a `-p` selection
+/// would resolve features differently and compile wasmtime and CozoDB again), and in the test
+/// flow every target (tests, benchmarks) too. Cheap when nothing changed.
+fn release_build(what: &str) -> Result<(), Failure> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--workspace"]);
+    if LINT_WRAPPER.get().is_some() {
+        cmd.arg("--all-targets");
+    }
+    step(what, &mut cmd)
+}
+
+/// A binary of the release build.
+fn built(name: &str) -> PathBuf {
+    target_dir().join("release").join(name)
+}
+
 /// Builds the appliance image with the development keys in `build/keys` (generated once).
 fn image(build: &Path) -> Result<(), Failure> {
     let keys = build.join("keys");
     if !keys.join("release.key").exists() {
-        step(
-            "development keys",
-            cargo().args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "keygen", "--dir"]).arg(&keys),
-        )?;
+        release_build("the release build (the image builder makes the development keys)")?;
+        step("development keys", Command::new(built("sovereign-image")).args(["keygen", "--dir"]).arg(&keys))?;
     }
     let read = |name: &str| {
         std::fs::read_to_string(keys.join(name))
@@ -405,37 +427,29 @@ fn image(build: &Path) -> Result<(), Failure> {
             .map_err(|e| Failure::Environment(format!("reading {}: {e}", keys.join(name).display())))
     };
     let (release, pcr_policy) = (read("release.pub")?, read("pcr-policy.pub")?);
-    step(
-        "PID 1 and runtime (release; the release and PCR-policy keys compiled in)",
-        cargo().env("SOVEREIGN_RELEASE_PUBKEY", &release).env("SOVEREIGN_PCR_POLICY_PUBKEY", &pcr_policy).args([
-            "build",
-            "--release",
-            "-p",
-            "sovereign-init",
-            "-p",
-            "sovereign-runtime",
-        ]),
-    )?;
-    // Stripped copies outside the target dir: the image takes these, and a later build in the
-    // same target dir (tests, without the keys) cannot change what the image was built from.
+    if RELEASE_KEYS.get_or_init(|| (release.clone(), pcr_policy.clone())) != &(release, pcr_policy) {
+        return Err(Failure::Environment("build/keys changed while xtask was running".into()));
+    }
+    release_build("PID 1 and runtime (release; the release and PCR-policy keys compiled in)")?;
+    // Stripped copies outside the target dir: the image takes these, and no later build in the
+    // same target dir can change what the image was built from.
     let bin = build.join("bin");
     std::fs::create_dir_all(&bin).map_err(|e| Failure::Environment(format!("creating {}: {e}", bin.display())))?;
     for name in ["sovereign-init", "sovereign-runtime"] {
         step(
             &format!("strip {name} for the image"),
-            Command::new("objcopy").arg("--strip-all").arg(target_dir().join("release").join(name)).arg(bin.join(name)),
+            Command::new("objcopy").arg("--strip-all").arg(built(name)).arg(bin.join(name)),
         )?;
     }
-    let target = bin;
     step(
         "image (initramfs, signed manifest, UKI, PCR policy, disk)",
-        cargo()
-            .args(["run", "--quiet", "--release", "-p", "sovereign-image", "--", "build", "--keys"])
+        Command::new(built("sovereign-image"))
+            .args(["build", "--keys"])
             .arg(&keys)
             .arg("--init")
-            .arg(target.join("sovereign-init"))
+            .arg(bin.join("sovereign-init"))
             .arg("--runtime")
-            .arg(target.join("sovereign-runtime"))
+            .arg(bin.join("sovereign-runtime"))
             .arg("--out")
             .arg(build.join("image"))
             .arg("--db-key")
@@ -445,12 +459,13 @@ fn image(build: &Path) -> Result<(), Failure> {
     )
 }
 
-/// Boots the appliance and attests it with the real `sovereign` CLI (`sovereign-demo`).
+/// Boots the appliance and attests it with the real `sovereign` CLI (`sovereign-demo`, which
+/// runs the `sovereign` binary beside it).
 fn demo() -> Result<(), Failure> {
-    step("operator CLI `sovereign` (release)", cargo().args(["build", "--release", "-p", "sovereign-cli"]))?;
+    release_build("the release build (operator CLI `sovereign`, `sovereign-demo`)")?;
     step(
         "boot the appliance in QEMU (OVMF + swtpm), attest it, run the Iron Path, verify its bundle, shut it down",
-        cargo().args(["run", "--quiet", "--release", "-p", "sovereign-e2e", "--bin", "sovereign-demo"]),
+        Command::new(built("sovereign-demo")).current_dir(root()).env("TSS2_LOG", "all+none"),
     )
 }
 
