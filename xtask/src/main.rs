@@ -73,7 +73,7 @@ const FUZZ_SECONDS: u32 = 6;
 /// Where CI keeps its cargo target dirs (`.ci/run`), one per checkout path.
 const CACHE_ROOT: &str = "/var/cache/sovereign";
 /// What a full `cargo xtask test` writes, from an empty target dir to the end of the fuzz smoke
-/// run (measured 9.4 GiB with the workspace's debug-info settings, 2026-11-22), plus room for
+/// run (measured 5.0 GiB with one release build, 2026-11-30; 9.4 GiB with the three builds before), plus room for
 /// the QEMU disk copies, swtpm state and temp files of the tests, and for growth.
 const TEST_DISK_NEED: u64 = 14 << 30;
 /// Below this, even a warm target dir cannot take the relinked test binaries and the image.
