@@ -125,7 +125,7 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     // A request signed by a key that is not an admin is refused, attestation included.
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
     let node = ed25519_dalek::VerifyingKey::from_bytes(&exchange.identity).unwrap();
-    let request = sovereign_cli::sign(Request::Attest { nonce: [1; 32] }, &stranger);
+    let request = sovereign_cli::sign(Request::Attest { nonce: [1; 32] }, &node, &[], &stranger);
     match sovereign_cli::send(&socket, &request, TIMEOUT).unwrap().verify(&request, &node).unwrap() {
         Response::Refused(reason) => assert!(reason.contains("is not authorized"), "{reason}"),
         other => panic!("a non-admin attestation request was answered: {other:?}"),

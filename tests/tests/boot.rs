@@ -44,12 +44,14 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
     let admin = ed25519_dalek::SigningKey::from_bytes(&sovereign_e2e::dev_keys().admin.to_bytes());
     let timeout = Duration::from_secs(60);
 
-    let request = sovereign_cli::sign(Request::Status, &admin);
-    let response = sovereign_cli::send(&socket, &request, timeout).unwrap();
     let node = ed25519_dalek::VerifyingKey::from_bytes(
         &<[u8; 32]>::try_from(hex::decode(&identity).unwrap().as_slice()).unwrap(),
     )
     .unwrap();
+    // The identity a client without a pinned key learns is the one the console printed.
+    assert_eq!(sovereign_cli::discover(&socket, &admin, timeout).unwrap(), node);
+    let request = sovereign_cli::sign(Request::Status, &node, &[], &admin);
+    let response = sovereign_cli::send(&socket, &request, timeout).unwrap();
     match response.verify(&request, &node).unwrap() {
         Response::Status(st) => {
             assert_eq!(hex::encode(st.identity), identity);
@@ -72,7 +74,7 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
         &Response::Refused("request nonce already used (replay)".into())
     );
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
-    let foreign = sovereign_cli::sign(Request::Status, &stranger);
+    let foreign = sovereign_cli::sign(Request::Status, &node, &[], &stranger);
     match sovereign_cli::send(&socket, &foreign, timeout).unwrap().verify(&foreign, &node).unwrap() {
         Response::Refused(reason) => assert!(reason.contains("is not authorized"), "{reason}"),
         other => panic!("a non-admin request was answered: {other:?}"),
@@ -81,7 +83,14 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
     // Ctrl-Alt-Del does not reset the appliance: PID 1 logs it and the runtime keeps serving.
     guest.ctrl_alt_del().unwrap();
     guest.wait_for("sovereign-init: Ctrl-Alt-Del ignored").unwrap_or_else(|e| panic!("{e}"));
-    let after = sovereign_cli::sign(Request::Status, &admin);
+    // A request an admin signed for another appliance is refused by this one, by name.
+    let elsewhere = sovereign_cli::sign(Request::Status, &stranger.verifying_key(), &[], &admin);
+    match sovereign_cli::send(&socket, &elsewhere, timeout).unwrap().verify(&elsewhere, &node).unwrap() {
+        Response::Refused(reason) => assert!(reason.starts_with("request is addressed to node "), "{reason}"),
+        other => panic!("a request for another node was answered: {other:?}"),
+    }
+
+    let after = sovereign_cli::sign(Request::Status, &node, &[], &admin);
     match sovereign_cli::send(&socket, &after, timeout).unwrap().verify(&after, &node).unwrap() {
         Response::Status(_) => {}
         other => panic!("status after Ctrl-Alt-Del: {other:?}"),

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
-use sovereign_cli::pipeline::{AttestationChecker, Checkers, command, role_signatures};
+use sovereign_cli::pipeline::{AttestationChecker, Checkers, blob_payload, command, role_signatures};
 use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, operator_trust, root};
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
-use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
-use sovereign_pipeline::{Command, Pipeline, Reply, RunReport, RunStatus, StartRun};
+use sovereign_pipeline::Pipeline;
+use sovereign_protocol::Blob;
+use sovereign_protocol::pipeline::{Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, StartRun};
 use sovereign_qemu::Appliance;
 use sovereign_sandbox::{Capability, ModuleManifest};
 
@@ -40,30 +41,43 @@ struct Operator {
     certificate: RoleCertificate,
     revocations: RevocationList,
     policy: PolicyBundle,
-    modules: Vec<ModuleFile>,
+    modules: Vec<Module>,
 }
+
+/// A module as the operator sends it: its signed manifest and its bytes.
+type Module = (ModuleFile, Vec<u8>);
 
 impl Operator {
     fn send(&self, cmd: &Command) -> Reply {
-        command(&self.socket, &self.admin, None, cmd).unwrap()
+        command(&self.socket, &self.admin, None, cmd, &[]).unwrap().0
     }
 
-    fn start(&self, yaml: &str, modules: Vec<ModuleFile>) -> Reply {
-        self.send(&self.start_request(yaml, modules))
+    fn fetch(&self, cmd: &Command) -> Vec<u8> {
+        let (reply, payloads) = command(&self.socket, &self.admin, None, cmd, &[]).unwrap();
+        blob_payload(&reply, payloads).unwrap()
     }
 
-    fn start_request(&self, yaml: &str, modules: Vec<ModuleFile>) -> Command {
+    fn start(&self, yaml: &str, modules: Vec<Module>) -> Reply {
+        let (start, payloads) = self.start_request(yaml, modules);
+        command(&self.socket, &self.admin, None, &start, &payloads).unwrap().0
+    }
+
+    fn start_request(&self, yaml: &str, modules: Vec<Module>) -> (Command, Vec<Vec<u8>>) {
         let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
+        let dataset = std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap();
+        let (modules, wasm): (Vec<ModuleFile>, Vec<Vec<u8>>) = modules.into_iter().unzip();
         let start = StartRun {
             role_signatures: role_signatures(&pipeline, &self.admin),
             pipeline_yaml: yaml.as_bytes().to_vec(),
-            dataset: std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap(),
+            dataset: Blob::of(&dataset),
             modules,
             policy: self.policy.clone(),
             certificate: self.certificate.clone(),
             revocations: self.revocations.clone(),
         };
-        Command::Start(Box::new(start))
+        let mut payloads = vec![dataset];
+        payloads.extend(wasm);
+        (Command::Start(Box::new(start)), payloads)
     }
 
     fn approve(&self, report: &RunReport, approver: &SigningKey) -> Reply {
@@ -92,14 +106,15 @@ fn report(reply: Reply) -> RunReport {
     }
 }
 
-fn modules() -> Vec<ModuleFile> {
+fn modules() -> Vec<Module> {
     let keys = dev_keys();
     ["normalize", "train", "agent"]
         .iter()
         .map(|name| {
             let wasm = std::fs::read(build_dir().join("modules").join(format!("{name}.wasm"))).unwrap();
             let caps = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
-            ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &keys.release), wasm }
+            let manifest = ModuleManifest::sign(name, 1, &wasm, &caps, &keys.release);
+            (ModuleFile { manifest, wasm: Blob::of(&wasm) }, wasm)
         })
         .collect()
 }
@@ -132,19 +147,23 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
 
     // A tampered module is refused before anything runs.
     let mut tampered = op.modules.clone();
-    let train = tampered.iter_mut().find(|m| m.manifest.name == "train").unwrap();
-    let last = train.wasm.len() - 1;
-    train.wasm[last] ^= 1;
+    let (train, bytes) = tampered.iter_mut().find(|m| m.0.manifest.name == "train").unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    train.wasm = Blob::of(bytes);
     let reply = op.start(&yaml, tampered);
     assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
 
     // A hostile agent loops forever: terminated, audited, consensus lost; the runtime serves on.
     let spinner = sovereign_qemu_free_spinner();
     let mut hostile_modules = op.modules.clone();
-    hostile_modules.push(ModuleFile {
-        manifest: ModuleManifest::sign("spinner", 1, &spinner, &[Capability::WriteOutput], &keys.release),
-        wasm: spinner,
-    });
+    hostile_modules.push((
+        ModuleFile {
+            manifest: ModuleManifest::sign("spinner", 1, &spinner, &[Capability::WriteOutput], &keys.release),
+            wasm: Blob::of(&spinner),
+        },
+        spinner,
+    ));
     let hostile_yaml = yaml.replace("{ name: safety, module: agent", "{ name: safety, module: spinner");
     let hostile = report(op.start(&hostile_yaml, hostile_modules.clone()));
     let RunStatus::Failed { stage, reason } = &hostile.status else { panic!("{:?}", hostile.status) };
@@ -165,7 +184,7 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     // as a new execution. The audit log, cut mid-run, keeps verifying (the bundles below).
     let (socket, admin, cut_start) =
         (op.socket.clone(), op.admin.clone(), op.start_request(&hostile_yaml, hostile_modules));
-    let cut_sender = std::thread::spawn(move || command(&socket, &admin, None, &cut_start));
+    let cut_sender = std::thread::spawn(move || command(&socket, &admin, None, &cut_start.0, &cut_start.1));
     std::thread::sleep(hostile_took / 2);
     drop(guest); // QEMU killed: the power cut
     let unanswered = cut_sender.join().unwrap();
@@ -203,10 +222,7 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let kinds: Vec<&str> = done.stages.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(kinds, ["data_preparation", "model_training", "agent_chain", "promotion", "rollback", "audit_export"]);
     assert!(done.stages[4].summary.contains("restored the empty deployment"), "{}", done.stages[4].summary);
-    let Reply::Bytes(bundle) = op.send(&Command::Artifact { run_id: run.run_id.clone(), sha256: done.bundle.unwrap() })
-    else {
-        panic!("no bundle")
-    };
+    let bundle = op.fetch(&Command::Artifact { run_id: run.run_id.clone(), sha256: done.bundle.unwrap() });
 
     // Offline: everything, the attestation bound to the bundle's checkpoint included.
     let identity = ed25519_dalek::VerifyingKey::from_bytes(&done.snapshot.public_key).unwrap();
@@ -249,7 +265,7 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
 
     // `sovereign audit export --socket`: the whole log now, with fresh evidence, verifies too —
     // and carries the policy every decision so far was made under.
-    let Reply::Bytes(export) = op.send(&Command::ExportBundle) else { panic!("no export") };
+    let export = op.fetch(&Command::ExportBundle);
     let exported = verify(&export);
     assert!(exported.passed(), "{}", exported.render("export"));
     assert!(exported.entries > verified.entries);

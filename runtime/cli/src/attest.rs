@@ -169,7 +169,7 @@ pub fn verify_exchange(exchange: &Exchange, trust: &Trust, now_unix: u64) -> Att
         serde_json::from_slice(&trust.reference_values).map_err(|e| format!("reference values: {e}"));
     report.record(
         "release.manifest_signature",
-        sovereign_image::manifest::Manifest::verify(&ev.manifest, &ev.manifest_signature, &trust.release_key)
+        sovereign_boot_contract::manifest::Manifest::verify(&ev.manifest, &ev.manifest_signature, &trust.release_key)
             .map(|m| {
                 format!("the booted manifest (v{}, {} files) is signed by the release key", m.version, m.files.len())
             })
@@ -284,12 +284,15 @@ pub fn attest(
         r.record(name, Err(why));
         (None, r)
     };
-    let request = crate::sign(Request::Attest { nonce }, operator);
-    let response = crate::send(socket, &request, timeout)?;
-    let identity = response.identity;
-    let Ok(identity_key) = VerifyingKey::from_bytes(&identity) else {
-        return Ok(fail("response.signature", "the node identity in the response is not an Ed25519 key".into()));
+    // The request names the node: the pinned identity, or the one the node states (the
+    // evidence must then bind it, and the report says whether it was pinned).
+    let identity_key = match crate::node_identity(socket, operator, trust.node_identity.as_ref(), timeout) {
+        Ok(k) => k,
+        Err(e) => return Ok(fail("response.signature", format!("learning the node identity: {e:#}"))),
     };
+    let identity = identity_key.to_bytes();
+    let request = crate::sign(Request::Attest { nonce }, &identity_key, &[], operator);
+    let response = crate::send(socket, &request, timeout)?;
     let evidence = match response.verify(&request, &identity_key) {
         Err(e) => return Ok(fail("response.signature", format!("attestation response: {e}"))),
         Ok(Response::Evidence(e)) => (**e).clone(),
@@ -301,7 +304,7 @@ pub fn attest(
     let released = match credential_request(&evidence, &challenge) {
         Err(e) => Err(e),
         Ok(request) => {
-            let signed = crate::sign(request, operator);
+            let signed = crate::sign(request, &identity_key, &[], operator);
             let response = crate::send(socket, &signed, timeout)?;
             match response.verify(&signed, &identity_key) {
                 Err(e) => Err(format!("activation response: {e}")),

@@ -28,7 +28,7 @@ use sovereign_audit::export::{ExportOptions, export_bundle};
 use sovereign_audit::note::{NoteVerifier, cosign_note};
 use sovereign_audit::verify::{Report, verify_log_bytes};
 use sovereign_audit::{AuditLog, DataKey, Entry, EntryKind, Severity};
-use sovereign_pipeline::{Command as PipelineCommand, Reply};
+use sovereign_protocol::pipeline::{Command as PipelineCommand, Reply};
 
 #[derive(Parser)]
 #[command(name = "sovereign", version, about = "Sovereign operator CLI")]
@@ -539,7 +539,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &operator,
                 node.as_ref(),
                 &PipelineCommand::Runs,
-            )? {
+                &[],
+            )?
+            .0
+            {
                 Reply::Runs(runs) => runs,
                 Reply::Refused(why) => bail!("the appliance refused: {why}"),
                 other => bail!("unexpected reply {other:?}"),
@@ -630,7 +633,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { appliance: ApplianceArgs { socket, key, node_key }, json } => {
             let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
-            let request = sovereign_cli::sign(sovereign_protocol::Request::Status, &operator);
+            let pinned = node_key.as_deref().map(public_key).transpose()?;
+            // Without a pinned identity the status is addressed to any node, which answers it
+            // signed by the identity it names (trust on first use).
+            let addressed = pinned.map(|k| k.to_bytes()).unwrap_or(sovereign_protocol::ANY_NODE);
+            let request =
+                sovereign_cli::client::sign_addressed(sovereign_protocol::Request::Status, addressed, &[], &operator);
             let response = sovereign_cli::send(&socket, &request, std::time::Duration::from_secs(30))?;
             let identity = match node_key.as_deref() {
                 Some(k) => public_key(k)?,
@@ -717,17 +725,20 @@ fn run_pipeline(
     use sovereign_cli::pipeline as p;
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
-    let command = match resume {
-        None => PipelineCommand::Start(Box::new(p::start_request(files, &operator)?)),
+    let (command, payloads) = match resume {
+        None => {
+            let (start, payloads) = p::start_request(files, &operator)?;
+            (PipelineCommand::Start(Box::new(start)), payloads)
+        }
         Some(run_id) => {
             let yaml = fs::read(&files.pipeline).with_context(|| format!("reading {}", files.pipeline.display()))?;
             let pipeline = sovereign_pipeline::Pipeline::parse(&yaml).map_err(|e| anyhow!("{e}"))?;
             let certificate = serde_json::from_slice(&fs::read(&files.certificate)?)
                 .with_context(|| format!("{} is not a role certificate", files.certificate.display()))?;
-            p::resume_request(run_id, &pipeline, certificate, &operator)
+            (p::resume_request(run_id, &pipeline, certificate, &operator), vec![])
         }
     };
-    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &command)? {
+    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &command, &payloads)?.0 {
         Reply::Run(r) => *r,
         Reply::Refused(why) => {
             eprintln!("sovereign: the appliance refused the run: {why}");
@@ -741,15 +752,14 @@ fn run_pipeline(
         fs::write(dir.join(format!("run-{}.json", report.run_id)), serde_json::to_vec_pretty(&report)?)?;
         if let Some(hash) = report.bundle {
             let fetch = PipelineCommand::Artifact { run_id: report.run_id.clone(), sha256: hash };
-            match p::command(&appliance.socket, &operator, node.as_ref(), &fetch)? {
-                Reply::Bytes(bytes) if sovereign_pipeline::store::sha256(&bytes) == hash => {
-                    let path = dir.join("compliance-bundle.tar");
-                    fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-                    bundle_path = Some(path);
-                }
-                Reply::Bytes(_) => bail!("the appliance sent a bundle that does not hash to the run's record"),
-                other => bail!("fetching the bundle: {other:?}"),
+            let (reply, payloads) = p::command(&appliance.socket, &operator, node.as_ref(), &fetch, &[])?;
+            if !matches!(&reply, Reply::Blob(b) if b.sha256 == hash) {
+                bail!("fetching the bundle: the appliance answered {reply:?}, not the bundle the run recorded");
             }
+            let bytes = p::blob_payload(&reply, payloads).context("fetching the bundle")?;
+            let path = dir.join("compliance-bundle.tar");
+            fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            bundle_path = Some(path);
         }
     }
     if json {
@@ -781,17 +791,17 @@ fn approve(
         serde_json::from_slice(&fs::read(certificate).with_context(|| format!("reading {}", certificate.display()))?)
             .with_context(|| format!("{} is not a role certificate", certificate.display()))?;
     let status = PipelineCommand::Status { run_id: run.into() };
-    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &status)? {
+    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &status, &[])?.0 {
         Reply::Run(r) => *r,
         Reply::Refused(why) => bail!("the appliance refused: {why}"),
         other => bail!("unexpected reply {other:?}"),
     };
-    let sovereign_pipeline::RunStatus::AwaitingApprovals { digest, candidate, .. } = report.status else {
+    let sovereign_protocol::pipeline::RunStatus::AwaitingApprovals { digest, candidate, .. } = report.status else {
         bail!("run {run} has no promotion waiting for approvals ({:?})", report.status)
     };
     let approval = sovereign_governance::approvals::Approval::sign(digest, now_ms() + 24 * 3_600_000, &approver);
     let cmd = PipelineCommand::Approve { run_id: run.into(), approval, certificate };
-    match p::command(&appliance.socket, &operator, node.as_ref(), &cmd)? {
+    match p::command(&appliance.socket, &operator, node.as_ref(), &cmd, &[])?.0 {
         Reply::Approved { have, need } => {
             if json {
                 println!(
@@ -991,8 +1001,9 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Export { socket: Some(socket), key: Some(key), out, .. } => {
             let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
-            match sovereign_cli::pipeline::command(&socket, &operator, None, &PipelineCommand::ExportBundle)? {
-                Reply::Bytes(bytes) => {
+            match sovereign_cli::pipeline::command(&socket, &operator, None, &PipelineCommand::ExportBundle, &[])? {
+                (reply @ Reply::Blob(_), payloads) => {
+                    let bytes = sovereign_cli::pipeline::blob_payload(&reply, payloads)?;
                     fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
                     println!(
                         "wrote {} ({} bytes) from the appliance: its whole audit log, checkpoint, TPM attestation and policies",
@@ -1001,11 +1012,11 @@ fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Reply::Refused(why) => {
+                (Reply::Refused(why), _) => {
                     eprintln!("sovereign: the appliance refused the export: {why}");
                     Ok(ExitCode::from(1))
                 }
-                other => bail!("unexpected reply {other:?}"),
+                (other, _) => bail!("unexpected reply {other:?}"),
             }
         }
         AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses, policies, .. } => {

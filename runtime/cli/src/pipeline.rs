@@ -17,9 +17,11 @@ use sovereign_audit::note::{Checkpoint, SignedNote};
 use sovereign_audit::verify::{Report, fail};
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
-use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE, bundle_attestation_nonce};
-use sovereign_pipeline::{Command, Pipeline, Reply, RunReport, RunStatus, StartRun};
-use sovereign_protocol::{Evidence, Request, Response};
+use sovereign_pipeline::Pipeline;
+use sovereign_protocol::pipeline::{
+    Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, RunSummary, StartRun, bundle_attestation_nonce,
+};
+use sovereign_protocol::{Blob, Evidence, Request, Response};
 use sovereign_sandbox::ModuleManifest;
 
 /// How long role signatures sent with a run stay valid.
@@ -29,25 +31,37 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Sends one pipeline command and returns the engine's reply (response signature verified
-/// against `node` if pinned, else against the identity the node claims).
+/// Sends one pipeline command with `payloads` (what its [`Blob`]s refer to) to the node
+/// `node` (pinned, or learned by [`crate::discover`] when `None`) and returns the engine's reply
+/// with the payloads its blobs refer to. The response's signature is verified against that
+/// identity; each payload chunk against the signed manifest.
 pub fn command(
     socket: &Path,
     operator: &SigningKey,
     node: Option<&VerifyingKey>,
     cmd: &Command,
-) -> anyhow::Result<Reply> {
-    let body = postcard::to_allocvec(cmd).context("encoding the pipeline command")?;
-    let request = crate::sign(Request::Pipeline(body), operator);
-    let response = crate::send(socket, &request, Duration::from_secs(600))?;
-    let identity = match node {
-        Some(k) => *k,
-        None => VerifyingKey::from_bytes(&response.identity).map_err(|e| anyhow!("node identity: {e}"))?,
-    };
-    match response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))? {
-        Response::Pipeline(bytes) => postcard::from_bytes(bytes).map_err(|e| anyhow!("pipeline reply: {e}")),
+    payloads: &[Vec<u8>],
+) -> anyhow::Result<(Reply, Vec<Vec<u8>>)> {
+    let timeout = Duration::from_secs(600);
+    let identity = crate::node_identity(socket, operator, node, Duration::from_secs(60))?;
+    let request = crate::sign(Request::Pipeline(cmd.clone()), &identity, payloads, operator);
+    let mut progress = crate::client::progress_on_terminal();
+    let answer = crate::exchange(socket, &request, payloads, timeout, &mut progress)?;
+    match answer.response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))? {
+        Response::Pipeline(reply) => Ok((reply.clone(), answer.payloads)),
         Response::Refused(why) => bail!("the appliance refused the request: {why}"),
         other => bail!("unexpected response {other:?}"),
+    }
+}
+
+/// The payload a reply's blob names, checked against it.
+pub fn blob_payload(reply: &Reply, payloads: Vec<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    let Reply::Blob(blob) = reply else { bail!("expected a payload, the appliance answered {reply:?}") };
+    let mut payloads = payloads.into_iter();
+    match (payloads.next(), payloads.next()) {
+        (Some(bytes), None) if Blob::of(&bytes) == *blob => Ok(bytes),
+        (Some(_), None) => bail!("the appliance sent a payload that does not hash to what its reply names"),
+        _ => bail!("the appliance's reply names one payload but carries another number"),
     }
 }
 
@@ -70,8 +84,8 @@ pub fn role_signatures(pipeline: &Pipeline, operator: &SigningKey) -> Vec<RoleSi
         .collect()
 }
 
-/// The modules in `dir`: every `NAME.wasm` with its `NAME.manifest.json`.
-pub fn load_modules(dir: &Path) -> anyhow::Result<Vec<ModuleFile>> {
+/// The modules in `dir`: every `NAME.wasm` with its `NAME.manifest.json`, and the WASM bytes.
+pub fn load_modules(dir: &Path) -> anyhow::Result<Vec<(ModuleFile, Vec<u8>)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
@@ -84,9 +98,9 @@ pub fn load_modules(dir: &Path) -> anyhow::Result<Vec<ModuleFile>> {
         )
         .with_context(|| format!("{} is not a module manifest", manifest_path.display()))?;
         let wasm = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        out.push(ModuleFile { wasm, manifest });
+        out.push((ModuleFile { wasm: Blob::of(&wasm), manifest }, wasm));
     }
-    out.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+    out.sort_by(|a, b| a.0.manifest.name.cmp(&b.0.manifest.name));
     Ok(out)
 }
 
@@ -122,8 +136,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow:
         .with_context(|| format!("{} is not a {what}", path.display()))
 }
 
-/// Builds the start request.
-pub fn start_request(files: &RunFiles, operator: &SigningKey) -> anyhow::Result<StartRun> {
+/// Builds the start request, with the payloads it refers to (the dataset, then the modules).
+pub fn start_request(files: &RunFiles, operator: &SigningKey) -> anyhow::Result<(StartRun, Vec<Vec<u8>>)> {
     let yaml = fs::read(&files.pipeline).with_context(|| format!("reading {}", files.pipeline.display()))?;
     let pipeline = Pipeline::parse(&yaml).map_err(|e| anyhow!("{}: {e}", files.pipeline.display()))?;
     let dataset_path = match &files.dataset {
@@ -131,15 +145,23 @@ pub fn start_request(files: &RunFiles, operator: &SigningKey) -> anyhow::Result<
         None => find_dataset(&files.pipeline, &pipeline)
             .ok_or_else(|| anyhow!("the pipeline's dataset is not beside it; name it with --dataset"))?,
     };
-    Ok(StartRun {
+    let dataset = fs::read(&dataset_path).with_context(|| format!("reading {}", dataset_path.display()))?;
+    let (modules, wasm): (Vec<ModuleFile>, Vec<Vec<u8>>) = load_modules(&files.modules)?.into_iter().unzip();
+    let start = StartRun {
         role_signatures: role_signatures(&pipeline, operator),
         pipeline_yaml: yaml,
-        dataset: fs::read(&dataset_path).with_context(|| format!("reading {}", dataset_path.display()))?,
-        modules: load_modules(&files.modules)?,
+        dataset: Blob::of(&dataset),
+        modules,
         policy: read_json::<PolicyBundle>(&files.policy, "policy bundle")?,
         certificate: read_json::<RoleCertificate>(&files.certificate, "role certificate")?,
         revocations: read_json::<RevocationList>(&files.revocations, "revocation list")?,
-    })
+    };
+    let mut payloads = vec![dataset];
+    payloads.extend(wasm);
+    // Identical modules (or a module equal to the dataset) travel once.
+    let mut seen = std::collections::BTreeSet::new();
+    payloads.retain(|p| seen.insert(Blob::of(p).sha256));
+    Ok((start, payloads))
 }
 
 /// The resume request for `run_id`.
@@ -169,7 +191,7 @@ pub fn status_word(status: &RunStatus) -> String {
 }
 
 /// The `sovereign runs` table.
-pub fn render_runs(runs: &[sovereign_pipeline::engine::RunSummary]) -> String {
+pub fn render_runs(runs: &[RunSummary]) -> String {
     let mut out = format!("{:<32}  {:<16}  {:>6}  status\n", "run", "pipeline", "stages");
     for r in runs {
         out.push_str(&format!(

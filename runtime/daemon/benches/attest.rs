@@ -18,7 +18,7 @@ use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EventLogBuilder};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
 use sovereign_measured_boot::tpm::Tpm;
-use sovereign_protocol::{Gate, Request, Response, SignedRequest, SignedResponse, decode, frame};
+use sovereign_protocol::{Frame, Gate, Request, Response, SignedRequest, decode, frame};
 use sovereign_qemu::Swtpm;
 use sovereign_runtime::control::{Attestor, Node, answer};
 
@@ -71,16 +71,23 @@ fn manifest(release: &SigningKey) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// One attestation exchange as `sovereign attest` performs it, minus the transport.
-fn round_trip(node: &mut Node, gate: &mut Gate, operator: &SigningKey, trust: &Trust, counter: &mut u64) {
+fn round_trip(node: &Node, gate: &mut Gate, operator: &SigningKey, trust: &Trust, counter: &mut u64) {
     *counter += 1;
     let nonce = Sha256Digest::of(&counter.to_be_bytes()).0;
     let now_ms = 1_800_000_000_000 + *counter;
-    let request = SignedRequest::sign(Request::Attest { nonce }, operator, nonce[..16].try_into().expect("16"), now_ms);
-    let wire = frame(&request);
-    let received: SignedRequest = decode(&wire[4..]).expect("request decodes");
-    let reply = frame(&answer(node, gate, &received, now_ms));
-    let response: SignedResponse = decode(&reply[4..]).expect("response decodes");
     let identity = node.identity.verifying_key();
+    let request = SignedRequest::sign(
+        Request::Attest { nonce },
+        identity.to_bytes(),
+        vec![],
+        operator,
+        nonce[..16].try_into().expect("16"),
+        now_ms,
+    );
+    let wire = frame(&Frame::Request(Box::new(request.clone())));
+    let Ok(Frame::Request(received)) = decode(&wire[4..]) else { panic!("the request does not decode") };
+    let reply = frame(&Frame::Response(Box::new(answer(node, gate, &received, now_ms))));
+    let Ok(Frame::Response(response)) = decode(&reply[4..]) else { panic!("the response does not decode") };
     let Response::Evidence(evidence) = response.verify(&request, &identity).expect("signed") else {
         panic!("attestation refused: {response:?}")
     };
@@ -154,15 +161,15 @@ fn main() -> Result<(), Error> {
         version: 1,
         manifest: manifest_bytes.clone(),
         manifest_signature: manifest_signature.clone(),
-        attestor: Attestor::new(&swtpm.tcti(), &firmware_path, &log_path),
-        engine: Err("not part of this benchmark".into()),
+        attestor: std::sync::Mutex::new(Attestor::new(&swtpm.tcti(), &firmware_path, &log_path)),
     };
-    let mut node = new_node();
-    let mut gate = Gate::new(vec![operator.verifying_key()], u64::MAX / 4);
+    let node = new_node();
+    let node_id = node.identity.verifying_key().to_bytes();
+    let mut gate = Gate::new(node_id, vec![operator.verifying_key()], u64::MAX / 4);
     let mut counter = 0u64;
-    node.attestor.warm_up()?;
+    node.attestor.lock().map_err(|_| "poisoned")?.warm_up()?;
     for _ in 0..iterations(20) {
-        round_trip(&mut node, &mut gate, &operator, &trust, &mut counter);
+        round_trip(&node, &mut gate, &operator, &trust, &mut counter);
     }
     let time = |n: usize, f: &mut dyn FnMut()| -> Vec<Duration> {
         (0..n)
@@ -173,12 +180,19 @@ fn main() -> Result<(), Error> {
             })
             .collect()
     };
-    let fast = time(iterations(200), &mut || round_trip(&mut node, &mut gate, &operator, &trust, &mut counter));
+    let fast = time(iterations(200), &mut || round_trip(&node, &mut gate, &operator, &trust, &mut counter));
 
     // The credential activation `sovereign attest` adds once per exchange (second round trip).
     let evidence_ek = {
-        let r = SignedRequest::sign(Request::Attest { nonce: [9; 32] }, &operator, [9; 16], 1_800_000_000_000);
-        match answer(&mut node, &mut gate, &r, 1_800_000_000_000).response {
+        let r = SignedRequest::sign(
+            Request::Attest { nonce: [9; 32] },
+            node_id,
+            vec![],
+            &operator,
+            [9; 16],
+            1_800_000_000_000,
+        );
+        match answer(&node, &mut gate, &r, 1_800_000_000_000).response {
             Response::Evidence(e) => e,
             other => return Err(format!("attest refused: {other:?}").into()),
         }
@@ -194,11 +208,13 @@ fn main() -> Result<(), Error> {
                 credential_blob: cred.credential_blob,
                 encrypted_secret: cred.encrypted_secret,
             },
+            node_id,
+            vec![],
             &operator,
             Sha256Digest::of(&counter.to_be_bytes()).0[..16].try_into().expect("16"),
             1_800_000_000_000,
         );
-        match answer(&mut node, &mut gate, &request, 1_800_000_000_000).response {
+        match answer(&node, &mut gate, &request, 1_800_000_000_000).response {
             Response::Credential(secret) => assert_eq!(secret, vec![5; 32]),
             other => panic!("activation refused: {other:?}"),
         }
@@ -208,8 +224,8 @@ fn main() -> Result<(), Error> {
     // (The persistent node goes first: swtpm without a resource manager has 3 object slots.)
     drop(node);
     let naive = time(iterations(20), &mut || {
-        let mut fresh = new_node();
-        round_trip(&mut fresh, &mut gate, &operator, &trust, &mut counter);
+        let fresh = new_node();
+        round_trip(&fresh, &mut gate, &operator, &trust, &mut counter);
     });
 
     println!("| path | n | p50 ms | p99 ms | max ms |");

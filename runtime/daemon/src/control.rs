@@ -1,132 +1,388 @@
-//! The control API server: signed requests in, node-signed responses out, over the
-//! virtio-serial port named in the runtime configuration. Attestation answers come from the
-//! TPM: a quote over [`ATTESTED_PCRS`] whose qualifying data binds the operator's nonce and the
-//! node identity, with the logs and the signed manifest, and credential activation for the AK. Every request passes the gate
-//! (authorized operator key, valid signature, fresh timestamp, unused nonce); a refused request
-//! is answered with its one-line reason, signed like any other response.
+//! The control API server: signed requests in, node-signed responses out, over a byte stream
+//! (the virtio-serial port named in the runtime configuration; a socket in the host tests).
+//!
+//! One thread reads frames. Every request passes the gate first (addressed to this node,
+//! authorized operator key, valid signature, fresh timestamp, unused nonce); its attachments'
+//! chunks are checked one by one against its signed manifest as they arrive, within a limit per
+//! request and a limit on everything held at once ([`MAX_HELD_PAYLOAD`]). Status, attestation
+//! and credential activation are answered by the reading thread at once; pipeline commands go
+//! to the engine's own thread through per-operator queues served in turn ([`Scheduler`]), so a
+//! running stage delays neither `status` nor `attest`, and one operator cannot starve another.
+//! Responses (and their attachments, chunk by chunk) from both threads share the stream, each
+//! frame written whole. A frame that cannot be read as a request (too large, not decodable)
+//! is answered with a one-line refusal and the stream stays usable.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
-use sovereign_measured_boot::PcrSelection;
-use sovereign_measured_boot::tpm::{AttestationKey, Tpm};
+use sovereign_protocol::pipeline::Command;
+use sovereign_protocol::stream::chunks;
 use sovereign_protocol::{
-    ATTESTED_PCRS, Evidence, Gate, Request, Response, SignedRequest, SignedResponse, Status, attest_qualifying_data,
-    decode, frame, frame_len,
+    Assembly, Attachment, Frame, Gate, MAX_FRAME, Payloads, Request, Response, SignedRequest, SignedResponse,
+    Status, decode, frame, frame_len,
 };
+
+pub use crate::attestor::{Attestor, NodeFiles, TCTI};
+use crate::scheduler::Scheduler;
 
 /// Freshness window for request timestamps.
 pub const WINDOW_MS: u64 = 120_000;
+/// Most payload bytes the runtime holds for requests at once, being received or waiting for
+/// the engine (one request may carry [`sovereign_protocol::MAX_MESSAGE_PAYLOAD`]).
+pub const MAX_HELD_PAYLOAD: u64 = 256 * 1024 * 1024;
 
-/// The appliance's TPM through the kernel's resource manager.
-/// The kernel's TPM resource manager, the only TPM device the runtime may open.
-pub const TCTI: &str = "device:/dev/tpmrm0";
-/// The firmware's TCG event log: PID 1's copy of securityfs's root-only
-/// `binary_bios_measurements` (the quote proves it: the log must replay to the quoted PCRs).
-const FIRMWARE_LOG: &str = "/run/sovereign/firmware-eventlog.bin";
-/// PID 1's measurement log.
-const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
-
-/// What the server needs to answer.
+/// What answers at once: the node's identity and facts, and its TPM.
 pub struct Node {
     /// The node identity.
     pub identity: SigningKey,
     /// Image version.
     pub version: u64,
-    /// The signed manifest the node booted, and its signature.
+    /// The signed manifest the node booted.
     pub manifest: Vec<u8>,
     /// The manifest's detached signature.
     pub manifest_signature: Vec<u8>,
-    /// The TPM session that answers attestation requests.
-    pub attestor: Attestor,
-    /// The pipeline engine, when the data partition and governance came up.
-    pub engine: Result<sovereign_pipeline::Engine, String>,
+    /// The TPM session that answers attestation requests (the engine's bundles use it too).
+    pub attestor: Mutex<Attestor>,
 }
 
-/// Holds the TPM open with one attestation key for the life of the runtime: the AK is
-/// created once (tens of milliseconds) and every quote and credential activation reuses it.
-pub struct Attestor {
-    tcti: String,
-    firmware_log: PathBuf,
-    measurement_log: PathBuf,
-    state: Option<(Tpm, AttestationKey, Option<Vec<u8>>)>,
-}
-
-impl Attestor {
-    /// The appliance's attestor: its TPM through the kernel's resource manager, the firmware
-    /// log from securityfs, PID 1's measurement log from /run.
-    pub fn appliance() -> Self {
-        Self::new(TCTI, FIRMWARE_LOG.as_ref(), MEASUREMENT_LOG.as_ref())
-    }
-
-    /// An attestor for another TPM and log location (benchmarks and tests on swtpm).
-    pub fn new(tcti: &str, firmware_log: &std::path::Path, measurement_log: &std::path::Path) -> Self {
-        Attestor {
-            tcti: tcti.into(),
-            firmware_log: firmware_log.into(),
-            measurement_log: measurement_log.into(),
-            state: None,
+impl Node {
+    /// This node's status now.
+    pub fn status(&self) -> Status {
+        Status {
+            version: self.version,
+            manifest_sha256: Sha256::digest(&self.manifest).into(),
+            uptime_s: uptime_s(),
+            identity: self.identity.verifying_key().to_bytes(),
+            confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
         }
     }
 
-    fn ready(&mut self) -> Result<&mut (Tpm, AttestationKey, Option<Vec<u8>>), String> {
-        if self.state.is_none() {
-            let mut tpm = Tpm::open(&self.tcti).map_err(|e| e.to_string())?;
-            let ak = tpm.create_attestation_key().map_err(|e| e.to_string())?;
-            let ek_certificate = tpm.ek_certificate().map_err(|e| e.to_string())?;
-            self.state = Some((tpm, ak, ek_certificate));
-        }
-        self.state.as_mut().ok_or_else(|| "TPM not open".to_string())
+    /// TPM evidence for `nonce`, bound to this node's identity.
+    pub fn evidence(&self, nonce: &[u8; 32]) -> Result<sovereign_protocol::Evidence, String> {
+        let files = NodeFiles { manifest: &self.manifest, manifest_signature: &self.manifest_signature };
+        let mut attestor = self.attestor.lock().map_err(|_| "the TPM session is poisoned".to_string())?;
+        attestor.evidence(nonce, &self.identity.verifying_key().to_bytes(), &files)
     }
 
-    /// Opens the TPM and creates the AK now, so the first request does not pay for it.
-    pub fn warm_up(&mut self) -> Result<(), String> {
-        self.ready().map(|_| ())
-    }
-
-    fn evidence(&mut self, nonce: &[u8; 32], identity: &[u8; 32], node: &NodeFiles<'_>) -> Result<Evidence, String> {
-        let selection = PcrSelection::new(ATTESTED_PCRS).map_err(|e| e.to_string())?;
-        let read = |p: &PathBuf| fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
-        let (firmware_log, measurement_log) = (read(&self.firmware_log)?, read(&self.measurement_log)?);
-        let (tpm, ak, ek_certificate) = self.ready()?;
-        let quote = tpm.quote(ak, &attest_qualifying_data(nonce, identity), &selection).map_err(|e| e.to_string())?;
-        Ok(Evidence {
-            attest: quote.attest,
-            signature: quote.signature,
-            ak_public: quote.ak_public,
-            ek_public: quote.ek_public,
-            ek_certificate: ek_certificate.clone(),
-            pcrs: quote.pcr_values.0.iter().map(|(i, v)| (*i, v.0)).collect(),
-            firmware_log,
-            measurement_log,
-            manifest: node.manifest.to_vec(),
-            manifest_signature: node.manifest_signature.to_vec(),
+    /// Answers an admitted request that needs no engine; `None` for a pipeline command.
+    pub fn answer_at_once(&self, request: &Request) -> Option<Response> {
+        Some(match request {
+            Request::Status => Response::Status(self.status()),
+            Request::Attest { nonce } => match self.evidence(nonce) {
+                Ok(evidence) => Response::Evidence(Box::new(evidence)),
+                Err(e) => Response::Refused(format!("attestation failed: {e}")),
+            },
+            Request::ActivateCredential { credential_blob, encrypted_secret } => {
+                let released = self
+                    .attestor
+                    .lock()
+                    .map_err(|_| "the TPM session is poisoned".to_string())
+                    .and_then(|mut a| a.activate(credential_blob, encrypted_secret));
+                match released {
+                    Ok(secret) => Response::Credential(secret),
+                    Err(e) => Response::Refused(format!("credential activation failed: {e}")),
+                }
+            }
+            Request::Pipeline(_) => return None,
+            _ => Response::Refused("request not supported by this runtime version".into()),
         })
     }
-
-    fn activate(&mut self, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, String> {
-        let (tpm, ak, _) = self.ready()?;
-        tpm.activate_credential(ak, credential_blob, encrypted_secret).map_err(|e| e.to_string())
-    }
 }
 
-impl Drop for Attestor {
-    /// Flushes the AK and EK: without a resource manager (swtpm over TCP) they would stay
-    /// loaded in the TPM after the connection closes.
-    fn drop(&mut self) {
-        if let Some((mut tpm, ak, _)) = self.state.take() {
-            tpm.release_attestation_key(ak);
+/// Admits `request` through `gate` at `now_ms` and answers it at once, signed: the path of
+/// status, attestation and credential activation without the transport (the benchmarks drive
+/// it). A pipeline command is refused: it goes through [`serve`]'s engine thread.
+pub fn answer(node: &Node, gate: &mut Gate, request: &SignedRequest, now_ms: u64) -> SignedResponse {
+    let response = match gate.admit(request, now_ms) {
+        Err(refusal) => Response::Refused(refusal.to_string()),
+        Ok(()) if !request.attachments.is_empty() => {
+            Response::Refused("payload refused: this request takes no attachments".into())
+        }
+        Ok(()) => node
+            .answer_at_once(&request.request)
+            .unwrap_or_else(|| Response::Refused("pipeline commands are answered by the engine's thread".into())),
+    };
+    SignedResponse::sign(request.digest(), response, vec![], &node.identity)
+}
+
+/// The write half of the stream, shared by the reading thread and the engine's thread.
+struct Outbox {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Outbox {
+    fn send(&self, f: &Frame) {
+        let bytes = frame(f);
+        let written = match self.out.lock() {
+            Ok(mut out) => out.write_all(&bytes).and_then(|()| out.flush()),
+            Err(_) => Err(io::Error::other("the control port's writer is poisoned")),
+        };
+        if let Err(e) = written {
+            println!("sovereign-runtime: control: answering failed: {e}");
+        }
+    }
+
+    /// Signs `response` to the request `digest` with its payloads' manifests, then sends the
+    /// payloads chunk by chunk (other answers may go between two chunks).
+    fn respond(&self, node: &Node, digest: [u8; 32], response: Response, payloads: &[Vec<u8>]) {
+        let signed = SignedResponse::sign(digest, response, Attachment::describe_all(payloads), &node.identity);
+        self.send(&Frame::Response(Box::new(signed)));
+        for chunk in chunks(digest, payloads) {
+            self.send(&chunk);
         }
     }
 }
 
-struct NodeFiles<'a> {
-    manifest: &'a [u8],
-    manifest_signature: &'a [u8],
+/// A pipeline command waiting for the engine.
+struct Job {
+    digest: [u8; 32],
+    command: Command,
+    payloads: Payloads,
+    /// Bytes of payload it holds against [`MAX_HELD_PAYLOAD`].
+    held: u64,
+}
+
+/// A request whose attachments are still arriving.
+struct Receiving {
+    request: SignedRequest,
+    assembly: Assembly,
+    held: u64,
+}
+
+/// What the server does when the stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtEnd {
+    /// A virtio-serial port reads end-of-file while no host is connected: wait for the next.
+    WaitForHost,
+    /// A socket that ends is done: return.
+    Return,
+}
+
+/// The server's state on the reading thread.
+struct Server {
+    node: Arc<Node>,
+    gate: Gate,
+    outbox: Arc<Outbox>,
+    engine: Option<Arc<Scheduler<Job>>>,
+    held: Arc<AtomicU64>,
+    receiving: std::collections::BTreeMap<[u8; 32], Receiving>,
+}
+
+impl Server {
+    fn refuse(&self, digest: [u8; 32], why: String) {
+        self.outbox.respond(&self.node, digest, Response::Refused(why), &[]);
+    }
+
+    fn release(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    fn on_request(&mut self, request: SignedRequest) {
+        let digest = request.digest();
+        if let Err(refusal) = self.gate.admit(&request, now_ms()) {
+            return self.refuse(digest, refusal.to_string());
+        }
+        let takes_payloads = matches!(&request.request, Request::Pipeline(Command::Start(_)));
+        if !request.attachments.is_empty() && !takes_payloads {
+            return self.refuse(digest, "payload refused: this request takes no attachments".into());
+        }
+        let assembly = match Assembly::new(digest, &request.attachments) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse(digest, refusal.to_string()),
+        };
+        let need = assembly.remaining();
+        let held = self.held.fetch_add(need, Ordering::SeqCst);
+        if held.saturating_add(need) > MAX_HELD_PAYLOAD {
+            self.release(need);
+            return self.refuse(
+                digest,
+                format!("busy: {held} bytes of payloads are held; {need} more would pass the {MAX_HELD_PAYLOAD}-byte limit"),
+            );
+        }
+        if assembly.is_complete() {
+            self.dispatch(request, assembly, need);
+        } else {
+            self.receiving.insert(digest, Receiving { request, assembly, held: need });
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: sovereign_protocol::Chunk) {
+        let Some(receiving) = self.receiving.get_mut(&chunk.message) else {
+            // The chunk of a request that was refused (or never sent): it is dropped; the
+            // refusal already went out.
+            return;
+        };
+        if let Err(refusal) = receiving.assembly.accept(&chunk) {
+            if let Some(r) = self.receiving.remove(&chunk.message) {
+                self.release(r.held);
+            }
+            return self.refuse(chunk.message, refusal.to_string());
+        }
+        if receiving.assembly.is_complete()
+            && let Some(r) = self.receiving.remove(&chunk.message)
+        {
+            self.dispatch(r.request, r.assembly, r.held);
+        }
+    }
+
+    fn dispatch(&mut self, request: SignedRequest, assembly: Assembly, held: u64) {
+        let digest = request.digest();
+        let payloads = match assembly.finish() {
+            Ok(p) => p,
+            Err(refusal) => {
+                self.release(held);
+                return self.refuse(digest, refusal.to_string());
+            }
+        };
+        let command = match request.request {
+            Request::Pipeline(command) => command,
+            other => {
+                self.release(held);
+                let response = self.node.answer_at_once(&other).unwrap_or_else(|| {
+                    Response::Refused("request not supported by this runtime version".into())
+                });
+                return self.outbox.respond(&self.node, digest, response, &[]);
+            }
+        };
+        let Some(engine) = &self.engine else {
+            self.release(held);
+            return self.refuse(digest, "pipelines are not part of this node".into());
+        };
+        if let Err(busy) = engine.push(request.operator, Job { digest, command, payloads, held }) {
+            self.release(held);
+            self.refuse(digest, busy);
+        }
+    }
+
+    /// The stream ended: requests still receiving chunks can never complete.
+    fn forget_partial(&mut self) {
+        for (_, r) in std::mem::take(&mut self.receiving) {
+            self.release(r.held);
+        }
+    }
+}
+
+/// The engine's thread: one command at a time, in the scheduler's order.
+fn run_engine(
+    mut engine: sovereign_pipeline::Engine,
+    jobs: Arc<Scheduler<Job>>,
+    node: Arc<Node>,
+    outbox: Arc<Outbox>,
+    held: Arc<AtomicU64>,
+) {
+    while let Some(job) = jobs.next() {
+        let mut attest = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
+            serde_json::to_vec(&node.evidence(nonce)?).map_err(|e| e.to_string())
+        };
+        let answer = engine.handle(job.command, &job.payloads, &mut attest);
+        drop(job.payloads);
+        held.fetch_sub(job.held, Ordering::SeqCst);
+        outbox.respond(&node, job.digest, Response::Pipeline(answer.reply), &answer.payloads);
+    }
+}
+
+/// Serves the stream `input`/`output` until it ends (or forever, for [`AtEnd::WaitForHost`]).
+/// Pipeline commands run on a thread of their own when `engine` is given.
+pub fn serve(
+    node: Node,
+    engine: Option<sovereign_pipeline::Engine>,
+    gate: Gate,
+    mut input: impl Read,
+    output: impl Write + Send + 'static,
+    at_end: AtEnd,
+) -> io::Result<()> {
+    let node = Arc::new(node);
+    let outbox = Arc::new(Outbox { out: Mutex::new(Box::new(output)) });
+    let held = Arc::new(AtomicU64::new(0));
+    let jobs = match engine {
+        None => None,
+        Some(engine) => {
+            let jobs = Arc::new(Scheduler::default());
+            let (j, n, o, h) = (jobs.clone(), node.clone(), outbox.clone(), held.clone());
+            std::thread::Builder::new().name("engine".into()).spawn(move || run_engine(engine, j, n, o, h))?;
+            Some(jobs)
+        }
+    };
+    let mut server =
+        Server { node, gate, outbox, engine: jobs, held, receiving: std::collections::BTreeMap::new() };
+    loop {
+        match read_frame(&mut input) {
+            Incoming::Frame(body) => match decode(&body) {
+                Ok(Frame::Request(request)) => server.on_request(*request),
+                Ok(Frame::Chunk(chunk)) => server.on_chunk(chunk),
+                Ok(_) => server.outbox.send(&Frame::Refused("the node takes requests and chunks only".into())),
+                Err(e) => {
+                    println!("sovereign-runtime: control: refused a malformed frame: {e}");
+                    server.outbox.send(&Frame::Refused(format!("frame refused: {e}")));
+                }
+            },
+            Incoming::Oversized(len) => {
+                println!("sovereign-runtime: control: refused a {len}-byte frame (limit {MAX_FRAME})");
+                server.outbox.send(&Frame::Refused(format!(
+                    "frame refused: {len} bytes exceed the {MAX_FRAME}-byte limit (its bytes are skipped)"
+                )));
+                // The declared length is the only way back to a frame boundary: skip it.
+                if io::copy(&mut (&mut input).take(u64::from(len)), &mut io::sink()).ok() != Some(u64::from(len)) {
+                    server.forget_partial();
+                }
+            }
+            Incoming::End => {
+                server.forget_partial();
+                if at_end == AtEnd::Return {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Serves the appliance's virtio-serial port forever.
+pub fn serve_port(node: Node, engine: sovereign_pipeline::Engine, admins: Vec<VerifyingKey>, port: PathBuf) {
+    let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS);
+    match node.attestor.lock().map_err(|_| "poisoned".to_string()).and_then(|mut a| a.warm_up()) {
+        Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
+        Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
+    }
+    let (input, output) = loop {
+        match OpenOptions::new().read(true).write(true).open(&port).and_then(|d| Ok((d.try_clone()?, d))) {
+            Ok(pair) => break pair,
+            Err(e) => {
+                println!("sovereign-runtime: control: cannot open {}: {e}; retrying", port.display());
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    if let Err(e) = serve(node, Some(engine), gate, input, output, AtEnd::WaitForHost) {
+        println!("sovereign-runtime: control: stopped: {e}");
+    }
+}
+
+enum Incoming {
+    Frame(Vec<u8>),
+    /// No host connected, or the host went away mid-frame.
+    End,
+    /// A length prefix over the limit.
+    Oversized(u32),
+}
+
+fn read_frame(input: &mut impl Read) -> Incoming {
+    let mut prefix = [0u8; 4];
+    if input.read_exact(&mut prefix).is_err() {
+        return Incoming::End;
+    }
+    let Ok(len) = frame_len(prefix) else { return Incoming::Oversized(u32::from_be_bytes(prefix)) };
+    let mut body = vec![0u8; len];
+    if input.read_exact(&mut body).is_err() {
+        return Incoming::End;
+    }
+    Incoming::Frame(body)
 }
 
 /// Finds `/dev/vportNpM` for the virtio-serial port called `name`.
@@ -168,134 +424,3 @@ fn uptime_s() -> u64 {
     fs::read_to_string("/proc/uptime").ok().and_then(|s| s.split('.').next().and_then(|v| v.parse().ok())).unwrap_or(0)
 }
 
-/// Answers one request.
-pub fn answer(node: &mut Node, gate: &mut Gate, request: &SignedRequest, now_ms: u64) -> SignedResponse {
-    let identity = node.identity.verifying_key().to_bytes();
-    let response = match gate.admit(request, now_ms) {
-        Err(refusal) => Response::Refused(refusal.to_string()),
-        Ok(()) => match &request.request {
-            Request::Status => Response::Status(Status {
-                version: node.version,
-                manifest_sha256: sha256(&node.manifest),
-                uptime_s: uptime_s(),
-                identity,
-                confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
-            }),
-            Request::Attest { nonce } => {
-                let files = NodeFiles { manifest: &node.manifest, manifest_signature: &node.manifest_signature };
-                match node.attestor.evidence(nonce, &identity, &files) {
-                    Ok(evidence) => Response::Evidence(Box::new(evidence)),
-                    Err(e) => Response::Refused(format!("attestation failed: {e}")),
-                }
-            }
-            Request::ActivateCredential { credential_blob, encrypted_secret } => {
-                match node.attestor.activate(credential_blob, encrypted_secret) {
-                    Ok(secret) => Response::Credential(secret),
-                    Err(e) => Response::Refused(format!("credential activation failed: {e}")),
-                }
-            }
-            Request::Pipeline(bytes) => pipeline(node, bytes, &identity),
-            _ => Response::Refused("request not supported by this runtime version".into()),
-        },
-    };
-    SignedResponse::sign(request, response, &node.identity)
-}
-
-/// Runs one pipeline command; the engine's attestation evidence comes from this node's TPM.
-fn pipeline(node: &mut Node, bytes: &[u8], identity: &[u8; 32]) -> Response {
-    let command: sovereign_pipeline::Command = match postcard::from_bytes(bytes) {
-        Ok(c) => c,
-        Err(e) => return Response::Refused(format!("pipeline command does not decode: {e}")),
-    };
-    let engine = match &mut node.engine {
-        Ok(e) => e,
-        Err(why) => return Response::Refused(format!("pipelines unavailable on this node: {why}")),
-    };
-    let files = NodeFiles { manifest: &node.manifest, manifest_signature: &node.manifest_signature };
-    let attestor = &mut node.attestor;
-    let mut attest = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
-        let evidence = attestor.evidence(nonce, identity, &files)?;
-        serde_json::to_vec(&evidence).map_err(|e| e.to_string())
-    };
-    let reply = engine.handle(command, &mut attest);
-    match postcard::to_allocvec(&reply) {
-        Ok(b) => Response::Pipeline(b),
-        Err(e) => Response::Refused(format!("pipeline reply does not encode: {e}")),
-    }
-}
-
-/// Serves the port forever. The port stays open: while no host is connected a read returns
-/// end-of-file at once, so the loop waits a little and reads again.
-pub fn serve(mut node: Node, admins: Vec<VerifyingKey>, port: PathBuf) {
-    let mut gate = Gate::new(admins, WINDOW_MS);
-    match node.attestor.warm_up() {
-        Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
-        Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
-    }
-    let mut dev = loop {
-        match OpenOptions::new().read(true).write(true).open(&port) {
-            Ok(d) => break d,
-            Err(e) => {
-                println!("sovereign-runtime: control: cannot open {}: {e}; retrying", port.display());
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    };
-    loop {
-        let body = match read_frame(&mut dev) {
-            Incoming::Frame(body) => body,
-            Incoming::Nothing => {
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            Incoming::Oversized(len) => {
-                // The length cannot be trusted, so neither can anything after it: discard the
-                // rest of this host session (until it disconnects) instead of misreading it.
-                println!(
-                    "sovereign-runtime: control: refused a {len}-byte frame (limit {}); discarding the session",
-                    sovereign_protocol::MAX_FRAME
-                );
-                let mut scratch = [0u8; 65536];
-                while matches!(dev.read(&mut scratch), Ok(n) if n > 0) {}
-                continue;
-            }
-        };
-        let reply = match decode::<SignedRequest>(&body) {
-            Ok(request) => frame(&answer(&mut node, &mut gate, &request, now_ms())),
-            // An undecodable request cannot be bound to a response: drop it and say so.
-            Err(e) => {
-                println!("sovereign-runtime: control: refused a malformed request: {e}");
-                continue;
-            }
-        };
-        if let Err(e) = dev.write_all(&reply).and_then(|()| dev.flush()) {
-            println!("sovereign-runtime: control: answering failed: {e}");
-        }
-    }
-}
-
-enum Incoming {
-    Frame(Vec<u8>),
-    /// No host connected, or the host went away mid-frame.
-    Nothing,
-    /// A length prefix over the limit.
-    Oversized(u32),
-}
-
-fn read_frame(dev: &mut File) -> Incoming {
-    let mut prefix = [0u8; 4];
-    if dev.read_exact(&mut prefix).is_err() {
-        return Incoming::Nothing;
-    }
-    let Ok(len) = frame_len(prefix) else { return Incoming::Oversized(u32::from_be_bytes(prefix)) };
-    let mut body = vec![0u8; len];
-    if dev.read_exact(&mut body).is_err() {
-        return Incoming::Nothing;
-    }
-    Incoming::Frame(body)
-}
-
-/// SHA-256 helper.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}

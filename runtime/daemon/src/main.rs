@@ -113,16 +113,15 @@ fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result
     println!("sovereign-runtime: pipelines ready (audit log of {} entries)", engine.audit().size());
     println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
     let node = control::Node {
-        engine: Ok(engine),
         identity: identity.clone(),
         version,
         manifest,
         manifest_signature,
-        attestor: control::Attestor::appliance(),
+        attestor: std::sync::Mutex::new(control::Attestor::appliance()),
     };
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || control::serve(node, admins, port))
+        .spawn(move || control::serve_port(node, engine, admins, port))
         .map(drop)
         .map_err(|e| format!("starting the control thread: {e}"))
 }

@@ -13,6 +13,9 @@
 //! - [`kernel`] — the execution kernel: only a verified binding yields the [`kernel::Permit`]
 //!   that execution takes; every attempt is audited.
 //!
+//! Without the default feature `engine` the crate is the signed formats only (no CozoDB, no
+//! governor): what the control protocol and the operator CLI need.
+//!
 //! Pure except [`replay`] and the kernel's audit appends. Must never: execute without a
 //! verified binding, accept an identifier twice, or count one approver twice.
 
@@ -23,7 +26,9 @@ pub mod approvals;
 pub mod canonical {
     pub use sovereign_canonical::*;
 }
+#[cfg(feature = "engine")]
 pub mod fuzzing;
+#[cfg(feature = "engine")]
 pub mod governor;
 pub mod kernel;
 pub mod policy;

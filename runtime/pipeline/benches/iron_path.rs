@@ -19,7 +19,8 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
-use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
+use sovereign_protocol::Payloads;
+use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
 use sovereign_pipeline::{Command, Engine, EngineConfig, Pipeline, Reply, RunStatus, StartRun};
 use sovereign_sandbox::{Capability, Limits, ModuleManifest, Sandbox};
 
@@ -55,15 +56,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]), SigningKey::from_bytes(&[3; 32]));
     let approvers = [SigningKey::from_bytes(&[4; 32]), SigningKey::from_bytes(&[5; 32])];
     let caps = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
-    let mut modules = vec![];
+    let (mut modules, mut attached) = (vec![], vec![]);
     for name in ["normalize", "train", "agent"] {
         let path = root.join("build/modules").join(format!("{name}.wasm"));
         let wasm = std::fs::read(&path).map_err(|e| format!("{}: {e} (run `cargo xtask modules`)", path.display()))?;
-        modules.push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &release), wasm });
+        let manifest = ModuleManifest::sign(name, 1, &wasm, &caps, &release);
+        modules.push(ModuleFile { manifest, wasm: sovereign_protocol::Blob::of(&wasm) });
+        attached.push(wasm);
     }
     let yaml = std::fs::read_to_string(root.join("examples/iron-path.yaml"))?;
     let pipeline = Pipeline::parse(yaml.as_bytes())?;
-    let dataset = std::fs::read(root.join("examples/datasets/sensors.csv"))?;
+    let dataset_bytes = std::fs::read(root.join("examples/datasets/sensors.csv"))?;
+    let dataset = sovereign_protocol::Blob::of(&dataset_bytes);
+    attached.push(dataset_bytes.clone());
+    let payloads = Payloads::from_bytes(attached);
     let policy = PolicyBundle::sign(
         "iron-path",
         1,
@@ -101,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..runs {
         let start = StartRun {
             pipeline_yaml: yaml.as_bytes().to_vec(),
-            dataset: dataset.clone(),
+            dataset,
             modules: modules.clone(),
             policy: policy.clone(),
             certificate: certificate.clone(),
@@ -109,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             revocations: RevocationList::issue(1, vec![], vec![], &admin),
         };
         let t = Instant::now();
-        let Reply::Run(first) = engine.handle(Command::Start(Box::new(start)), &mut attest) else {
+        let Reply::Run(first) = engine.handle(Command::Start(Box::new(start)), &payloads, &mut attest).reply else {
             return Err("start".into());
         };
         let RunStatus::AwaitingApprovals { digest, .. } = first.status else {
@@ -123,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     approval: Approval::sign(digest, now() + 600_000, a),
                     certificate: cert,
                 },
+                &payloads,
                 &mut attest,
             );
         }
@@ -131,7 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             certificate: certificate.clone(),
             role_signatures: signatures(&pipeline, &operator),
         };
-        let Reply::Run(done) = engine.handle(resume, &mut attest) else { return Err("resume".into()) };
+        let Reply::Run(done) = engine.handle(resume, &payloads, &mut attest).reply else { return Err("resume".into()) };
         whole.push(t.elapsed().as_micros() as u64);
         if done.status != RunStatus::Completed {
             return Err(format!("{:?}", done.status).into());
@@ -146,12 +153,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = Sandbox::new(64 << 20)?;
     let loaded: Vec<_> = modules
         .iter()
-        .map(|m| sandbox.load(&m.wasm, &m.manifest, &release.verifying_key()))
+        .map(|m| {
+            let wasm = payloads.get(&m.wasm, &m.manifest.name).map_err(|e| e.to_string())?;
+            sandbox.load(wasm, &m.manifest, &release.verifying_key()).map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     let mut bare = vec![];
     for _ in 0..runs {
         let t = Instant::now();
-        let prepared = sandbox.run(&loaded[0], &caps, &dataset, Limits::default())?;
+        let prepared = sandbox.run(&loaded[0], &caps, &dataset_bytes, Limits::default())?;
         let model = sandbox.run(&loaded[1], &caps, &prepared.output, Limits::default())?;
         for policy in ["max_mse=0.5,min_rows=10", "max_mse=5,min_rows=20", "max_mse=1,min_rows=5"] {
             let mut input = model.output.clone();

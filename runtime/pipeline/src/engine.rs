@@ -26,212 +26,19 @@ use sovereign_governance::replay::ReplayStore;
 use sovereign_governance::signed::{ConfigSnapshot, RevocationList, RoleCertificate, RoleSignature};
 use sovereign_sandbox::{Capability, Limits, LoadedModule, ModuleManifest, Sandbox, Termination};
 
+use sovereign_protocol::pipeline::{
+    Command, MAX_LISTED_RUNS, Reply, RunReport, RunStatus, RunSummary, StageRecord, StartRun,
+    bundle_attestation_nonce,
+};
+use sovereign_protocol::{Blob, Payloads};
+
 use crate::spec::{Pipeline, Stage, StageKind};
 use crate::store::{Store, sha256};
 
-/// The role that runs pipeline stages.
-pub const OPERATOR_ROLE: &str = "pipeline-operator";
 /// Most runs kept in memory (older ones stay in the store).
 const MAX_OPEN_RUNS: usize = 64;
 /// Most compiled modules kept (the cache is emptied when full; modules recompile on demand).
 const MAX_COMPILED: usize = 32;
-
-/// A signed module with its manifest, as the operator sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModuleFile {
-    /// The WASM bytes.
-    pub wasm: Vec<u8>,
-    /// The release-signed manifest.
-    pub manifest: ModuleManifest,
-}
-
-/// Starts a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartRun {
-    /// The pipeline file.
-    pub pipeline_yaml: Vec<u8>,
-    /// The dataset the data_preparation stage names.
-    pub dataset: Vec<u8>,
-    /// The modules the stages name.
-    pub modules: Vec<ModuleFile>,
-    /// The signed policy bundle in force for the run.
-    pub policy: PolicyBundle,
-    /// The operator's role certificate.
-    pub certificate: RoleCertificate,
-    /// One role signature per stage action to run now.
-    pub role_signatures: Vec<RoleSignature>,
-    /// The admin root's current revocation list.
-    pub revocations: RevocationList,
-}
-
-/// What the operator asks of the engine (carried in `Request::Pipeline`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Start a run.
-    Start(Box<StartRun>),
-    /// Where a run stands.
-    Status {
-        /// The run.
-        run_id: String,
-    },
-    /// Record one approver's approval of a run's pending promotion.
-    Approve {
-        /// The run.
-        run_id: String,
-        /// The approval (signed by the approver).
-        approval: Approval,
-        /// The approver's role certificate.
-        certificate: RoleCertificate,
-    },
-    /// Continue a paused run.
-    Resume {
-        /// The run.
-        run_id: String,
-        /// The operator's role certificate.
-        certificate: RoleCertificate,
-        /// Role signatures for the remaining stages.
-        role_signatures: Vec<RoleSignature>,
-    },
-    /// Fetch an artifact of a run by hash.
-    Artifact {
-        /// The run (the artifact must be one of its own).
-        run_id: String,
-        /// SHA-256 of the artifact.
-        sha256: [u8; 32],
-    },
-    /// Export a compliance bundle of the whole audit log now, with attestation evidence.
-    ExportBundle,
-    /// Every run on the appliance, newest first (at most [`MAX_LISTED_RUNS`]): what an operator
-    /// asks after a power cut to find the runs it interrupted.
-    Runs,
-}
-
-/// The most runs [`Command::Runs`] lists.
-pub const MAX_LISTED_RUNS: usize = 256;
-
-/// One line of [`Command::Runs`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// Run ID.
-    pub run_id: String,
-    /// Pipeline name.
-    pub pipeline: String,
-    /// When the run was loaded (its config snapshot's time), ms since the Unix epoch.
-    pub started_ms: u64,
-    /// Stages done.
-    pub stages_done: usize,
-    /// Stages in the pipeline.
-    pub total_stages: usize,
-    /// Status.
-    pub status: RunStatus,
-}
-
-/// What the engine answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    /// A run's report.
-    Run(Box<RunReport>),
-    /// Approvals counted for a pending promotion.
-    Approved {
-        /// Valid approvals now recorded.
-        have: usize,
-        /// Approvals needed.
-        need: usize,
-    },
-    /// Bytes of an artifact or bundle.
-    Bytes(Vec<u8>),
-    /// The runs, newest first.
-    Runs(Vec<RunSummary>),
-    /// Refused; one line.
-    Refused(String),
-}
-
-/// Where a run stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RunStatus {
-    /// Between stages.
-    Running,
-    /// Paused before promotion.
-    AwaitingApprovals {
-        /// What approvers sign ([`Governor::approval_digest`] of the promotion).
-        digest: [u8; 32],
-        /// The model to promote.
-        candidate: [u8; 32],
-        /// Valid approvals recorded.
-        have: usize,
-        /// Approvals needed.
-        need: usize,
-        /// The role approvers must hold.
-        role: String,
-    },
-    /// Every stage passed.
-    Completed,
-    /// The runtime stopped (crash, power loss) while the run was between stages or inside one;
-    /// `Resume` picks it up again (a pure stage is re-run under a new execution ID, an
-    /// interrupted promotion asks for new approvals, and a promotion or rollback that had
-    /// already changed the deployment fails the run instead of being applied twice).
-    Interrupted {
-        /// The stage that was next or in flight.
-        stage: String,
-        /// Whether the stage had started (its marker was durable) when the runtime stopped.
-        in_flight: bool,
-    },
-    /// A stage failed or was refused; the run is over.
-    Failed {
-        /// The stage.
-        stage: String,
-        /// Why, one line.
-        reason: String,
-    },
-}
-
-/// One stage's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageRecord {
-    /// Stage name.
-    pub name: String,
-    /// Stage type.
-    pub kind: String,
-    /// The execution ID it ran under.
-    pub execution_id: String,
-    /// SHA-256 of the policy decision record it ran under.
-    pub decision: [u8; 32],
-    /// The output artifact.
-    pub artifact: [u8; 32],
-    /// What happened, one line.
-    pub summary: String,
-    /// Wall-clock time of the stage (governance and work), microseconds.
-    pub micros: u64,
-    /// Time of the governance steps alone (decision, binding, permit), microseconds.
-    pub governance_micros: u64,
-}
-
-/// A run's report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunReport {
-    /// Run ID.
-    pub run_id: String,
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Pipeline version.
-    pub version: String,
-    /// SHA-256 of the signed config snapshot's canonical pipeline JSON.
-    pub config_hash: [u8; 32],
-    /// The snapshot, signed by the node identity at load.
-    pub snapshot: ConfigSnapshot,
-    /// SHA-256 of the policy bundle in force.
-    pub policy_hash: [u8; 32],
-    /// Stages done.
-    pub stages: Vec<StageRecord>,
-    /// Stages in the pipeline.
-    pub total_stages: usize,
-    /// Status.
-    pub status: RunStatus,
-    /// The compliance bundle's artifact hash, once exported.
-    pub bundle: Option<[u8; 32]>,
-    /// Audit log size after the last stage.
-    pub audit_size: u64,
-}
 
 /// One promotion, as the deployment state records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,12 +117,14 @@ fn execution_id(run: &Run, stage: &str) -> String {
 /// Produces TPM attestation evidence for a nonce (the daemon's TPM; absent in host tests).
 pub type Attest<'a> = &'a mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>;
 
-/// The attestation nonce of a compliance bundle: it binds the quote to the checkpoint the
-/// bundle carries. `SHA-256("sovereign-bundle-attestation/v1\n" || checkpoint note text)`.
-pub fn bundle_attestation_nonce(checkpoint_note: &str) -> [u8; 32] {
-    let mut b = b"sovereign-bundle-attestation/v1\n".to_vec();
-    b.extend_from_slice(checkpoint_note.as_bytes());
-    sha256(&b)
+/// What the engine answers a command with: the reply, and the payloads its [`Blob`]s refer to
+/// (they travel as the response's attachments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The reply.
+    pub reply: Reply,
+    /// The payloads the reply refers to, in order.
+    pub payloads: Vec<Vec<u8>>,
 }
 
 /// Everything the engine is built from.
@@ -473,10 +282,16 @@ impl Engine {
         self.governor.as_mut().map(|(g, _, _)| g).ok_or_else(|| "governor unavailable".to_string())
     }
 
-    /// Answers one command.
-    pub fn handle(&mut self, command: Command, attest: Attest<'_>) -> Reply {
+    /// Answers one command; `payloads` are the request's checked attachments.
+    pub fn handle(&mut self, command: Command, payloads: &Payloads, attest: Attest<'_>) -> Answer {
+        let mut out = Vec::new();
+        let reply = self.dispatch(command, payloads, attest, &mut out);
+        Answer { reply, payloads: out }
+    }
+
+    fn dispatch(&mut self, command: Command, payloads: &Payloads, attest: Attest<'_>, out: &mut Vec<Vec<u8>>) -> Reply {
         match command {
-            Command::Start(start) => match self.start(*start) {
+            Command::Start(start) => match self.start(*start, payloads) {
                 Ok(run_id) => self.advance(&run_id, attest),
                 Err(e) => {
                     // A refused run is audited too (a tampered module, a bad pipeline file).
@@ -535,13 +350,21 @@ impl Engine {
                         return refusal(format!("artifact {} is not one of run {run_id}'s", hex::encode(sha256)));
                     }
                     match self.store.get(&sha256) {
-                        Ok(b) => Reply::Bytes(b),
+                        Ok(b) => {
+                            let blob = Blob::of(&b);
+                            out.push(b);
+                            Reply::Blob(blob)
+                        }
                         Err(e) => refusal(e),
                     }
                 }
             },
             Command::ExportBundle => match self.export_bundle(attest) {
-                Ok(bytes) => Reply::Bytes(bytes),
+                Ok(bytes) => {
+                    let blob = Blob::of(&bytes);
+                    out.push(bytes);
+                    Reply::Blob(blob)
+                }
                 Err(e) => refusal(format!("audit export: {e}")),
             },
             Command::Runs => match self.runs() {
@@ -629,7 +452,7 @@ impl Engine {
 
     /// Loads a run: pipeline validated, config snapshot signed and logged, modules verified
     /// against their release-signed manifests and stored, dataset stored.
-    fn start(&mut self, start: StartRun) -> Result<String, String> {
+    fn start(&mut self, start: StartRun, payloads: &Payloads) -> Result<String, String> {
         let pipeline = Pipeline::parse(&start.pipeline_yaml).map_err(|e| e.to_string())?;
         start.policy.verify(&[self.release]).map_err(|e| e.to_string())?;
         start.revocations.verify(&self.admin, 0).map_err(|e| e.to_string())?;
@@ -645,10 +468,11 @@ impl Engine {
                     .iter()
                     .find(|m| m.manifest.name == name)
                     .ok_or(format!("stage {}: module {name} was not sent", stage.name))?;
+                let wasm = payloads.get(&file.wasm, &format!("module {name}")).map_err(|e| e.to_string())?;
                 // Verify (signature, hash) and compile before anything runs; a module already
                 // compiled under the same signed manifest is reused.
                 file.manifest
-                    .verify(&file.wasm, &self.release)
+                    .verify(wasm, &self.release)
                     .map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
                 let key = compiled_key(&file.manifest);
                 if self.compiled.len() >= MAX_COMPILED {
@@ -657,15 +481,15 @@ impl Engine {
                 if !self.compiled.contains_key(&key) {
                     let loaded = self
                         .sandbox
-                        .load(&file.wasm, &file.manifest, &self.release)
+                        .load(wasm, &file.manifest, &self.release)
                         .map_err(|e| format!("stage {}: {e}", stage.name))?;
                     self.compiled.insert(key, loaded);
                 }
-                let hash = self.store.put(&file.wasm)?;
+                let hash = self.store.put(wasm)?;
                 modules.insert(name.to_string(), (file.manifest.clone(), hash));
             }
         }
-        let dataset = self.store.put(&start.dataset)?;
+        let dataset = self.store.put(payloads.get(&start.dataset, "dataset").map_err(|e| e.to_string())?)?;
         let policy_json = serde_json::to_vec(&start.policy).map_err(|e| e.to_string())?;
         self.store.put_record(&format!("policy-{}", hex::encode(start.policy.hash())), &policy_json)?;
         let mut id = [0u8; 16];

@@ -4,15 +4,23 @@
 //! decision, a binding and a permit from the governance kernel, WASM stages in the sandbox,
 //! every artifact hashed, sealed and logged ([`engine`]).
 //!
+//! Without the default feature `engine` the crate is the pipeline file's parser alone (no
+//! wasmtime, no CozoDB): what the operator CLI needs.
+//!
 //! Must never: run a stage without a permit, run a module whose release-signed manifest does
 //! not pin its bytes, promote with fewer approvals than the pipeline and the policy require,
 //! or report a rollback it did not prove.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod spec;
+#[cfg(feature = "engine")]
 pub mod store;
 
-pub use engine::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
+#[cfg(feature = "engine")]
+pub use engine::{Answer, Engine, EngineConfig};
+#[cfg(feature = "engine")]
+pub use sovereign_protocol::pipeline::{Command, Reply, RunReport, RunStatus, StartRun};
 pub use spec::Pipeline;

@@ -13,10 +13,51 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
-use sovereign_pipeline::engine::{ModuleFile, OPERATOR_ROLE};
+use sovereign_pipeline::engine::Attest;
 use sovereign_pipeline::spec::Pipeline;
 use sovereign_pipeline::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
+use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
+use sovereign_protocol::{Blob, Payloads};
 use sovereign_sandbox::{Capability, ModuleManifest};
+
+thread_local! {
+    /// Every payload this test thread attached: what the control API would have delivered
+    /// with each request as checked chunks.
+    static SENT: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Attaches `bytes` (as the CLI would) and returns the request's reference to them.
+fn attach(bytes: Vec<u8>) -> Blob {
+    let blob = Blob::of(&bytes);
+    SENT.with(|s| s.borrow_mut().push(bytes));
+    blob
+}
+
+/// The bytes an attachment reference names.
+fn attached(blob: &Blob) -> Vec<u8> {
+    SENT.with(|s| s.borrow().iter().find(|b| Blob::of(b) == *blob).cloned()).expect("attached")
+}
+
+/// Asks the engine, with every payload attached so far.
+trait Ask {
+    fn ask(&mut self, command: Command, attest: Attest<'_>) -> Reply;
+    fn fetch(&mut self, command: Command, attest: Attest<'_>) -> Vec<u8>;
+}
+
+impl Ask for Engine {
+    fn ask(&mut self, command: Command, attest: Attest<'_>) -> Reply {
+        let payloads = SENT.with(|s| Payloads::from_bytes(s.borrow().clone()));
+        self.handle(command, &payloads, attest).reply
+    }
+
+    fn fetch(&mut self, command: Command, attest: Attest<'_>) -> Vec<u8> {
+        let answer = self.handle(command, &Payloads::default(), attest);
+        match (answer.reply, answer.payloads.as_slice()) {
+            (Reply::Blob(blob), [bytes]) if Blob::of(bytes) == blob => bytes.clone(),
+            (reply, p) => panic!("expected one attached payload, got {reply:?} with {} payloads", p.len()),
+        }
+    }
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -64,7 +105,7 @@ fn module(name: &str, k: &Keys) -> ModuleFile {
     let wasm = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} — build the modules with `cargo xtask modules`", path.display()));
     let caps = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
-    ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &k.release), wasm }
+    ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &caps, &k.release), wasm: attach(wasm) }
 }
 
 fn signatures(pipeline: &Pipeline, k: &Keys) -> Vec<RoleSignature> {
@@ -94,7 +135,7 @@ fn start(yaml: &str, k: &Keys) -> StartRun {
     let policy = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap();
     StartRun {
         pipeline_yaml: yaml.as_bytes().to_vec(),
-        dataset: std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap(),
+        dataset: attach(std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap()),
         modules: ["normalize", "train", "agent"].iter().map(|m| module(m, k)).collect(),
         policy: PolicyBundle::sign("iron-path", 1, &policy, &k.release),
         certificate: certificate(k),
@@ -126,12 +167,12 @@ fn approve(engine: &mut Engine, report: &RunReport, who: &SigningKey, k: &Keys) 
     let RunStatus::AwaitingApprovals { digest, .. } = report.status else { panic!("{:?}", report.status) };
     let certificate = RoleCertificate::issue(&who.verifying_key(), &["approver"], 7, now() + 3_600_000, &k.admin);
     let approval = Approval::sign(digest, now() + 600_000, who);
-    engine.handle(Command::Approve { run_id: report.run_id.clone(), approval, certificate }, &mut no_tpm)
+    engine.ask(Command::Approve { run_id: report.run_id.clone(), approval, certificate }, &mut no_tpm)
 }
 
-fn resume(engine: &mut Engine, run_id: &str, k: &Keys, attest: sovereign_pipeline::engine::Attest<'_>) -> RunReport {
+fn resume(engine: &mut Engine, run_id: &str, k: &Keys, attest: Attest<'_>) -> RunReport {
     let pipeline = Pipeline::parse(iron_path().as_bytes()).unwrap();
-    run_report(engine.handle(
+    run_report(engine.ask(
         Command::Resume {
             run_id: run_id.into(),
             certificate: certificate(k),
@@ -155,7 +196,7 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut unmeasured = engine_with(dir.path(), &k, facts(false).measurements());
-    let report = run_report(unmeasured.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let report = run_report(unmeasured.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
     assert_eq!(stage, "prepare");
     assert!(reason.contains("the platform is not measured-boot verified"), "{reason}");
@@ -164,7 +205,7 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
     // The same facts with a measured boot: the first stages run.
     let dir = tempfile::tempdir().unwrap();
     let mut measured = engine_with(dir.path(), &k, facts(true).measurements());
-    let report = run_report(measured.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let report = run_report(measured.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(report.status, RunStatus::AwaitingApprovals { .. }), "{:?}", report.status);
 }
 
@@ -175,7 +216,7 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let mut engine = engine(dir.path(), &k);
 
     // Runs until promotion, then waits: a pipeline without enough approvals stops there.
-    let report = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let report = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     let kinds: Vec<&str> = report.stages.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(kinds, ["data_preparation", "model_training", "agent_chain"], "{report:?}");
     let RunStatus::AwaitingApprovals { have: 0, need: 2, candidate, .. } = report.status else {
@@ -207,12 +248,12 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     // A second run (promoted, not rolled back: its pipeline has no rollback stage) and a third
     // whose rollback restores the second run's model and proves it.
     let no_rollback = iron_path().replace("  - name: rollback\n    type: rollback\n\n", "");
-    let second = run_report(engine.handle(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
+    let second = run_report(engine.ask(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
     for a in &k.approvers {
         assert!(matches!(approve(&mut engine, &second, a, &k), Reply::Approved { .. }));
     }
     let pipeline = Pipeline::parse(no_rollback.as_bytes()).unwrap();
-    let done = run_report(engine.handle(
+    let done = run_report(engine.ask(
         Command::Resume {
             run_id: second.run_id.clone(),
             certificate: certificate(&k),
@@ -224,14 +265,10 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let model = done.stages[1].artifact;
     assert_eq!(engine.deployment().unwrap().live(), Some(model));
     let bundle = done.bundle.expect("bundle");
-    let Reply::Bytes(bytes) =
-        engine.handle(Command::Artifact { run_id: second.run_id.clone(), sha256: bundle }, &mut no_tpm)
-    else {
-        panic!()
-    };
+    let bytes = engine.fetch(Command::Artifact { run_id: second.run_id.clone(), sha256: bundle }, &mut no_tpm);
     assert!(bytes.len() > 1024 && bytes.windows(13).any(|w| w == b"evidence.json"));
 
-    let third = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let third = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     for a in &k.approvers {
         approve(&mut engine, &third, a, &k);
     }
@@ -255,15 +292,19 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
 
     // A module whose bytes differ from what its release-signed manifest pins.
     let mut tampered = start(&iron_path(), &k);
-    let last = tampered.modules[1].wasm.len() - 1;
-    tampered.modules[1].wasm[last] ^= 1;
-    let reply = engine.handle(Command::Start(Box::new(tampered)), &mut no_tpm);
+    let mut bytes = attached(&tampered.modules[1].wasm);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    tampered.modules[1].wasm = attach(bytes);
+    let reply = engine.ask(Command::Start(Box::new(tampered)), &mut no_tpm);
     assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
 
     // A dataset that is not the one the pipeline pins: the policy denies data preparation.
     let mut wrong = start(&iron_path(), &k);
-    wrong.dataset.extend_from_slice(b"99,99\n");
-    let report = run_report(engine.handle(Command::Start(Box::new(wrong)), &mut no_tpm));
+    let mut bytes = attached(&wrong.dataset);
+    bytes.extend_from_slice(b"99,99\n");
+    wrong.dataset = attach(bytes);
+    let report = run_report(engine.ask(Command::Start(Box::new(wrong)), &mut no_tpm));
     let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
     assert_eq!(stage, "prepare");
     assert!(reason.contains("dataset does not hash"), "{reason}");
@@ -271,9 +312,9 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
     // A role signature is single use: replaying a run's signatures is refused.
     let first = start(&iron_path(), &k);
     let mut replayed = first.clone();
-    run_report(engine.handle(Command::Start(Box::new(first)), &mut no_tpm));
+    run_report(engine.ask(Command::Start(Box::new(first)), &mut no_tpm));
     replayed.role_signatures.truncate(1);
-    let report = run_report(engine.handle(Command::Start(Box::new(replayed)), &mut no_tpm));
+    let report = run_report(engine.ask(Command::Start(Box::new(replayed)), &mut no_tpm));
     assert!(
         matches!(&report.status, RunStatus::Failed { reason, .. } if reason.contains("replay")),
         "{:?}",
@@ -291,14 +332,14 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
         start(&iron_path().replace("{ name: safety, module: agent", "{ name: safety, module: spinner"), &k);
     hostile.modules.push(ModuleFile {
         manifest: ModuleManifest::sign("spinner", 1, &hostile_wasm, &[Capability::WriteOutput], &k.release),
-        wasm: hostile_wasm,
+        wasm: attach(hostile_wasm),
     });
     engine.limits.wall_ms = 500;
-    let report = run_report(engine.handle(Command::Start(Box::new(hostile)), &mut no_tpm));
+    let report = run_report(engine.ask(Command::Start(Box::new(hostile)), &mut no_tpm));
     let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
     assert_eq!(stage, "review");
     assert!(reason.contains("consensus unanimous (3 of 3) not reached (2 of 3 approve)"), "{reason}");
-    let ok = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let ok = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(ok.status, RunStatus::AwaitingApprovals { .. }), "{:?}", ok.status);
 
     // Each kind of hostile agent ends as an audited termination, and the engine serves on.
@@ -321,8 +362,8 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
             &iron_path().replace("{ name: safety, module: agent", &format!("{{ name: safety, module: {name}")),
             &k,
         );
-        start.modules.push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &[], &k.release), wasm });
-        let report = run_report(engine.handle(Command::Start(Box::new(start)), &mut no_tpm));
+        start.modules.push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &[], &k.release), wasm: attach(wasm) });
+        let report = run_report(engine.ask(Command::Start(Box::new(start)), &mut no_tpm));
         assert!(
             matches!(&report.status, RunStatus::Failed { stage, .. } if stage == "review"),
             "{name}: {:?}",
@@ -341,11 +382,11 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
         start(&iron_path().replace("{ name: safety, module: agent", "{ name: safety, module: sneaky"), &k);
     start_sneaky.modules.push(ModuleFile {
         manifest: ModuleManifest::sign("sneaky", 1, &sneaky, &[Capability::WriteOutput], &k.release),
-        wasm: sneaky,
+        wasm: attach(sneaky),
     });
-    let reply = engine.handle(Command::Start(Box::new(start_sneaky)), &mut no_tpm);
+    let reply = engine.ask(Command::Start(Box::new(start_sneaky)), &mut no_tpm);
     assert!(matches!(&reply, Reply::Refused(r) if r.contains("import not granted: sovereign.random")), "{reply:?}");
-    let ok = run_report(engine.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let ok = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(ok.status, RunStatus::AwaitingApprovals { .. }), "{:?}", ok.status);
 
     // Every refusal above is in the audit log.
@@ -384,7 +425,7 @@ fn audit_lines(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn status(engine: &mut Engine, run_id: &str) -> RunStatus {
-    run_report(engine.handle(Command::Status { run_id: run_id.into() }, &mut no_tpm)).status
+    run_report(engine.ask(Command::Status { run_id: run_id.into() }, &mut no_tpm)).status
 }
 
 #[test]
@@ -392,7 +433,7 @@ fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
     let (dir, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let k = keys();
     let mut live = engine(dir.path(), &k);
-    let report = run_report(live.handle(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let report = run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     for a in &k.approvers {
         approve(&mut live, &report, a, &k);
     }
@@ -412,7 +453,7 @@ fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
         RunStatus::Interrupted { stage: "export".into(), in_flight: true }
     );
     // Listed as interrupted, for the operator who lost the reply.
-    let Reply::Runs(runs) = restarted.handle(Command::Runs, &mut no_tpm) else { panic!("no run list") };
+    let Reply::Runs(runs) = restarted.ask(Command::Runs, &mut no_tpm) else { panic!("no run list") };
     assert_eq!(runs.len(), 1);
     assert_eq!((runs[0].run_id.as_str(), runs[0].stages_done, runs[0].total_stages), (report.run_id.as_str(), 5, 6));
     assert!(matches!(runs[0].status, RunStatus::Interrupted { .. }));
@@ -433,7 +474,7 @@ fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
         lines.iter().any(|l| l.contains(&format!("execution \"{}:export\" ended by an interruption", report.run_id))),
         "the interrupted execution is closed in the audit log"
     );
-    let again = restarted.handle(
+    let again = restarted.ask(
         Command::Resume { run_id: report.run_id.clone(), certificate: certificate(&k), role_signatures: vec![] },
         &mut no_tpm,
     );
@@ -464,7 +505,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     let k = keys();
     let no_rollback = iron_path().replace("  - name: rollback\n    type: rollback\n\n", "");
     let mut live = engine(dir.path(), &k);
-    let report = run_report(live.handle(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
+    let report = run_report(live.ask(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
     let RunStatus::AwaitingApprovals { digest: first_digest, candidate, .. } = report.status else { panic!() };
     for a in &k.approvers {
         approve(&mut live, &report, a, &k);
@@ -482,7 +523,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     // A record whose marker disagrees with its next stage is not guessed at.
     rewind_into_promote(applied.path(), &report.run_id, 2);
     let mut inconsistent = engine(applied.path(), &k);
-    let refused = inconsistent.handle(
+    let refused = inconsistent.ask(
         Command::Resume { run_id: report.run_id.clone(), certificate: certificate(&k), role_signatures: vec![] },
         &mut no_tpm,
     );
@@ -524,7 +565,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     let stale = Approval::sign(first_digest, now() + 600_000, &k.approvers[0]);
     let cert = RoleCertificate::issue(&k.approvers[0].verifying_key(), &["approver"], 7, now() + 3_600_000, &k.admin);
     let refused = restarted
-        .handle(Command::Approve { run_id: report.run_id.clone(), approval: stale, certificate: cert }, &mut no_tpm);
+        .ask(Command::Approve { run_id: report.run_id.clone(), approval: stale, certificate: cert }, &mut no_tpm);
     assert!(matches!(refused, Reply::Refused(_)), "{refused:?}");
     for a in &k.approvers {
         assert!(matches!(approve(&mut restarted, &paused, a, &k), Reply::Approved { .. }));

@@ -1,27 +1,37 @@
 //! `sovereign-protocol`: the control API's wire format — typed requests and responses
-//! (serde + postcard), each request signed by an operator key with a nonce and a timestamp,
-//! each response signed by the node identity and bound to the request it answers — plus the
-//! [`Gate`] that refuses unsigned, wrongly signed, unauthorized, stale and replayed requests
-//! with a one-line reason, and length-prefixed framing for any byte stream.
+//! (serde + postcard), pipeline commands included ([`pipeline`]); each request signed by an
+//! operator key for one node, with a nonce and a timestamp; each response signed by the node
+//! identity and bound to the request it answers — plus the [`Gate`] that refuses unsigned,
+//! wrongly signed, misaddressed, unauthorized, stale and replayed requests with a one-line
+//! reason, and the framing of any byte stream with payloads of any size as checked chunks
+//! ([`stream`]).
 //!
 //! Pure: no IO and no clock (callers pass `now`). Transport-independent: the same frames go
 //! over a virtio-serial port, a TCP stream or the mesh.
 //!
-//! Must never: accept a request whose signature it did not verify, or the same signed request
-//! twice within its freshness window; allocate more than [`MAX_FRAME`] for a frame.
+//! Must never: accept a request whose signature it did not verify, a request signed for another
+//! node, or the same signed request twice within its freshness window; keep a chunk that does
+//! not match its signed digest; allocate more than [`MAX_FRAME`] for a frame.
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+mod gate;
+mod message;
+pub mod pipeline;
+pub mod stream;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 
-/// Largest frame accepted (evidence with event logs fits comfortably).
-pub const MAX_FRAME: usize = 4 * 1024 * 1024;
-const REQUEST_CONTEXT: &[u8] = b"sovereign-request/v1\n";
-const RESPONSE_CONTEXT: &[u8] = b"sovereign-response/v1\n";
+pub use gate::{Gate, Refusal};
+pub use message::{
+    ANY_NODE, Confinement, Evidence, Request, Response, SignedRequest, SignedResponse, Status,
+};
+pub use stream::{
+    Assembly, Attachment, Blob, CHUNK_SIZE, Chunk, Frame, MAX_FRAME, MAX_MESSAGE_PAYLOAD, Payloads, decode, frame,
+    frame_len,
+};
+
 const ATTEST_CONTEXT: &[u8] = b"sovereign-attest/v1\n";
 
 /// The PCRs every attestation quotes: the firmware (0–7), the load options and initrd the
@@ -40,348 +50,26 @@ pub fn attest_qualifying_data(nonce: &[u8; 32], identity: &[u8; 32]) -> [u8; 32]
     h.finalize().into()
 }
 
-/// What an operator asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Request {
-    /// Version, manifest digest, uptime, identity.
-    Status,
-    /// A TPM quote binding `nonce` and the node identity, with the evidence to check it.
-    Attest {
-        /// The verifier's fresh nonce.
-        nonce: [u8; 32],
-    },
-    /// Proves the attestation key lives in the same TPM as the endorsement key: the TPM
-    /// releases `secret` from a credential made for the AK's name under the EK only if both
-    /// keys are loaded in it (TPM2_ActivateCredential).
-    ActivateCredential {
-        /// `TPM2B_ID_OBJECT` contents (integrity HMAC and encrypted credential).
-        credential_blob: Vec<u8>,
-        /// `TPM2B_ENCRYPTED_SECRET` contents (the seed, RSA-OAEP encrypted to the EK).
-        encrypted_secret: Vec<u8>,
-    },
-    /// A pipeline command (`sovereign_pipeline::Command`, postcard-encoded): start, status,
-    /// approve, resume, fetch an artifact, export a compliance bundle.
-    Pipeline(Vec<u8>),
-}
-
-/// A request with its operator signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedRequest {
-    /// The operator's Ed25519 public key.
-    pub operator: [u8; 32],
-    /// Random per request: a request is accepted once.
-    pub nonce: [u8; 16],
-    /// Milliseconds since the Unix epoch on the operator's clock.
-    pub timestamp_ms: u64,
-    /// The request.
-    pub request: Request,
-    /// Signature over [`SignedRequest::signing_bytes`].
-    pub signature: Vec<u8>,
-}
-
-impl SignedRequest {
-    /// Signs `request` as `operator`.
-    pub fn sign(request: Request, operator: &SigningKey, nonce: [u8; 16], timestamp_ms: u64) -> Self {
-        let mut r = SignedRequest {
-            operator: operator.verifying_key().to_bytes(),
-            nonce,
-            timestamp_ms,
-            request,
-            signature: vec![],
-        };
-        r.signature = operator.sign(&r.signing_bytes()).to_bytes().to_vec();
-        r
-    }
-
-    /// `"sovereign-request/v1\n" || postcard(operator, nonce, timestamp, request)`.
-    pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = REQUEST_CONTEXT.to_vec();
-        out.extend(
-            postcard::to_allocvec(&(&self.operator, &self.nonce, self.timestamp_ms, &self.request))
-                .expect("encoding in memory cannot fail"),
-        );
-        out
-    }
-
-    /// SHA-256 of the whole signed request (what the response is bound to).
-    pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(postcard::to_allocvec(self).expect("encoding in memory cannot fail")).into()
-    }
-}
-
-/// Facts about the node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// Image version.
-    pub version: u64,
-    /// SHA-256 of the signed manifest the node booted.
-    pub manifest_sha256: [u8; 32],
-    /// Seconds since boot.
-    pub uptime_s: u64,
-    /// Node identity public key.
-    pub identity: [u8; 32],
-    /// What confines the runtime that answered, as the kernel reports it.
-    pub confinement: Confinement,
-}
-
-/// The runtime's confinement as the kernel reports it (`/proc/self/status`,
-/// `/sys/kernel/security/lockdown`), read when the request is answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Confinement {
-    /// Real, effective, saved and file-system user IDs.
-    pub uids: [u32; 4],
-    /// Real, effective, saved and file-system group IDs.
-    pub gids: [u32; 4],
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-    /// Capability sets as bit masks: inheritable, permitted, effective, bounding, ambient.
-    pub cap_inh: u64,
-    /// Permitted capabilities.
-    pub cap_prm: u64,
-    /// Effective capabilities.
-    pub cap_eff: u64,
-    /// Capability bounding set.
-    pub cap_bnd: u64,
-    /// Ambient capabilities.
-    pub cap_amb: u64,
-    /// `NoNewPrivs`.
-    pub no_new_privs: bool,
-    /// `Seccomp`: 0 off, 1 strict, 2 filter.
-    pub seccomp_mode: u8,
-    /// `Seccomp_filters`: how many filters are stacked.
-    pub seccomp_filters: u32,
-    /// The kernel lockdown mode in force (`none`, `integrity`, `confidentiality`), or why it
-    /// could not be read.
-    pub lockdown: String,
-}
-
-impl Confinement {
-    /// Every way this falls short of the confinement the runtime must run under (an
-    /// unprivileged uid and gid, no supplementary groups, no capabilities in any set,
-    /// `no_new_privs`, a seccomp filter, kernel lockdown); empty when it is confined.
-    pub fn shortfalls(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.uids.contains(&0) {
-            out.push(format!("runs with uid 0 (uids {:?})", self.uids));
-        }
-        if self.gids.contains(&0) {
-            out.push(format!("runs with gid 0 (gids {:?})", self.gids));
-        }
-        if !self.groups.is_empty() {
-            out.push(format!("has supplementary groups {:?}", self.groups));
-        }
-        for (name, set) in [
-            ("inheritable", self.cap_inh),
-            ("permitted", self.cap_prm),
-            ("effective", self.cap_eff),
-            ("bounding", self.cap_bnd),
-            ("ambient", self.cap_amb),
-        ] {
-            if set != 0 {
-                out.push(format!("{name} capabilities {set:#018x} are not empty"));
+/// Fuzz entry point: arbitrary bytes as a frame body, a request through the gate and its
+/// attachments through an assembly fed with the same bytes as a chunk.
+pub fn fuzz_request(data: &[u8]) {
+    let node = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
+    match decode(data) {
+        Ok(Frame::Request(req)) => {
+            let mut gate = Gate::new(node, vec![SigningKey::from_bytes(&[1; 32]).verifying_key()], 30_000);
+            let _ = gate.admit(&req, req.timestamp_ms);
+            if let Ok(mut assembly) = Assembly::new(req.digest(), &req.attachments) {
+                let chunk = Chunk { message: req.digest(), attachment: 0, index: 0, bytes: data.to_vec() };
+                let _ = assembly.accept(&chunk);
+                let _ = assembly.remaining();
+                let _ = assembly.finish();
             }
         }
-        if !self.no_new_privs {
-            out.push("no_new_privs is off".into());
+        Ok(Frame::Response(resp)) => {
+            let _ = stream::check_manifests(&resp.attachments);
         }
-        if self.seccomp_mode != 2 {
-            out.push(format!("seccomp mode is {}, not 2 (filter)", self.seccomp_mode));
-        }
-        if self.lockdown != "integrity" && self.lockdown != "confidentiality" {
-            out.push(format!("kernel lockdown is {:?}, not integrity or confidentiality", self.lockdown));
-        }
-        out
+        _ => {}
     }
-}
-
-/// Attestation evidence, in standard TPM encodings where TPM structures are concerned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Marshalled `TPMS_ATTEST`.
-    pub attest: Vec<u8>,
-    /// Marshalled `TPMT_SIGNATURE`.
-    pub signature: Vec<u8>,
-    /// Marshalled `TPMT_PUBLIC` of the AK.
-    pub ak_public: Vec<u8>,
-    /// Marshalled `TPMT_PUBLIC` of the EK.
-    pub ek_public: Vec<u8>,
-    /// DER EK certificate, if the TPM has one.
-    pub ek_certificate: Option<Vec<u8>>,
-    /// Quoted PCR values: (index, value).
-    pub pcrs: Vec<(u8, [u8; 32])>,
-    /// The firmware's TCG event log.
-    pub firmware_log: Vec<u8>,
-    /// PID 1's measurement log.
-    pub measurement_log: Vec<u8>,
-    /// The signed manifest the node booted (canonical bytes).
-    pub manifest: Vec<u8>,
-    /// The manifest signature.
-    pub manifest_signature: Vec<u8>,
-}
-
-/// What the node answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Response {
-    /// Answer to [`Request::Status`].
-    Status(Status),
-    /// Answer to [`Request::Attest`].
-    Evidence(Box<Evidence>),
-    /// Answer to [`Request::ActivateCredential`]: the credential the TPM released.
-    Credential(Vec<u8>),
-    /// Answer to [`Request::Pipeline`] (`sovereign_pipeline::Reply`, postcard-encoded).
-    Pipeline(Vec<u8>),
-    /// The request was refused; the reason is one line.
-    Refused(String),
-}
-
-/// A response signed by the node identity, bound to the request it answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedResponse {
-    /// [`SignedRequest::digest`] of the request answered.
-    pub request_digest: [u8; 32],
-    /// The response.
-    pub response: Response,
-    /// Node identity public key.
-    pub identity: [u8; 32],
-    /// Signature over `"sovereign-response/v1\n" || postcard(request_digest, response)`.
-    pub signature: Vec<u8>,
-}
-
-fn response_bytes(request_digest: &[u8; 32], response: &Response) -> Vec<u8> {
-    let mut out = RESPONSE_CONTEXT.to_vec();
-    out.extend(postcard::to_allocvec(&(request_digest, response)).expect("encoding in memory cannot fail"));
-    out
-}
-
-impl SignedResponse {
-    /// Signs `response` to `request` with the node identity.
-    pub fn sign(request: &SignedRequest, response: Response, identity: &SigningKey) -> Self {
-        let request_digest = request.digest();
-        let signature = identity.sign(&response_bytes(&request_digest, &response)).to_bytes().to_vec();
-        SignedResponse { request_digest, response, identity: identity.verifying_key().to_bytes(), signature }
-    }
-
-    /// Verifies the signature with `identity` and the binding to `request`.
-    pub fn verify(&self, request: &SignedRequest, identity: &VerifyingKey) -> Result<&Response, Refusal> {
-        if self.request_digest != request.digest() {
-            return Err(Refusal::WrongRequest);
-        }
-        if &self.identity != identity.as_bytes() {
-            return Err(Refusal::BadSignature);
-        }
-        let sig = Signature::from_slice(&self.signature).map_err(|_| Refusal::BadSignature)?;
-        identity
-            .verify_strict(&response_bytes(&self.request_digest, &self.response), &sig)
-            .map_err(|_| Refusal::BadSignature)?;
-        Ok(&self.response)
-    }
-}
-
-/// Why a request or response was refused (each is one line).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// Not decodable.
-    #[error("malformed message: {0}")]
-    Malformed(String),
-    /// Signature missing or wrong.
-    #[error("signature does not verify")]
-    BadSignature,
-    /// Signed by a key that holds no role here.
-    #[error("operator key {0} is not authorized")]
-    NotAuthorized(String),
-    /// Timestamp outside the freshness window.
-    #[error("request timestamp is {skew_ms} ms away from the node's clock (window ±{window_ms} ms)")]
-    Stale {
-        /// Signed difference, ms.
-        skew_ms: i128,
-        /// Allowed window, ms.
-        window_ms: u64,
-    },
-    /// The same request was seen before.
-    #[error("request nonce already used (replay)")]
-    Replayed,
-    /// A response answers another request.
-    #[error("response is bound to another request")]
-    WrongRequest,
-}
-
-/// Admits requests: authorized operator, valid signature, fresh, not replayed.
-#[derive(Debug, Clone)]
-pub struct Gate {
-    operators: Vec<VerifyingKey>,
-    window_ms: u64,
-    seen: BTreeMap<[u8; 16], u64>,
-    max_seen: usize,
-}
-
-impl Gate {
-    /// A gate admitting `operators` with a freshness window of ±`window_ms`.
-    pub fn new(operators: Vec<VerifyingKey>, window_ms: u64) -> Self {
-        Gate { operators, window_ms, seen: BTreeMap::new(), max_seen: 100_000 }
-    }
-
-    /// Checks a request at `now_ms`; on success records its nonce until it expires.
-    pub fn admit(&mut self, request: &SignedRequest, now_ms: u64) -> Result<(), Refusal> {
-        let key = VerifyingKey::from_bytes(&request.operator).map_err(|_| Refusal::BadSignature)?;
-        let sig = Signature::from_slice(&request.signature).map_err(|_| Refusal::BadSignature)?;
-        key.verify_strict(&request.signing_bytes(), &sig).map_err(|_| Refusal::BadSignature)?;
-        if !self.operators.contains(&key) {
-            return Err(Refusal::NotAuthorized(hex(&request.operator)));
-        }
-        let skew = i128::from(request.timestamp_ms) - i128::from(now_ms);
-        if skew.unsigned_abs() > u128::from(self.window_ms) {
-            return Err(Refusal::Stale { skew_ms: skew, window_ms: self.window_ms });
-        }
-        self.seen.retain(|_, expiry| *expiry >= now_ms);
-        if self.seen.contains_key(&request.nonce) {
-            return Err(Refusal::Replayed);
-        }
-        if self.seen.len() >= self.max_seen {
-            // Fail closed: refuse rather than forget a nonce that is still fresh.
-            return Err(Refusal::Replayed);
-        }
-        self.seen.insert(request.nonce, request.timestamp_ms.saturating_add(self.window_ms));
-        Ok(())
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Encodes a message as a frame: `u32 big-endian length || postcard bytes`.
-pub fn frame<T: Serialize>(message: &T) -> Vec<u8> {
-    let body = postcard::to_allocvec(message).expect("encoding in memory cannot fail");
-    let mut out = (body.len() as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
-}
-
-/// Reads the length prefix of a frame; refuses frames over [`MAX_FRAME`].
-pub fn frame_len(prefix: [u8; 4]) -> Result<usize, Refusal> {
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME {
-        return Err(Refusal::Malformed(format!("frame of {len} bytes exceeds {MAX_FRAME}")));
-    }
-    Ok(len)
-}
-
-/// Decodes a frame body.
-pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Refusal> {
-    postcard::from_bytes(body).map_err(|e| Refusal::Malformed(e.to_string()))
-}
-
-/// Fuzz entry point: arbitrary bytes as a request frame body, through the gate.
-pub fn fuzz_request(data: &[u8]) {
-    if let Ok(req) = decode::<SignedRequest>(data) {
-        let mut gate = Gate::new(vec![SigningKey::from_bytes(&[1; 32]).verifying_key()], 30_000);
-        let _ = gate.admit(&req, req.timestamp_ms);
-        let _ = req.digest();
-    }
-    let _ = decode::<SignedResponse>(data);
 }
 
 #[cfg(test)]
@@ -392,14 +80,26 @@ mod tests {
         SigningKey::from_bytes(&[1; 32])
     }
 
+    fn node() -> SigningKey {
+        SigningKey::from_bytes(&[9; 32])
+    }
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
     fn gate() -> Gate {
-        Gate::new(vec![admin().verifying_key()], 30_000)
+        Gate::new(node().verifying_key().to_bytes(), vec![admin().verifying_key()], 30_000)
+    }
+
+    fn sign(request: Request, key: &SigningKey, nonce: u8, at: u64) -> SignedRequest {
+        SignedRequest::sign(request, node().verifying_key().to_bytes(), vec![], key, [nonce; 16], at)
     }
 
     #[test]
     fn admits_a_fresh_signed_request_once() {
         let mut g = gate();
-        let r = SignedRequest::sign(Request::Status, &admin(), [7; 16], 1_000_000);
+        let r = sign(Request::Status, &admin(), 7, 1_000_000);
         g.admit(&r, 1_000_500).unwrap();
         assert_eq!(g.admit(&r, 1_000_600), Err(Refusal::Replayed));
     }
@@ -409,49 +109,142 @@ mod tests {
         let mut g = gate();
         let now = 5_000_000;
         let stranger = SigningKey::from_bytes(&[2; 32]);
-        let r = SignedRequest::sign(Request::Status, &stranger, [1; 16], now);
-        assert!(matches!(g.admit(&r, now), Err(Refusal::NotAuthorized(_))));
-        let mut forged = SignedRequest::sign(Request::Status, &admin(), [2; 16], now);
+        assert!(matches!(g.admit(&sign(Request::Status, &stranger, 1, now), now), Err(Refusal::NotAuthorized(_))));
+        let mut forged = sign(Request::Status, &admin(), 2, now);
         forged.request = Request::Attest { nonce: [0; 32] };
         assert_eq!(g.admit(&forged, now), Err(Refusal::BadSignature));
-        let mut unsigned = SignedRequest::sign(Request::Status, &admin(), [3; 16], now);
+        let mut unsigned = sign(Request::Status, &admin(), 3, now);
         unsigned.signature.clear();
         assert_eq!(g.admit(&unsigned, now), Err(Refusal::BadSignature));
-        let old = SignedRequest::sign(Request::Status, &admin(), [4; 16], now - 60_000);
-        assert!(matches!(g.admit(&old, now), Err(Refusal::Stale { .. })));
-        let future = SignedRequest::sign(Request::Status, &admin(), [5; 16], now + 60_000);
-        assert!(matches!(g.admit(&future, now), Err(Refusal::Stale { .. })));
+        assert!(matches!(g.admit(&sign(Request::Status, &admin(), 4, now - 60_000), now), Err(Refusal::Stale { .. })));
+        assert!(matches!(g.admit(&sign(Request::Status, &admin(), 5, now + 60_000), now), Err(Refusal::Stale { .. })));
+        let mut readdressed = sign(Request::Status, &admin(), 6, now);
+        readdressed.node = [7; 32];
+        assert_eq!(g.admit(&readdressed, now), Err(Refusal::BadSignature), "the node is signed");
         assert_eq!(Refusal::Replayed.to_string(), "request nonce already used (replay)");
     }
 
     #[test]
+    fn a_request_signed_for_another_node_is_refused_and_only_status_may_name_any_node() {
+        let mut g = gate();
+        let now = 5_000_000;
+        let other_node = SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
+        let meant_elsewhere =
+            SignedRequest::sign(Request::Attest { nonce: [1; 32] }, other_node, vec![], &admin(), [1; 16], now);
+        let refusal = g.admit(&meant_elsewhere, now).unwrap_err();
+        assert!(matches!(refusal, Refusal::WrongNode { .. }));
+        assert_eq!(
+            refusal.to_string(),
+            format!("request is addressed to node {}, not to this node {}", hex_of(&other_node), hex_of(&node().verifying_key().to_bytes()))
+        );
+        let discovery = SignedRequest::sign(Request::Status, ANY_NODE, vec![], &admin(), [2; 16], now);
+        g.admit(&discovery, now).unwrap();
+        let wildcard_attest =
+            SignedRequest::sign(Request::Attest { nonce: [1; 32] }, ANY_NODE, vec![], &admin(), [3; 16], now);
+        assert!(matches!(g.admit(&wildcard_attest, now), Err(Refusal::WrongNode { .. })));
+    }
+
+    #[test]
     fn responses_are_signed_and_bound_to_their_request() {
-        let node = SigningKey::from_bytes(&[9; 32]);
-        let req = SignedRequest::sign(Request::Attest { nonce: [4; 32] }, &admin(), [1; 16], 1);
-        let other = SignedRequest::sign(Request::Attest { nonce: [5; 32] }, &admin(), [2; 16], 1);
-        let resp = SignedResponse::sign(&req, Response::Refused("no".into()), &node);
+        let node = node();
+        let req = sign(Request::Attest { nonce: [4; 32] }, &admin(), 1, 1);
+        let other = sign(Request::Attest { nonce: [5; 32] }, &admin(), 2, 1);
+        let resp = SignedResponse::sign(req.digest(), Response::Refused("no".into()), vec![], &node);
         assert_eq!(resp.verify(&req, &node.verifying_key()).unwrap(), &Response::Refused("no".into()));
         assert_eq!(resp.verify(&other, &node.verifying_key()), Err(Refusal::WrongRequest));
         assert_eq!(resp.verify(&req, &admin().verifying_key()), Err(Refusal::BadSignature));
         let mut tampered = resp.clone();
         tampered.response = Response::Refused("yes".into());
         assert_eq!(tampered.verify(&req, &node.verifying_key()), Err(Refusal::BadSignature));
+        let mut swapped = resp.clone();
+        swapped.attachments = vec![Attachment::describe(b"other bytes")];
+        assert_eq!(swapped.verify(&req, &node.verifying_key()), Err(Refusal::BadSignature));
     }
 
     #[test]
     fn frames_round_trip_and_are_bounded() {
-        let req = SignedRequest::sign(Request::Status, &admin(), [1; 16], 1);
-        let f = frame(&req);
+        let req = sign(Request::Status, &admin(), 1, 1);
+        let f = frame(&Frame::Request(Box::new(req.clone())));
         let len = frame_len([f[0], f[1], f[2], f[3]]).unwrap();
-        assert_eq!(decode::<SignedRequest>(&f[4..4 + len]).unwrap(), req);
+        assert_eq!(decode(&f[4..4 + len]).unwrap(), Frame::Request(Box::new(req)));
         assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+        let chunk = frame(&Frame::Chunk(Chunk { message: [0; 32], attachment: 0, index: 0, bytes: vec![7; CHUNK_SIZE] }));
+        assert!(chunk.len() - 4 <= MAX_FRAME, "a full chunk fits in a frame");
+    }
+
+    fn payloads() -> Vec<Vec<u8>> {
+        vec![(0..CHUNK_SIZE * 2 + 17).map(|i| (i % 251) as u8).collect(), vec![], b"module".to_vec()]
+    }
+
+    #[test]
+    fn attachments_travel_as_chunks_checked_against_the_signed_manifest() {
+        let payloads = payloads();
+        let manifests = Attachment::describe_all(&payloads);
+        assert_eq!(manifests[0].chunks.len(), 3);
+        let req = SignedRequest::sign(Request::Status, [1; 32], manifests.clone(), &admin(), [1; 16], 1);
+        let mut assembly = Assembly::new(req.digest(), &req.attachments).unwrap();
+        assert_eq!(assembly.remaining(), (CHUNK_SIZE * 2 + 17 + 6) as u64);
+        for f in stream::chunks(req.digest(), &payloads) {
+            let Frame::Chunk(c) = f else { panic!("not a chunk") };
+            assembly.accept(&c).unwrap();
+        }
+        assert!(assembly.is_complete());
+        let got = assembly.finish().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got.get(&Blob::of(&payloads[0]), "dataset").unwrap(), &payloads[0][..]);
+        assert_eq!(got.get(&Blob::of(b""), "empty").unwrap(), b"");
+        let missing = got.get(&Blob::of(b"never sent"), "dataset").unwrap_err();
+        assert!(missing.to_string().starts_with("payload refused: dataset: no attachment with SHA-256"), "{missing}");
+    }
+
+    #[test]
+    fn a_changed_reordered_foreign_or_missing_chunk_is_refused() {
+        let payloads = payloads();
+        let digest = [3; 32];
+        let frames: Vec<Chunk> = stream::chunks(digest, &payloads)
+            .map(|f| match f {
+                Frame::Chunk(c) => c,
+                _ => panic!("not a chunk"),
+            })
+            .collect();
+        let manifests = Attachment::describe_all(&payloads);
+        let fresh = || Assembly::new(digest, &manifests).unwrap();
+
+        let mut changed = frames[0].clone();
+        changed.bytes[5] ^= 1;
+        assert!(fresh().accept(&changed).unwrap_err().to_string().contains("does not match its signed digest"));
+        assert!(fresh().accept(&frames[1]).unwrap_err().to_string().contains("where chunk 0 of attachment 0 was due"));
+        let mut foreign = frames[0].clone();
+        foreign.message = [4; 32];
+        assert!(fresh().accept(&foreign).unwrap_err().to_string().contains("another message"));
+        let mut short = frames[0].clone();
+        short.bytes.pop();
+        assert!(fresh().accept(&short).unwrap_err().to_string().contains("the manifest says"));
+        let mut partial = fresh();
+        partial.accept(&frames[0]).unwrap();
+        assert!(partial.finish().unwrap_err().to_string().contains("never arrived"));
+        let mut done = fresh();
+        for c in &frames {
+            done.accept(c).unwrap();
+        }
+        assert!(done.accept(&frames[0]).unwrap_err().to_string().contains("after the last attachment"));
+    }
+
+    #[test]
+    fn manifests_over_the_limits_are_refused_before_any_chunk() {
+        let huge = Attachment { len: MAX_MESSAGE_PAYLOAD + 1, sha256: [0; 32], chunks: vec![] };
+        assert!(stream::check_manifests(&[huge]).unwrap_err().to_string().contains("a message may carry"));
+        let lying = Attachment { len: 10, sha256: [0; 32], chunks: vec![[0; 32]; 2] };
+        assert!(stream::check_manifests(&[lying]).unwrap_err().to_string().contains("2 chunk digests for 10 bytes"));
+        let many = vec![Attachment::describe(b""); 65];
+        assert!(stream::check_manifests(&many).unwrap_err().to_string().contains("65 attachments"));
     }
 
     proptest::proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
-            let _ = decode::<SignedRequest>(&bytes);
-            let _ = decode::<SignedResponse>(&bytes);
+            let _ = decode(&bytes);
+            fuzz_request(&bytes);
         }
     }
 }

@@ -14,13 +14,18 @@
 //! - **Deterministic**: NaN canonicalization, no threads, deterministic relaxed SIMD; a stage
 //!   replayed on the same input (without `random`/`clock_ms`) produces the same output hash.
 //!
+//! Without the default feature `runtime` the crate is the signed [`ModuleManifest`] alone (no
+//! wasmtime): what the control protocol and the operator CLI need.
+//!
 //! Must never: run a module whose bytes were not signed for, give a module a capability the
 //! stage did not grant, or let a module's failure take the host down.
 
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+#[cfg(feature = "runtime")]
 pub mod sandbox;
 
 pub use manifest::{Capability, ModuleManifest};
+#[cfg(feature = "runtime")]
 pub use sandbox::{Limits, LoadedModule, Outcome, Sandbox, Termination};

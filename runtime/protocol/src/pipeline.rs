@@ -1,0 +1,223 @@
+//! The pipeline engine's wire types: what an operator asks of it ([`Command`]) and what it
+//! answers ([`Reply`]), with the records a run reports. Payloads (datasets, modules, artifacts,
+//! bundles) are [`Blob`]s: references to the message's attachments, which travel as checked
+//! chunks.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sovereign_governance::approvals::Approval;
+use sovereign_governance::policy::PolicyBundle;
+use sovereign_governance::signed::{ConfigSnapshot, RevocationList, RoleCertificate, RoleSignature};
+use sovereign_sandbox::ModuleManifest;
+
+use crate::stream::Blob;
+
+/// The role that runs pipeline stages.
+pub const OPERATOR_ROLE: &str = "pipeline-operator";
+
+/// The attestation nonce of a compliance bundle: it binds the quote to the checkpoint the
+/// bundle carries. `SHA-256("sovereign-bundle-attestation/v1\n" || checkpoint note text)`.
+pub fn bundle_attestation_nonce(checkpoint_note: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sovereign-bundle-attestation/v1\n");
+    h.update(checkpoint_note.as_bytes());
+    h.finalize().into()
+}
+
+/// A signed module with its manifest, as the operator sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleFile {
+    /// The WASM bytes (an attachment of the request).
+    pub wasm: Blob,
+    /// The release-signed manifest.
+    pub manifest: ModuleManifest,
+}
+
+/// Starts a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRun {
+    /// The pipeline file.
+    pub pipeline_yaml: Vec<u8>,
+    /// The dataset the data_preparation stage names (an attachment of the request).
+    pub dataset: Blob,
+    /// The modules the stages name.
+    pub modules: Vec<ModuleFile>,
+    /// The signed policy bundle in force for the run.
+    pub policy: PolicyBundle,
+    /// The operator's role certificate.
+    pub certificate: RoleCertificate,
+    /// One role signature per stage action to run now.
+    pub role_signatures: Vec<RoleSignature>,
+    /// The admin root's current revocation list.
+    pub revocations: RevocationList,
+}
+
+/// What the operator asks of the pipeline engine (carried in [`crate::Request::Pipeline`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Start a run.
+    Start(Box<StartRun>),
+    /// Where a run stands.
+    Status {
+        /// The run.
+        run_id: String,
+    },
+    /// Record one approver's approval of a run's pending promotion.
+    Approve {
+        /// The run.
+        run_id: String,
+        /// The approval (signed by the approver).
+        approval: Approval,
+        /// The approver's role certificate.
+        certificate: RoleCertificate,
+    },
+    /// Continue a paused run.
+    Resume {
+        /// The run.
+        run_id: String,
+        /// The operator's role certificate.
+        certificate: RoleCertificate,
+        /// Role signatures for the remaining stages.
+        role_signatures: Vec<RoleSignature>,
+    },
+    /// Fetch an artifact of a run by hash.
+    Artifact {
+        /// The run (the artifact must be one of its own).
+        run_id: String,
+        /// SHA-256 of the artifact.
+        sha256: [u8; 32],
+    },
+    /// Export a compliance bundle of the whole audit log now, with attestation evidence.
+    ExportBundle,
+    /// Every run on the appliance, newest first (at most [`MAX_LISTED_RUNS`]): what an operator
+    /// asks after a power cut to find the runs it interrupted.
+    Runs,
+}
+
+/// The most runs [`Command::Runs`] lists.
+pub const MAX_LISTED_RUNS: usize = 256;
+
+/// One line of [`Command::Runs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run ID.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// When the run was loaded (its config snapshot's time), ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Stages done.
+    pub stages_done: usize,
+    /// Stages in the pipeline.
+    pub total_stages: usize,
+    /// Status.
+    pub status: RunStatus,
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A run's report.
+    Run(Box<RunReport>),
+    /// Approvals counted for a pending promotion.
+    Approved {
+        /// Valid approvals now recorded.
+        have: usize,
+        /// Approvals needed.
+        need: usize,
+    },
+    /// An artifact or bundle: the response's attachment.
+    Blob(Blob),
+    /// The runs, newest first.
+    Runs(Vec<RunSummary>),
+    /// Refused; one line.
+    Refused(String),
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// Between stages.
+    Running,
+    /// Paused before promotion.
+    AwaitingApprovals {
+        /// What approvers sign (`Governor::approval_digest` of the promotion).
+        digest: [u8; 32],
+        /// The model to promote.
+        candidate: [u8; 32],
+        /// Valid approvals recorded.
+        have: usize,
+        /// Approvals needed.
+        need: usize,
+        /// The role approvers must hold.
+        role: String,
+    },
+    /// Every stage passed.
+    Completed,
+    /// The runtime stopped (crash, power loss) while the run was between stages or inside one;
+    /// `Resume` picks it up again (a pure stage is re-run under a new execution ID, an
+    /// interrupted promotion asks for new approvals, and a promotion or rollback that had
+    /// already changed the deployment fails the run instead of being applied twice).
+    Interrupted {
+        /// The stage that was next or in flight.
+        stage: String,
+        /// Whether the stage had started (its marker was durable) when the runtime stopped.
+        in_flight: bool,
+    },
+    /// A stage failed or was refused; the run is over.
+    Failed {
+        /// The stage.
+        stage: String,
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// One stage's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Stage name.
+    pub name: String,
+    /// Stage type.
+    pub kind: String,
+    /// The execution ID it ran under.
+    pub execution_id: String,
+    /// SHA-256 of the policy decision record it ran under.
+    pub decision: [u8; 32],
+    /// The output artifact.
+    pub artifact: [u8; 32],
+    /// What happened, one line.
+    pub summary: String,
+    /// Wall-clock time of the stage (governance and work), microseconds.
+    pub micros: u64,
+    /// Time of the governance steps alone (decision, binding, permit), microseconds.
+    pub governance_micros: u64,
+}
+
+/// A run's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run ID.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline version.
+    pub version: String,
+    /// SHA-256 of the signed config snapshot's canonical pipeline JSON.
+    pub config_hash: [u8; 32],
+    /// The snapshot, signed by the node identity at load.
+    pub snapshot: ConfigSnapshot,
+    /// SHA-256 of the policy bundle in force.
+    pub policy_hash: [u8; 32],
+    /// Stages done.
+    pub stages: Vec<StageRecord>,
+    /// Stages in the pipeline.
+    pub total_stages: usize,
+    /// Status.
+    pub status: RunStatus,
+    /// The compliance bundle's artifact hash, once exported.
+    pub bundle: Option<[u8; 32]>,
+    /// Audit log size after the last stage.
+    pub audit_size: u64,
+}
+
