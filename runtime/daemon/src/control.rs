@@ -155,13 +155,55 @@ struct Receiving {
     held: u64,
 }
 
-/// What the server does when the stream ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtEnd {
-    /// A virtio-serial port reads end-of-file while no host is connected: wait for the next.
-    WaitForHost,
-    /// A socket that ends is done: return.
-    Return,
+/// Where sessions come from: each yields the read and write halves of one connection.
+pub trait Link {
+    /// Waits for the next session.
+    fn next_session(&mut self) -> io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)>;
+}
+
+/// The appliance's virtio-serial port. It stays open: while no host is connected a read
+/// returns end-of-file at once, so a session that ends is followed, a little later, by the next
+/// on the same port.
+pub struct VirtioPort {
+    path: PathBuf,
+    open: Option<std::fs::File>,
+}
+
+impl VirtioPort {
+    /// The port at `path` (see [`find_port`]).
+    pub fn new(path: PathBuf) -> Self {
+        VirtioPort { path, open: None }
+    }
+}
+
+impl Link for VirtioPort {
+    fn next_session(&mut self) -> io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
+        if self.open.is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let port = loop {
+            if let Some(f) = &self.open {
+                break f.try_clone()?;
+            }
+            match OpenOptions::new().read(true).write(true).open(&self.path) {
+                Ok(f) => self.open = Some(f),
+                Err(e) => {
+                    println!("sovereign-runtime: control: cannot open {}: {e}; retrying", self.path.display());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        Ok((Box::new(port.try_clone()?), Box::new(port)))
+    }
+}
+
+/// A unix socket: one session per accepted connection, one at a time (as QEMU's socket for a
+/// virtio-serial port serves one host at a time). The host tests serve the runtime this way.
+impl Link for std::os::unix::net::UnixListener {
+    fn next_session(&mut self) -> io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
+        let (stream, _) = self.accept()?;
+        Ok((Box::new(stream.try_clone()?), Box::new(stream)))
+    }
 }
 
 /// The server's state on the reading thread.
@@ -287,18 +329,18 @@ fn run_engine(
     }
 }
 
-/// Serves the stream `input`/`output` until it ends (or forever, for [`AtEnd::WaitForHost`]).
-/// Pipeline commands run on a thread of their own when `engine` is given.
+/// Serves the sessions of `link`, one after another, until the link fails. Pipeline commands
+/// run on a thread of their own when `engine` is given, across sessions: an answer for a
+/// session that ended goes to the next one, whose client ignores it (it is bound to a request
+/// that client did not send).
 pub fn serve(
     node: Node,
     engine: Option<sovereign_pipeline::Engine>,
     gate: Gate,
-    mut input: impl Read,
-    output: impl Write + Send + 'static,
-    at_end: AtEnd,
+    mut link: impl Link,
 ) -> io::Result<()> {
     let node = Arc::new(node);
-    let outbox = Arc::new(Outbox { out: Mutex::new(Box::new(output)) });
+    let outbox = Arc::new(Outbox { out: Mutex::new(Box::new(io::sink())) });
     let held = Arc::new(AtomicU64::new(0));
     let jobs = match engine {
         None => None,
@@ -312,55 +354,58 @@ pub fn serve(
     let mut server =
         Server { node, gate, outbox, engine: jobs, held, receiving: std::collections::BTreeMap::new() };
     loop {
-        match read_frame(&mut input) {
-            Incoming::Frame(body) => match decode(&body) {
-                Ok(Frame::Request(request)) => server.on_request(*request),
-                Ok(Frame::Chunk(chunk)) => server.on_chunk(chunk),
-                Ok(_) => server.outbox.send(&Frame::Refused("the node takes requests and chunks only".into())),
-                Err(e) => {
-                    println!("sovereign-runtime: control: refused a malformed frame: {e}");
-                    server.outbox.send(&Frame::Refused(format!("frame refused: {e}")));
+        let (mut input, output) = link.next_session()?;
+        match server.outbox.out.lock() {
+            Ok(mut out) => *out = output,
+            Err(_) => return Err(io::Error::other("the control port's writer is poisoned")),
+        }
+        server.session(&mut input);
+        server.forget_partial();
+    }
+}
+
+impl Server {
+    /// Reads one session's frames until it ends.
+    fn session(&mut self, input: &mut dyn Read) {
+        loop {
+            match read_frame(input) {
+                Incoming::Frame(body) => match decode(&body) {
+                    Ok(Frame::Request(request)) => self.on_request(*request),
+                    Ok(Frame::Chunk(chunk)) => self.on_chunk(chunk),
+                    Ok(_) => self.outbox.send(&Frame::Refused("the node takes requests and chunks only".into())),
+                    Err(e) => {
+                        println!("sovereign-runtime: control: refused a malformed frame: {e}");
+                        self.outbox.send(&Frame::Refused(format!("frame refused: {e}")));
+                    }
+                },
+                Incoming::Oversized(len) => {
+                    println!("sovereign-runtime: control: refused a {len}-byte frame (limit {MAX_FRAME})");
+                    self.outbox.send(&Frame::Refused(format!(
+                        "frame refused: {len} bytes exceed the {MAX_FRAME}-byte limit (its bytes are skipped)"
+                    )));
+                    // The declared length is the only way back to a frame boundary: skip it.
+                    let skipped = io::copy(&mut input.take(u64::from(len)), &mut io::sink()).ok();
+                    if skipped != Some(u64::from(len)) {
+                        return;
+                    }
                 }
-            },
-            Incoming::Oversized(len) => {
-                println!("sovereign-runtime: control: refused a {len}-byte frame (limit {MAX_FRAME})");
-                server.outbox.send(&Frame::Refused(format!(
-                    "frame refused: {len} bytes exceed the {MAX_FRAME}-byte limit (its bytes are skipped)"
-                )));
-                // The declared length is the only way back to a frame boundary: skip it.
-                if io::copy(&mut (&mut input).take(u64::from(len)), &mut io::sink()).ok() != Some(u64::from(len)) {
-                    server.forget_partial();
-                }
-            }
-            Incoming::End => {
-                server.forget_partial();
-                if at_end == AtEnd::Return {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(100));
+                Incoming::End => return,
             }
         }
     }
 }
 
-/// Serves the appliance's virtio-serial port forever.
+/// Serves the appliance's virtio-serial port for as long as the runtime runs.
 pub fn serve_port(node: Node, engine: sovereign_pipeline::Engine, admins: Vec<VerifyingKey>, port: PathBuf) {
     let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS);
     match node.attestor.lock().map_err(|_| "poisoned".to_string()).and_then(|mut a| a.warm_up()) {
         Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
         Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
     }
-    let (input, output) = loop {
-        match OpenOptions::new().read(true).write(true).open(&port).and_then(|d| Ok((d.try_clone()?, d))) {
-            Ok(pair) => break pair,
-            Err(e) => {
-                println!("sovereign-runtime: control: cannot open {}: {e}; retrying", port.display());
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    };
-    if let Err(e) = serve(node, Some(engine), gate, input, output, AtEnd::WaitForHost) {
-        println!("sovereign-runtime: control: stopped: {e}");
+    if let Err(e) = serve(node, Some(engine), gate, VirtioPort::new(port)) {
+        // Without its control API the runtime is of no use: exit, and PID 1 applies its rule.
+        println!("sovereign-runtime: FATAL: the control API stopped: {e}");
+        std::process::exit(2);
     }
 }
 
@@ -372,7 +417,7 @@ enum Incoming {
     Oversized(u32),
 }
 
-fn read_frame(input: &mut impl Read) -> Incoming {
+fn read_frame(input: &mut dyn Read) -> Incoming {
     let mut prefix = [0u8; 4];
     if input.read_exact(&mut prefix).is_err() {
         return Incoming::End;
