@@ -40,7 +40,7 @@ pub const STATE_PARTITION_OFFSET: u64 = 65 * 1024 * 1024;
 /// Offset of the data partition in the disk image.
 pub const DATA_PARTITION_OFFSET: u64 = 81 * 1024 * 1024;
 /// Size of the data partition.
-pub const DATA_PARTITION_SIZE: u64 = 64 * 1024 * 1024;
+pub const DATA_PARTITION_SIZE: u64 = 512 * 1024 * 1024;
 
 /// The runtime configuration (signed through the manifest, measured into PCR 15).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -505,7 +505,8 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     run(Command::new("dd").arg(format!("if={}", data.display())).arg(format!("of={}", out.display())).args([
         "bs=1M",
         &format!("seek={}", DATA_PARTITION_OFFSET / MIB),
-        "conv=notrunc",
+        // The empty file system is mostly zeros: leave them as holes in the image.
+        "conv=notrunc,sparse",
         "status=none",
     ]))?;
     // Mark the state partition as factory-fresh: only then may PID 1 provision keys.

@@ -92,6 +92,36 @@ pub struct Appliance {
     extra_args: Vec<String>,
 }
 
+/// Copies `from` to `to` leaving holes where `from` has blocks of zeros: the disk image is
+/// mostly an empty data partition, and every appliance gets its own copy.
+fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    let mut input = fs::File::open(from)?;
+    let mut output = fs::File::create(to)?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < block.len() {
+            match input.read(&mut block[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if block[..filled].iter().all(|b| *b == 0) {
+            output.seek(SeekFrom::Current(filled as i64))?;
+        } else {
+            output.write_all(&block[..filled])?;
+        }
+        len += filled as u64;
+    }
+    output.set_len(len)?;
+    output.sync_all()
+}
+
 impl Appliance {
     /// A fresh appliance with a copy of `disk`, Secure Boot on with the project's keys, and a
     /// freshly provisioned TPM (EK certificate from a CA in the TPM's own temp dir).
@@ -106,7 +136,7 @@ impl Appliance {
             .tempdir()
             .map_err(|e| GuestError::Io(format!("temp dir: {e}")))?;
         let copy = dir.path().join("disk.raw");
-        fs::copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
+        sparse_copy(disk, &copy).map_err(|e| GuestError::Io(format!("copying {}: {e}", disk.display())))?;
         let vars = dir.path().join("OVMF_VARS.fd");
         let mut appliance =
             Appliance { dir, disk: copy, vars, firmware, tpm: Swtpm::start_for_qemu()?, extra_args: Vec::new() };

@@ -167,6 +167,16 @@ pub fn operator_trust(appliance: &sovereign_qemu::Appliance) -> sovereign_cli::a
     }
 }
 
+/// The release build of the operator CLI `sovereign` (beside this test binary, or one level up
+/// from `deps/`). Panics with what to run when it is missing.
+pub fn cli_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dirs = exe.ancestors().skip(1).take(2);
+    dirs.find_map(|d| Some(d.join("sovereign")).filter(|p| p.exists())).unwrap_or_else(|| {
+        panic!("the `sovereign` CLI is not beside {}: build it with `cargo build --release --workspace`", exe.display())
+    })
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -23,8 +23,9 @@ use sha2::{Digest as _, Sha256};
 use sovereign_audit::logfile::DataKey;
 
 const MAGIC: &[u8; 8] = b"SVSEAL01";
-/// Largest file the store reads back.
-pub const MAX_SEALED_BYTES: u64 = 64 << 20;
+/// Largest file the store reads back: the largest payload a request may carry (a dataset)
+/// with room for the seal's header and tag.
+pub const MAX_SEALED_BYTES: u64 = sovereign_protocol::MAX_MESSAGE_PAYLOAD + (1 << 20);
 
 /// The store.
 pub struct Store {
@@ -127,6 +128,13 @@ impl Store {
             return Ok(hash);
         }
         let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
+        // Refuse now what could never be read back.
+        if sealed.len() as u64 > MAX_SEALED_BYTES {
+            return Err(format!(
+                "artifact of {} bytes is over the store's {MAX_SEALED_BYTES}-byte limit",
+                bytes.len()
+            ));
+        }
         self.write_durable(&self.artifact_path(&hash), &sealed)?;
         Ok(hash)
     }
