@@ -15,10 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest as _, Sha256};
 use sovereign_e2e::{boot_slot, build_dir, cli_binary, dev_keys, image};
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
 use sovereign_qemu::Appliance;
-use sha2::{Digest as _, Sha256};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const READY: &str = "sovereign-runtime: control: attestation key ready";
@@ -33,7 +33,9 @@ fn dataset() -> Vec<u8> {
     let mut out = b"x,y\n".to_vec();
     let mut i = 0u64;
     while out.len() < DATASET_BYTES {
-        out.extend_from_slice(format!("{}.{:03},{}.{:03}\n", i % 997, i % 1000, (i * 7) % 991, (i * 3) % 1000).as_bytes());
+        out.extend_from_slice(
+            format!("{}.{:03},{}.{:03}\n", i % 997, i % 1000, (i * 7) % 991, (i * 3) % 1000).as_bytes(),
+        );
         i += 1;
     }
     out.truncate(DATASET_BYTES);

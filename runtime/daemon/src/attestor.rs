@@ -109,4 +109,3 @@ pub struct NodeFiles<'a> {
     /// Its detached release signature.
     pub manifest_signature: &'a [u8],
 }
-

@@ -24,8 +24,8 @@ use sha2::{Digest as _, Sha256};
 use sovereign_protocol::pipeline::Command;
 use sovereign_protocol::stream::chunks;
 use sovereign_protocol::{
-    Assembly, Attachment, Frame, Gate, MAX_FRAME, Payloads, Request, Response, SignedRequest, SignedResponse,
-    Status, decode, frame, frame_len,
+    Assembly, Attachment, Frame, Gate, MAX_FRAME, Payloads, Request, Response, SignedRequest, SignedResponse, Status,
+    decode, frame, frame_len,
 };
 
 pub use crate::attestor::{Attestor, NodeFiles, TCTI};
@@ -244,7 +244,9 @@ impl Server {
             self.release(need);
             return self.refuse(
                 digest,
-                format!("busy: {held} bytes of payloads are held; {need} more would pass the {MAX_HELD_PAYLOAD}-byte limit"),
+                format!(
+                    "busy: {held} bytes of payloads are held; {need} more would pass the {MAX_HELD_PAYLOAD}-byte limit"
+                ),
             );
         }
         if assembly.is_complete() {
@@ -286,9 +288,10 @@ impl Server {
             Request::Pipeline(command) => command,
             other => {
                 self.release(held);
-                let response = self.node.answer_at_once(&other).unwrap_or_else(|| {
-                    Response::Refused("request not supported by this runtime version".into())
-                });
+                let response = self
+                    .node
+                    .answer_at_once(&other)
+                    .unwrap_or_else(|| Response::Refused("request not supported by this runtime version".into()));
                 return self.outbox.respond(&self.node, digest, response, &[]);
             }
         };
@@ -351,8 +354,7 @@ pub fn serve(
             Some(jobs)
         }
     };
-    let mut server =
-        Server { node, gate, outbox, engine: jobs, held, receiving: std::collections::BTreeMap::new() };
+    let mut server = Server { node, gate, outbox, engine: jobs, held, receiving: std::collections::BTreeMap::new() };
     loop {
         let (mut input, output) = link.next_session()?;
         match server.outbox.out.lock() {
@@ -468,4 +470,3 @@ fn now_ms() -> u64 {
 fn uptime_s() -> u64 {
     fs::read_to_string("/proc/uptime").ok().and_then(|s| s.split('.').next().and_then(|v| v.parse().ok())).unwrap_or(0)
 }
-

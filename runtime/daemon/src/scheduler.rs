@@ -36,7 +36,8 @@ impl<T> Queues<T> {
 
     /// The next job: the oldest of the operator whose turn it is.
     pub fn pop(&mut self) -> Option<T> {
-        let after = self.last.and_then(|last| self.by_operator.range(last..).find(|(k, _)| **k != last)).map(|(k, _)| *k);
+        let after =
+            self.last.and_then(|last| self.by_operator.range(last..).find(|(k, _)| **k != last)).map(|(k, _)| *k);
         let operator = after.or_else(|| self.by_operator.keys().next().copied())?;
         let queue = self.by_operator.get_mut(&operator)?;
         let job = queue.pop_front();

@@ -168,7 +168,8 @@ fn status_and_attest_are_answered_while_the_engine_exports_a_large_log() {
             .expect("a response to one of the three requests");
         let answer = response.verify(request, &node).unwrap();
         match (name, answer) {
-            ("export", Response::Pipeline(_)) | ("status", Response::Status(_)) | ("attest", Response::Evidence(_)) => {}
+            ("export", Response::Pipeline(_)) | ("status", Response::Status(_)) | ("attest", Response::Evidence(_)) => {
+            }
             other => panic!("unexpected answer {other:?}"),
         }
         order.push((name, started.elapsed()));

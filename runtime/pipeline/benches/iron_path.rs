@@ -19,9 +19,9 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
+use sovereign_pipeline::{Command, Engine, EngineConfig, Pipeline, Reply, RunStatus, StartRun};
 use sovereign_protocol::Payloads;
 use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
-use sovereign_pipeline::{Command, Engine, EngineConfig, Pipeline, Reply, RunStatus, StartRun};
 use sovereign_sandbox::{Capability, Limits, ModuleManifest, Sandbox};
 
 /// Runs of the whole path when measuring (`cargo bench`); one otherwise.

@@ -27,8 +27,7 @@ use sovereign_governance::signed::{ConfigSnapshot, RevocationList, RoleCertifica
 use sovereign_sandbox::{Capability, Limits, LoadedModule, ModuleManifest, Sandbox, Termination};
 
 use sovereign_protocol::pipeline::{
-    Command, MAX_LISTED_RUNS, Reply, RunReport, RunStatus, RunSummary, StageRecord, StartRun,
-    bundle_attestation_nonce,
+    Command, MAX_LISTED_RUNS, Reply, RunReport, RunStatus, RunSummary, StageRecord, StartRun, bundle_attestation_nonce,
 };
 use sovereign_protocol::{Blob, Payloads};
 
@@ -471,9 +470,7 @@ impl Engine {
                 let wasm = payloads.get(&file.wasm, &format!("module {name}")).map_err(|e| e.to_string())?;
                 // Verify (signature, hash) and compile before anything runs; a module already
                 // compiled under the same signed manifest is reused.
-                file.manifest
-                    .verify(wasm, &self.release)
-                    .map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
+                file.manifest.verify(wasm, &self.release).map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
                 let key = compiled_key(&file.manifest);
                 if self.compiled.len() >= MAX_COMPILED {
                     self.compiled.clear();

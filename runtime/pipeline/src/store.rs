@@ -130,10 +130,7 @@ impl Store {
         let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
         // Refuse now what could never be read back.
         if sealed.len() as u64 > MAX_SEALED_BYTES {
-            return Err(format!(
-                "artifact of {} bytes is over the store's {MAX_SEALED_BYTES}-byte limit",
-                bytes.len()
-            ));
+            return Err(format!("artifact of {} bytes is over the store's {MAX_SEALED_BYTES}-byte limit", bytes.len()));
         }
         self.write_durable(&self.artifact_path(&hash), &sealed)?;
         Ok(hash)

@@ -362,7 +362,9 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
             &iron_path().replace("{ name: safety, module: agent", &format!("{{ name: safety, module: {name}")),
             &k,
         );
-        start.modules.push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &[], &k.release), wasm: attach(wasm) });
+        start
+            .modules
+            .push(ModuleFile { manifest: ModuleManifest::sign(name, 1, &wasm, &[], &k.release), wasm: attach(wasm) });
         let report = run_report(engine.ask(Command::Start(Box::new(start)), &mut no_tpm));
         assert!(
             matches!(&report.status, RunStatus::Failed { stage, .. } if stage == "review"),

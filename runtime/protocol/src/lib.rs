@@ -24,9 +24,7 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 
 pub use gate::{Gate, Refusal};
-pub use message::{
-    ANY_NODE, Confinement, Evidence, Request, Response, SignedRequest, SignedResponse, Status,
-};
+pub use message::{ANY_NODE, Confinement, Evidence, Request, Response, SignedRequest, SignedResponse, Status};
 pub use stream::{
     Assembly, Attachment, Blob, CHUNK_SIZE, Chunk, Frame, MAX_FRAME, MAX_MESSAGE_PAYLOAD, Payloads, decode, frame,
     frame_len,
@@ -135,7 +133,11 @@ mod tests {
         assert!(matches!(refusal, Refusal::WrongNode { .. }));
         assert_eq!(
             refusal.to_string(),
-            format!("request is addressed to node {}, not to this node {}", hex_of(&other_node), hex_of(&node().verifying_key().to_bytes()))
+            format!(
+                "request is addressed to node {}, not to this node {}",
+                hex_of(&other_node),
+                hex_of(&node().verifying_key().to_bytes())
+            )
         );
         let discovery = SignedRequest::sign(Request::Status, ANY_NODE, vec![], &admin(), [2; 16], now);
         g.admit(&discovery, now).unwrap();
@@ -168,7 +170,8 @@ mod tests {
         let len = frame_len([f[0], f[1], f[2], f[3]]).unwrap();
         assert_eq!(decode(&f[4..4 + len]).unwrap(), Frame::Request(Box::new(req)));
         assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
-        let chunk = frame(&Frame::Chunk(Chunk { message: [0; 32], attachment: 0, index: 0, bytes: vec![7; CHUNK_SIZE] }));
+        let chunk =
+            frame(&Frame::Chunk(Chunk { message: [0; 32], attachment: 0, index: 0, bytes: vec![7; CHUNK_SIZE] }));
         assert!(chunk.len() - 4 <= MAX_FRAME, "a full chunk fits in a frame");
     }
 

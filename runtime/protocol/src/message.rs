@@ -272,8 +272,7 @@ impl SignedResponse {
         attachments: Vec<Attachment>,
         identity: &SigningKey,
     ) -> Self {
-        let signature =
-            identity.sign(&response_bytes(&request_digest, &response, &attachments)).to_bytes().to_vec();
+        let signature = identity.sign(&response_bytes(&request_digest, &response, &attachments)).to_bytes().to_vec();
         SignedResponse {
             request_digest,
             response,
@@ -298,4 +297,3 @@ impl SignedResponse {
         Ok(&self.response)
     }
 }
-

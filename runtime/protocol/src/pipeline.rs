@@ -220,4 +220,3 @@ pub struct RunReport {
     /// Audit log size after the last stage.
     pub audit_size: u64,
 }
-
