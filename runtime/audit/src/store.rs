@@ -11,10 +11,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
+use sovereign_canonical::now_ms;
 
 use crate::entry::{Entry, EntryKind, Severity};
 use crate::logfile::{self, DataKey, FileCipher, LogFileError, Tail};
@@ -107,10 +107,6 @@ impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog").field("path", &self.path).field("origin", &self.origin).finish()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {

@@ -4,7 +4,12 @@
 //! keys and digests as their raw 32 bytes, nonces as their raw 16 bytes, lists as
 //! `u32 big-endian count ‖ items`.
 //!
-//! Pure. Must never: produce two encodings for one value or one encoding for two values.
+//! Beside it, the one copy of the primitives every signed record shares: [`sha256`], the clock
+//! timestamps come from ([`now_ms`]) and keys and digests given as hex ([`hex32`],
+//! [`ed25519_public_key`]).
+//!
+//! Pure except [`now_ms`]. Must never: produce two encodings for one value or one encoding for
+//! two values.
 
 #![forbid(unsafe_code)]
 
@@ -98,9 +103,44 @@ pub fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
+/// Milliseconds since the Unix epoch on this machine's clock; 0 if the clock reads before 1970
+/// (which every freshness and expiry check then refuses).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// 32 bytes from 64 hex characters (surrounding whitespace ignored), or why not.
+pub fn hex32(text: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out).map_err(|e| format!("not 64 hex characters ({e})"))?;
+    Ok(out)
+}
+
+/// An Ed25519 public key from 64 hex characters, or why not.
+pub fn ed25519_public_key(text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    ed25519_dalek::VerifyingKey::from_bytes(&hex32(text)?).map_err(|e| format!("not a valid Ed25519 key ({e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_keys_parse_or_say_why_not() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let text = format!(" {}\n", hex::encode(key.as_bytes()));
+        assert_eq!(ed25519_public_key(&text).unwrap(), key);
+        assert!(hex32("abc").unwrap_err().starts_with("not 64 hex characters"));
+        assert!(hex32(&"zz".repeat(32)).unwrap_err().starts_with("not 64 hex characters"));
+        // 32 bytes that are not a point on the curve.
+        let not_a_point = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .expect("some constant byte string is not a point");
+        let refused = ed25519_public_key(&hex::encode(not_a_point)).unwrap_err();
+        assert!(refused.starts_with("not a valid Ed25519 key"), "{refused}");
+        assert!(now_ms() > 1_700_000_000_000);
+    }
 
     #[test]
     fn fields_are_unambiguous() {

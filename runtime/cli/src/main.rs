@@ -28,6 +28,7 @@ use sovereign_audit::export::{ExportOptions, export_bundle};
 use sovereign_audit::note::{NoteVerifier, cosign_note};
 use sovereign_audit::verify::{Report, verify_log_bytes};
 use sovereign_audit::{AuditLog, DataKey, Entry, EntryKind, Severity};
+use sovereign_canonical::now_ms;
 use sovereign_protocol::pipeline::{Command as PipelineCommand, Reply};
 
 #[derive(Parser)]
@@ -456,10 +457,7 @@ fn main() -> ExitCode {
 
 fn read_hex32(path: &Path, what: &str) -> anyhow::Result<[u8; 32]> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {what} from {}", path.display()))?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut out)
-        .map_err(|e| anyhow!("{} does not hold a {what} as 64 hex characters ({e})", path.display()))?;
-    Ok(out)
+    sovereign_canonical::hex32(&text).map_err(|e| anyhow!("{} does not hold a {what}: {e}", path.display()))
 }
 
 fn public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
@@ -468,10 +466,7 @@ fn public_key(arg: &str) -> anyhow::Result<VerifyingKey> {
     } else {
         arg.to_string()
     };
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes)
-        .map_err(|e| anyhow!("public key {arg:?} is not 64 hex characters ({e})"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("public key {arg:?} is not a valid Ed25519 key ({e})"))
+    sovereign_canonical::ed25519_public_key(&text).map_err(|e| anyhow!("public key {arg:?} is {e}"))
 }
 
 fn named_key(arg: &str) -> anyhow::Result<(String, VerifyingKey)> {
@@ -709,10 +704,6 @@ fn attest_trust(
             .map_err(|e| anyhow!("{}: {e}", ek_ca.display()))?,
         node_identity: node,
     }))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn run_pipeline(

@@ -15,6 +15,7 @@ use sovereign_audit::bundle::SectionChecker;
 use sovereign_audit::merkle::root_from_leaves;
 use sovereign_audit::note::{Checkpoint, SignedNote};
 use sovereign_audit::verify::{Report, fail};
+use sovereign_canonical::now_ms;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
 use sovereign_pipeline::Pipeline;
@@ -26,10 +27,6 @@ use sovereign_sandbox::ModuleManifest;
 
 /// How long role signatures sent with a run stay valid.
 pub const ROLE_SIGNATURE_TTL_MS: u64 = 10 * 60 * 1000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// Sends one pipeline command with `payloads` (what its [`Blob`]s refer to) to the node
 /// `node` (pinned, or learned by [`crate::discover`] when `None`) and returns the engine's reply

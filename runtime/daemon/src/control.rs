@@ -17,16 +17,17 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use sha2::{Digest as _, Sha256};
 use sovereign_protocol::pipeline::Command;
 use sovereign_protocol::stream::chunks;
 use sovereign_protocol::{
     Assembly, Attachment, Frame, Gate, MAX_FRAME, Payloads, Request, Response, SignedRequest, SignedResponse, Status,
     decode, frame, frame_len,
 };
+
+use sovereign_canonical::{now_ms, sha256};
 
 pub use crate::attestor::{Attestor, NodeFiles, TCTI};
 use crate::scheduler::Scheduler;
@@ -56,7 +57,7 @@ impl Node {
     pub fn status(&self) -> Status {
         Status {
             version: self.version,
-            manifest_sha256: Sha256::digest(&self.manifest).into(),
+            manifest_sha256: sha256(&self.manifest),
             uptime_s: uptime_s(),
             identity: self.identity.verifying_key().to_bytes(),
             confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
@@ -461,10 +462,6 @@ fn unreadable_confinement(why: &str) -> sovereign_protocol::Confinement {
         seccomp_filters: 0,
         lockdown: format!("unreadable: {why}"),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn uptime_s() -> u64 {

@@ -58,8 +58,7 @@ fn open_engine(
 const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");
 
 fn key_from_hex(h: &str) -> Option<ed25519_dalek::VerifyingKey> {
-    let b = hex::decode(h).ok()?;
-    ed25519_dalek::VerifyingKey::from_bytes(&<[u8; 32]>::try_from(b.as_slice()).ok()?).ok()
+    sovereign_canonical::ed25519_public_key(h).ok()
 }
 
 /// Reads PCRs 0–15 from the TPM, to check PID 1's reading.

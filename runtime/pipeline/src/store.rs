@@ -39,10 +39,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// SHA-256.
-pub fn sha256(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
-}
+pub use sovereign_canonical::sha256;
 
 fn aad(kind: &str, name: &str) -> Vec<u8> {
     let mut a = MAGIC.to_vec();

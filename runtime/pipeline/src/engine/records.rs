@@ -1,0 +1,94 @@
+//! What the engine keeps on the data partition: run records, the deployment state, the
+//! policies in force, and the listing of runs.
+
+use super::*; // the engine's types, helpers and imports: one engine, several rooms
+
+impl Engine {
+    /// Every stored run, newest first, at most [`MAX_LISTED_RUNS`]. A record that does not
+    /// open fails the listing (it names the record) rather than being left out. Runs open in
+    /// memory are read from there; the others from the store, without entering the cache.
+    pub(super) fn runs(&self) -> Result<Vec<RunSummary>, String> {
+        let ids: Vec<String> =
+            self.store.record_names().into_iter().filter_map(|n| n.strip_prefix("run-").map(str::to_string)).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let stored;
+            let run = match self.runs.get(&id) {
+                Some(open) => open,
+                None => {
+                    stored = self.read_run(&id)?;
+                    &stored
+                }
+            };
+            let r = &run.report;
+            out.push(RunSummary {
+                run_id: r.run_id.clone(),
+                pipeline: r.pipeline.clone(),
+                started_ms: r.snapshot.timestamp_ms,
+                stages_done: r.stages.len(),
+                total_stages: r.total_stages,
+                status: r.status.clone(),
+            });
+        }
+        out.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| a.run_id.cmp(&b.run_id)));
+        out.truncate(MAX_LISTED_RUNS);
+        Ok(out)
+    }
+
+    /// Every policy bundle a run was ever started under (kept so that a bundle exported after a
+    /// restart still carries the policies its decisions were made under).
+    pub(super) fn policies(&self) -> Result<Vec<PolicyBundle>, String> {
+        let mut out = Vec::new();
+        for name in self.store.record_names().into_iter().filter(|n| n.starts_with("policy-")) {
+            let bytes = self.store.get_record(&name)?.ok_or(format!("record {name} vanished"))?;
+            out.push(PolicyBundle::from_json(&bytes).map_err(|e| format!("record {name}: {e}"))?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn load_run(&mut self, run_id: &str) -> Result<&mut Run, String> {
+        if !run_id.bytes().all(|b| b.is_ascii_hexdigit()) || run_id.len() != 32 {
+            return Err(format!("{run_id:?} is not a run ID (32 hex characters)"));
+        }
+        if !self.runs.contains_key(run_id) {
+            let run = self.read_run(run_id)?;
+            if self.runs.len() >= MAX_OPEN_RUNS
+                && let Some(oldest) = self.runs.keys().next().cloned()
+            {
+                self.runs.remove(&oldest);
+            }
+            self.runs.insert(run_id.into(), run);
+        }
+        self.runs.get_mut(run_id).ok_or_else(|| format!("no run {run_id}"))
+    }
+
+    /// A run as stored (not cached). The engine advances a run to completion, failure or a pause
+    /// within one call, and keeps it in memory meanwhile: a run stored as running belongs to a
+    /// runtime that stopped while it ran, and reads back as interrupted.
+    pub(super) fn read_run(&self, run_id: &str) -> Result<Run, String> {
+        let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
+        let mut run: Run = serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+        if run.report.status == RunStatus::Running {
+            let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
+            run.report.status = RunStatus::Interrupted { stage, in_flight: run.in_flight.is_some() };
+        }
+        Ok(run)
+    }
+
+    pub(super) fn save_run(&self, run: &Run) -> Result<(), String> {
+        let bytes = serde_json::to_vec(run).map_err(|e| e.to_string())?;
+        self.store.put_record(&format!("run-{}", run.report.run_id), &bytes)
+    }
+
+    /// The deployment state.
+    pub fn deployment(&self) -> Result<Deployment, String> {
+        match self.store.get_record("deployment")? {
+            None => Ok(Deployment::default()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("deployment record: {e}")),
+        }
+    }
+
+    pub(super) fn save_deployment(&self, d: &Deployment) -> Result<(), String> {
+        self.store.put_record("deployment", &serde_json::to_vec(d).map_err(|e| e.to_string())?)
+    }
+}
