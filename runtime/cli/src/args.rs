@@ -1,0 +1,418 @@
+//! The command line: every subcommand, option and help text (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sovereign", version, about = "Sovereign operator CLI")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Verify a compliance bundle offline, trusting only the keys given here.
+    Verify {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// The node identity public key (64 hex characters, or a file holding them).
+        #[arg(long)]
+        node_key: Option<String>,
+        /// A witness that must have cosigned the checkpoint: NAME=HEXKEY (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// A key trusted to sign policies (hex or file; repeatable): the bundle's decisions are
+        /// re-evaluated against the policies it carries that these keys signed.
+        #[arg(long = "policy-key")]
+        policy_keys: Vec<String>,
+        #[command(flatten)]
+        attestation: AttestTrustArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a pipeline (the Iron Path) on the appliance, or resume one paused at promotion or
+    /// interrupted by a restart of the runtime.
+    Run {
+        /// The pipeline file (seed-000 YAML); with --resume, the same file the run started with.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// The dataset (default: the file the pipeline names, beside it or in datasets/).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Directory with the stage modules (NAME.wasm + NAME.manifest.json).
+        #[arg(long)]
+        modules: PathBuf,
+        /// The signed policy bundle in force.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The operator's role certificate (role pipeline-operator).
+        #[arg(long)]
+        certificate: PathBuf,
+        /// The admin root's revocation list.
+        #[arg(long)]
+        revocations: PathBuf,
+        /// Resume this run (after approvals, or after the runtime was interrupted) instead of
+        /// starting one.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Write the run report, and the compliance bundle once exported, into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run's pending promotion as an approver (M-of-N).
+    Approve {
+        /// The run ID.
+        run: String,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// The approver's Ed25519 secret key file (signs the approval).
+        #[arg(long)]
+        approver_key: PathBuf,
+        /// The approver's role certificate.
+        #[arg(long)]
+        certificate: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the pipeline runs on the appliance, newest first (after a power cut: which were
+    /// interrupted, to resume with `run --resume`).
+    Runs {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate an Ed25519 key (secret to FILE, mode 0600; public key printed and written to FILE.pub).
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Role certificates and revocation lists (the admin root key signs them).
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// WASM stage modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Policies: sign a Datalog program into a policy bundle, evaluate a request, re-evaluate a
+    /// decision record.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Verify a raw (encrypted) audit log file offline.
+    VerifyLog {
+        /// The log file.
+        log: PathBuf,
+        /// File holding the AES-256 data key (64 hex characters).
+        #[arg(long)]
+        data_key: PathBuf,
+        /// The node identity public key, to check the checkpoint stored beside the log.
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running appliance for its status over the signed control API.
+    Status {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attest a running appliance: fresh-nonce TPM quote, credential activation, EK chain,
+    /// event-log replay and every PCR against the signed reference values, verified offline.
+    Attest {
+        /// The appliance's control socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The operator's Ed25519 secret key file (hex).
+        #[arg(long)]
+        key: PathBuf,
+        /// The release public key (hex or file).
+        #[arg(long)]
+        release_key: String,
+        /// The release's `reference-values.json` (its signature is read from the `.sig` beside it).
+        #[arg(long)]
+        reference: PathBuf,
+        /// The firmware platform profile (e.g. firmware/qemu-ovmf.json).
+        #[arg(long)]
+        platform: PathBuf,
+        /// PEM file with the TPM manufacturer's CA certificates (the EK trust store).
+        #[arg(long)]
+        ek_ca: PathBuf,
+        /// Pin the node identity (hex or file).
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Write the evidence, in standard TPM encodings, and the report to this directory.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit-log tooling.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// The appliance's control port and the operator key that signs requests.
+#[derive(clap::Args)]
+pub(crate) struct ApplianceArgs {
+    /// The appliance's control socket (QEMU: the appliance directory's control.sock).
+    #[arg(long)]
+    pub(crate) socket: PathBuf,
+    /// The operator's Ed25519 secret key file (hex).
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// Pin the node identity (hex or file); otherwise the identity the node claims is used.
+    #[arg(long)]
+    pub(crate) node_key: Option<String>,
+}
+
+/// Trust roots for the attestation evidence a bundle carries.
+#[derive(clap::Args)]
+pub(crate) struct AttestTrustArgs {
+    /// The release public key (hex or file).
+    #[arg(long)]
+    pub(crate) release_key: Option<String>,
+    /// The release's reference-values.json (signature read from the .sig beside it).
+    #[arg(long)]
+    pub(crate) reference: Option<PathBuf>,
+    /// The firmware platform profile.
+    #[arg(long)]
+    pub(crate) platform: Option<PathBuf>,
+    /// PEM file with the TPM manufacturer's CA certificates.
+    #[arg(long)]
+    pub(crate) ek_ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CertCommand {
+    /// Issue a role certificate to an operator key.
+    Issue {
+        /// The admin root's secret key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// The operator's public key (hex or file).
+        #[arg(long)]
+        operator: String,
+        /// A role (repeatable), e.g. pipeline-operator, approver.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Serial number.
+        #[arg(long, default_value_t = 1)]
+        serial: u64,
+        /// Days of validity.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a revocation list.
+    Revocations {
+        /// The admin root's secret key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// Version (never lower than the installed one).
+        #[arg(long)]
+        version: u64,
+        /// A revoked operator key (hex; repeatable).
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+        /// A revoked certificate serial (repeatable).
+        #[arg(long = "serial")]
+        serials: Vec<u64>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ModuleCommand {
+    /// Sign a module's manifest (name, version, SHA-256, capabilities) with the release key.
+    Sign {
+        /// The module.
+        wasm: PathBuf,
+        /// The release key's secret file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Module name.
+        #[arg(long)]
+        name: String,
+        /// Module version.
+        #[arg(long, default_value_t = 1)]
+        version: u64,
+        /// Capabilities: read_input, write_output, log, random, clock (repeatable).
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+        /// Output manifest (default: NAME.manifest.json beside the module).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Sign a CozoScript program (rules defining allow[reason] / deny[reason]) into a policy bundle.
+    Sign {
+        /// The program file (e.g. examples/policies/claims-approval.cozo).
+        program: PathBuf,
+        /// Policy name.
+        #[arg(long)]
+        name: String,
+        /// Policy version.
+        #[arg(long)]
+        version: u64,
+        /// The signing key file (release or admin Ed25519 secret key, hex).
+        #[arg(long)]
+        key: PathBuf,
+        /// Output bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a request (policy input JSON) under a signed policy bundle. Exit 0 allow, 1 deny.
+    Eval {
+        #[command(flatten)]
+        policy: PolicyFiles,
+        /// Write the decision record (JSON) here.
+        #[arg(long)]
+        record_out: Option<PathBuf>,
+    },
+    /// Recompute a decision from its policy bundle and input; PASS only if byte-identical.
+    Reevaluate {
+        /// The decision record (JSON).
+        #[arg(long)]
+        record: PathBuf,
+        #[command(flatten)]
+        policy: PolicyFiles,
+    },
+}
+
+/// The policy bundle and input a decision is made from, and whom to trust for the bundle.
+#[derive(clap::Args)]
+pub(crate) struct PolicyFiles {
+    /// The policy bundle.
+    #[arg(long)]
+    pub(crate) bundle: PathBuf,
+    /// The input (principal, roles, action, resource, environment, context, signals, measurements).
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    /// A key trusted to sign policies (hex or file; repeatable).
+    #[arg(long = "trust", required = true)]
+    pub(crate) trust: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Create DEVELOPMENT keys (node identity, data key, a witness) and an empty log in DIR.
+    Init {
+        /// Directory to create.
+        dir: PathBuf,
+        /// The log's origin (checkpoint key name).
+        #[arg(long, default_value = "sovereign.dev/node")]
+        origin: String,
+    },
+    /// Append one entry (durable before this returns).
+    Append {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// Entry kind (boot_measurement, config_snapshot, role_signature, policy_decision,
+        /// policy_binding, execution_start, execution_end, approval, artifact, update,
+        /// attestation, refusal).
+        #[arg(long)]
+        kind: String,
+        /// info, notice, warning or critical.
+        #[arg(long, default_value = "info")]
+        severity: String,
+        /// Payload text.
+        #[arg(long, default_value = "")]
+        payload: String,
+        /// Sign the entry with this Ed25519 secret key file (e.g. an operator key).
+        #[arg(long)]
+        sign_with: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a checkpoint of the log with the node identity and store it beside the log.
+    Checkpoint {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// File holding the node identity secret key.
+        #[arg(long)]
+        node_key_file: PathBuf,
+    },
+    /// Cosign the stored checkpoint as a witness (C2SP cosignature/v1).
+    Cosign {
+        /// The log file.
+        #[arg(long)]
+        log: PathBuf,
+        /// File holding the data key.
+        #[arg(long)]
+        data_key: PathBuf,
+        /// The witness's key name.
+        #[arg(long)]
+        name: String,
+        /// File holding the witness's secret key.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Export a compliance bundle: from a running appliance (--socket, --key), or from a log
+    /// file (--log, --data-key, --node-key-file).
+    Export {
+        /// The appliance's control socket.
+        #[arg(long, conflicts_with_all = ["log", "data_key", "node_key_file"], requires = "key")]
+        socket: Option<PathBuf>,
+        /// The operator's secret key file (with --socket).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The log file.
+        #[arg(long, required_unless_present = "socket")]
+        log: Option<PathBuf>,
+        /// File holding the data key.
+        #[arg(long, required_unless_present = "socket")]
+        data_key: Option<PathBuf>,
+        /// File holding the node identity secret key.
+        #[arg(long, required_unless_present = "socket")]
+        node_key_file: Option<PathBuf>,
+        /// Output bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// First entry (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last entry (exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Witness key to list in the bundle: NAME=HEXKEY (repeatable).
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// A signed policy bundle to carry in the bundle's `policies/` section, so its
+        /// decisions can be re-evaluated offline (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+    },
+}

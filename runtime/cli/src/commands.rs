@@ -1,0 +1,7 @@
+//! One room per group of commands.
+
+pub(crate) mod appliance;
+pub(crate) mod audit;
+pub(crate) mod cert;
+pub(crate) mod offline;
+pub(crate) mod policy;
