@@ -20,7 +20,6 @@ pub use verify::{SectionChecker, TrustedKeys, verify_bundle, verify_bundle_with}
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::merkle::Hash;
 use crate::note::{Checkpoint, SignedNote};
@@ -138,7 +137,7 @@ pub struct BundleContents {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
+    hex::encode(sovereign_canonical::sha256(b))
 }
 
 fn hex_hashes(h: &[Hash]) -> Vec<String> {
