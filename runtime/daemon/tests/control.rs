@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
 use sovereign_audit::{DataKey, Entry, EntryKind, Severity};
+use sovereign_canonical::now_ms;
 use sovereign_pipeline::{Engine, EngineConfig};
 use sovereign_protocol::pipeline::Command;
 use sovereign_protocol::{
@@ -83,10 +84,6 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
     let listener = UnixListener::bind(&socket).unwrap();
     std::thread::spawn(move || serve(node, Some(engine), gate, listener));
     (socket, identity.verifying_key())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 fn signed(request: Request, node: &VerifyingKey, payloads: &[Vec<u8>]) -> SignedRequest {
@@ -253,6 +250,21 @@ fn bad_frames_and_payloads_are_refused_in_one_line_and_the_connection_stays_usab
     let response = raw.response();
     let Response::Refused(why) = response.verify(&over, &node).unwrap() else { panic!("{response:?}") };
     assert_eq!(why, "payload refused: this request takes no attachments");
+    raw.still_answers(&node);
+    let Request::Pipeline(Command::Start(start)) = start_with_dataset(&node, b"x").request else { unreachable!() };
+    let over_start = SignedRequest::sign(
+        Request::Pipeline(Command::Start(start)),
+        node.to_bytes(),
+        over.attachments.clone(),
+        &operator,
+        [10; 16],
+        now_ms(),
+    );
+    raw.send(&Frame::Request(Box::new(over_start.clone())));
+    let response = raw.response();
+    let Response::Refused(why) = response.verify(&over_start, &node).unwrap() else { panic!("{response:?}") };
+    assert!(why.starts_with("payload refused: attachments of over "), "{why}");
+    assert!(why.ends_with("a message may carry 201326592"), "{why}");
     raw.still_answers(&node);
 }
 

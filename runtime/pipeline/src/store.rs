@@ -23,9 +23,11 @@ use sha2::{Digest as _, Sha256};
 use sovereign_audit::logfile::DataKey;
 
 const MAGIC: &[u8; 8] = b"SVSEAL01";
-/// Largest file the store reads back: the largest payload a request may carry (a dataset)
-/// with room for the seal's header and tag.
-pub const MAX_SEALED_BYTES: u64 = sovereign_protocol::MAX_MESSAGE_PAYLOAD + (1 << 20);
+/// Largest artifact the store takes: the largest payload a request may carry (a dataset).
+pub const MAX_ARTIFACT_BYTES: u64 = sovereign_protocol::MAX_MESSAGE_PAYLOAD;
+/// Largest file the store reads back: the largest artifact with room for the seal's header and
+/// tag.
+pub const MAX_SEALED_BYTES: u64 = MAX_ARTIFACT_BYTES + (1 << 20);
 
 /// The store.
 pub struct Store {
@@ -124,11 +126,14 @@ impl Store {
         if self.get(&hash).is_ok() {
             return Ok(hash);
         }
-        let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
-        // Refuse now what could never be read back.
-        if sealed.len() as u64 > MAX_SEALED_BYTES {
-            return Err(format!("artifact of {} bytes is over the store's {MAX_SEALED_BYTES}-byte limit", bytes.len()));
+        // Refuse now, before sealing, what could never be read back.
+        if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
+            return Err(format!(
+                "artifact of {} bytes is over the store's {MAX_ARTIFACT_BYTES}-byte limit",
+                bytes.len()
+            ));
         }
+        let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
         self.write_durable(&self.artifact_path(&hash), &sealed)?;
         Ok(hash)
     }

@@ -94,6 +94,7 @@ impl Gate {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex, for refusals that name a key or digest.
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

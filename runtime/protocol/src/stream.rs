@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::gate::Refusal;
+use crate::gate::{Refusal, hex};
 use crate::message::{SignedRequest, SignedResponse};
 
 /// Largest frame accepted (a chunk and its header, or evidence with event logs).
@@ -305,8 +305,4 @@ pub fn frame_len(prefix: [u8; 4]) -> Result<usize, Refusal> {
 /// Decodes a frame body.
 pub fn decode(body: &[u8]) -> Result<Frame, Refusal> {
     postcard::from_bytes(body).map_err(|e| Refusal::Malformed(e.to_string()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
