@@ -342,12 +342,18 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
                 S_IFCHR => NodeKind::CharDevice,
                 _ => NodeKind::File,
             };
+            let path = format!("/{}", n.path);
+            let mode = n.mode & 0o7777;
+            if kind == NodeKind::File {
+                return FileEntry::regular(&path, mode, &n.data);
+            }
             FileEntry {
-                path: format!("/{}", n.path),
+                path,
                 kind,
-                mode: n.mode & 0o7777,
+                mode,
                 size: n.data.len() as u64,
-                sha256: if kind == NodeKind::File { sha256_hex(&n.data) } else { String::new() },
+                sha256: String::new(),
+                chunks: Vec::new(),
                 rdev: (kind == NodeKind::CharDevice).then_some(n.rdev),
                 link: None,
             }

@@ -1,16 +1,18 @@
 //! `sovereign-init`: PID 1 of the Sovereign appliance.
 //!
 //! Boot order (see `main.rs`): mount the kernel filesystems → verify the signed manifest with
-//! the release key compiled in → hash every node of the initramfs against it → load the listed
-//! modules in order → measure the manifest and runtime configuration into PCR 15 (with the
+//! the release key compiled in → check every node of the initramfs against it, hashing on every
+//! CPU, while the listed modules load in order on a thread of their own, each once its file
+//! verified → measure the manifest and runtime configuration into PCR 15 (with the
 //! measurement log) → read the signed PCR policy from the ESP → unseal the node keys (first
 //! boot: generate, seal, prove they unseal) → close the unseal window → lock down → start the
 //! runtime with the keys on a pipe → supervise it → power off.
 //!
 //! This library holds the parts that can be tested off the appliance: the initramfs audit
-//! against the manifest, the release check before unsealing (PCRs and the kernel command line)
-//! and the state-partition format, and the shutdown's stop-and-reap. Pure except `audit_tree`,
-//! which reads a directory tree, and `shutdown`, which signals and reaps child processes.
+//! against the manifest, the module loader's ordering, the release check before unsealing
+//! (PCRs and the kernel command line) and the state-partition format, and the shutdown's
+//! stop-and-reap. Pure except `audit`, which reads a directory tree, `loader`, which runs the
+//! caller's loading on a thread, and `shutdown`, which signals and reaps child processes.
 //!
 //! Must never: start a shell or anything but the manifest's runtime; write a key to disk;
 //! continue after a failed check; depend on tokio, a wasm engine or a network stack
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod loader;
 pub mod release;
 pub mod shutdown;
 pub mod state;

@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use sovereign_boot_contract::manifest::Manifest;
 use sovereign_boot_contract::{BootFacts, Handover, MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
 use sovereign_confine::{RUNTIME_GID, RUNTIME_UID};
+use sovereign_init::loader::ModuleLoader;
 use sovereign_init::state::{self, KeyArea, SealedKeys};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
@@ -36,6 +37,8 @@ const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");
 /// The PCR-policy public key (P-256 SEC1, hex) compiled in at build time.
 const PCR_POLICY_KEY: Option<&str> = option_env!("SOVEREIGN_PCR_POLICY_PUBKEY");
 const TCTI: &str = "device:/dev/tpmrm0";
+/// The initramfs is hashed on at most this many threads (one per CPU below that).
+const MAX_HASHING_THREADS: usize = 8;
 const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
 /// The firmware's TCG event log (securityfs: root only) and the copy the runtime reads.
 const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
@@ -128,32 +131,36 @@ fn boot() -> Result<(), Fatal> {
         .map_err(|e| Fatal("manifest".into(), e.to_string()))?;
     say(&format!("manifest version {} verified with the release key", manifest.version));
 
-    // 2. Every node of the initramfs, hashed against the manifest.
-    let problems = sovereign_init::audit::audit_tree(Path::new("/"), &manifest);
+    // 2. Every node of the initramfs against the manifest: first its shape, then every file's
+    //    bytes on all CPUs. 3. The modules load, in order, on a thread of their own, each as
+    //    soon as its own bytes are proven; nothing touches the TPM before every file matched.
+    let root = Path::new("/");
+    let survey = sovereign_init::audit::survey(root, &manifest);
+    if let Some(first) = survey.problems.first() {
+        return Err(Fatal(
+            "initramfs does not match the manifest".into(),
+            format!("{first} ({} problems)", survey.problems.len()),
+        ));
+    }
+    let files = sovereign_init::audit::hashing_order(&manifest, survey.files);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_HASHING_THREADS));
+    let mut modules = ModuleLoader::start(manifest.modules.clone(), load_module);
+    let Ok(problems) = sovereign_init::audit::hash_files(root, &files, workers, |path| {
+        modules.verified(path);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    modules.no_more_verified();
     if let Some(first) = problems.first() {
         return Err(Fatal(
             "initramfs does not match the manifest".into(),
             format!("{first} ({} problems)", problems.len()),
         ));
     }
-    say(&format!("{} initramfs nodes match the manifest", manifest.files.len()));
+    say(&format!("{} initramfs nodes match the manifest (hashed on {workers} threads)", manifest.files.len()));
     let config_bytes =
         fs::read(&manifest.runtime_config).map_err(|e| Fatal("reading the runtime config".into(), e.to_string()))?;
     let config: RuntimeConfig =
         serde_json::from_slice(&config_bytes).map_err(|e| Fatal("runtime config".into(), e.to_string()))?;
-
-    // 3. Modules, in order.
-    for m in &manifest.modules {
-        let file = File::open(&m.path).map_err(|e| Fatal(format!("module {}", m.name), e.to_string()))?;
-        match nix::kmod::finit_module(&file, &CString::default(), nix::kmod::ModuleInitFlags::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            // A CPU-specific accelerator (crc32c-intel under TCG) refuses hardware it cannot
-            // drive; the generic implementation the manifest also lists serves instead.
-            Err(nix::errno::Errno::ENODEV) => say(&format!("module {}: no device for it (ENODEV); skipped", m.name)),
-            Err(e) => return Err(Fatal(format!("loading module {}", m.name), e.to_string())),
-        }
-    }
-    say(&format!("{} modules loaded", manifest.modules.len()));
 
     // 4. Measure the manifest and the configuration into the project PCR.
     let mut tpm = open_tpm()?;
@@ -182,7 +189,10 @@ fn boot() -> Result<(), Fatal> {
         .and_then(|b| p256::ecdsa::VerifyingKey::from_sec1_bytes(&b).map_err(|e| e.to_string()))
         .map(PolicyKey::new)
         .map_err(fatal("PCR-policy key"))?;
-    mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))?;
+    // The ESP's modules (vfat and its code pages) may still be loading: mount once they are in.
+    modules.retry_until_loaded(|| {
+        mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))
+    })?;
     let policy_bytes = fs::read(format!("/esp/{}", sovereign_boot_contract::ESP_POLICY_PATH));
     let _ = umount("/esp");
     let policy_bytes =
@@ -228,6 +238,8 @@ fn boot() -> Result<(), Fatal> {
     let handover = handover(&keys, facts)?;
 
     // The data partition (audit log, replay store, encrypted artifacts): never executable.
+    let loaded = modules.finish().map_err(|why| Fatal("kernel modules".into(), why))?;
+    say(&format!("{loaded} modules loaded"));
     mount_fs(&config.data_device, sovereign_boot_contract::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
     say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_boot_contract::DATA_MOUNT));
 
@@ -241,6 +253,21 @@ fn boot() -> Result<(), Fatal> {
     let ctrl_alt_del = watch_ctrl_alt_del()?;
     let power_button = watch_power_button();
     supervise(&manifest.runtime, &handover, config.max_restarts, &power_button, &ctrl_alt_del, kernel_done)
+}
+
+/// Loads one module whose file has been verified (the module loader's job).
+fn load_module(m: &sovereign_boot_contract::manifest::ModuleEntry) -> Result<(), String> {
+    let file = File::open(&m.path).map_err(|e| format!("opening {}: {e}", m.path))?;
+    match nix::kmod::finit_module(&file, &CString::default(), nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        // A CPU-specific accelerator (crc32c-intel under TCG) refuses hardware it cannot
+        // drive; the generic implementation the manifest also lists serves instead.
+        Err(nix::errno::Errno::ENODEV) => {
+            say(&format!("module {}: no device for it (ENODEV); skipped", m.name));
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn open_tpm() -> Result<Tpm, Fatal> {

@@ -211,7 +211,21 @@ impl Appliance {
             } else {
                 &[][..]
             })
-            .args(["-accel", &accel, "-cpu", "max", "-m", "1024", "-nodefaults", "-display", "none", "-no-reboot"])
+            // Two vCPUs (each a host thread under TCG): PID 1 hashes the initramfs on both.
+            .args([
+                "-accel",
+                &accel,
+                "-cpu",
+                "max",
+                "-smp",
+                "2",
+                "-m",
+                "1024",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
             .args(["-serial", "stdio"])
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={}", self.firmware.code()))

@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("UKI size: {uki} bytes ({:.1} MiB; budget 64 MiB)", uki as f64 / 1048576.0);
     println!("| boot | kernel → PID 1 (s) | PID 1 → runtime ready (s) | ratio | slowest PID 1 phases |");
     println!("| --- | ---: | ---: | ---: | --- |");
+    let mut timelines = Vec::new();
     // Three boots when measuring (`cargo bench`); one in CI's smoke run.
     for boot in 1..=sovereign_bench::iterations(3) {
         let mut guest = appliance.boot(Duration::from_secs(240))?;
@@ -47,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 prev = t;
             }
         }
+        timelines.push(phases.iter().map(|(d, w)| format!("  {d:6.3}s  {w}")).collect::<Vec<_>>().join("\n"));
         phases.sort_by(|a, b| b.0.total_cmp(&a.0));
         let top: Vec<String> = phases.iter().take(3).map(|(d, w)| format!("{d:.2}s before \"{w}\"")).collect();
         println!(
@@ -56,6 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (ready - kernel) / kernel,
             top.join("; ")
         );
+    }
+    // Every phase of every boot, in order: where PID 1's time goes.
+    for (boot, timeline) in timelines.iter().enumerate() {
+        println!("\nboot {}: time before each PID 1 line\n{timeline}", boot + 1);
     }
     Ok(())
 }

@@ -42,15 +42,7 @@ fn row(name: &str, samples: &[Duration]) -> String {
 }
 
 fn manifest(release: &SigningKey) -> (Vec<u8>, Vec<u8>) {
-    let file = |path: &str| FileEntry {
-        path: path.into(),
-        kind: NodeKind::File,
-        mode: 0o755,
-        size: 1,
-        sha256: "00".repeat(32),
-        rdev: None,
-        link: None,
-    };
+    let file = |path: &str| FileEntry::regular(path, 0o755, b"x");
     Manifest {
         format: FORMAT.into(),
         version: 1,
