@@ -195,6 +195,12 @@ impl Appliance {
         fs::write(&self.disk, new).map_err(|e| GuestError::Io(format!("writing {}: {e}", self.disk.display())))
     }
 
+    /// Runs `f` with the appliance's TPM reachable from the host (its TCTI string) while the
+    /// appliance is off: factory provisioning. See [`Swtpm::on_host`].
+    pub fn tpm_on_host<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, GuestError> {
+        Ok(self.tpm.on_host(f)?)
+    }
+
     /// Boots the appliance. The TPM is power-cycled first (PCRs reset, NV kept), as a real
     /// machine's would be.
     pub fn boot(&mut self, timeout: Duration) -> Result<Guest, GuestError> {

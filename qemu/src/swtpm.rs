@@ -124,6 +124,20 @@ impl Swtpm {
         self.launch()
     }
 
+    /// Runs `f` with this TPM served on loopback TCP (`f` gets the TCTI string), then serves
+    /// again the way it did before. What a factory provisioning station does before the first
+    /// power-on: the TPM's state (its seeds, NV) is kept; PCRs reset, as at any power cycle.
+    pub fn on_host<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, SwtpmError> {
+        let mode = self.mode;
+        self.stop();
+        self.mode = Mode::Tcp;
+        let outcome = self.launch().map(|()| f(&self.tcti()));
+        self.stop();
+        self.mode = mode;
+        self.launch()?;
+        outcome
+    }
+
     /// The EK certificate (DER) the local CA issued for the TPM's RSA-2048 endorsement key.
     pub fn ek_certificate_rsa(&self) -> Result<Vec<u8>, SwtpmError> {
         let path = self.dir.path().join("ek-rsa2048.crt");

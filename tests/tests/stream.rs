@@ -6,8 +6,7 @@
 //! then fetches the log as chunks, and `sovereign verify` checks it offline (TPM attestation
 //! included).
 //!
-//! The million-entry export runs on the host against the same server code
-//! (`runtime/daemon/tests/control.rs`).
+//! The million-entry export through the real CLI against the appliance is `tests/export.rs`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 

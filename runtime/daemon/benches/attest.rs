@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use sovereign_bench::iterations;
-use sovereign_boot_contract::manifest::{FORMAT, FileEntry, Manifest, ModuleEntry, NodeKind};
+use sovereign_boot_contract::manifest::{FORMAT, FileEntry, Manifest, ModuleEntry};
 use sovereign_cli::attest::{Exchange, Trust, verify_exchange};
 use sovereign_measured_boot::eventlog::{EV_EFI_ACTION, EventLogBuilder};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};

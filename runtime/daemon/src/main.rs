@@ -53,6 +53,7 @@ fn open_engine(
         admin,
         measurements: facts.measurements(),
     })
+    .map_err(|e| e.to_string())
 }
 
 const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");

@@ -42,6 +42,7 @@ use sovereign_protocol::{Blob, Payloads};
 
 use sovereign_canonical::now_ms;
 
+use crate::error::EngineError;
 use crate::spec::{Pipeline, Stage, StageKind};
 use crate::store::{Store, sha256};
 
@@ -203,18 +204,18 @@ struct Work {
 impl Engine {
     /// Opens (or creates) the audit log, the replay store and the encrypted store under
     /// `state_dir`.
-    pub fn open(config: EngineConfig<'_>) -> Result<Self, String> {
+    pub fn open(config: EngineConfig<'_>) -> Result<Self, EngineError> {
         let dir = config.state_dir;
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::StateDir { path: dir.into(), source })?;
         let log_path = dir.join("audit.log");
         let audit = if log_path.exists() {
             AuditLog::open(&log_path, &config.data_key).map(|(l, _)| l)
         } else {
             AuditLog::create(&log_path, &config.origin, &config.data_key)
         }
-        .map_err(|e| format!("audit log {}: {e}", log_path.display()))?;
+        .map_err(|e| EngineError::Audit(format!("{}: {e}", log_path.display())))?;
         let store = Store::open(&dir.join("store"), &config.data_key)?;
-        let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| e.to_string())?;
+        let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| EngineError::Sandbox(e.to_string()))?;
         Ok(Engine {
             identity: config.identity,
             data_key: config.data_key,
@@ -243,9 +244,9 @@ impl Engine {
         severity: Severity,
         digests: Vec<[u8; 32]>,
         payload: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), EngineError> {
         let entry = sovereign_audit::Entry::new(kind, now_ms(), severity, digests, payload.into_bytes());
-        self.audit.append_entry(entry).map(|_| ()).map_err(|e| format!("audit log: {e}"))
+        self.audit.append_entry(entry).map(|_| ()).map_err(|e| EngineError::Audit(e.to_string()))
     }
 
     /// The governor for (`policy`, `revocations`): kept while both stay the same. The
@@ -254,7 +255,7 @@ impl Engine {
         &mut self,
         policy: &PolicyBundle,
         revocations: &RevocationList,
-    ) -> Result<&mut Governor, String> {
+    ) -> Result<&mut Governor, EngineError> {
         let hash = policy.hash();
         let installed: u64 = self
             .store
@@ -262,7 +263,7 @@ impl Engine {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        revocations.verify(&self.admin, installed).map_err(|e| e.to_string())?;
+        revocations.verify(&self.admin, installed).map_err(|e| EngineError::Unverified(e.to_string()))?;
         if revocations.version > installed {
             self.store.put_record("revocation-version", revocations.version.to_string().as_bytes())?;
         }
@@ -270,7 +271,7 @@ impl Engine {
         if current != Some((hash, revocations.version)) {
             // Close the replay store before reopening it for the new governor.
             self.governor = None;
-            let (replay, _) = ReplayStore::open(&self.replay_path).map_err(|e| format!("replay store: {e}"))?;
+            let (replay, _) = ReplayStore::open(&self.replay_path).map_err(|e| EngineError::Replay(e.to_string()))?;
             let kernel = Kernel::new(self.identity.clone(), replay, Arc::clone(&self.audit));
             let governor = Governor::new(
                 kernel,
@@ -280,10 +281,10 @@ impl Engine {
                 revocations.clone(),
                 self.measurements.clone(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| EngineError::Governance(e.to_string()))?;
             self.governor = Some((governor, hash, revocations.version));
         }
-        self.governor.as_mut().map(|(g, _, _)| g).ok_or_else(|| "governor unavailable".to_string())
+        self.governor.as_mut().map(|(g, _, _)| g).ok_or_else(|| EngineError::Governance("governor unavailable".into()))
     }
 
     /// Answers one command; `payloads` are the request's checked attachments.

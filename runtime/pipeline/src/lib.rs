@@ -2,7 +2,8 @@
 //! validated ([`spec`]), an encrypted artifact store on the data partition ([`store`]), and the
 //! engine that runs each stage as a governed action: the operator's role signature, a policy
 //! decision, a binding and a permit from the governance kernel, WASM stages in the sandbox,
-//! every artifact hashed, sealed and logged ([`engine`]).
+//! every artifact hashed, sealed and logged ([`engine`]); what can go wrong in either, by kind
+//! ([`error`]).
 //!
 //! Without the default feature `engine` the crate is the pipeline file's parser alone (no
 //! wasmtime, no CozoDB): what the operator CLI needs.
@@ -15,12 +16,16 @@
 
 #[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "engine")]
+pub mod error;
 pub mod spec;
 #[cfg(feature = "engine")]
 pub mod store;
 
 #[cfg(feature = "engine")]
 pub use engine::{Answer, Engine, EngineConfig};
+#[cfg(feature = "engine")]
+pub use error::{EngineError, StoreError};
 #[cfg(feature = "engine")]
 pub use sovereign_protocol::pipeline::{Command, Reply, RunReport, RunStatus, StartRun};
 pub use spec::Pipeline;

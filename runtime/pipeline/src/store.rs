@@ -22,6 +22,8 @@ use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use sovereign_audit::logfile::DataKey;
 
+use crate::error::StoreError;
+
 const MAGIC: &[u8; 8] = b"SVSEAL01";
 /// Largest artifact the store takes: the largest payload a request may carry (a dataset).
 pub const MAX_ARTIFACT_BYTES: u64 = sovereign_protocol::MAX_MESSAGE_PAYLOAD;
@@ -51,6 +53,12 @@ fn aad(kind: &str, name: &str) -> Vec<u8> {
     a
 }
 
+/// A [`StoreError::Io`] for `action` on `path`.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { action, path, source }
+}
+
 fn nonce_of(sealed: &[u8]) -> [u8; 12] {
     let mut n = [0u8; 12];
     n.copy_from_slice(&sealed[8..20]);
@@ -59,60 +67,60 @@ fn nonce_of(sealed: &[u8]) -> [u8; 12] {
 
 impl Store {
     /// Opens (creating the directories of) the store under `root`.
-    pub fn open(root: &Path, key: &DataKey) -> Result<Self, String> {
+    pub fn open(root: &Path, key: &DataKey) -> Result<Self, StoreError> {
         for d in ["artifacts", "records"] {
-            fs::create_dir_all(root.join(d)).map_err(|e| format!("creating {}: {e}", root.join(d).display()))?;
+            fs::create_dir_all(root.join(d)).map_err(io("creating", &root.join(d)))?;
         }
         let mut h = Sha256::new();
         h.update(b"sovereign-store-key/v1\n");
         h.update(key.0);
         let mut k: [u8; 32] = h.finalize().into();
-        let aead = Aes256Gcm::new_from_slice(&k).map_err(|_| "store key".to_string())?;
+        let aead = Aes256Gcm::new_from_slice(&k).map_err(|e| StoreError::Key(e.to_string()))?;
         k.fill(0);
         Ok(Store { root: root.into(), aead })
     }
 
-    fn seal(&self, kind: &str, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    fn seal(&self, kind: &'static str, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
         let ct = self
             .aead
             .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad(kind, name) })
-            .map_err(|_| format!("sealing {kind} {name} failed"))?;
+            .map_err(|_| StoreError::Seal { kind, name: name.into() })?;
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
-    fn unseal(&self, kind: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    fn unseal(&self, kind: &'static str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         if sealed.len() < 8 + 12 + 16 || &sealed[..8] != MAGIC {
-            return Err(format!("{kind} {name}: not a sealed store file"));
+            return Err(StoreError::NotSealed { kind, name: name.into() });
         }
         self.aead
             .decrypt(&Nonce::from(nonce_of(sealed)), Payload { msg: &sealed[20..], aad: &aad(kind, name) })
-            .map_err(|_| format!("{kind} {name}: authentication failed (altered, swapped, or another node's)"))
+            .map_err(|_| StoreError::Unauthentic { kind, name: name.into() })
     }
 
-    fn write_durable(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    fn write_durable(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        fs::rename(&tmp, path).map_err(|e| format!("renaming into {}: {e}", path.display()))?;
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io("writing", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("renaming into", path))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing", dir))
     }
 
-    fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         match fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(io("reading", path)(e)),
             Ok(m) if m.len() > MAX_SEALED_BYTES => {
-                return Err(format!("{}: {} bytes, over the store's limit", path.display(), m.len()));
+                return Err(StoreError::FileTooLarge { path: path.into(), size: m.len() });
             }
             Ok(_) => {}
         }
-        fs::read(path).map(Some).map_err(|e| format!("reading {}: {e}", path.display()))
+        fs::read(path).map(Some).map_err(io("reading", path))
     }
 
     fn artifact_path(&self, hash: &[u8; 32]) -> PathBuf {
@@ -121,17 +129,14 @@ impl Store {
 
     /// Stores an artifact (durably); returns its SHA-256. Storing the same bytes twice is a
     /// no-op.
-    pub fn put(&self, bytes: &[u8]) -> Result<[u8; 32], String> {
+    pub fn put(&self, bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         let hash = sha256(bytes);
         if self.get(&hash).is_ok() {
             return Ok(hash);
         }
         // Refuse now, before sealing, what could never be read back.
         if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
-            return Err(format!(
-                "artifact of {} bytes is over the store's {MAX_ARTIFACT_BYTES}-byte limit",
-                bytes.len()
-            ));
+            return Err(StoreError::ArtifactTooLarge { size: bytes.len() as u64, limit: MAX_ARTIFACT_BYTES });
         }
         let sealed = self.seal("artifact", &hex::encode(hash), bytes)?;
         self.write_durable(&self.artifact_path(&hash), &sealed)?;
@@ -139,24 +144,26 @@ impl Store {
     }
 
     /// Reads an artifact and proves it: decrypts, authenticates and re-hashes.
-    pub fn get(&self, hash: &[u8; 32]) -> Result<Vec<u8>, String> {
+    pub fn get(&self, hash: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
         let name = hex::encode(hash);
-        let sealed = Self::read_limited(&self.artifact_path(hash))?.ok_or(format!("artifact {name}: not stored"))?;
+        let Some(sealed) = Self::read_limited(&self.artifact_path(hash))? else {
+            return Err(StoreError::Missing(name));
+        };
         let plain = self.unseal("artifact", &name, &sealed)?;
         if sha256(&plain) != *hash {
-            return Err(format!("artifact {name}: content hashes to {}", hex::encode(sha256(&plain))));
+            return Err(StoreError::WrongContent { name, actual: hex::encode(sha256(&plain)) });
         }
         Ok(plain)
     }
 
     /// Writes a named record (replacing it atomically).
-    pub fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+    pub fn put_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let sealed = self.seal("record", name, bytes)?;
         self.write_durable(&self.root.join("records").join(name), &sealed)
     }
 
     /// Reads a named record, `None` if it was never written.
-    pub fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+    pub fn get_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match Self::read_limited(&self.root.join("records").join(name))? {
             None => Ok(None),
             Some(sealed) => self.unseal("record", name, &sealed).map(Some),
@@ -198,17 +205,20 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         fs::write(dir.path().join("artifacts").join(hex::encode(h)), &bad).unwrap();
-        assert!(store.get(&h).unwrap_err().contains("authentication failed"));
+        assert!(matches!(store.get(&h).unwrap_err(), StoreError::Unauthentic { kind: "artifact", .. }));
         let other = store.put(b"other").unwrap();
         fs::copy(
             dir.path().join("artifacts").join(hex::encode(other)),
             dir.path().join("artifacts").join(hex::encode(h)),
         )
         .unwrap();
-        assert!(store.get(&h).unwrap_err().contains("authentication failed"));
+        assert!(matches!(store.get(&h).unwrap_err(), StoreError::Unauthentic { kind: "artifact", .. }));
         let foreign = Store::open(dir.path(), &DataKey([8; 32])).unwrap();
         assert!(foreign.get(&other).is_err());
-        assert!(store.get(&[0; 32]).unwrap_err().contains("not stored"));
+        assert!(store.get(&[0; 32]).unwrap_err().to_string().ends_with(": not stored"));
+        // Over the limit: refused before sealing, by kind.
+        let big = vec![0u8; (MAX_ARTIFACT_BYTES + 1) as usize];
+        assert!(matches!(store.put(&big).unwrap_err(), StoreError::ArtifactTooLarge { .. }));
     }
 
     #[test]
@@ -221,6 +231,6 @@ mod tests {
         assert_eq!(store.get_record("run-a").unwrap().unwrap(), b"{\"a\":1}");
         assert_eq!(store.record_names(), ["run-a", "run-b"]);
         fs::copy(dir.path().join("records/run-b"), dir.path().join("records/run-a")).unwrap();
-        assert!(store.get_record("run-a").is_err());
+        assert!(matches!(store.get_record("run-a").unwrap_err(), StoreError::Unauthentic { kind: "record", .. }));
     }
 }

@@ -7,26 +7,30 @@ use super::*; // the engine's types, helpers and imports: one engine, several ro
 impl Engine {
     /// Loads a run: pipeline validated, config snapshot signed and logged, modules verified
     /// against their release-signed manifests and stored, dataset stored.
-    pub(super) fn start(&mut self, start: StartRun, payloads: &Payloads) -> Result<String, String> {
-        let pipeline = Pipeline::parse(&start.pipeline_yaml).map_err(|e| e.to_string())?;
-        start.policy.verify(&[self.release]).map_err(|e| e.to_string())?;
-        start.revocations.verify(&self.admin, 0).map_err(|e| e.to_string())?;
-        start.certificate.verify(&self.admin, &start.revocations, now_ms()).map_err(|e| e.to_string())?;
+    pub(super) fn start(&mut self, start: StartRun, payloads: &Payloads) -> Result<String, EngineError> {
+        let pipeline = Pipeline::parse(&start.pipeline_yaml).map_err(|e| EngineError::invalid(e.to_string()))?;
+        let unverified = |e: &dyn std::fmt::Display| EngineError::Unverified(e.to_string());
+        start.policy.verify(&[self.release]).map_err(|e| unverified(&e))?;
+        start.revocations.verify(&self.admin, 0).map_err(|e| unverified(&e))?;
+        start.certificate.verify(&self.admin, &start.revocations, now_ms()).map_err(|e| unverified(&e))?;
         let mut modules = BTreeMap::new();
         for stage in &pipeline.stages {
             for name in stage.kind.modules() {
                 if modules.contains_key(name) {
                     continue;
                 }
-                let file = start
-                    .modules
-                    .iter()
-                    .find(|m| m.manifest.name == name)
-                    .ok_or(format!("stage {}: module {name} was not sent", stage.name))?;
-                let wasm = payloads.get(&file.wasm, &format!("module {name}")).map_err(|e| e.to_string())?;
+                let file =
+                    start.modules.iter().find(|m| m.manifest.name == name).ok_or_else(|| {
+                        EngineError::invalid(format!("stage {}: module {name} was not sent", stage.name))
+                    })?;
+                let wasm = payloads
+                    .get(&file.wasm, &format!("module {name}"))
+                    .map_err(|e| EngineError::invalid(e.to_string()))?;
                 // Verify (signature, hash) and compile before anything runs; a module already
                 // compiled under the same signed manifest is reused.
-                file.manifest.verify(wasm, &self.release).map_err(|e| format!("stage {}: refused: {e}", stage.name))?;
+                file.manifest
+                    .verify(wasm, &self.release)
+                    .map_err(|e| EngineError::Unverified(format!("stage {}: refused: {e}", stage.name)))?;
                 let key = compiled_key(&file.manifest);
                 if self.compiled.len() >= MAX_COMPILED {
                     self.compiled.clear();
@@ -35,20 +39,22 @@ impl Engine {
                     let loaded = self
                         .sandbox
                         .load(wasm, &file.manifest, &self.release)
-                        .map_err(|e| format!("stage {}: {e}", stage.name))?;
+                        .map_err(|e| EngineError::Sandbox(format!("stage {}: {e}", stage.name)))?;
                     self.compiled.insert(key, loaded);
                 }
                 let hash = self.store.put(wasm)?;
                 modules.insert(name.to_string(), (file.manifest.clone(), hash));
             }
         }
-        let dataset = self.store.put(payloads.get(&start.dataset, "dataset").map_err(|e| e.to_string())?)?;
-        let policy_json = serde_json::to_vec(&start.policy).map_err(|e| e.to_string())?;
+        let dataset = self
+            .store
+            .put(payloads.get(&start.dataset, "dataset").map_err(|e| EngineError::invalid(e.to_string()))?)?;
+        let policy_json = serde_json::to_vec(&start.policy).map_err(EngineError::encode("the policy bundle"))?;
         self.store.put_record(&format!("policy-{}", hex::encode(start.policy.hash())), &policy_json)?;
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let run_id = hex::encode(id);
-        let snapshot_value = pipeline.snapshot_value().map_err(|e| e.to_string())?;
+        let snapshot_value = pipeline.snapshot_value().map_err(|e| EngineError::invalid(e.to_string()))?;
         let snapshot = ConfigSnapshot::create(&snapshot_value, &self.identity, now_ms());
         let payload = serde_json::json!({
             "run": run_id, "pipeline": pipeline.name, "version": pipeline.version,
@@ -123,11 +129,11 @@ impl Engine {
         run_id: &str,
         approval: Approval,
         certificate: RoleCertificate,
-    ) -> Result<(usize, usize), String> {
+    ) -> Result<(usize, usize), EngineError> {
         let (admin, now) = (self.admin, now_ms());
         let run = self.load_run(run_id)?;
         let RunStatus::AwaitingApprovals { digest, need, role, candidate, .. } = run.report.status.clone() else {
-            return Err(format!("run {run_id} has no promotion waiting for approvals"));
+            return Err(EngineError::invalid(format!("run {run_id} has no promotion waiting for approvals")));
         };
         let guarded = Guarded { request_digest: digest, role: role.clone(), threshold: 1 };
         check_approvals(
@@ -138,9 +144,12 @@ impl Engine {
             &run.revocations,
             now,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| EngineError::Unverified(e.to_string()))?;
         if run.approvals.iter().any(|(a, _)| a.operator == approval.operator) {
-            return Err(format!("approver {} already approved this promotion", hex::encode(approval.operator)));
+            return Err(EngineError::Governance(format!(
+                "approver {} already approved this promotion",
+                hex::encode(approval.operator)
+            )));
         }
         run.approvals.push((approval.clone(), certificate));
         let have = run.approvals.len();
@@ -166,7 +175,7 @@ impl Engine {
         if let Err(e) = result {
             // The refusal is already in the audit log (or is the audit log's own failure).
             let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
-            run.report.status = RunStatus::Failed { stage, reason: e };
+            run.report.status = RunStatus::Failed { stage, reason: e.to_string() };
             run.in_flight = None;
         }
         run.report.audit_size = audit_size;
@@ -177,20 +186,19 @@ impl Engine {
         Reply::Run(Box::new(run.report))
     }
 
-    pub(super) fn advance_inner(&mut self, run_id: &str, attest: Attest<'_>) -> Result<(), String> {
+    pub(super) fn advance_inner(&mut self, run_id: &str, attest: Attest<'_>) -> Result<(), EngineError> {
         loop {
             let run = self.load_run(run_id)?;
             let Some(stage) = run.pipeline.stages.get(run.next).cloned() else {
                 run.report.status = RunStatus::Completed;
                 return Ok(());
             };
-            let (certificate, signatures) = run.pending.clone().ok_or("no operator credentials for this call")?;
+            let (certificate, signatures) =
+                run.pending.clone().ok_or_else(|| EngineError::invalid("no operator credentials for this call"))?;
             let action = stage.kind.action();
-            let role_signature = signatures
-                .iter()
-                .find(|s| s.context.action == action)
-                .cloned()
-                .ok_or(format!("stage {}: no role signature for action {action}", stage.name))?;
+            let role_signature = signatures.iter().find(|s| s.context.action == action).cloned().ok_or_else(|| {
+                EngineError::Unverified(format!("stage {}: no role signature for action {action}", stage.name))
+            })?;
             let started = Instant::now();
             // Promotion: pause until enough approvals are recorded.
             let mut approvals = vec![];
@@ -201,7 +209,8 @@ impl Engine {
             };
             let mut signals = BTreeMap::new();
             if let StageKind::Promotion { approvals: need, role } = &stage.kind {
-                let candidate = Self::candidate(run).ok_or("promotion: no trained model in this run")?;
+                let candidate = Self::candidate(run)
+                    .ok_or_else(|| EngineError::invalid("promotion: no trained model in this run"))?;
                 let digest = Self::approval_digest(run, &stage, &candidate);
                 let have = run.approvals.len();
                 if have < *need {
@@ -249,14 +258,16 @@ impl Engine {
             if let StageKind::Promotion { approvals: need, role } = &stage.kind {
                 governor.guard(&action, role, *need);
             }
-            let (permit, record) = governor.govern(&request, now_ms()).map_err(|e| e.to_string())?;
+            let (permit, record) =
+                governor.govern(&request, now_ms()).map_err(|e| EngineError::Governance(e.to_string()))?;
             let governance_micros = micros(started);
             let decision = record.state().record_hash;
             // The work, under the permit (the kernel audits its start and end around it).
-            let (mut governor, policy_hash, version) = self.governor.take().ok_or("governor unavailable")?;
+            let (mut governor, policy_hash, version) =
+                self.governor.take().ok_or_else(|| EngineError::Governance("governor unavailable".into()))?;
             let work = governor.kernel.execute(permit, now_ms(), |_| self.stage_work(run_id, &stage, &mut *attest));
             self.governor = Some((governor, policy_hash, version));
-            let work = work.map_err(|e| e.to_string())??;
+            let work = work.map_err(|e| EngineError::Governance(e.to_string()))??;
             let artifact = self.store.put(&work.output)?;
             let mut digests = vec![artifact];
             for extra in &work.extra_artifacts {
@@ -298,13 +309,16 @@ impl Engine {
     /// deployment is not re-run: the run fails naming both states. An interrupted execution is
     /// closed in the audit log (its start has no end otherwise); a failure is audited as one.
     /// Returns whether the run may go on.
-    pub(super) fn recover(&mut self, run_id: &str) -> Result<bool, String> {
+    pub(super) fn recover(&mut self, run_id: &str) -> Result<bool, EngineError> {
         let deployment_now = self.deployment()?.hash();
         let run = self.load_run(run_id)?;
         if let Some(f) = &run.in_flight
             && f.stage != run.next
         {
-            return Err(format!("the record marks stage #{} in flight but stage #{} next", f.stage, run.next));
+            return Err(EngineError::CorruptRecord {
+                what: format!("run {run_id}"),
+                why: format!("the record marks stage #{} in flight but stage #{} next", f.stage, run.next),
+            });
         }
         let stage = run.pipeline.stages.get(run.next).cloned();
         let stage_name = stage.as_ref().map(|s| s.name.clone()).unwrap_or_default();

@@ -7,7 +7,7 @@ impl Engine {
     /// Every stored run, newest first, at most [`MAX_LISTED_RUNS`]. A record that does not
     /// open fails the listing (it names the record) rather than being left out. Runs open in
     /// memory are read from there; the others from the store, without entering the cache.
-    pub(super) fn runs(&self) -> Result<Vec<RunSummary>, String> {
+    pub(super) fn runs(&self) -> Result<Vec<RunSummary>, EngineError> {
         let ids: Vec<String> =
             self.store.record_names().into_iter().filter_map(|n| n.strip_prefix("run-").map(str::to_string)).collect();
         let mut out = Vec::with_capacity(ids.len());
@@ -37,18 +37,24 @@ impl Engine {
 
     /// Every policy bundle a run was ever started under (kept so that a bundle exported after a
     /// restart still carries the policies its decisions were made under).
-    pub(super) fn policies(&self) -> Result<Vec<PolicyBundle>, String> {
+    pub(super) fn policies(&self) -> Result<Vec<PolicyBundle>, EngineError> {
         let mut out = Vec::new();
         for name in self.store.record_names().into_iter().filter(|n| n.starts_with("policy-")) {
-            let bytes = self.store.get_record(&name)?.ok_or(format!("record {name} vanished"))?;
-            out.push(PolicyBundle::from_json(&bytes).map_err(|e| format!("record {name}: {e}"))?);
+            let bytes = self.store.get_record(&name)?.ok_or_else(|| EngineError::CorruptRecord {
+                what: format!("record {name}"),
+                why: "listed, then gone".into(),
+            })?;
+            out.push(
+                PolicyBundle::from_json(&bytes)
+                    .map_err(|e| EngineError::CorruptRecord { what: format!("record {name}"), why: e.to_string() })?,
+            );
         }
         Ok(out)
     }
 
-    pub(super) fn load_run(&mut self, run_id: &str) -> Result<&mut Run, String> {
+    pub(super) fn load_run(&mut self, run_id: &str) -> Result<&mut Run, EngineError> {
         if !run_id.bytes().all(|b| b.is_ascii_hexdigit()) || run_id.len() != 32 {
-            return Err(format!("{run_id:?} is not a run ID (32 hex characters)"));
+            return Err(EngineError::invalid(format!("{run_id:?} is not a run ID (32 hex characters)")));
         }
         if !self.runs.contains_key(run_id) {
             let run = self.read_run(run_id)?;
@@ -59,15 +65,19 @@ impl Engine {
             }
             self.runs.insert(run_id.into(), run);
         }
-        self.runs.get_mut(run_id).ok_or_else(|| format!("no run {run_id}"))
+        self.runs.get_mut(run_id).ok_or_else(|| EngineError::UnknownRun(run_id.into()))
     }
 
     /// A run as stored (not cached). The engine advances a run to completion, failure or a pause
     /// within one call, and keeps it in memory meanwhile: a run stored as running belongs to a
     /// runtime that stopped while it ran, and reads back as interrupted.
-    pub(super) fn read_run(&self, run_id: &str) -> Result<Run, String> {
-        let bytes = self.store.get_record(&format!("run-{run_id}"))?.ok_or(format!("no run {run_id}"))?;
-        let mut run: Run = serde_json::from_slice(&bytes).map_err(|e| format!("run {run_id}: stored record: {e}"))?;
+    pub(super) fn read_run(&self, run_id: &str) -> Result<Run, EngineError> {
+        let bytes =
+            self.store.get_record(&format!("run-{run_id}"))?.ok_or_else(|| EngineError::UnknownRun(run_id.into()))?;
+        let mut run: Run = serde_json::from_slice(&bytes).map_err(|e| EngineError::CorruptRecord {
+            what: format!("run {run_id}: stored record"),
+            why: e.to_string(),
+        })?;
         if run.report.status == RunStatus::Running {
             let stage = run.pipeline.stages.get(run.next).map(|s| s.name.clone()).unwrap_or_default();
             run.report.status = RunStatus::Interrupted { stage, in_flight: run.in_flight.is_some() };
@@ -75,20 +85,23 @@ impl Engine {
         Ok(run)
     }
 
-    pub(super) fn save_run(&self, run: &Run) -> Result<(), String> {
-        let bytes = serde_json::to_vec(run).map_err(|e| e.to_string())?;
-        self.store.put_record(&format!("run-{}", run.report.run_id), &bytes)
+    pub(super) fn save_run(&self, run: &Run) -> Result<(), EngineError> {
+        let bytes = serde_json::to_vec(run).map_err(EngineError::encode("a run record"))?;
+        Ok(self.store.put_record(&format!("run-{}", run.report.run_id), &bytes)?)
     }
 
     /// The deployment state.
-    pub fn deployment(&self) -> Result<Deployment, String> {
+    pub fn deployment(&self) -> Result<Deployment, EngineError> {
         match self.store.get_record("deployment")? {
             None => Ok(Deployment::default()),
-            Some(b) => serde_json::from_slice(&b).map_err(|e| format!("deployment record: {e}")),
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| EngineError::CorruptRecord { what: "deployment record".into(), why: e.to_string() }),
         }
     }
 
-    pub(super) fn save_deployment(&self, d: &Deployment) -> Result<(), String> {
-        self.store.put_record("deployment", &serde_json::to_vec(d).map_err(|e| e.to_string())?)
+    pub(super) fn save_deployment(&self, d: &Deployment) -> Result<(), EngineError> {
+        Ok(self
+            .store
+            .put_record("deployment", &serde_json::to_vec(d).map_err(EngineError::encode("the deployment"))?)?)
     }
 }

@@ -5,7 +5,7 @@ use super::*; // the engine's types, helpers and imports: one engine, several ro
 
 impl Engine {
     /// The hashes a stage depends on (bound into its execution context).
-    pub(super) fn stage_context(&mut self, run_id: &str, stage: &Stage) -> Result<serde_json::Value, String> {
+    pub(super) fn stage_context(&mut self, run_id: &str, stage: &Stage) -> Result<serde_json::Value, EngineError> {
         let run = self.load_run(run_id)?;
         let modules: BTreeMap<&str, String> = stage
             .kind
@@ -24,15 +24,20 @@ impl Engine {
         }))
     }
 
-    pub(super) fn module(&mut self, run_id: &str, name: &str) -> Result<LoadedModule, String> {
+    pub(super) fn module(&mut self, run_id: &str, name: &str) -> Result<LoadedModule, EngineError> {
         let run = self.load_run(run_id)?;
-        let (manifest, hash) = run.modules.get(name).cloned().ok_or(format!("module {name} is not part of the run"))?;
+        let (manifest, hash) = run
+            .modules
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::invalid(format!("module {name} is not part of the run")))?;
         let key = compiled_key(&manifest);
         if let Some(m) = self.compiled.get(&key) {
             return Ok(m.clone());
         }
         let wasm = self.store.get(&hash)?;
-        let loaded = self.sandbox.load(&wasm, &manifest, &self.release).map_err(|e| e.to_string())?;
+        let loaded =
+            self.sandbox.load(&wasm, &manifest, &self.release).map_err(|e| EngineError::Sandbox(e.to_string()))?;
         self.compiled.insert(key, loaded.clone());
         Ok(loaded)
     }
@@ -45,7 +50,7 @@ impl Engine {
         stage: &str,
         module: &str,
         input: &[u8],
-    ) -> Result<(Vec<u8>, u64), String> {
+    ) -> Result<(Vec<u8>, u64), EngineError> {
         let loaded = self.module(run_id, module)?;
         let grants = [Capability::ReadInput, Capability::WriteOutput, Capability::Log];
         match self.sandbox.run(&loaded, &grants, input, self.limits) {
@@ -54,17 +59,20 @@ impl Engine {
                 let line = format!("run {run_id}: stage {stage}: module {module} terminated: {t}");
                 let severity = if matches!(t, Termination::Failed(_)) { Severity::Warning } else { Severity::Critical };
                 self.log(EntryKind::Refusal, severity, vec![loaded.manifest.module_sha256], line.clone())?;
-                Err(format!("module {module} terminated: {t}"))
+                Err(EngineError::Sandbox(format!("module {module} terminated: {t}")))
             }
         }
     }
 
-    pub(super) fn stage_work(&mut self, run_id: &str, stage: &Stage, attest: Attest<'_>) -> Result<Work, String> {
+    pub(super) fn stage_work(&mut self, run_id: &str, stage: &Stage, attest: Attest<'_>) -> Result<Work, EngineError> {
         let run = self.load_run(run_id)?;
         let previous = run.report.stages.last().map(|s| s.artifact);
         match &stage.kind {
             StageKind::DataPreparation { dataset_sha256, module, .. } => {
-                let data = self.store.get(dataset_sha256).map_err(|e| format!("dataset: {e}"))?;
+                let data = self
+                    .store
+                    .get(dataset_sha256)
+                    .map_err(|source| EngineError::Artifact { what: "dataset", source })?;
                 let (output, fuel) = self.sandboxed(run_id, &stage.name, module, &data)?;
                 let summary = format!(
                     "dataset {} verified ({} bytes); {module} wrote {} bytes ({fuel} fuel)",
@@ -81,7 +89,7 @@ impl Engine {
                     .iter()
                     .find(|s| matches!(s.kind, StageKind::DataPreparation { .. }))
                     .and_then(|s| run.outputs.get(&s.name).copied())
-                    .ok_or("model_training: no prepared data")?;
+                    .ok_or_else(|| EngineError::invalid("model_training: no prepared data"))?;
                 let module_hash = run.modules.get(module).map(|(_, h)| *h).unwrap_or_default();
                 let input = self.store.get(&prepared)?;
                 let (output, fuel) = self.sandboxed(run_id, &stage.name, module, &input)?;
@@ -96,7 +104,7 @@ impl Engine {
                 Ok(Work { output, summary, extra_artifacts: vec![canonical_json(&provenance)] })
             }
             StageKind::AgentChain { agents, consensus } => {
-                let model = previous.ok_or("agent_chain: nothing to review")?;
+                let model = previous.ok_or_else(|| EngineError::invalid("agent_chain: nothing to review"))?;
                 let model = self.store.get(&model)?;
                 let mut votes = Vec::new();
                 for agent in agents {
@@ -115,11 +123,11 @@ impl Engine {
                     "votes": votes, "rule": consensus.describe(agents.len()), "approving": approving, "reached": reached,
                 }));
                 if !reached {
-                    return Err(format!(
+                    return Err(EngineError::Governance(format!(
                         "agent_chain: consensus {} not reached ({approving} of {} approve)",
                         consensus.describe(agents.len()),
                         agents.len()
-                    ));
+                    )));
                 }
                 Ok(Work {
                     output,
@@ -132,7 +140,8 @@ impl Engine {
                 })
             }
             StageKind::Promotion { .. } => {
-                let candidate = Self::candidate(run).ok_or("promotion: no trained model")?;
+                let candidate =
+                    Self::candidate(run).ok_or_else(|| EngineError::invalid("promotion: no trained model"))?;
                 let approvers: Vec<String> = run.approvals.iter().map(|(a, _)| hex::encode(a.operator)).collect();
                 let mut deployment = self.deployment()?;
                 let state_before = deployment.hash();
@@ -156,22 +165,34 @@ impl Engine {
             }
             StageKind::Rollback => {
                 let mut deployment = self.deployment()?;
-                let undone = deployment.promotions.pop().ok_or("rollback: nothing was ever promoted")?;
+                let undone = deployment
+                    .promotions
+                    .pop()
+                    .ok_or_else(|| EngineError::invalid("rollback: nothing was ever promoted"))?;
                 // Prove the restored state: its hash must equal the one recorded before the
                 // promotion being undone, and the restored model must read back to its hash.
                 let restored_state = deployment.hash();
                 if restored_state != undone.state_before {
-                    return Err(format!(
-                        "rollback: restored state hashes to {}, the promotion recorded {}",
-                        hex::encode(restored_state),
-                        hex::encode(undone.state_before)
-                    ));
+                    return Err(EngineError::CorruptRecord {
+                        what: "deployment record".into(),
+                        why: format!(
+                            "rollback: restored state hashes to {}, the promotion recorded {}",
+                            hex::encode(restored_state),
+                            hex::encode(undone.state_before)
+                        ),
+                    });
                 }
                 let restored_model = deployment.live();
                 if let Some(m) = restored_model {
-                    let bytes = self.store.get(&m).map_err(|e| format!("rollback: restored model: {e}"))?;
+                    let bytes = self
+                        .store
+                        .get(&m)
+                        .map_err(|source| EngineError::Artifact { what: "rollback: restored model", source })?;
                     if sha256(&bytes) != m {
-                        return Err("rollback: restored model does not hash to its record".into());
+                        return Err(EngineError::CorruptRecord {
+                            what: "deployment record".into(),
+                            why: "rollback: restored model does not hash to its record".into(),
+                        });
                     }
                 }
                 self.save_deployment(&deployment)?;
@@ -205,23 +226,23 @@ impl Engine {
     /// A compliance bundle of the whole log: a fresh checkpoint, TPM evidence whose nonce
     /// binds that checkpoint, and every policy bundle runs were started under (for offline
     /// re-evaluation of each decision).
-    pub fn export_bundle(&mut self, attest: Attest<'_>) -> Result<Vec<u8>, String> {
+    pub fn export_bundle(&mut self, attest: Attest<'_>) -> Result<Vec<u8>, EngineError> {
         let policies = self.policies()?;
-        let note = self.audit.checkpoint(&self.identity).map_err(|e| e.to_string())?;
-        self.audit.store_checkpoint(&note).map_err(|e| e.to_string())?;
+        let note = self.audit.checkpoint(&self.identity).map_err(|e| EngineError::Audit(e.to_string()))?;
+        self.audit.store_checkpoint(&note).map_err(|e| EngineError::Audit(e.to_string()))?;
         let nonce = bundle_attestation_nonce(&note.to_text());
-        let evidence = attest(&nonce).map_err(|e| format!("attestation evidence: {e}"))?;
+        let evidence = attest(&nonce).map_err(EngineError::Attestation)?;
         let evidence: serde_json::Value =
-            serde_json::from_slice(&evidence).map_err(|e| format!("attestation evidence: {e}"))?;
+            serde_json::from_slice(&evidence).map_err(|e| EngineError::Attestation(e.to_string()))?;
         let bundled = serde_json::json!({ "checkpoint": note.to_text(), "evidence": evidence });
-        let bundled = serde_json::to_vec(&bundled).map_err(|e| e.to_string())?;
+        let bundled = serde_json::to_vec(&bundled).map_err(EngineError::encode("the attestation section"))?;
         let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), bundled)];
         for p in &policies {
-            let bytes = serde_json::to_vec_pretty(p).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec_pretty(p).map_err(EngineError::encode("a policy bundle"))?;
             section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));
         }
         let options = sovereign_audit::export::ExportOptions { range: None, witnesses: vec![], section_files };
         sovereign_audit::export::export_bundle(&self.audit, &self.data_key, &self.identity, &options)
-            .map_err(|e| e.to_string())
+            .map_err(|e| EngineError::Audit(format!("export: {e}")))
     }
 }
