@@ -177,6 +177,47 @@ pub fn cli_binary() -> PathBuf {
     })
 }
 
+/// Runs the `sovereign` CLI: (exit code, stdout, stderr).
+pub fn sovereign(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = std::process::Command::new(cli_binary())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", cli_binary().display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sovereign verify BUNDLE --json` with every trust root of the shared image pinned: the node
+/// identity (hex), the release key (as policy key and release key), the signed reference values,
+/// the platform profile and the appliance's EK CA (`ek_ca`, a PEM file). Returns the exit code
+/// and the JSON verdict; panics with the output when it is not JSON.
+pub fn verify_offline(bundle: &Path, identity_hex: &str, ek_ca: &Path) -> (i32, serde_json::Value) {
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let release = build_dir().join("keys/release.pub");
+    let (code, stdout, stderr) = sovereign(&[
+        &os("verify"),
+        bundle.as_os_str(),
+        &os("--node-key"),
+        &os(identity_hex),
+        &os("--policy-key"),
+        release.as_os_str(),
+        &os("--release-key"),
+        release.as_os_str(),
+        &os("--reference"),
+        build_dir().join("image/reference-values.json").as_os_str(),
+        &os("--platform"),
+        root().join(PLATFORM_PROFILE).as_os_str(),
+        &os("--ek-ca"),
+        ek_ca.as_os_str(),
+        &os("--json"),
+    ]);
+    let verdict = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: exit {code}\n{stdout}\n{stderr}"));
+    (code, verdict)
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

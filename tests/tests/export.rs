@@ -23,7 +23,7 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_audit::store::AuditLog;
 use sovereign_audit::{Entry, EntryKind, Severity};
 use sovereign_boot_contract::{DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, STATE_PARTITION_OFFSET};
-use sovereign_e2e::{boot_slot, build_dir, cli_binary, dev_keys, image};
+use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, sovereign, verify_offline};
 use sovereign_init::state::{self, SealedKeys};
 use sovereign_measured_boot::{PolicyKey, Tpm};
 use sovereign_qemu::Appliance;
@@ -31,15 +31,6 @@ use sovereign_qemu::Appliance;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const READY: &str = "sovereign-runtime: control: attestation key ready";
 const ENTRIES: u64 = 1_000_000;
-
-fn sovereign(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let out = Command::new(cli_binary()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The audit log of a million entries under `data_key`, in `dir/audit.log`.
 fn million_entry_log(dir: &Path, identity: &SigningKey, data_key: &DataKey) {
@@ -153,26 +144,7 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
 
     let ek_ca = dir.path().join("ek-ca.pem");
     std::fs::write(&ek_ca, appliance.ek_ca_pem().unwrap()).unwrap();
-    let release = build_dir().join("keys/release.pub");
-    let (code, stdout, stderr) = sovereign(&[
-        &os("verify"),
-        export.as_os_str(),
-        &os("--node-key"),
-        &os(&identity_hex),
-        &os("--policy-key"),
-        release.as_os_str(),
-        &os("--release-key"),
-        release.as_os_str(),
-        &os("--reference"),
-        build_dir().join("image/reference-values.json").as_os_str(),
-        &os("--platform"),
-        sovereign_e2e::root().join(sovereign_e2e::PLATFORM_PROFILE).as_os_str(),
-        &os("--ek-ca"),
-        ek_ca.as_os_str(),
-        &os("--json"),
-    ]);
-    let verdict: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: exit {code}\n{stdout}\n{stderr}"));
+    let (code, verdict) = verify_offline(&export, &identity_hex, &ek_ca);
     assert_eq!(verdict["verdict"], "PASS", "{verdict:#}");
     assert_eq!(code, 0);
     let entries = verdict["report"]["entries"].as_u64().unwrap();

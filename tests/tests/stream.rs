@@ -11,11 +11,10 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use sovereign_e2e::{boot_slot, build_dir, cli_binary, dev_keys, image};
+use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, sovereign, verify_offline};
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
 use sovereign_qemu::Appliance;
 
@@ -39,15 +38,6 @@ fn dataset() -> Vec<u8> {
     }
     out.truncate(DATASET_BYTES);
     out
-}
-
-fn sovereign(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let out = Command::new(cli_binary()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) {
@@ -131,24 +121,9 @@ fn a_100_mib_dataset_goes_up_and_the_audit_log_comes_down_through_the_real_cli()
     let identity = appliance_identity(&guest.console());
     let ek_ca = dir.path().join("ek-ca.pem");
     std::fs::write(&ek_ca, appliance.ek_ca_pem().unwrap()).unwrap();
-    let release = build_dir().join("keys/release.pub");
-    let (code, stdout, stderr) = sovereign(&[
-        &os("verify"),
-        export.as_os_str(),
-        &os("--node-key"),
-        &os(&identity),
-        &os("--policy-key"),
-        release.as_os_str(),
-        &os("--release-key"),
-        release.as_os_str(),
-        &os("--reference"),
-        build_dir().join("image/reference-values.json").as_os_str(),
-        &os("--platform"),
-        sovereign_e2e::root().join(sovereign_e2e::PLATFORM_PROFILE).as_os_str(),
-        &os("--ek-ca"),
-        ek_ca.as_os_str(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (code, verdict) = verify_offline(&export, &identity, &ek_ca);
+    assert_eq!(verdict["verdict"], "PASS", "{verdict:#}");
+    assert_eq!(code, 0);
 
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();
