@@ -92,8 +92,10 @@ impl FileEntry {
             .iter()
             .enumerate()
             .map(|(i, digest)| {
-                let offset = i as u64 * CHUNK_BYTES;
-                (offset, CHUNK_BYTES.min(self.size - offset), digest.as_str())
+                let offset = (i as u64).saturating_mul(CHUNK_BYTES);
+                // Saturating: an unchecked entry listing more pieces than its size holds gets
+                // empty pieces, never a panic.
+                (offset, CHUNK_BYTES.min(self.size.saturating_sub(offset)), digest.as_str())
             })
             .collect()
     }
@@ -348,6 +350,10 @@ mod tests {
         );
         assert!(with_runtime(&|e| e.chunks.push("00".repeat(32))).is_err());
         assert!(with_runtime(&|e| e.chunks[1] = "zz".repeat(32)).is_err());
+        // An unchecked entry with more pieces than its size holds: pieces, never a panic.
+        let mut short = entry.clone();
+        short.size = 3;
+        assert_eq!(short.pieces().iter().map(|(_, len, _)| *len).collect::<Vec<_>>(), vec![3, 0, 0]);
         let mut m = sample();
         m.files.iter_mut().filter(|e| e.path == "/init").for_each(|e| e.chunks = vec![e.sha256.clone()]);
         let err = m.check_consistency().unwrap_err().to_string();

@@ -1,8 +1,9 @@
 //! The module loader: loads the manifest's kernel modules in load order on a thread of its own,
 //! each only after PID 1 has verified that module's file, while PID 1 goes on with what needs
 //! no module (the rest of the hashing, the TPM). PID 1 waits on it only where a module must be
-//! in — a mount ([`ModuleLoader::retry_until_loaded`]) — and before lockdown
-//! ([`ModuleLoader::finish`]). The loading itself is the caller's closure (`finit_module` on
+//! in — a mount ([`ModuleLoader::retry_until_loaded`]) — and before it unseals the node keys
+//! ([`ModuleLoader::finish`]: a module load extends PCR 10 under IMA's Secure Boot policy, which
+//! would void a policy session in flight). The loading itself is the caller's closure (`finit_module` on
 //! the appliance), so the ordering rules are testable anywhere.
 
 use std::collections::BTreeSet;

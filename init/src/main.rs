@@ -215,6 +215,12 @@ fn boot() -> Result<(), Fatal> {
         }
     }
 
+    // Every module is in before the node keys are touched: with Secure Boot on, IMA's
+    // architecture policy measures each module load into PCR 10, and any PCR extended while the
+    // unseal's policy session is open voids it (TPM_RC_PCR_CHANGED); the PCRs handed to the
+    // runtime must be final too.
+    let loaded = modules.finish().map_err(|why| Fatal("kernel modules".into(), why))?;
+    say(&format!("{loaded} modules loaded"));
     // 6. The node keys.
     let keys = unseal_or_provision(&mut tpm, &config, &policy_key, &policy)?;
     // 7. Close the unseal window for the rest of this boot.
@@ -238,8 +244,6 @@ fn boot() -> Result<(), Fatal> {
     let handover = handover(&keys, facts)?;
 
     // The data partition (audit log, replay store, encrypted artifacts): never executable.
-    let loaded = modules.finish().map_err(|why| Fatal("kernel modules".into(), why))?;
-    say(&format!("{loaded} modules loaded"));
     mount_fs(&config.data_device, sovereign_boot_contract::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
     say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_boot_contract::DATA_MOUNT));
 
