@@ -137,6 +137,19 @@ fn a_large_file_is_hashed_piece_by_piece_and_a_changed_byte_names_its_piece() {
     assert!(p[0].contains(&format!("bytes {}..{}", 2 * CHUNK_BYTES, runtime.len())), "{p:?}");
 }
 
+/// Hashes the tree on one worker in PID 1's order: the problems, and the files announced as
+/// verified, in the order they were.
+fn hash_in_order(root: &std::path::Path, manifest: &Manifest) -> (Vec<String>, Vec<String>) {
+    let files = hashing_order(manifest, survey(root, manifest).files);
+    let mut seen = Vec::new();
+    let problems = hash_files(root, &files, 1, |p| {
+        seen.push(p.to_string());
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    (problems, seen)
+}
+
 #[test]
 fn modules_come_first_in_load_order_and_nothing_is_reported_verified_after_a_mismatch() {
     let (root, manifest, _) = large_tree();
@@ -146,27 +159,15 @@ fn modules_come_first_in_load_order_and_nothing_is_reported_verified_after_a_mis
     assert_eq!(&order[..3], ["/lib/b_second.ko", "/lib/a_first.ko", "/usr/bin/sovereign-runtime"]);
 
     // With one worker, files verify in the order given: the modules first, in load order.
-    let files = hashing_order(&manifest, survey(root.path(), &manifest).files);
-    let mut seen = Vec::new();
-    let problems = hash_files(root.path(), &files, 1, |p| {
-        seen.push(p.to_string());
-        Ok::<(), String>(())
-    })
-    .unwrap();
+    let (problems, seen) = hash_in_order(root.path(), &manifest);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(&seen[..2], ["/lib/b_second.ko", "/lib/a_first.ko"]);
-    assert_eq!(seen.len(), files.len());
+    assert_eq!(seen.len(), survey(root.path(), &manifest).files.len());
 
     // The first module's bytes changed: reported, and no file is announced as verified after it
     // (with one worker, nothing was announced before it either).
     fs::write(root.path().join("lib/b_second.ko"), "B_second").unwrap();
-    let files = hashing_order(&manifest, survey(root.path(), &manifest).files);
-    let mut seen = Vec::new();
-    let problems = hash_files(root.path(), &files, 1, |p| {
-        seen.push(p.to_string());
-        Ok::<(), String>(())
-    })
-    .unwrap();
+    let (problems, seen) = hash_in_order(root.path(), &manifest);
     assert_eq!(problems, vec!["/lib/b_second.ko: SHA-256 differs from the manifest".to_string()]);
     assert!(seen.is_empty(), "{seen:?}");
 

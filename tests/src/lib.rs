@@ -190,6 +190,24 @@ pub fn sovereign(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
     )
 }
 
+/// `sovereign audit export --socket SOCKET --key <admin key> --out OUT` against a running
+/// appliance; panics with the CLI's output unless it succeeded.
+pub fn export_from(socket: &Path, out: &Path) {
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let admin_key = build_dir().join("keys/admin.key");
+    let (code, stdout, stderr) = sovereign(&[
+        &os("audit"),
+        &os("export"),
+        &os("--socket"),
+        socket.as_os_str(),
+        &os("--key"),
+        admin_key.as_os_str(),
+        &os("--out"),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, 0, "sovereign audit export failed:\n{stdout}\n{stderr}");
+}
+
 /// `sovereign verify BUNDLE --json` with every trust root of the shared image pinned: the node
 /// identity (hex), the release key (as policy key and release key), the signed reference values,
 /// the platform profile and the appliance's EK CA (`ek_ca`, a PEM file). Returns the exit code

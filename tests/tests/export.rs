@@ -23,7 +23,7 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_audit::store::AuditLog;
 use sovereign_audit::{Entry, EntryKind, Severity};
 use sovereign_boot_contract::{DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, STATE_PARTITION_OFFSET};
-use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, sovereign, verify_offline};
+use sovereign_e2e::{boot_slot, dev_keys, export_from, image, verify_offline};
 use sovereign_init::state::{self, SealedKeys};
 use sovereign_measured_boot::{PolicyKey, Tpm};
 use sovereign_qemu::Appliance;
@@ -122,22 +122,9 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
     assert!(console.contains(&format!("audit log of {ENTRIES} entries")), "{console}");
     eprintln!("runtime opened the {ENTRIES}-entry log and was ready in {:?}", ready.elapsed());
 
-    let socket = appliance.control_socket();
-    let admin_key = build_dir().join("keys/admin.key");
-    let os = |s: &str| std::ffi::OsString::from(s);
     let export = dir.path().join("export.tar");
     let started = Instant::now();
-    let (code, stdout, stderr) = sovereign(&[
-        &os("audit"),
-        &os("export"),
-        &os("--socket"),
-        socket.as_os_str(),
-        &os("--key"),
-        admin_key.as_os_str(),
-        &os("--out"),
-        export.as_os_str(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    export_from(&appliance.control_socket(), &export);
     let bundle_bytes = std::fs::metadata(&export).unwrap().len();
     eprintln!("export of {bundle_bytes} bytes through the CLI in {:?}", started.elapsed());
     assert!(bundle_bytes > log_bytes / 2, "a {bundle_bytes}-byte bundle cannot hold {ENTRIES} entries");
