@@ -43,7 +43,7 @@ fn million_entry_log(dir: &Path, identity: &SigningKey, data_key: &DataKey) {
         let rows = (written..written + n)
             .map(|i| {
                 let payload = format!("{{\"event\":\"sensor reading\",\"seq\":{i}}}").into_bytes();
-                Entry::new(EntryKind::ExecutionStart, 1_800_000_000_000 + i, Severity::Info, vec![], payload)
+                Entry::new(EntryKind::Artifact, 1_800_000_000_000 + i, Severity::Info, vec![], payload)
             })
             .collect();
         log.append_batch(rows).unwrap();

@@ -11,6 +11,7 @@
 pub mod attest;
 pub mod client;
 pub mod decisions;
+pub mod deployment;
 pub mod pipeline;
 
 pub use client::{Answer, Transfer, discover, exchange, node_identity, send, sign};

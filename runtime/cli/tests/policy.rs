@@ -133,7 +133,8 @@ fn verify_reevaluates_every_decision_in_a_compliance_bundle() {
     let append = |record: &sovereign_governance::policy::DecisionRecord, input: &PolicyInput| {
         let (log, _) = AuditLog::open(&d.join("audit.log"), &data_key).unwrap();
         let payload = serde_json::to_vec(&DecisionEvidence { record: record.clone(), input: input.clone() }).unwrap();
-        log.append_entry(Entry::new(EntryKind::PolicyDecision, 1, Severity::Info, vec![], payload)).unwrap();
+        let digests = vec![record.state().record_hash, record.policy_hash, record.input_hash];
+        log.append_entry(Entry::new(EntryKind::PolicyDecision, 1, Severity::Info, digests, payload)).unwrap();
     };
     append(&honest, &input);
     let node_pub = std::fs::read_to_string(d.join("node.pub")).unwrap().trim().to_string();

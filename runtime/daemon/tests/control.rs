@@ -62,7 +62,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         let rows = (written..written + n)
             .map(|i| {
                 let payload = format!("{{\"event\":\"sensor reading\",\"seq\":{i}}}").into_bytes();
-                Entry::new(EntryKind::ExecutionStart, 1_800_000_000_000 + i, Severity::Info, vec![], payload)
+                Entry::new(EntryKind::Artifact, 1_800_000_000_000 + i, Severity::Info, vec![], payload)
             })
             .collect();
         audit.append_batch(rows).unwrap();

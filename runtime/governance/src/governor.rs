@@ -14,7 +14,7 @@ use sovereign_audit::{Entry, EntryKind, Severity};
 
 use crate::approvals::{Approval, Guarded, check_approvals};
 use crate::canonical::sha256;
-use crate::kernel::{Batch, ExecutionRequest, Kernel, Permit, Verdict};
+use crate::kernel::{Batch, ExecutionContext, ExecutionRequest, Kernel, Permit, Verdict};
 use crate::policy::{DecisionRecord, PolicyBundle, PolicyEngine, PolicyInput};
 use crate::signed::{Refusal, RevocationList, RoleCertificate, RoleSignature};
 
@@ -57,10 +57,34 @@ pub struct DecisionEvidence {
     pub input: PolicyInput,
 }
 
-/// The governance of one node.
+/// The governance of one node. Its kernel is private: a binding is minted only by
+/// [`Governor::govern`], from a decision it made and audited, and a permit is spent only by
+/// [`Governor::execute`]. Neither door exists outside the crate:
+///
+/// ```compile_fail,E0616
+/// # fn door(governor: &mut sovereign_governance::governor::Governor) {
+/// // The kernel cannot be reached from outside (private field)...
+/// let _ = &mut governor.kernel;
+/// # }
+/// ```
+///
+/// ```compile_fail,E0624
+/// # use sovereign_governance::kernel::{ExecutionRequest, Kernel, PolicyState, Verdict};
+/// # fn door(kernel: &Kernel, request: &ExecutionRequest) {
+/// // ...and a kernel held elsewhere signs no binding for a caller-built decision...
+/// let state = PolicyState { verdict: Verdict::Allow, record_hash: [0; 32] };
+/// let _ = kernel.bind(&state, request, [0; 16], u64::MAX);
+/// # }
+/// ```
+///
+/// ```compile_fail,E0624
+/// # fn door(node: &ed25519_dalek::SigningKey) {
+/// // ...nor can a caller holding the node key mint one itself.
+/// let _ = sovereign_governance::signed::PolicyBinding::create([0; 32], &serde_json::json!({}), [0; 16], 0, node);
+/// # }
+/// ```
 pub struct Governor {
-    /// The execution kernel.
-    pub kernel: Kernel,
+    kernel: Kernel,
     engine: PolicyEngine,
     policy: PolicyBundle,
     admin: VerifyingKey,
@@ -119,6 +143,16 @@ impl Governor {
             "resource": resource,
             "environment": environment,
         })))
+    }
+
+    /// Runs `work` under `permit` (consumed) in this governor's kernel, auditing start and end.
+    pub fn execute<T>(
+        &mut self,
+        permit: Permit,
+        now_ms: u64,
+        work: impl FnOnce(&ExecutionContext) -> T,
+    ) -> Result<T, Refusal> {
+        self.kernel.execute(permit, now_ms, work)
     }
 
     /// Governs one request: a permit, or a refusal that is already in the audit log.

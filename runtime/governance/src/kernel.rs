@@ -164,7 +164,9 @@ impl Kernel {
     }
 
     /// Signs a binding of an allowing decision to `request` (the node's side of the binding).
-    pub fn bind(
+    /// Crate-private: only [`crate::governor::Governor::govern`] mints bindings, from a decision
+    /// it just made and audited.
+    pub(crate) fn bind(
         &self,
         state: &PolicyState,
         request: &ExecutionRequest,
@@ -177,8 +179,10 @@ impl Kernel {
         Ok(PolicyBinding::create(state.record_hash, &request.bound_context(), nonce, expiry_ms, &self.node))
     }
 
-    /// Verifies everything and issues the permit; every outcome is audited.
-    pub fn authorize(
+    /// Verifies everything and issues the permit; every outcome is audited. Crate-private (only
+    /// the governed path authorizes); the unit tests below drive it directly.
+    #[cfg(test)]
+    pub(crate) fn authorize(
         &mut self,
         request: &ExecutionRequest,
         state: &PolicyState,
@@ -190,7 +194,7 @@ impl Kernel {
 
     /// [`Kernel::authorize`], with other single-use nonces claimed and other audit entries
     /// written in the same durable step (one `fdatasync` for the replay store, one for the log).
-    pub fn authorize_batched(
+    pub(crate) fn authorize_batched(
         &mut self,
         request: &ExecutionRequest,
         state: &PolicyState,
@@ -297,3 +301,6 @@ impl Kernel {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

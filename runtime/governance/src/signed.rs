@@ -356,8 +356,9 @@ impl PolicyBinding {
             .into_bytes()
     }
 
-    /// Binds `policy_state` to `context`.
-    pub fn create(
+    /// Binds `policy_state` to `context`. Crate-private: only the kernel signs bindings, and
+    /// only inside the governed path.
+    pub(crate) fn create(
         policy_state_hash: [u8; 32],
         context: &serde_json::Value,
         nonce: [u8; 16],

@@ -107,7 +107,7 @@ fn a_governed_action_runs_only_with_role_approvals_policy_and_binding() {
     }
     let (permit, record) = s.governor.govern(&req, NOW).unwrap();
     assert_eq!(record.reasons, vec!["production with two approvals on an attested platform".to_string()]);
-    assert_eq!(s.governor.kernel.execute(permit, NOW, |ctx| ctx.action.clone()).unwrap(), "promote");
+    assert_eq!(s.governor.execute(permit, NOW, |ctx| ctx.action.clone()).unwrap(), "promote");
 
     // Below threshold (one approval, or the same approver twice): stops at the approvals.
     let mut one = request("e2", "production", 2);

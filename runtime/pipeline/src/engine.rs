@@ -51,35 +51,7 @@ const MAX_OPEN_RUNS: usize = 64;
 /// Most compiled modules kept (the cache is emptied when full; modules recompile on demand).
 const MAX_COMPILED: usize = 32;
 
-/// One promotion, as the deployment state records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Promoted {
-    /// The model.
-    pub model: [u8; 32],
-    /// The run that promoted it.
-    pub run_id: String,
-    /// SHA-256 of the deployment state just before this promotion.
-    pub state_before: [u8; 32],
-}
-
-/// What is deployed: the stack of promotions (the last one is live).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// Promotions in order; the last is the live model.
-    pub promotions: Vec<Promoted>,
-}
-
-impl Deployment {
-    /// SHA-256 of the canonical JSON of the state.
-    pub fn hash(&self) -> [u8; 32] {
-        sha256(&canonical_json(&serde_json::to_value(self).unwrap_or_default()))
-    }
-
-    /// The live model.
-    pub fn live(&self) -> Option<[u8; 32]> {
-        self.promotions.last().map(|p| p.model)
-    }
-}
+pub use sovereign_protocol::deployment::{Deployment, Promoted};
 
 /// A run as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,9 +216,9 @@ impl Engine {
         severity: Severity,
         digests: Vec<[u8; 32]>,
         payload: String,
-    ) -> Result<(), EngineError> {
+    ) -> Result<u64, EngineError> {
         let entry = sovereign_audit::Entry::new(kind, now_ms(), severity, digests, payload.into_bytes());
-        self.audit.append_entry(entry).map(|_| ()).map_err(|e| EngineError::Audit(e.to_string()))
+        self.audit.append_entry(entry).map(|(index, _)| index).map_err(|e| EngineError::Audit(e.to_string()))
     }
 
     /// The governor for (`policy`, `revocations`): kept while both stay the same. The
@@ -302,7 +274,7 @@ impl Engine {
                     // A refused run is audited too (a tampered module, a bad pipeline file).
                     let line = format!("pipeline run refused at load: {e}");
                     match self.log(EntryKind::Refusal, Severity::Warning, vec![], line) {
-                        Ok(()) => refusal(e),
+                        Ok(_) => refusal(e),
                         Err(audit) => refusal(format!("{e}; and {audit}")),
                     }
                 }

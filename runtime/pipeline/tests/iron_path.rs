@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
+use sha2::Digest as _;
 use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
@@ -16,6 +17,7 @@ use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext,
 use sovereign_pipeline::engine::Attest;
 use sovereign_pipeline::spec::Pipeline;
 use sovereign_pipeline::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
+use sovereign_protocol::deployment::{RollbackOutput, output_bytes};
 use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
 use sovereign_protocol::{Blob, Payloads};
 use sovereign_sandbox::{Capability, ModuleManifest};
@@ -282,6 +284,64 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     assert_eq!(engine.deployment().unwrap().live(), Some(model));
     // Deterministic: the same dataset and modules trained the same model.
     assert_eq!(third.stages[1].artifact, model);
+
+    // Offline, an auditor recomputes the deployment from the bundle's log alone: three
+    // promotions, and both rollbacks restore the state the log holds before what they undo.
+    let bundle = third.bundle.expect("bundle");
+    let bytes = engine.fetch(Command::Artifact { run_id: third.run_id.clone(), sha256: bundle }, &mut no_tpm);
+    let check = deployment_check(&bytes);
+    assert!(check.passed() && check.checked == 2, "{check:?}");
+    assert!(check.detail.starts_with("3 promotions replayed"), "{check:?}");
+
+    // The node lies: a rollback of the second run's promotion that claims a restored state
+    // other than the one before that promotion. Signed by the node, in its log: still FAIL.
+    drop(engine);
+    let (log, _) = sovereign_audit::AuditLog::open(&dir.path().join("audit.log"), &DataKey([8; 32])).unwrap();
+    let promoted_at = done.stages[3].entry.expect("the promotion's audit entry");
+    let claim = RollbackOutput {
+        rolled_back: hex::encode(model),
+        undoes_entry: promoted_at,
+        restored_model: None,
+        restored_state: hex::encode([0x5e; 32]),
+        recorded_state: hex::encode(sovereign_pipeline::engine::Deployment::default().hash()),
+    };
+    let payload = serde_json::json!({"run": third.run_id, "stage": "rollback", "type": "rollback", "output": claim});
+    let digest: [u8; 32] = sha2::Sha256::digest(output_bytes(&claim)).into();
+    let (forged_at, _) = log
+        .append_entry(sovereign_audit::Entry::new(
+            sovereign_audit::EntryKind::Artifact,
+            now(),
+            sovereign_audit::Severity::Info,
+            vec![digest],
+            payload.to_string().into_bytes(),
+        ))
+        .unwrap();
+    let forged = sovereign_audit::export::export_bundle(
+        &log,
+        &DataKey([8; 32]),
+        &SigningKey::from_bytes(&[9; 32]),
+        &Default::default(),
+    )
+    .unwrap();
+    let check = deployment_check(&forged);
+    assert!(!check.passed());
+    let reasons: Vec<String> = check.failures.iter().map(|f| format!("{}: {}", f.place, f.reason)).collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].starts_with(&format!("entry {forged_at}: rollback claims restored state 5e5e")), "{reasons:?}");
+}
+
+/// The `deployment.rollbacks` check of `sovereign verify` on a bundle.
+fn deployment_check(bundle: &[u8]) -> sovereign_audit::verify::Check {
+    let trust = sovereign_audit::bundle::TrustedKeys {
+        node: Some(SigningKey::from_bytes(&[9; 32]).verifying_key()),
+        witnesses: vec![],
+    };
+    let report = sovereign_audit::bundle::verify_bundle_with(
+        bundle,
+        &trust,
+        Some(&sovereign_cli::deployment::DeploymentChecker),
+    );
+    report.check("deployment.rollbacks").expect("the check ran").clone()
 }
 
 #[test]

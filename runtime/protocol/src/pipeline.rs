@@ -192,6 +192,9 @@ pub struct StageRecord {
     pub micros: u64,
     /// Time of the governance steps alone (decision, binding, permit), microseconds.
     pub governance_micros: u64,
+    /// The audit entry (index) that recorded this stage's artifact.
+    #[serde(default)]
+    pub entry: Option<u64>,
 }
 
 /// A run's report.

@@ -38,7 +38,8 @@ pub(crate) fn verify(
         trust: attest_trust(&attestation, trust.node)?,
         identity: trust.node,
     };
-    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &attest]);
+    let deployment = sovereign_cli::deployment::DeploymentChecker;
+    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest]);
     let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
     report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
 }

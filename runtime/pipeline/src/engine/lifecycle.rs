@@ -221,7 +221,9 @@ impl Engine {
                         hex::encode(candidate),
                         hex::encode(digest)
                     );
-                    return self.log(EntryKind::Approval, Severity::Notice, vec![digest, candidate], payload);
+                    return self
+                        .log(EntryKind::Approval, Severity::Notice, vec![digest, candidate], payload)
+                        .map(|_| ());
                 }
                 approvals = run.approvals.clone();
                 execution = Self::promotion_request(run, &stage, &candidate);
@@ -265,7 +267,7 @@ impl Engine {
             // The work, under the permit (the kernel audits its start and end around it).
             let (mut governor, policy_hash, version) =
                 self.governor.take().ok_or_else(|| EngineError::Governance("governor unavailable".into()))?;
-            let work = governor.kernel.execute(permit, now_ms(), |_| self.stage_work(run_id, &stage, &mut *attest));
+            let work = governor.execute(permit, now_ms(), |_| self.stage_work(run_id, &stage, &mut *attest));
             self.governor = Some((governor, policy_hash, version));
             let work = work.map_err(|e| EngineError::Governance(e.to_string()))??;
             let artifact = self.store.put(&work.output)?;
@@ -273,12 +275,18 @@ impl Engine {
             for extra in &work.extra_artifacts {
                 digests.push(self.store.put(extra)?);
             }
-            let payload = serde_json::json!({
+            let mut payload = serde_json::json!({
                 "run": run_id, "stage": stage.name, "type": stage.kind.type_name(),
                 "artifact": hex::encode(artifact), "bytes": work.output.len(),
                 "decision": hex::encode(decision), "summary": work.summary,
             });
-            self.log(EntryKind::Artifact, Severity::Info, digests, payload.to_string())?;
+            // A promotion's or rollback's whole output goes into the log: an auditor recomputes
+            // the deployment from it (`sovereign_protocol::deployment`).
+            if matches!(stage.kind, StageKind::Promotion { .. } | StageKind::Rollback) {
+                payload["output"] =
+                    serde_json::from_slice(&work.output).map_err(EngineError::encode("a stage output"))?;
+            }
+            let entry = self.log(EntryKind::Artifact, Severity::Info, digests, payload.to_string())?;
             let run = self.load_run(run_id)?;
             run.outputs.insert(stage.name.clone(), artifact);
             if matches!(stage.kind, StageKind::AuditExport) {
@@ -294,6 +302,7 @@ impl Engine {
                 summary: work.summary,
                 micros: micros(started),
                 governance_micros,
+                entry: Some(entry),
             });
             run.report.status = RunStatus::Running;
             run.next += 1;
@@ -353,7 +362,9 @@ impl Engine {
                     "execution {id:?} ended by an interruption of the runtime; run {run_id} resumed: stage {stage_name} runs again under {:?}",
                     execution_id(run, &stage_name)
                 );
-                (EntryKind::ExecutionEnd, payload)
+                // Not an `execution_end`: those are the kernel's, naming the binding they close
+                // (`sovereign verify` follows them); this execution is refused a continuation.
+                (EntryKind::Refusal, payload)
             })
         };
         let may_go_on = applied.is_none();

@@ -2,6 +2,7 @@
 //! every stage kind produces (the compliance bundle included).
 
 use super::*; // the engine's types, helpers and imports: one engine, several rooms
+use sovereign_protocol::deployment::{PromotionOutput, RollbackOutput, output_bytes};
 
 impl Engine {
     /// The hashes a stage depends on (bound into its execution context).
@@ -149,10 +150,12 @@ impl Engine {
                 self.store.get(&candidate)?;
                 deployment.promotions.push(Promoted { model: candidate, run_id: run_id.into(), state_before });
                 self.save_deployment(&deployment)?;
-                let output = canonical_json(&serde_json::json!({
-                    "model": hex::encode(candidate), "approvers": approvers,
-                    "state_before": hex::encode(state_before), "state_after": hex::encode(deployment.hash()),
-                }));
+                let output = output_bytes(&PromotionOutput {
+                    model: hex::encode(candidate),
+                    approvers: approvers.clone(),
+                    state_before: hex::encode(state_before),
+                    state_after: hex::encode(deployment.hash()),
+                });
                 Ok(Work {
                     output,
                     summary: format!(
@@ -169,6 +172,9 @@ impl Engine {
                     .promotions
                     .pop()
                     .ok_or_else(|| EngineError::invalid("rollback: nothing was ever promoted"))?;
+                // The audit entry that recorded the promotion undone: an auditor checks this
+                // rollback against the state the log holds before it.
+                let undoes_entry = self.promotion_entry(&undone.run_id)?;
                 // Prove the restored state: its hash must equal the one recorded before the
                 // promotion being undone, and the restored model must read back to its hash.
                 let restored_state = deployment.hash();
@@ -196,22 +202,23 @@ impl Engine {
                     }
                 }
                 self.save_deployment(&deployment)?;
-                let output = canonical_json(&serde_json::json!({
-                    "rolled_back": hex::encode(undone.model),
-                    "restored_model": restored_model.map(hex::encode),
-                    "restored_state": hex::encode(restored_state),
-                    "recorded_state": hex::encode(undone.state_before),
-                    "proof": "restored state hash equals the hash recorded before the undone promotion; restored model re-read and re-hashed from the encrypted store",
-                }));
+                let output = output_bytes(&RollbackOutput {
+                    rolled_back: hex::encode(undone.model),
+                    undoes_entry,
+                    restored_model: restored_model.map(hex::encode),
+                    restored_state: hex::encode(restored_state),
+                    recorded_state: hex::encode(undone.state_before),
+                });
                 let summary = match restored_model {
                     Some(m) => format!(
-                        "restored model {} (state {} proven)",
+                        "restored model {} (state {} proven; undoes the promotion at audit entry {undoes_entry})",
                         &hex::encode(m)[..16],
                         &hex::encode(restored_state)[..16]
                     ),
-                    None => {
-                        format!("restored the empty deployment (state {} proven)", &hex::encode(restored_state)[..16])
-                    }
+                    None => format!(
+                        "restored the empty deployment (state {} proven; undoes the promotion at audit entry {undoes_entry})",
+                        &hex::encode(restored_state)[..16]
+                    ),
                 };
                 Ok(Work { output, summary, extra_artifacts: vec![] })
             }
@@ -221,6 +228,17 @@ impl Engine {
                 Ok(Work { output: bundle, summary, extra_artifacts: vec![] })
             }
         }
+    }
+
+    /// The audit entry that recorded `run_id`'s promotion (its run record keeps it).
+    fn promotion_entry(&mut self, run_id: &str) -> Result<u64, EngineError> {
+        let run = self.load_run(run_id)?;
+        run.report.stages.iter().find(|s| s.kind == "promotion").and_then(|s| s.entry).ok_or_else(|| {
+            EngineError::CorruptRecord {
+                what: format!("run {run_id}"),
+                why: "rollback: the run that promoted the live model records no audit entry for its promotion".into(),
+            }
+        })
     }
 
     /// A compliance bundle of the whole log: a fresh checkpoint, TPM evidence whose nonce
