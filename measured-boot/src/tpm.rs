@@ -416,6 +416,14 @@ impl Tpm {
     /// ECC P-256 ECDSA-SHA256 signing key: the attestation key. Both stay loaded until
     /// [`Tpm::release_attestation_key`] (the EK for credential activation).
     pub fn create_attestation_key(&mut self) -> Result<AttestationKey, TpmError> {
+        self.attestation_key(None).map(|(ak, _)| ak)
+    }
+
+    /// The attestation key kept across boots: `stored` (what an earlier call returned, wrapped
+    /// by this TPM's endorsement key, so it loads only in this TPM) is loaded again; without it,
+    /// or when this TPM refuses it, a new AK is created. Returns the loaded key and the bytes
+    /// to keep (`u32 length ‖ TPM2B_PRIVATE contents ‖ marshalled TPMT_PUBLIC`).
+    pub fn attestation_key(&mut self, stored: Option<&[u8]>) -> Result<(AttestationKey, Vec<u8>), TpmError> {
         let ek = ek::create_ek_object(
             &mut self.ctx,
             tss_esapi::interface_types::algorithm::AsymmetricAlgorithm::Rsa,
@@ -428,6 +436,19 @@ impl Tpm {
                 .execute_without_session(|ctx| ctx.read_public(ek))
                 .map_err(cmd("ReadPublic (endorsement key)"))?;
             let ek_public = ek_public.marshall().map_err(cmd("marshalling EK public"))?;
+            if let Some((private, public)) = stored.and_then(split_stored_ak) {
+                let loaded = ts::Private::try_from(private.to_vec())
+                    .map_err(cmd("stored AK private"))
+                    .and_then(|p| Ok((p, ts::Public::unmarshall(public).map_err(cmd("stored AK public"))?)))
+                    .and_then(|(p, public_area)| {
+                        ak::load_ak(&mut self.ctx, ek, None, p, public_area)
+                            .map_err(cmd("Load (stored attestation key)"))
+                    });
+                if let Ok(handle) = loaded {
+                    let bytes = stored.map(<[u8]>::to_vec).unwrap_or_default();
+                    return Ok((AttestationKey { handle, ek, public: public.to_vec(), ek_public }, bytes));
+                }
+            }
             let created = ak::create_ak(
                 &mut self.ctx,
                 ek,
@@ -438,9 +459,13 @@ impl Tpm {
             )
             .map_err(cmd("Create (attestation key)"))?;
             let public = created.out_public.marshall().map_err(cmd("marshalling AK public"))?;
+            let private = created.out_private.value().to_vec();
             let handle = ak::load_ak(&mut self.ctx, ek, None, created.out_private, created.out_public)
                 .map_err(cmd("Load (attestation key)"))?;
-            Ok(AttestationKey { handle, ek, public, ek_public })
+            let mut keep = u32::try_from(private.len()).unwrap_or(u32::MAX).to_be_bytes().to_vec();
+            keep.extend_from_slice(&private);
+            keep.extend_from_slice(&public);
+            Ok((AttestationKey { handle, ek, public, ek_public }, keep))
         })();
         if result.is_err() {
             self.flush(ek);
@@ -628,6 +653,14 @@ impl Tpm {
         let handle = self.counter_handle(index)?;
         self.with_empty_password(|ctx| nv::read_full(ctx, NvAuth::NvIndex(handle), nv_index)).map_err(cmd("NV_Read"))
     }
+}
+
+/// Splits stored AK bytes into the private blob and the public area; `None` when malformed.
+fn split_stored_ak(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let private = bytes.get(4..4usize.checked_add(len)?)?;
+    let public = bytes.get(4 + len..)?;
+    (!public.is_empty()).then_some((private, public))
 }
 
 fn ts_session_handle(session: AuthSession) -> ObjectHandle {

@@ -440,6 +440,41 @@ fn credential_made_in_pure_rust_is_released_only_for_the_ak_in_this_tpm() {
 }
 
 #[test]
+fn the_attestation_key_survives_a_power_cycle_and_loads_only_in_its_own_tpm() {
+    use sovereign_measured_boot::credential::make_credential;
+    use sovereign_measured_boot::structures::{EccPublic, RsaStoragePublic};
+    let (mut swtpm, mut tpm) = start();
+    let (ak, kept) = tpm.attestation_key(None).unwrap();
+    let first = ak.public.clone();
+    tpm.release_attestation_key(ak);
+    drop(tpm);
+    // After a power cycle the kept bytes load the same AK, and the TPM still activates a
+    // credential for it (the certificate issued for this AK stays true).
+    let mut tpm = reopen(&mut swtpm);
+    let (ak, again) = tpm.attestation_key(Some(&kept)).unwrap();
+    assert_eq!((ak.public.clone(), again), (first.clone(), kept.clone()));
+    let ek = RsaStoragePublic::parse(&ak.ek_public).unwrap();
+    let cred =
+        make_credential(&ek, &EccPublic::parse(&ak.public).unwrap().name(), &[7; 32], &mut rand_core::OsRng).unwrap();
+    assert_eq!(tpm.activate_credential(&ak, &cred.credential_blob, &cred.encrypted_secret).unwrap(), [7; 32]);
+    tpm.release_attestation_key(ak);
+    // Damaged bytes, or another TPM's AK: not loaded; a new AK is made instead.
+    let mut damaged = kept.clone();
+    let last = damaged.len() - 40;
+    damaged[last] ^= 1;
+    for stored in [damaged, vec![0, 0, 0, 9, 1], vec![]] {
+        let (ak, fresh) = tpm.attestation_key(Some(&stored)).unwrap();
+        assert_ne!(ak.public, first);
+        assert_ne!(fresh, stored);
+        tpm.release_attestation_key(ak);
+    }
+    let (_other_swtpm, mut other) = start();
+    let (ak, _) = other.attestation_key(Some(&kept)).unwrap();
+    assert_ne!(ak.public, first, "another TPM's endorsement key cannot unwrap this AK");
+    other.release_attestation_key(ak);
+}
+
+#[test]
 fn ek_certificate_chains_to_the_swtpm_ca_and_certifies_this_ek() {
     use sovereign_measured_boot::ekcert::{trust_store_from_pem, verify_ek_certificate};
     use sovereign_measured_boot::structures::RsaStoragePublic;

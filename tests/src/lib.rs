@@ -167,6 +167,30 @@ pub fn operator_trust(appliance: &sovereign_qemu::Appliance) -> sovereign_cli::a
     }
 }
 
+/// The development attestation CA (a fixed key: development only, like `build/keys`), and the
+/// hex public key an auditor pins with `sovereign verify --ak-ca`.
+pub fn attestation_ca() -> (ed25519_dalek::SigningKey, String) {
+    let seed: [u8; 32] = sovereign_governance::canonical::sha256(b"sovereign development attestation CA");
+    let ca = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = hex::encode(ca.verifying_key().as_bytes());
+    (ca, public)
+}
+
+/// Attests the appliance on `socket` as its admin (`sovereign attest`'s library path) and,
+/// since it passed, certifies its attestation key with [`attestation_ca`]: what an operator does
+/// once per node before its bundles can be audited. Panics unless both succeed.
+pub fn certify_ak(appliance: &sovereign_qemu::Appliance, socket: &Path) -> sovereign_protocol::akcert::AkCertificate {
+    let admin = dev_keys().admin;
+    let timeout = std::time::Duration::from_secs(120);
+    let (exchange, report) =
+        sovereign_cli::attest::attest(socket, &admin, &operator_trust(appliance), now_unix(), timeout)
+            .unwrap_or_else(|e| panic!("attest: {e:#}"));
+    assert!(report.passed(), "{}", report.render());
+    let exchange = exchange.unwrap_or_else(|| panic!("no exchange"));
+    sovereign_cli::attest::certify(socket, &admin, &exchange, &attestation_ca().0, now_unix(), 86_400, timeout)
+        .unwrap_or_else(|e| panic!("certify: {e:#}"))
+}
+
 /// The release build of the operator CLI `sovereign` (beside this test binary, or one level up
 /// from `deps/`). Panics with what to run when it is missing.
 pub fn cli_binary() -> PathBuf {
@@ -210,7 +234,8 @@ pub fn export_from(socket: &Path, out: &Path) {
 
 /// `sovereign verify BUNDLE --json` with every trust root of the shared image pinned: the node
 /// identity (hex), the release key (as policy key and release key), the signed reference values,
-/// the platform profile and the appliance's EK CA (`ek_ca`, a PEM file). Returns the exit code
+/// the platform profile, the appliance's EK CA (`ek_ca`, a PEM file) and the development
+/// attestation CA ([`attestation_ca`]). Returns the exit code
 /// and the JSON verdict; panics with the output when it is not JSON.
 pub fn verify_offline(bundle: &Path, identity_hex: &str, ek_ca: &Path) -> (i32, serde_json::Value) {
     let os = |s: &str| std::ffi::OsString::from(s);
@@ -230,6 +255,8 @@ pub fn verify_offline(bundle: &Path, identity_hex: &str, ek_ca: &Path) -> (i32, 
         root().join(PLATFORM_PROFILE).as_os_str(),
         &os("--ek-ca"),
         ek_ca.as_os_str(),
+        &os("--ak-ca"),
+        &os(&attestation_ca().1),
         &os("--json"),
     ]);
     let verdict = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: exit {code}\n{stdout}\n{stderr}"));

@@ -23,7 +23,7 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_audit::store::AuditLog;
 use sovereign_audit::{Entry, EntryKind, Severity};
 use sovereign_boot_contract::{DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, STATE_PARTITION_OFFSET};
-use sovereign_e2e::{boot_slot, dev_keys, export_from, image, verify_offline};
+use sovereign_e2e::{boot_slot, certify_ak, dev_keys, export_from, image, verify_offline};
 use sovereign_init::state::{self, SealedKeys};
 use sovereign_measured_boot::{PolicyKey, Tpm};
 use sovereign_qemu::Appliance;
@@ -122,6 +122,8 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
     assert!(console.contains(&format!("audit log of {ENTRIES} entries")), "{console}");
     eprintln!("runtime opened the {ENTRIES}-entry log and was ready in {:?}", ready.elapsed());
 
+    // The operator attests the node and certifies its AK (what the auditor's --ak-ca pins).
+    certify_ak(&appliance, &appliance.control_socket());
     let export = dir.path().join("export.tar");
     let started = Instant::now();
     export_from(&appliance.control_socket(), &export);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
 use sovereign_cli::pipeline::{AttestationChecker, Checkers, blob_payload, command, role_signatures};
-use sovereign_e2e::{boot_slot, build_dir, dev_keys, image, operator_trust, root};
+use sovereign_e2e::{attestation_ca, boot_slot, build_dir, certify_ak, dev_keys, image, operator_trust, root};
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
@@ -128,6 +128,9 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
     assert!(guest.console().contains("sovereign-runtime: pipelines ready"), "{}", guest.console());
+    // The operator attests the node and certifies its AK before any bundle; the AK and its
+    // certificate are kept on the data partition, so they survive the power cut below.
+    certify_ak(&appliance, &appliance.control_socket());
     let policy_text = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap();
     let op = Operator {
         socket: appliance.control_socket(),
@@ -226,17 +229,33 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
 
     // Offline: everything, the attestation bound to the bundle's checkpoint included.
     let identity = ed25519_dalek::VerifyingKey::from_bytes(&done.snapshot.public_key).unwrap();
-    let verify = |bytes: &[u8]| {
+    let verify_pinning = |bytes: &[u8], ak_ca: Option<ed25519_dalek::VerifyingKey>| {
         let decisions =
             sovereign_cli::decisions::DecisionChecker { policy_signers: vec![keys.release.verifying_key()] };
-        let attestation = AttestationChecker { trust: Some(trust.clone()), identity: Some(identity) };
-        let checkers = Checkers(vec![&decisions, &attestation]);
+        let attestation =
+            AttestationChecker { trust: Some(trust.clone()), identity: Some(identity), ak_ca, required: true };
+        let deployment = sovereign_cli::deployment::DeploymentChecker;
+        let checkers = Checkers(vec![&decisions, &deployment, &attestation]);
         verify_bundle_with(bytes, &TrustedKeys { node: Some(identity), witnesses: vec![] }, Some(&checkers))
     };
+    let verify = |bytes: &[u8]| verify_pinning(bytes, Some(attestation_ca().0.verifying_key()));
     let verified = verify(&bundle);
     assert!(verified.passed(), "{}", verified.render("bundle"));
     let attested = verified.checks.iter().find(|c| c.name == "attestation").expect("attestation check");
-    assert!(attested.failures.is_empty() && attested.detail.contains("TPM quote binds checkpoint"), "{attested:?}");
+    assert!(attested.failures.is_empty() && attested.detail.contains("the AK is certified"), "{attested:?}");
+    for (name, minimum) in [("executions.bound", 6), ("deployment.rollbacks", 1)] {
+        let check = verified.check(name).unwrap_or_else(|| panic!("no {name} check"));
+        assert!(check.passed() && check.checked >= minimum, "{check:?}");
+    }
+    // The same bundle for an auditor who pins no attestation CA, or another one: FAIL, named.
+    let why = |report: &sovereign_audit::verify::Report| {
+        report.check("attestation").map(|c| format!("{:?}", c.failures)).unwrap_or_default()
+    };
+    let unpinned = verify_pinning(&bundle, None);
+    assert!(!unpinned.passed() && why(&unpinned).contains("no attestation CA pinned"), "{}", why(&unpinned));
+    let stranger = SigningKey::from_bytes(&[0x5c; 32]).verifying_key();
+    let foreign = verify_pinning(&bundle, Some(stranger));
+    assert!(!foreign.passed() && why(&foreign).contains("not the pinned attestation CA"), "{}", why(&foreign));
     let mut flipped = bundle.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x01;

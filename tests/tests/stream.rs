@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use sovereign_e2e::{boot_slot, build_dir, dev_keys, export_from, image, sovereign, verify_offline};
+use sovereign_e2e::{boot_slot, build_dir, certify_ak, dev_keys, export_from, image, sovereign, verify_offline};
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
 use sovereign_qemu::Appliance;
 
@@ -107,6 +107,7 @@ fn a_100_mib_dataset_goes_up_and_the_audit_log_comes_down_through_the_real_cli()
 
     // The log comes down as chunks and verifies offline, with the run's refusal in it.
     let export = dir.path().join("export.tar");
+    certify_ak(&appliance, &socket);
     export_from(&socket, &export);
     let identity = appliance_identity(&guest.console());
     let ek_ca = dir.path().join("ek-ca.pem");

@@ -156,6 +156,14 @@ pub(crate) enum Command {
         /// Write the evidence, in standard TPM encodings, and the report to this directory.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// After a PASS, certify the node's attestation key with this attestation-CA secret key
+        /// file (hex) and store the certificate on the appliance: every compliance bundle then
+        /// carries it, and `sovereign verify --ak-ca` checks it.
+        #[arg(long)]
+        ak_ca: Option<PathBuf>,
+        /// How long the AK certificate is valid, in days.
+        #[arg(long, default_value_t = 365, requires = "ak_ca")]
+        ak_cert_days: u64,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -194,6 +202,11 @@ pub(crate) struct AttestTrustArgs {
     /// PEM file with the TPM manufacturer's CA certificates.
     #[arg(long)]
     pub(crate) ek_ca: Option<PathBuf>,
+    /// The attestation CA's public key (hex or file): the bundle's quote must come from an AK it
+    /// certified for this node. Giving any attestation root asks for attestation: a bundle
+    /// without it then fails.
+    #[arg(long)]
+    pub(crate) ak_ca: Option<String>,
 }
 
 #[derive(Subcommand)]

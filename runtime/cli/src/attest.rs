@@ -19,6 +19,7 @@ use sovereign_measured_boot::measurement_log::{Measurement, PROJECT_PCR};
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest, extend};
 use sovereign_measured_boot::structures::{EccPublic, RsaStoragePublic};
 use sovereign_measured_boot::verify::{self, Check, Expectations, PcrMismatch, QuoteEvidence};
+use sovereign_protocol::akcert::{AkCertificate, AkFacts};
 use sovereign_protocol::{ATTESTED_PCRS, Evidence, Request, Response, attest_qualifying_data};
 use x509_cert::Certificate;
 
@@ -317,6 +318,40 @@ pub fn attest(
     let exchange = Exchange { nonce, identity, evidence, challenge, released };
     let report = verify_exchange(&exchange, trust, now_unix);
     Ok((Some(exchange), report))
+}
+
+/// Issues an AK certificate for the attestation `exchange` verified (call only after a
+/// complete PASS: the credential activation is what proves the AK resident beside the EK),
+/// valid from `now_unix` for `validity_secs`, and has the appliance store it.
+pub fn certify(
+    socket: &Path,
+    operator: &ed25519_dalek::SigningKey,
+    exchange: &Exchange,
+    ca: &ed25519_dalek::SigningKey,
+    now_unix: u64,
+    validity_secs: u64,
+    timeout: Duration,
+) -> anyhow::Result<AkCertificate> {
+    let ev = &exchange.evidence;
+    let ek_certificate =
+        ev.ek_certificate.as_deref().ok_or_else(|| anyhow::anyhow!("the TPM has no EK certificate"))?;
+    let facts = AkFacts {
+        ak_public: &ev.ak_public,
+        ek_public: &ev.ek_public,
+        ek_certificate,
+        node_identity: &exchange.identity,
+    };
+    let mut serial = [0u8; 16];
+    OsRng.fill_bytes(&mut serial);
+    let cert = AkCertificate::issue(ca, &facts, serial, now_unix, now_unix.saturating_add(validity_secs));
+    let identity = VerifyingKey::from_bytes(&exchange.identity)?;
+    let request = crate::sign(Request::CertifyAk(Box::new(cert.clone())), &identity, &[], operator);
+    let response = crate::send(socket, &request, timeout)?;
+    match response.verify(&request, &identity).map_err(|e| anyhow::anyhow!("certification response: {e}"))? {
+        Response::AkCertified { serial } if *serial == cert.serial => Ok(cert),
+        Response::Refused(why) => anyhow::bail!("the appliance refused the certificate: {why}"),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
 }
 
 fn credential_request(evidence: &Evidence, challenge: &[u8; 32]) -> Result<Request, String> {

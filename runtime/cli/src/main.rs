@@ -103,9 +103,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::VerifyLog { log, data_key, node_key, json } => offline::verify_log(log, data_key, node_key, json),
         Command::Audit(cmd) => commands::audit::audit(cmd),
-        Command::Attest { socket, key, release_key, reference, platform, ek_ca, node_key, save, json } => {
-            appliance::attest(socket, key, release_key, reference, platform, ek_ca, node_key, save, json)
-        }
+        Command::Attest {
+            socket,
+            key,
+            release_key,
+            reference,
+            platform,
+            ek_ca,
+            node_key,
+            save,
+            ak_ca,
+            ak_cert_days,
+            json,
+        } => appliance::attest(
+            socket,
+            key,
+            appliance::AttestRoots { release_key, reference, platform, ek_ca, node_key },
+            save,
+            ak_ca.map(|ca| (ca, ak_cert_days)),
+            json,
+        ),
         Command::Status { appliance, json } => appliance::status(appliance, json),
     }
 }

@@ -19,6 +19,7 @@ use sovereign_canonical::now_ms;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
 use sovereign_pipeline::Pipeline;
+use sovereign_protocol::akcert::{AkCertificate, AkFacts};
 use sovereign_protocol::pipeline::{
     Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, RunSummary, StartRun, bundle_attestation_nonce,
 };
@@ -268,15 +269,21 @@ pub fn exit_code(report: &RunReport) -> u8 {
 }
 
 /// The attestation a compliance bundle carries (`attestation/evidence.json`): the quote's
-/// nonce must bind the checkpoint whose root the bundle's own entries recompute to, and the
-/// evidence must verify against the operator's attestation trust roots. Credential activation
-/// (the AK–EK binding) is interactive: the exporter checks it live; offline it is reported as
-/// not re-checkable, and the AK is checked against the quote and the EK certificate chain.
+/// nonce must bind the checkpoint whose root the bundle's own entries recompute to, the
+/// evidence must verify against the operator's attestation trust roots, and the quote must come
+/// from an AK that the pinned attestation CA certified — after credential activation proved it
+/// resident beside this EK — for this node, valid when the log's last entry was written.
+/// Credential activation itself is interactive; the certificate is its offline proof.
 pub struct AttestationChecker {
     /// The attestation trust roots; `None` fails any bundle that carries attestation.
     pub trust: Option<crate::attest::Trust>,
     /// The bundle's node identity (the quote's qualifying data binds it).
     pub identity: Option<VerifyingKey>,
+    /// The attestation CA whose AK certificates are trusted.
+    pub ak_ca: Option<VerifyingKey>,
+    /// Whether the auditor asked for attestation (gave any attestation root): a bundle with
+    /// none then fails.
+    pub required: bool,
 }
 
 /// Runs several section checkers as one.
@@ -311,6 +318,9 @@ pub struct BundledEvidence {
     pub checkpoint: String,
     /// The evidence.
     pub evidence: Evidence,
+    /// The certificate of the AK that made the quote (absent: the AK is uncertified).
+    #[serde(default)]
+    pub ak_certificate: Option<AkCertificate>,
 }
 
 impl SectionChecker for AttestationChecker {
@@ -321,9 +331,11 @@ impl SectionChecker for AttestationChecker {
     fn check(
         &self,
         report: &mut Report,
-        _entries: &[(String, sovereign_audit::Entry)],
+        entries: &[(String, sovereign_audit::Entry)],
         files: &BTreeMap<String, Vec<u8>>,
     ) {
+        // The certificate must be valid when the log was last written to.
+        let written_at = entries.iter().map(|(_, e)| e.timestamp_ms / 1000).max().unwrap_or(0);
         for (name, bytes) in files {
             let result = (|| -> Result<String, String> {
                 let bundled: BundledEvidence =
@@ -342,6 +354,23 @@ impl SectionChecker for AttestationChecker {
                     .as_ref()
                     .ok_or("no attestation trust roots given (--release-key, --reference, --platform, --ek-ca)")?;
                 let identity = self.identity.ok_or("no node identity pinned (--node-key)")?;
+                let ak_ca = self.ak_ca.ok_or("no attestation CA pinned (--ak-ca): the AK cannot be trusted")?;
+                let cert = bundled
+                    .ak_certificate
+                    .as_ref()
+                    .ok_or("ak.certified: the quote's AK is not certified (the bundle carries no AK certificate)")?;
+                let ek_certificate = bundled
+                    .evidence
+                    .ek_certificate
+                    .as_deref()
+                    .ok_or("ak.certified: the evidence has no EK certificate")?;
+                let facts = AkFacts {
+                    ak_public: &bundled.evidence.ak_public,
+                    ek_public: &bundled.evidence.ek_public,
+                    ek_certificate,
+                    node_identity: identity.as_bytes(),
+                };
+                cert.verify(&ak_ca, &facts, written_at).map_err(|e| format!("ak.certified: {e}"))?;
                 let exchange = crate::attest::Exchange {
                     nonce: bundle_attestation_nonce(&bundled.checkpoint),
                     identity: identity.to_bytes(),
@@ -365,9 +394,10 @@ impl SectionChecker for AttestationChecker {
                 }
                 let passed = attest.checks.iter().filter(|c| c.passed).count();
                 Ok(format!(
-                    "TPM quote binds checkpoint {} (root recomputed from the bundle's entries) and node {}; {passed} checks passed (quote, EK chain, event-log replay, reference values); AK–EK credential activation is checked live at export, not re-checkable offline",
+                    "TPM quote binds checkpoint {} (root recomputed from the bundle's entries) and node {}; {passed} checks passed (quote, EK chain, event-log replay, reference values); the AK is certified by the pinned attestation CA for this node and EK (serial {})",
                     cp.size,
-                    short(identity.as_bytes())
+                    short(identity.as_bytes()),
+                    cert.serial
                 ))
             })();
             match result {
@@ -376,7 +406,15 @@ impl SectionChecker for AttestationChecker {
             }
         }
         if files.is_empty() {
-            report.add("attestation", 0, vec![], "the bundle carries no attestation evidence");
+            let failures = if self.required {
+                vec![fail(
+                    "attestation/",
+                    "attestation was asked for (an attestation root was pinned) but the bundle carries none",
+                )]
+            } else {
+                vec![]
+            };
+            report.add("attestation", 0, failures, "the bundle carries no attestation evidence");
         }
     }
 }

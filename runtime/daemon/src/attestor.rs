@@ -1,12 +1,16 @@
-//! The TPM side of the control API: one attestation key for the life of the runtime, quotes
-//! over [`ATTESTED_PCRS`] bound to the operator's nonce and the node identity, with the logs
-//! and the signed manifest, and credential activation for the AK.
+//! The TPM side of the control API: one attestation key for the life of the node (kept on the
+//! data partition, wrapped by the TPM's endorsement key, so the certificate an attestation CA
+//! issued for it stays true across boots), quotes over [`ATTESTED_PCRS`] bound to the
+//! operator's nonce and the node identity, with the logs and the signed manifest, credential
+//! activation for the AK, and the AK certificate: checked against this AK, EK and identity,
+//! then stored durably.
 
 use std::fs;
 use std::path::PathBuf;
 
 use sovereign_measured_boot::PcrSelection;
 use sovereign_measured_boot::tpm::{AttestationKey, Tpm};
+use sovereign_protocol::akcert::AkCertificate;
 use sovereign_protocol::{ATTESTED_PCRS, Evidence, attest_qualifying_data};
 
 /// The kernel's TPM resource manager, the only TPM device the runtime may open.
@@ -17,12 +21,19 @@ const FIRMWARE_LOG: &str = "/run/sovereign/firmware-eventlog.bin";
 /// PID 1's measurement log.
 const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
 
+/// The AK as the TPM wrapped it, on the data partition.
+const KEPT_AK: &str = "attestation-key.tpm";
+/// The AK certificate, on the data partition.
+const AK_CERTIFICATE: &str = "attestation-key.cert.json";
+
 /// Holds the TPM open with one attestation key for the life of the runtime: the AK is
-/// created once (tens of milliseconds) and every quote and credential activation reuses it.
+/// loaded once (tens of milliseconds) and every quote and credential activation reuses it.
 pub struct Attestor {
     tcti: String,
     firmware_log: PathBuf,
     measurement_log: PathBuf,
+    /// Where the AK and its certificate are kept (`None`: a new AK each start, no certificate).
+    keep: Option<PathBuf>,
     state: Option<(Tpm, AttestationKey, Option<Vec<u8>>)>,
 }
 
@@ -31,6 +42,13 @@ impl Attestor {
     /// log from securityfs, PID 1's measurement log from /run.
     pub fn appliance() -> Self {
         Self::new(TCTI, FIRMWARE_LOG.as_ref(), MEASUREMENT_LOG.as_ref())
+            .keeping_in(std::path::Path::new(sovereign_boot_contract::DATA_MOUNT))
+    }
+
+    /// Keeps the AK and its certificate in `dir` (the data partition on the appliance).
+    pub fn keeping_in(mut self, dir: &std::path::Path) -> Self {
+        self.keep = Some(dir.to_path_buf());
+        self
     }
 
     /// An attestor for another TPM and log location (benchmarks and tests on swtpm).
@@ -39,6 +57,7 @@ impl Attestor {
             tcti: tcti.into(),
             firmware_log: firmware_log.into(),
             measurement_log: measurement_log.into(),
+            keep: None,
             state: None,
         }
     }
@@ -46,7 +65,19 @@ impl Attestor {
     fn ready(&mut self) -> Result<&mut (Tpm, AttestationKey, Option<Vec<u8>>), String> {
         if self.state.is_none() {
             let mut tpm = Tpm::open(&self.tcti).map_err(|e| e.to_string())?;
-            let ak = tpm.create_attestation_key().map_err(|e| e.to_string())?;
+            let kept_path = self.keep.as_ref().map(|d| d.join(KEPT_AK));
+            let kept = kept_path.as_ref().and_then(|p| fs::read(p).ok());
+            let (ak, keep) = tpm.attestation_key(kept.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(path) = &kept_path
+                && kept.as_deref() != Some(keep.as_slice())
+            {
+                if kept.is_some() {
+                    println!(
+                        "sovereign-runtime: control: the kept attestation key does not load in this TPM; a new one was made (its certificate no longer applies)"
+                    );
+                }
+                write_durably(path, &keep)?;
+            }
             let ek_certificate = tpm.ek_certificate().map_err(|e| e.to_string())?;
             self.state = Some((tpm, ak, ek_certificate));
         }
@@ -85,6 +116,42 @@ impl Attestor {
         })
     }
 
+    /// The stored AK certificate, if one was issued for the AK in use (a certificate for an
+    /// earlier AK is not returned).
+    pub fn certificate(&mut self) -> Option<AkCertificate> {
+        let path = self.keep.as_ref()?.join(AK_CERTIFICATE);
+        let cert: AkCertificate = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let (_, ak, _) = self.ready().ok()?;
+        (cert.ak_public == hex::encode(&ak.public)).then_some(cert)
+    }
+
+    /// Checks `cert` against this node's AK, EK, EK certificate and `identity` (its signature
+    /// is the auditor's to check, with the CA key the auditor pins) and stores it durably.
+    pub fn install_certificate(
+        &mut self,
+        cert: &AkCertificate,
+        identity: &[u8; 32],
+        now_unix: u64,
+    ) -> Result<(), String> {
+        let dir = self.keep.clone().ok_or("this runtime keeps no attestation key (no data partition)")?;
+        let (_, ak, ek_certificate) = self.ready()?;
+        let ek_certificate = ek_certificate.as_deref().ok_or("this TPM has no EK certificate to certify against")?;
+        let facts = sovereign_protocol::akcert::AkFacts {
+            ak_public: &ak.public,
+            ek_public: &ak.ek_public,
+            ek_certificate,
+            node_identity: identity,
+        };
+        let issuer = hex::decode(&cert.issuer)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+            .ok_or("the certificate's issuer is not an Ed25519 key")?;
+        cert.verify(&issuer, &facts, now_unix).map_err(|e| format!("AK certificate refused: {e}"))?;
+        let bytes = serde_json::to_vec_pretty(cert).map_err(|e| e.to_string())?;
+        write_durably(&dir.join(AK_CERTIFICATE), &bytes)
+    }
+
     /// Releases the credential made for this AK under this TPM's EK.
     pub fn activate(&mut self, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, String> {
         let (tpm, ak, _) = self.ready()?;
@@ -100,6 +167,21 @@ impl Drop for Attestor {
             tpm.release_attestation_key(ak);
         }
     }
+}
+
+/// Writes `bytes` to `path` so that a power cut leaves the old file or the new one: a
+/// temporary file, fsynced, renamed over, and the directory fsynced.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(path.parent().unwrap_or(std::path::Path::new(".")))?.sync_all()
+    })();
+    result.map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// The signed manifest the node booted, as evidence carries it.

@@ -90,6 +90,22 @@ impl Node {
                     Err(e) => Response::Refused(format!("credential activation failed: {e}")),
                 }
             }
+            Request::CertifyAk(cert) => {
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let identity = self.identity.verifying_key().to_bytes();
+                let installed = self
+                    .attestor
+                    .lock()
+                    .map_err(|_| "the TPM session is poisoned".to_string())
+                    .and_then(|mut a| a.install_certificate(cert, &identity, now_unix));
+                match installed {
+                    Ok(()) => Response::AkCertified { serial: cert.serial.clone() },
+                    Err(e) => Response::Refused(e),
+                }
+            }
             Request::Pipeline(_) => return None,
             _ => Response::Refused("request not supported by this runtime version".into()),
         })
@@ -324,7 +340,10 @@ fn run_engine(
 ) {
     while let Some(job) = jobs.next() {
         let mut attest = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
-            serde_json::to_vec(&node.evidence(nonce)?).map_err(|e| e.to_string())
+            let evidence = node.evidence(nonce)?;
+            let certificate = node.attestor.lock().ok().and_then(|mut a| a.certificate());
+            serde_json::to_vec(&serde_json::json!({ "evidence": evidence, "ak_certificate": certificate }))
+                .map_err(|e| e.to_string())
         };
         let answer = engine.handle(job.command, &job.payloads, &mut attest);
         drop(job.payloads);

@@ -28,9 +28,13 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use sovereign_audit::{AuditLog, Entry, EntryKind, Severity};
 
-use crate::canonical::{canonical_json, sha256};
+#[cfg(any(test, feature = "engine"))]
+use crate::canonical::canonical_json;
+use crate::canonical::sha256;
 use crate::replay::ReplayStore;
-use crate::signed::{PolicyBinding, Refusal};
+#[cfg(any(test, feature = "engine"))]
+use crate::signed::PolicyBinding;
+use crate::signed::Refusal;
 
 /// The verdict of a policy decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +170,7 @@ impl Kernel {
     /// Signs a binding of an allowing decision to `request` (the node's side of the binding).
     /// Crate-private: only [`crate::governor::Governor::govern`] mints bindings, from a decision
     /// it just made and audited.
+    #[cfg(any(test, feature = "engine"))]
     pub(crate) fn bind(
         &self,
         state: &PolicyState,
@@ -194,6 +199,7 @@ impl Kernel {
 
     /// [`Kernel::authorize`], with other single-use nonces claimed and other audit entries
     /// written in the same durable step (one `fdatasync` for the replay store, one for the log).
+    #[cfg(any(test, feature = "engine"))]
     pub(crate) fn authorize_batched(
         &mut self,
         request: &ExecutionRequest,
@@ -230,6 +236,7 @@ impl Kernel {
         }
     }
 
+    #[cfg(any(test, feature = "engine"))]
     fn check(
         &mut self,
         request: &ExecutionRequest,

@@ -358,6 +358,7 @@ impl PolicyBinding {
 
     /// Binds `policy_state` to `context`. Crate-private: only the kernel signs bindings, and
     /// only inside the governed path.
+    #[cfg(any(test, feature = "engine"))]
     pub(crate) fn create(
         policy_state_hash: [u8; 32],
         context: &serde_json::Value,

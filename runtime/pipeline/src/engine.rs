@@ -97,7 +97,9 @@ fn execution_id(run: &Run, stage: &str) -> String {
     }
 }
 
-/// Produces TPM attestation evidence for a nonce (the daemon's TPM; absent in host tests).
+/// Produces the attestation section for a nonce (the daemon's TPM; absent in host tests): a
+/// JSON object — on the appliance `{"evidence", "ak_certificate"}` — to which the bundle adds
+/// the checkpoint the nonce binds.
 pub type Attest<'a> = &'a mut dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String>;
 
 /// What the engine answers a command with: the reply, and the payloads its [`Blob`]s refer to

@@ -177,19 +177,12 @@ fn check_digest<T: Serialize>(artifact: &[u8; 32], output: &T) -> Result<(), Str
 }
 
 fn hex(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn unhex(field: &str, s: &str) -> Result<[u8; 32], String> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 64 {
-        return Err(format!("{field}: not a 32-byte hex digest"));
-    }
     let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).map_err(|_| format!("{field}: not hex"))?;
-        out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("{field}: not hex"))?;
-    }
+    hex::decode_to_slice(s, &mut out).map_err(|e| format!("{field}: not a 32-byte hex digest ({e})"))?;
     Ok(out)
 }
 

@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod akcert;
 pub mod deployment;
 mod gate;
 mod message;

@@ -41,6 +41,10 @@ pub enum Request {
     /// A pipeline command: start, status, approve, resume, fetch an artifact, export a
     /// compliance bundle, list runs.
     Pipeline(Command),
+    /// Keep this certificate of the node's attestation key (issued by the operator's
+    /// attestation CA after a passing attestation); every compliance bundle carries it. The
+    /// node refuses a certificate for another AK, EK or identity.
+    CertifyAk(Box<crate::akcert::AkCertificate>),
 }
 
 /// A request with its operator signature.
@@ -233,6 +237,11 @@ pub enum Response {
     Evidence(Box<Evidence>),
     /// Answer to [`Request::ActivateCredential`]: the credential the TPM released.
     Credential(Vec<u8>),
+    /// Answer to [`Request::CertifyAk`]: the certificate (by serial) is stored durably.
+    AkCertified {
+        /// The certificate's serial.
+        serial: String,
+    },
     /// Answer to [`Request::Pipeline`].
     Pipeline(Reply),
     /// The request was refused; the reason is one line.

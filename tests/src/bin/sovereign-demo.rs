@@ -84,6 +84,14 @@ fn run() -> anyhow::Result<bool> {
     say(start, "$ sovereign status");
     let status = Command::new(&cli).args(["status", "--socket"]).arg(&socket).arg("--key").arg(&admin).status()?;
     let saved = out.join("attestation");
+    // The operator's attestation CA: it certifies the node's AK once the attestation passed,
+    // and an auditor pins its public key (`sovereign verify --ak-ca`).
+    let ak_ca = out.join("attestation-ca.key");
+    if !ak_ca.exists() {
+        let made =
+            Command::new(&cli).arg("keygen").arg("--out").arg(&ak_ca).stdout(std::process::Stdio::null()).status()?;
+        anyhow::ensure!(made.success(), "sovereign keygen failed");
+    }
     let attest_args: Vec<(&str, PathBuf)> = vec![
         ("--socket", socket.clone()),
         ("--key", admin.clone()),
@@ -92,6 +100,7 @@ fn run() -> anyhow::Result<bool> {
         ("--platform", root().join(sovereign_e2e::PLATFORM_PROFILE)),
         ("--ek-ca", ek_ca.clone()),
         ("--save", saved.clone()),
+        ("--ak-ca", ak_ca.clone()),
     ];
     let shown_args: Vec<String> =
         attest_args.iter().map(|(k, v)| format!("{k} {}", v.strip_prefix(root()).unwrap_or(v).display())).collect();
@@ -272,6 +281,8 @@ fn iron_path(
         p(&root().join(sovereign_e2e::PLATFORM_PROFILE)),
         s("--ek-ca"),
         p(ek_ca),
+        s("--ak-ca"),
+        p(&out.join("attestation-ca.key.pub")),
     ];
     let (code, _) = cli_run(start, cli, &verify)?;
     anyhow::ensure!(code == 0, "the compliance bundle did not verify offline");

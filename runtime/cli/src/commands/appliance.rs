@@ -37,34 +37,53 @@ pub(crate) fn runs(appliance: ApplianceArgs, json: bool) -> anyhow::Result<ExitC
 }
 
 #[allow(clippy::too_many_arguments)] // one per command-line option
+/// The operator's attestation trust roots, as given on the command line.
+pub(crate) struct AttestRoots {
+    pub(crate) release_key: String,
+    pub(crate) reference: PathBuf,
+    pub(crate) platform: PathBuf,
+    pub(crate) ek_ca: PathBuf,
+    pub(crate) node_key: Option<String>,
+}
+
 pub(crate) fn attest(
     socket: PathBuf,
     key: PathBuf,
-    release_key: String,
-    reference: PathBuf,
-    platform: PathBuf,
-    ek_ca: PathBuf,
-    node_key: Option<String>,
+    roots: AttestRoots,
     save: Option<PathBuf>,
+    certify: Option<(PathBuf, u64)>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
+    let ca = certify
+        .map(|(file, days)| {
+            Ok::<_, anyhow::Error>((SigningKey::from_bytes(&read_hex32(&file, "attestation CA key")?), days))
+        })
+        .transpose()?;
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
     let trust = sovereign_cli::attest::Trust {
-        release_key: public_key(&release_key)?,
-        reference_values: read(&reference)?,
-        reference_signature: read(&reference.with_extension("sig"))?,
-        platform_profile: read(&platform)?,
-        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(&read(&ek_ca)?)
-            .map_err(|e| anyhow!("{}: {e}", ek_ca.display()))?,
-        node_identity: node_key.as_deref().map(public_key).transpose()?,
+        release_key: public_key(&roots.release_key)?,
+        reference_values: read(&roots.reference)?,
+        reference_signature: read(&roots.reference.with_extension("sig"))?,
+        platform_profile: read(&roots.platform)?,
+        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(&read(&roots.ek_ca)?)
+            .map_err(|e| anyhow!("{}: {e}", roots.ek_ca.display()))?,
+        node_identity: roots.node_key.as_deref().map(public_key).transpose()?,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (exchange, report) =
-        sovereign_cli::attest::attest(&socket, &operator, &trust, now, std::time::Duration::from_secs(60))?;
+    let timeout = std::time::Duration::from_secs(60);
+    let (exchange, report) = sovereign_cli::attest::attest(&socket, &operator, &trust, now, timeout)?;
     if let (Some(dir), Some(exchange)) = (&save, &exchange) {
         sovereign_cli::attest::save(dir, exchange, &report)?;
     }
+    // Only a complete PASS — credential activation included — earns the AK a certificate.
+    let certificate = match (&ca, &exchange) {
+        (Some((ca, days)), Some(exchange)) if report.passed() => Some(
+            sovereign_cli::attest::certify(&socket, &operator, exchange, ca, now, days.saturating_mul(86_400), timeout)
+                .context("certifying the attestation key")?,
+        ),
+        _ => None,
+    };
     if json {
         let value = serde_json::json!({
             "verdict": if report.passed() { "PASS" } else { "FAIL" },
@@ -72,12 +91,21 @@ pub(crate) fn attest(
             "nonce": exchange.as_ref().map(|e| hex::encode(e.nonce)),
             "report": report,
             "saved_to": save,
+            "ak_certificate": certificate,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", report.render());
         if let Some(dir) = &save {
             println!("  evidence saved to {}", dir.display());
+        }
+        if let Some(cert) = &certificate {
+            println!(
+                "  attestation key certified (serial {}, valid until Unix time {}); the appliance stored the certificate",
+                cert.serial, cert.not_after
+            );
+        } else if ca.is_some() {
+            println!("  attestation key NOT certified: the attestation did not pass");
         }
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })

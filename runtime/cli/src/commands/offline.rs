@@ -37,6 +37,12 @@ pub(crate) fn verify(
     let attest = sovereign_cli::pipeline::AttestationChecker {
         trust: attest_trust(&attestation, trust.node)?,
         identity: trust.node,
+        ak_ca: attestation.ak_ca.as_deref().map(public_key).transpose()?,
+        required: attestation.release_key.is_some()
+            || attestation.reference.is_some()
+            || attestation.platform.is_some()
+            || attestation.ek_ca.is_some()
+            || attestation.ak_ca.is_some(),
     };
     let deployment = sovereign_cli::deployment::DeploymentChecker;
     let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest]);

@@ -249,10 +249,10 @@ impl Engine {
         let note = self.audit.checkpoint(&self.identity).map_err(|e| EngineError::Audit(e.to_string()))?;
         self.audit.store_checkpoint(&note).map_err(|e| EngineError::Audit(e.to_string()))?;
         let nonce = bundle_attestation_nonce(&note.to_text());
-        let evidence = attest(&nonce).map_err(EngineError::Attestation)?;
-        let evidence: serde_json::Value =
-            serde_json::from_slice(&evidence).map_err(|e| EngineError::Attestation(e.to_string()))?;
-        let bundled = serde_json::json!({ "checkpoint": note.to_text(), "evidence": evidence });
+        let attestation = attest(&nonce).map_err(EngineError::Attestation)?;
+        let mut bundled: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&attestation).map_err(|e| EngineError::Attestation(e.to_string()))?;
+        bundled.insert("checkpoint".into(), note.to_text().into());
         let bundled = serde_json::to_vec(&bundled).map_err(EngineError::encode("the attestation section"))?;
         let mut section_files = vec![("attestation".to_string(), "evidence.json".to_string(), bundled)];
         for p in &policies {
