@@ -36,6 +36,9 @@ const ENTRIES: u64 = 1_000_000;
 fn million_entry_log(dir: &Path, identity: &SigningKey, data_key: &DataKey) {
     let origin = format!("sovereign-appliance/{}", &hex::encode(identity.verifying_key().as_bytes())[..16]);
     let log = AuditLog::create(&dir.join("audit.log"), &origin, data_key).unwrap();
+    // Written over the last ENTRIES milliseconds: the AK certificate issued below must be
+    // valid when the log was last written to.
+    let first_ms = sovereign_e2e::now_unix() * 1000 - ENTRIES;
     let batch = 50_000;
     let mut written = 0;
     while written < ENTRIES {
@@ -43,7 +46,7 @@ fn million_entry_log(dir: &Path, identity: &SigningKey, data_key: &DataKey) {
         let rows = (written..written + n)
             .map(|i| {
                 let payload = format!("{{\"event\":\"sensor reading\",\"seq\":{i}}}").into_bytes();
-                Entry::new(EntryKind::Artifact, 1_800_000_000_000 + i, Severity::Info, vec![], payload)
+                Entry::new(EntryKind::Artifact, first_ms + i, Severity::Info, vec![], payload)
             })
             .collect();
         log.append_batch(rows).unwrap();

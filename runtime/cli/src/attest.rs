@@ -320,9 +320,13 @@ pub fn attest(
     Ok((Some(exchange), report))
 }
 
+/// How far an appliance's clock may lag the operator's when it checks a new AK certificate.
+const CLOCK_SKEW_SECS: u64 = 300;
+
 /// Issues an AK certificate for the attestation `exchange` verified (call only after a
 /// complete PASS: the credential activation is what proves the AK resident beside the EK),
-/// valid from `now_unix` for `validity_secs`, and has the appliance store it.
+/// valid from five minutes before `now_unix` (clock skew) until `validity_secs` after it, and
+/// has the appliance store it.
 pub fn certify(
     socket: &Path,
     operator: &ed25519_dalek::SigningKey,
@@ -343,7 +347,9 @@ pub fn certify(
     };
     let mut serial = [0u8; 16];
     OsRng.fill_bytes(&mut serial);
-    let cert = AkCertificate::issue(ca, &facts, serial, now_unix, now_unix.saturating_add(validity_secs));
+    // Valid from five minutes ago: the appliance checks the validity on its own clock.
+    let not_before = now_unix.saturating_sub(CLOCK_SKEW_SECS);
+    let cert = AkCertificate::issue(ca, &facts, serial, not_before, now_unix.saturating_add(validity_secs));
     let identity = VerifyingKey::from_bytes(&exchange.identity)?;
     let request = crate::sign(Request::CertifyAk(Box::new(cert.clone())), &identity, &[], operator);
     let response = crate::send(socket, &request, timeout)?;
