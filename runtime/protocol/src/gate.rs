@@ -31,6 +31,17 @@ pub enum Refusal {
     /// The same request was seen before.
     #[error("request nonce already used (replay)")]
     Replayed,
+    /// Signed before this runtime started: the nonces it saw before are gone, so nothing signed
+    /// before it is admitted (a restart never re-opens a replay).
+    #[error(
+        "request signed at {signed_ms} ms, before this runtime started at {started_ms} ms: requests from before a restart are never admitted; sign it again"
+    )]
+    BeforeStart {
+        /// The request's timestamp.
+        signed_ms: u64,
+        /// When the gate started admitting.
+        started_ms: u64,
+    },
     /// A response answers another request.
     #[error("response is bound to another request")]
     WrongRequest,
@@ -56,13 +67,23 @@ pub struct Gate {
     window_ms: u64,
     seen: BTreeMap<[u8; 16], u64>,
     max_seen: usize,
+    /// Nothing signed before this is admitted (the start of this runtime).
+    not_before_ms: u64,
 }
 
 impl Gate {
     /// A gate of the node whose identity is `node`, admitting `operators` with a freshness
     /// window of ±`window_ms`.
     pub fn new(node: [u8; 32], operators: Vec<VerifyingKey>, window_ms: u64) -> Self {
-        Gate { node, operators, window_ms, seen: BTreeMap::new(), max_seen: 100_000 }
+        Gate { node, operators, window_ms, seen: BTreeMap::new(), max_seen: 100_000, not_before_ms: 0 }
+    }
+
+    /// Admits only requests signed at or after `start_ms`, the moment this runtime started:
+    /// the nonces seen live only in memory, so a request captured before a restart (still within
+    /// the freshness window) is refused by its timestamp instead.
+    pub fn admitting_from(mut self, start_ms: u64) -> Self {
+        self.not_before_ms = start_ms;
+        self
     }
 
     /// Checks a request at `now_ms`; on success records its nonce until it expires.
@@ -80,6 +101,9 @@ impl Gate {
         let skew = i128::from(request.timestamp_ms) - i128::from(now_ms);
         if skew.unsigned_abs() > u128::from(self.window_ms) {
             return Err(Refusal::Stale { skew_ms: skew, window_ms: self.window_ms });
+        }
+        if request.timestamp_ms < self.not_before_ms {
+            return Err(Refusal::BeforeStart { signed_ms: request.timestamp_ms, started_ms: self.not_before_ms });
         }
         self.seen.retain(|_, expiry| *expiry >= now_ms);
         if self.seen.contains_key(&request.nonce) {

@@ -105,6 +105,21 @@ mod tests {
     }
 
     #[test]
+    fn a_request_from_before_a_restart_is_never_admitted_again() {
+        // Admitted by the runtime that ran before...
+        let r = sign(Request::Status, &admin(), 9, 1_000_000);
+        gate().admitting_from(900_000).admit(&r, 1_000_100).unwrap();
+        // ...and replayed, within its freshness window, to the runtime restarted at 1_005_000:
+        // its nonce was only in the old runtime's memory; its timestamp refuses it.
+        let mut restarted = gate().admitting_from(1_005_000);
+        let refusal = restarted.admit(&r, 1_005_500).unwrap_err();
+        assert_eq!(refusal, Refusal::BeforeStart { signed_ms: 1_000_000, started_ms: 1_005_000 });
+        assert!(refusal.to_string().contains("before this runtime started"), "{refusal}");
+        // A request signed anew is admitted.
+        restarted.admit(&sign(Request::Status, &admin(), 10, 1_005_400), 1_005_500).unwrap();
+    }
+
+    #[test]
     fn refuses_every_bad_request_with_a_reason() {
         let mut g = gate();
         let now = 5_000_000;
