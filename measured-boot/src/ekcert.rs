@@ -1,8 +1,10 @@
 //! The endorsement-key certificate check: the EK certificate the TPM carries must chain, hop by
 //! verified hop, to a self-signed root in the operator's trust store (the TPM manufacturer's CA;
-//! in tests the swtpm local CA), every certificate on the way must be within its validity period
-//! and every issuer a CA, and the certified public key must be exactly the EK whose name the
-//! attestation key was proven under.
+//! in tests the swtpm local CA), every certificate on the way must be within its validity period,
+//! every issuer a CA whose key usage (if stated) allows certificate signing and whose path length
+//! constraint admits the CAs below it, the EK certificate itself no CA, with key encipherment and
+//! `tcg-kp-EKCertificate` among its uses when it states them, and the certified public key must
+//! be exactly the EK whose name the attestation key was proven under.
 //!
 //! Pure: no IO; the caller passes the time. Signature algorithms: RSA PKCS#1 v1.5 with SHA-256,
 //! SHA-384 or SHA-512, and ECDSA P-256 with SHA-256. Anything else is refused by name.
@@ -15,16 +17,21 @@ use rsa::pkcs8::DecodePublicKey as _;
 use rsa::signature::Verifier as _;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode as _, Encode as _};
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 
 use crate::structures::RsaStoragePublic;
 
 const MAX_DEPTH: usize = 8;
 const OID_BASIC_CONSTRAINTS: &str = "2.5.29.19";
+const OID_KEY_USAGE: &str = "2.5.29.15";
+const OID_EXTENDED_KEY_USAGE: &str = "2.5.29.37";
+/// `tcg-kp-EKCertificate`: the extended key usage of an EK certificate (TCG EK Credential
+/// Profile).
+const TCG_KP_EK_CERTIFICATE: &str = "2.23.133.8.1";
 /// Critical extensions this checker understands (basic constraints, key usage, subject
 /// alternative name — critical in TCG EK certificates whose subject is empty — and extended
 /// key usage).
-const KNOWN_CRITICAL: [&str; 4] = [OID_BASIC_CONSTRAINTS, "2.5.29.15", "2.5.29.17", "2.5.29.37"];
+const KNOWN_CRITICAL: [&str; 4] = [OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, "2.5.29.17", OID_EXTENDED_KEY_USAGE];
 const SHA256_WITH_RSA: &str = "1.2.840.113549.1.1.11";
 const SHA384_WITH_RSA: &str = "1.2.840.113549.1.1.12";
 const SHA512_WITH_RSA: &str = "1.2.840.113549.1.1.13";
@@ -100,21 +107,80 @@ fn check_validity(cert: &Certificate, now_unix: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn check_extensions(cert: &Certificate, must_be_ca: bool) -> Result<(), String> {
-    let mut is_ca = false;
+/// What a certificate's extensions say about its use.
+struct Usage {
+    is_ca: bool,
+    path_len: Option<u8>,
+    key_usage: Option<KeyUsage>,
+    extended: Option<ExtendedKeyUsage>,
+}
+
+/// Reads the extensions that decide a certificate's use; refuses an unknown critical one.
+fn usage(cert: &Certificate) -> Result<Usage, String> {
+    let mut out = Usage { is_ca: false, path_len: None, key_usage: None, extended: None };
+    let name = || subject_of(cert);
     for ext in cert.tbs_certificate.extensions.iter().flatten() {
         let oid = ext.extn_id.to_string();
         if ext.critical && !KNOWN_CRITICAL.contains(&oid.as_str()) {
-            return Err(format!("\"{}\" has an unknown critical extension {oid}", subject_of(cert)));
+            return Err(format!("\"{}\" has an unknown critical extension {oid}", name()));
         }
-        if oid == OID_BASIC_CONSTRAINTS {
-            is_ca = BasicConstraints::from_der(ext.extn_value.as_bytes())
-                .map_err(|e| format!("\"{}\": basic constraints: {e}", subject_of(cert)))?
-                .ca;
+        let bytes = ext.extn_value.as_bytes();
+        match oid.as_str() {
+            OID_BASIC_CONSTRAINTS => {
+                let bc =
+                    BasicConstraints::from_der(bytes).map_err(|e| format!("\"{}\": basic constraints: {e}", name()))?;
+                (out.is_ca, out.path_len) = (bc.ca, bc.path_len_constraint);
+            }
+            OID_KEY_USAGE => {
+                out.key_usage = Some(KeyUsage::from_der(bytes).map_err(|e| format!("\"{}\": key usage: {e}", name()))?);
+            }
+            OID_EXTENDED_KEY_USAGE => {
+                out.extended = Some(
+                    ExtendedKeyUsage::from_der(bytes)
+                        .map_err(|e| format!("\"{}\": extended key usage: {e}", name()))?,
+                );
+            }
+            _ => {}
         }
     }
-    if must_be_ca && !is_ca {
+    Ok(out)
+}
+
+/// The EK certificate itself: not a CA; if it limits its key's use, the use is key
+/// encipherment (an RSA EK decrypts credentials) and the purpose is `tcg-kp-EKCertificate`.
+fn check_leaf(cert: &Certificate) -> Result<(), String> {
+    let u = usage(cert)?;
+    if u.is_ca {
+        return Err("the EK certificate is a CA certificate; an endorsement key certifies nothing".into());
+    }
+    if u.key_usage.as_ref().is_some_and(|k| !k.key_encipherment()) {
+        return Err("the EK certificate's key usage does not include keyEncipherment".into());
+    }
+    if u.extended.as_ref().is_some_and(|e| !e.0.iter().any(|oid| oid.to_string() == TCG_KP_EK_CERTIFICATE)) {
+        return Err(format!(
+            "the EK certificate's extended key usage does not include tcg-kp-EKCertificate ({TCG_KP_EK_CERTIFICATE})"
+        ));
+    }
+    Ok(())
+}
+
+/// An issuer `below` CA certificates above the EK certificate (0: its direct issuer): a CA
+/// allowed to sign certificates, whose path length constraint admits that many CAs below it.
+fn check_issuer(cert: &Certificate, below: usize) -> Result<(), String> {
+    let u = usage(cert)?;
+    if !u.is_ca {
         return Err(format!("\"{}\" issues certificates but is not a CA", subject_of(cert)));
+    }
+    if u.key_usage.as_ref().is_some_and(|k| !k.key_cert_sign()) {
+        return Err(format!("\"{}\" issues certificates but its key usage lacks keyCertSign", subject_of(cert)));
+    }
+    if let Some(limit) = u.path_len
+        && below > usize::from(limit)
+    {
+        return Err(format!(
+            "\"{}\" allows {limit} CA certificates below it (pathLenConstraint), the chain has {below}",
+            subject_of(cert)
+        ));
     }
     Ok(())
 }
@@ -137,10 +203,10 @@ pub fn verify_ek_certificate(
         return Err("the EK certificate certifies a different key than the evidence's endorsement key".into());
     }
     check_validity(&leaf, now_unix)?;
-    check_extensions(&leaf, false)?;
+    check_leaf(&leaf)?;
     let mut chain = vec![if subject_of(&leaf).is_empty() { "EK certificate".to_string() } else { subject_of(&leaf) }];
     let mut current = leaf;
-    for _ in 0..MAX_DEPTH {
+    for below in 0..MAX_DEPTH {
         let issuer = trust_store
             .iter()
             .filter(|c| c.tbs_certificate.subject == current.tbs_certificate.issuer)
@@ -153,7 +219,7 @@ pub fn verify_ek_certificate(
                 )
             })?;
         check_validity(issuer, now_unix)?;
-        check_extensions(issuer, true)?;
+        check_issuer(issuer, below)?;
         chain.push(subject_of(issuer));
         let self_signed =
             issuer.tbs_certificate.subject == issuer.tbs_certificate.issuer && signed_by(issuer, issuer).is_ok();

@@ -38,6 +38,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("swtpm-tools", "swtpm_setup/swtpm_localca provision EK certificates"),
     ("gnutls-bin", "swtpm_localca creates its CA with certtool"),
     ("tpm2-tools", "independent cross-checks (tpm2_eventlog, tpm2_checkquote)"),
+    ("openssl", "an independent X.509 issuer for the EK certificate-profile tests"),
     ("build-essential", "C compiler for -sys crates and libFuzzer"),
     ("sbsigntool", "sbsign/sbverify sign the UKI for Secure Boot"),
     ("faketime", "a fixed signing time keeps the signed UKI bit-identical"),
