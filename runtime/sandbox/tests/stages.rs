@@ -56,6 +56,19 @@ fn normalize_train_and_vote_on_the_example_dataset() {
     assert!((field("b") - 21.0).abs() < 0.5, "{model}");
     assert!(field("mse") < 0.1, "{model}");
 
+    // The stage's parameters reach the module (the engine's first input line) and change what
+    // it fits: through the origin the slope differs and b is 0; an unknown model is refused.
+    let with = |params: &str| {
+        let mut input = format!("#parameters {params}\n").into_bytes();
+        input.extend_from_slice(&normalized.output);
+        sandbox.run(&train, &IO, &input, limits)
+    };
+    let linear = String::from_utf8(with(r#"{"loss":"mse","model":"linear"}"#).unwrap().output).unwrap();
+    assert_eq!(linear, model, "the default model is the linear one");
+    let proportional = String::from_utf8(with(r#"{"model":"proportional"}"#).unwrap().output).unwrap();
+    assert!(proportional.contains("b=0.000000000,") && proportional != model, "{proportional}");
+    assert_eq!(with(r#"{"model":"cubic"}"#).unwrap_err(), Termination::Failed(3));
+
     let agent = load(&sandbox, "agent");
     let vote = |policy: &str| {
         let input = format!("{model}\n{policy}\n");

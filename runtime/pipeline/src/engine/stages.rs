@@ -92,7 +92,10 @@ impl Engine {
                     .and_then(|s| run.outputs.get(&s.name).copied())
                     .ok_or_else(|| EngineError::invalid("model_training: no prepared data"))?;
                 let module_hash = run.modules.get(module).map(|(_, h)| *h).unwrap_or_default();
-                let input = self.store.get(&prepared)?;
+                // The parameters reach the module as its input's first line (`docs/sandbox.md`).
+                let mut input =
+                    format!("#parameters {}\n", String::from_utf8_lossy(&canonical_json(parameters))).into_bytes();
+                input.extend_from_slice(&self.store.get(&prepared)?);
                 let (output, fuel) = self.sandboxed(run_id, &stage.name, module, &input)?;
                 let provenance = serde_json::json!({
                     "model": hex::encode(sha256(&output)),
