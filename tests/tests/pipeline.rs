@@ -179,19 +179,27 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let warm = report(op.start(&hostile_yaml, hostile_modules.clone()));
     let hostile_took = started.elapsed();
     assert!(matches!(&warm.status, RunStatus::Failed { stage, .. } if stage == "review"), "{:?}", warm.status);
+    // Where to cut: a quarter of the way into `review`, past the stages before it (their times
+    // are in the report). Halfway through the whole run was too late once, when the cut run went
+    // more than twice as fast as the warm one and was answered before the cut.
+    let before_review = Duration::from_micros(warm.stages.iter().map(|s| s.micros).sum());
+    let cut_at = before_review + hostile_took.saturating_sub(before_review) / 4;
 
     // The power is cut while a stage is in flight: the spinner holds `review` until the sandbox
-    // terminates it (fuel or wall clock), and QEMU is killed halfway through such a run (what the appliance had
+    // terminates it (fuel or wall clock), and QEMU is killed a quarter into that stage (what the appliance had
     // written to its disk stays, as on a real machine). After the reboot the run shows as
     // interrupted inside `review`; resumed, its finished stages are kept and `review` runs again
     // as a new execution. The audit log, cut mid-run, keeps verifying (the bundles below).
     let (socket, admin, cut_start) =
         (op.socket.clone(), op.admin.clone(), op.start_request(&hostile_yaml, hostile_modules));
     let cut_sender = std::thread::spawn(move || command(&socket, &admin, None, &cut_start.0, &cut_start.1));
-    std::thread::sleep(hostile_took / 2);
+    std::thread::sleep(cut_at);
     drop(guest); // QEMU killed: the power cut
     let unanswered = cut_sender.join().unwrap();
-    assert!(unanswered.is_err(), "the cut run was answered: {unanswered:?}");
+    assert!(
+        unanswered.is_err(),
+        "the cut run was answered before the cut at {cut_at:?} (warm run {hostile_took:?}, {before_review:?} before review): {unanswered:?}"
+    );
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
     let Reply::Runs(runs) = op.send(&Command::Runs) else { panic!("no run list") };
@@ -200,8 +208,7 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     assert_eq!(
         cut.status,
         RunStatus::Interrupted { stage: "review".into(), in_flight: true },
-        "power cut {:?} into a run that takes {hostile_took:?}: {runs:?}",
-        hostile_took / 2
+        "power cut {cut_at:?} into a run that takes {hostile_took:?}: {runs:?}"
     );
     assert_eq!(cut.stages_done, 2);
     let resumed = op.resume(&cut.run_id, &hostile_yaml);
