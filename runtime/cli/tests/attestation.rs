@@ -1,9 +1,11 @@
-//! A compliance bundle's attestation as a hostile auditor reads it, each way to fake it failing
-//! by name: no attestation when the auditor asked for it; a quote with no AK certificate; a
-//! quote made by a software key under a certificate stolen from a real node; a certificate
-//! from a CA the auditor does not pin; and no CA pinned at all. (The passing path — a real
-//! TPM's quote under a certificate issued after credential activation — is
-//! `tests/tests/pipeline.rs` in QEMU.)
+//! A compliance bundle's attestation as a hostile auditor reads it, each forgery failing by
+//! name: no attestation when the auditor asked for it; a quote with no AK certificate; a quote
+//! made by a software key under a certificate stolen from a real node; a certificate from a CA
+//! the auditor does not pin; and no CA pinned at all. These are the AK-certificate checks, which
+//! run before any TPM structure is parsed, so the evidence here is synthetic bytes standing for
+//! the AK and EK public areas; the path with a real TPM's quote under a certificate issued after
+//! credential activation is `tests/tests/pipeline.rs` (swtpm, in QEMU), and the certificate's
+//! fields are unit-tested in `runtime/protocol/src/akcert.rs`.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -130,8 +132,8 @@ fn a_certificate_from_an_unpinned_ca_or_no_pinned_ca_fails() {
 
 #[test]
 fn the_real_certificate_gets_past_the_ak_check_to_the_quote() {
-    // With the genuine certificate the AK check passes and the (fake) quote is what fails: the
-    // certificate check is not a blanket refusal.
+    // With the genuine certificate the AK check passes and the synthetic quote is what fails:
+    // the certificate check is not a blanket refusal.
     let why = attestation_failures(Some((real_evidence(), Some(real_certificate(&ca())))), Some(&ca()));
     assert!(!why.contains("ak.certified") && !why.is_empty(), "{why}");
 }
