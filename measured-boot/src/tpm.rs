@@ -97,6 +97,44 @@ pub struct AttestationKey {
 
 /// The NV index of the anti-rollback counter (owner range 0x01800000–0x01BFFFFF).
 pub const ROLLBACK_COUNTER_INDEX: u32 = 0x0180_5356;
+/// The NV index of the state anchor's counter: the audit log's and replay store's head on
+/// the data partition is bound to it (owner range, beside the image version floor).
+pub const STATE_ANCHOR_INDEX: u32 = 0x0180_5357;
+
+/// One TPM session shared by the parts of a process that need the TPM (the runtime's
+/// attestor and its state anchor), opened on first use. A TCP swtpm serves one client at a
+/// time, and one session is all the kernel's resource manager needs to see.
+#[derive(Clone)]
+pub struct SharedTpm {
+    tcti: String,
+    session: std::sync::Arc<std::sync::Mutex<Option<Tpm>>>,
+}
+
+impl std::fmt::Debug for SharedTpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTpm").field("tcti", &self.tcti).finish_non_exhaustive()
+    }
+}
+
+impl SharedTpm {
+    /// A session to the TPM at `tcti`, not opened yet.
+    pub fn new(tcti: &str) -> Self {
+        SharedTpm { tcti: tcti.into(), session: Default::default() }
+    }
+
+    /// Runs `f` on the session, opening it first if needed.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Tpm) -> Result<T, TpmError>) -> Result<T, TpmError> {
+        let mut session =
+            self.session.lock().map_err(|_| TpmError::Invalid("the shared TPM session is poisoned".into()))?;
+        if session.is_none() {
+            *session = Some(Tpm::open(&self.tcti)?);
+        }
+        match session.as_mut() {
+            Some(tpm) => f(tpm),
+            None => Err(TpmError::Invalid("the shared TPM session did not open".into())),
+        }
+    }
+}
 
 /// An open TPM.
 pub struct Tpm {
@@ -624,6 +662,28 @@ impl Tpm {
         let handle = self.counter_handle(index)?;
         self.with_empty_password(|ctx| ctx.nv_increment(NvAuth::Owner, handle)).map_err(cmd("NV_Increment"))?;
         self.counter_read(index)
+    }
+
+    /// The counter's value, telling apart "not there" from a failure: `None` when the index
+    /// is not defined or was never incremented (a counter cannot be read before its first
+    /// increment); an error when the TPM could not be asked.
+    pub fn counter_value(&mut self, index: u32) -> Result<Option<u64>, TpmError> {
+        let (listed, _) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, index, 1))
+            .map_err(cmd("GetCapability (NV indices)"))?;
+        let defined = matches!(&listed, ts::CapabilityData::Handles(list)
+            if list.iter().any(|h| tss_esapi::tss2_esys::TPM2_HANDLE::from(*h) == index));
+        if !defined {
+            return Ok(None);
+        }
+        let handle = self.counter_handle(index)?;
+        let (public, _) =
+            self.ctx.execute_without_session(|ctx| ctx.nv_read_public(handle)).map_err(cmd("NV_ReadPublic"))?;
+        if !public.attributes().written() {
+            return Ok(None);
+        }
+        self.counter_read(index).map(Some)
     }
 
     /// Reads the counter.

@@ -154,6 +154,20 @@ impl Swtpm {
         Ok(out)
     }
 
+    /// A second TPM whose state is this one's at this instant (seeds, NV, counters): what a
+    /// machine stopped now would find at its next power-on, while this one goes on. Served
+    /// the same way as this one. Call it with no command in flight.
+    pub fn fork(&self) -> Result<Self, SwtpmError> {
+        let dir = tempfile::Builder::new()
+            .prefix("sovereign-swtpm-")
+            .tempdir()
+            .map_err(io_err("creating temp dir under", &std::env::temp_dir()))?;
+        copy_tree(self.dir.path(), dir.path())?;
+        let mut tpm = Swtpm { dir, child: None, port: 0, mode: self.mode };
+        tpm.launch()?;
+        Ok(tpm)
+    }
+
     /// The directory this instance owns (state, CA, logs); removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -352,6 +366,22 @@ fn provision(dir: &Path) -> Result<(), SwtpmError> {
             status: output.status.to_string(),
             output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
         });
+    }
+    Ok(())
+}
+
+/// Copies the files under `from` into `to` (sockets and other special files are skipped).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), SwtpmError> {
+    fs::create_dir_all(to).map_err(io_err("creating", to))?;
+    for entry in fs::read_dir(from).map_err(io_err("reading", from))? {
+        let entry = entry.map_err(io_err("reading", from))?;
+        let kind = entry.file_type().map_err(io_err("inspecting", &entry.path()))?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target).map_err(io_err("copying", &entry.path()))?;
+        }
     }
     Ok(())
 }

@@ -21,7 +21,8 @@ pub struct ExportOptions {
 
 /// Builds a compliance bundle of `log`. Uses the stored checkpoint when it covers the whole
 /// durable log (keeping its cosignatures); otherwise signs and stores a new one and includes a
-/// consistency proof from the earlier one.
+/// consistency proof from the earlier one. A log shorter than, or inconsistent with, the
+/// stored checkpoint is refused.
 pub fn export_bundle(
     log: &AuditLog,
     key: &DataKey,
@@ -30,7 +31,27 @@ pub fn export_bundle(
 ) -> Result<Vec<u8>, StoreError> {
     let size = log.size();
     let stored = log.latest_checkpoint()?;
-    let stored_cp = stored.as_ref().and_then(|n| Checkpoint::parse_body(&n.body).ok());
+    let stored_cp = stored
+        .as_ref()
+        .map(|n| Checkpoint::parse_body(&n.body))
+        .transpose()
+        .map_err(|e| StoreError::Invalid(format!("the stored checkpoint does not parse: {e}")))?;
+    // The last checkpoint the node signed is where every export proves consistency from: a
+    // log that no longer holds it, or holds other entries under it, is refused.
+    if let Some(cp) = &stored_cp {
+        if cp.size > size {
+            return Err(StoreError::Invalid(format!(
+                "the audit log holds {size} entries, fewer than the {} of the last checkpoint the node signed (it was cut)",
+                cp.size
+            )));
+        }
+        if log.root_at(cp.size)? != cp.root {
+            return Err(StoreError::Invalid(format!(
+                "the audit log's first {} entries are not the ones the node's last checkpoint signed",
+                cp.size
+            )));
+        }
+    }
     let (note, earlier) = match (&stored, &stored_cp) {
         (Some(n), Some(cp)) if cp.size == size => (n.clone(), None),
         _ => (log.checkpoint(node_key)?, stored.clone().zip(stored_cp)),

@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod bundle;
 pub mod entry;
 pub mod export;

@@ -199,3 +199,35 @@ fn unverifiable_section_content_is_not_passed() {
     let s = report.check("sections").unwrap();
     assert!(!s.passed() && s.failures[0].place == "attestation/quote.bin", "{}", report.render("bundle"));
 }
+
+#[test]
+fn an_export_from_a_log_cut_below_or_other_than_the_last_signed_checkpoint_is_refused() {
+    let signed = tempfile::tempdir().unwrap();
+    log_with(signed.path(), 20);
+    let checkpoint = std::fs::read(signed.path().join("audit.log.checkpoint")).unwrap();
+    // The same log cut back to 10 entries: its checkpoint of 20 is still beside it.
+    let cut = tempfile::tempdir().unwrap();
+    let log = log_with(cut.path(), 10);
+    std::fs::write(cut.path().join("audit.log.checkpoint"), &checkpoint).unwrap();
+    let refusal = export_bundle(&log, &key(), &node(), &options()).unwrap_err().to_string();
+    assert!(refusal.contains("holds 10 entries, fewer than the 20"), "{refusal}");
+    // A log of 20 other entries under the same checkpoint.
+    let other = tempfile::tempdir().unwrap();
+    let log = AuditLog::create(&other.path().join("audit.log"), ORIGIN, &key()).unwrap();
+    for i in 0..20u8 {
+        log.append_entry(Entry::new(EntryKind::Artifact, 1, Severity::Info, vec![], vec![i])).unwrap();
+    }
+    std::fs::write(other.path().join("audit.log.checkpoint"), &checkpoint).unwrap();
+    let refusal = export_bundle(&log, &key(), &node(), &options()).unwrap_err().to_string();
+    assert!(refusal.contains("first 20 entries are not the ones"), "{refusal}");
+    // Grown past it: the export carries the consistency proof from it.
+    let grown = tempfile::tempdir().unwrap();
+    let log = log_with(grown.path(), 20);
+    log.append_entry(Entry::new(EntryKind::Artifact, 1, Severity::Info, vec![], vec![1])).unwrap();
+    // (Its new checkpoint is not witnessed yet: only the node is pinned.)
+    let node_only = TrustedKeys { node: Some(node().verifying_key()), witnesses: vec![] };
+    let bundle = export_bundle(&log, &key(), &node(), &ExportOptions::default()).unwrap();
+    let report = verify_bundle(&bundle, &node_only);
+    assert!(report.passed(), "{}", report.render("bundle"));
+    assert_eq!(report.check("proofs.consistency").map(|c| c.checked), Some(1), "{}", report.render("bundle"));
+}

@@ -153,7 +153,12 @@ fn main() -> Result<(), Error> {
         version: 1,
         manifest: manifest_bytes.clone(),
         manifest_signature: manifest_signature.clone(),
-        attestor: std::sync::Mutex::new(Attestor::new(&swtpm.tcti(), &firmware_path, &log_path)),
+        attestor: std::sync::Mutex::new(Attestor::new(
+            sovereign_measured_boot::tpm::SharedTpm::new(&swtpm.tcti()),
+            &firmware_path,
+            &log_path,
+        )),
+        refused: None,
     };
     let node = new_node();
     let node_id = node.identity.verifying_key().to_bytes();

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use sovereign_measured_boot::PcrSelection;
-use sovereign_measured_boot::tpm::{AttestationKey, Tpm};
+use sovereign_measured_boot::tpm::{AttestationKey, SharedTpm};
 use sovereign_protocol::akcert::AkCertificate;
 use sovereign_protocol::{ATTESTED_PCRS, Evidence, attest_qualifying_data};
 
@@ -28,20 +28,21 @@ const AK_CERTIFICATE: &str = "attestation-key.cert.json";
 
 /// Holds the TPM open with one attestation key for the life of the runtime: the AK is
 /// loaded once (tens of milliseconds) and every quote and credential activation reuses it.
+/// The TPM session is shared with the engine's state anchor.
 pub struct Attestor {
-    tcti: String,
+    tpm: SharedTpm,
     firmware_log: PathBuf,
     measurement_log: PathBuf,
     /// Where the AK and its certificate are kept (`None`: a new AK each start, no certificate).
     keep: Option<PathBuf>,
-    state: Option<(Tpm, AttestationKey, Option<Vec<u8>>)>,
+    state: Option<(AttestationKey, Option<Vec<u8>>)>,
 }
 
 impl Attestor {
     /// The appliance's attestor: its TPM through the kernel's resource manager, the firmware
     /// log from securityfs, PID 1's measurement log from /run.
-    pub fn appliance() -> Self {
-        Self::new(TCTI, FIRMWARE_LOG.as_ref(), MEASUREMENT_LOG.as_ref())
+    pub fn appliance(tpm: SharedTpm) -> Self {
+        Self::new(tpm, FIRMWARE_LOG.as_ref(), MEASUREMENT_LOG.as_ref())
             .keeping_in(std::path::Path::new(sovereign_boot_contract::DATA_MOUNT))
     }
 
@@ -52,9 +53,9 @@ impl Attestor {
     }
 
     /// An attestor for another TPM and log location (benchmarks and tests on swtpm).
-    pub fn new(tcti: &str, firmware_log: &std::path::Path, measurement_log: &std::path::Path) -> Self {
+    pub fn new(tpm: SharedTpm, firmware_log: &std::path::Path, measurement_log: &std::path::Path) -> Self {
         Attestor {
-            tcti: tcti.into(),
+            tpm,
             firmware_log: firmware_log.into(),
             measurement_log: measurement_log.into(),
             keep: None,
@@ -62,12 +63,14 @@ impl Attestor {
         }
     }
 
-    fn ready(&mut self) -> Result<&mut (Tpm, AttestationKey, Option<Vec<u8>>), String> {
+    fn ready(&mut self) -> Result<&mut (AttestationKey, Option<Vec<u8>>), String> {
         if self.state.is_none() {
-            let mut tpm = Tpm::open(&self.tcti).map_err(|e| e.to_string())?;
             let kept_path = self.keep.as_ref().map(|d| d.join(KEPT_AK));
             let kept = kept_path.as_ref().and_then(|p| fs::read(p).ok());
-            let (ak, keep) = tpm.attestation_key(kept.as_deref()).map_err(|e| e.to_string())?;
+            let ((ak, keep), ek_certificate) = self
+                .tpm
+                .with(|tpm| Ok((tpm.attestation_key(kept.as_deref())?, tpm.ek_certificate()?)))
+                .map_err(|e| e.to_string())?;
             if let Some(path) = &kept_path
                 && kept.as_deref() != Some(keep.as_slice())
             {
@@ -78,8 +81,7 @@ impl Attestor {
                 }
                 write_durably(path, &keep)?;
             }
-            let ek_certificate = tpm.ek_certificate().map_err(|e| e.to_string())?;
-            self.state = Some((tpm, ak, ek_certificate));
+            self.state = Some((ak, ek_certificate));
         }
         self.state.as_mut().ok_or_else(|| "TPM not open".to_string())
     }
@@ -100,8 +102,11 @@ impl Attestor {
         let selection = PcrSelection::new(ATTESTED_PCRS).map_err(|e| e.to_string())?;
         let read = |p: &PathBuf| fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
         let (firmware_log, measurement_log) = (read(&self.firmware_log)?, read(&self.measurement_log)?);
-        let (tpm, ak, ek_certificate) = self.ready()?;
-        let quote = tpm.quote(ak, &attest_qualifying_data(nonce, identity), &selection).map_err(|e| e.to_string())?;
+        let tpm = self.tpm.clone();
+        let (ak, ek_certificate) = self.ready()?;
+        let quote = tpm
+            .with(|tpm| tpm.quote(ak, &attest_qualifying_data(nonce, identity), &selection))
+            .map_err(|e| e.to_string())?;
         Ok(Evidence {
             attest: quote.attest,
             signature: quote.signature,
@@ -121,7 +126,7 @@ impl Attestor {
     pub fn certificate(&mut self) -> Option<AkCertificate> {
         let path = self.keep.as_ref()?.join(AK_CERTIFICATE);
         let cert: AkCertificate = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-        let (_, ak, _) = self.ready().ok()?;
+        let (ak, _) = self.ready().ok()?;
         (cert.ak_public == hex::encode(&ak.public)).then_some(cert)
     }
 
@@ -134,7 +139,7 @@ impl Attestor {
         now_unix: u64,
     ) -> Result<(), String> {
         let dir = self.keep.clone().ok_or("this runtime keeps no attestation key (no data partition)")?;
-        let (_, ak, ek_certificate) = self.ready()?;
+        let (ak, ek_certificate) = self.ready()?;
         let ek_certificate = ek_certificate.as_deref().ok_or("this TPM has no EK certificate to certify against")?;
         let facts = sovereign_protocol::akcert::AkFacts {
             ak_public: &ak.public,
@@ -154,8 +159,9 @@ impl Attestor {
 
     /// Releases the credential made for this AK under this TPM's EK.
     pub fn activate(&mut self, credential_blob: &[u8], encrypted_secret: &[u8]) -> Result<Vec<u8>, String> {
-        let (tpm, ak, _) = self.ready()?;
-        tpm.activate_credential(ak, credential_blob, encrypted_secret).map_err(|e| e.to_string())
+        let tpm = self.tpm.clone();
+        let (ak, _) = self.ready()?;
+        tpm.with(|tpm| tpm.activate_credential(ak, credential_blob, encrypted_secret)).map_err(|e| e.to_string())
     }
 }
 
@@ -163,8 +169,11 @@ impl Drop for Attestor {
     /// Flushes the AK and EK: without a resource manager (swtpm over TCP) they would stay
     /// loaded in the TPM after the connection closes.
     fn drop(&mut self) {
-        if let Some((mut tpm, ak, _)) = self.state.take() {
-            tpm.release_attestation_key(ak);
+        if let Some((ak, _)) = self.state.take() {
+            let _ = self.tpm.with(|tpm| {
+                tpm.release_attestation_key(ak);
+                Ok(())
+            });
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Node {
     pub manifest_signature: Vec<u8>,
     /// The TPM session that answers attestation requests (the engine's bundles use it too).
     pub attestor: Mutex<Attestor>,
+    /// Why the engine did not start (every governed action refused with it), if it did not.
+    pub refused: Option<String>,
 }
 
 impl Node {
@@ -61,6 +63,7 @@ impl Node {
             uptime_s: uptime_s(),
             identity: self.identity.verifying_key().to_bytes(),
             confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
+            refused: self.refused.clone(),
         }
     }
 
@@ -314,7 +317,11 @@ impl Server {
         };
         let Some(engine) = &self.engine else {
             self.release(held);
-            return self.refuse(digest, "pipelines are not part of this node".into());
+            let why = match &self.node.refused {
+                Some(why) => format!("this node refuses every governed action: {why}"),
+                None => "pipelines are not part of this node".into(),
+            };
+            return self.refuse(digest, why);
         };
         if let Err(busy) = engine.push(request.operator, Job { digest, command, payloads, held }) {
             self.release(held);
@@ -418,7 +425,7 @@ impl Server {
 }
 
 /// Serves the appliance's virtio-serial port for as long as the runtime runs.
-pub fn serve_port(node: Node, engine: sovereign_pipeline::Engine, admins: Vec<VerifyingKey>, port: PathBuf) {
+pub fn serve_port(node: Node, engine: Option<sovereign_pipeline::Engine>, admins: Vec<VerifyingKey>, port: PathBuf) {
     // Nonces live in memory: nothing signed before this start is admitted, so a restart never
     // re-opens a request captured before it.
     let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS).admitting_from(now_ms());
@@ -426,7 +433,7 @@ pub fn serve_port(node: Node, engine: sovereign_pipeline::Engine, admins: Vec<Ve
         Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
         Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
     }
-    if let Err(e) = serve(node, Some(engine), gate, VirtioPort::new(port)) {
+    if let Err(e) = serve(node, engine, gate, VirtioPort::new(port)) {
         // Without its control API the runtime is of no use: exit, and PID 1 applies its rule.
         println!("sovereign-runtime: FATAL: the control API stopped: {e}");
         std::process::exit(2);

@@ -5,7 +5,10 @@
 //! sandboxed and audited, with the boot facts as the policy's measurements. It prints `ready`
 //! only once its configuration, manifest, control port, engine and control thread are all up;
 //! anything less is one `FATAL` line and exit status 2, which PID 1 handles with its restart
-//! and power-off rule. It exits cleanly on SIGTERM.
+//! and power-off rule — except state on the data partition that the TPM-anchored check
+//! refuses (cut, rolled back, missing, an older copy): then one `REFUSING` line, no `ready`,
+//! and the control API answers `status` (with the refusal) and attestation, and refuses every
+//! governed action. It exits cleanly on SIGTERM.
 //!
 //! Must never: write the keys anywhere, execute anything, answer a request the gate refused, or
 //! say `ready` while a part of it is missing.
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 use ed25519_dalek::SigningKey;
 use nix::sys::signal::{SigSet, Signal};
 use sovereign_boot_contract::{BootFacts, Handover, RuntimeConfig};
+use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
 use sovereign_runtime::control;
 use zeroize::Zeroizing;
 
@@ -36,6 +40,7 @@ fn open_engine(
     data_key: &[u8; 32],
     config: &RuntimeConfig,
     facts: &BootFacts,
+    tpm: &SharedTpm,
 ) -> Result<sovereign_pipeline::Engine, String> {
     let release = RELEASE_KEY
         .ok_or("this runtime was built without SOVEREIGN_RELEASE_PUBKEY")
@@ -52,6 +57,7 @@ fn open_engine(
         release,
         admin,
         measurements: facts.measurements(),
+        counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
     })
     .map_err(|e| e.to_string())
 }
@@ -72,8 +78,11 @@ fn read_pcrs() -> Result<BTreeMap<u8, String>, String> {
 
 /// Everything the runtime needs before it may say `ready`: the signed configuration and
 /// manifest, the checked boot facts, the control port and the pipeline engine, then the control
-/// API serving on its own thread. Any of them missing is a refusal to start, named in one line.
-fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result<(), String> {
+/// API serving on its own thread. Any of them missing is a refusal to start, named in one line
+/// — except the engine: state on the data partition that the anchor refuses (or an engine that
+/// cannot open) leaves the control API serving status and attestation, with the refusal in
+/// `status` and every governed action refused (`Ok(Some(why))`, and no `ready`).
+fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result<Option<String>, String> {
     use sovereign_boot_contract::{CONFIG_PATH, MANIFEST_PATH, MANIFEST_SIG_PATH};
     let read = |path: &str| std::fs::read(path).map_err(|e| format!("reading {path}: {e}"));
     let config: RuntimeConfig =
@@ -109,20 +118,31 @@ fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result
     }
     let port = control::find_port(&config.control_port)
         .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
-    let engine = open_engine(identity, data_key, &config, &facts).map_err(|e| format!("pipeline engine: {e}"))?;
-    println!("sovereign-runtime: pipelines ready (audit log of {} entries)", engine.audit().size());
+    let tpm = SharedTpm::new(control::TCTI);
+    let (engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
+        Ok(engine) => {
+            println!("sovereign-runtime: {}", engine.anchor_summary());
+            println!("sovereign-runtime: pipelines ready (audit log of {} entries)", engine.audit().size());
+            (Some(engine), None)
+        }
+        Err(why) => {
+            println!("sovereign-runtime: REFUSING every governed action: pipeline engine: {why}");
+            (None, Some(format!("pipeline engine: {why}")))
+        }
+    };
     println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
     let node = control::Node {
         identity: identity.clone(),
         version,
         manifest,
         manifest_signature,
-        attestor: std::sync::Mutex::new(control::Attestor::appliance()),
+        attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm)),
+        refused: refused.clone(),
     };
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control::serve_port(node, engine, admins, port))
-        .map(drop)
+        .map(|_| refused)
         .map_err(|e| format!("starting the control thread: {e}"))
 }
 
@@ -175,11 +195,14 @@ fn main() -> ExitCode {
     let identity = SigningKey::from_bytes(&handover.identity_seed);
     let data_key = handover.data_key;
     println!("sovereign-runtime: node identity {}", hex::encode(identity.verifying_key().as_bytes()));
-    if let Err(why) = start(&identity, &data_key, handover.facts) {
-        println!("sovereign-runtime: FATAL: not starting: {why}");
-        return ExitCode::from(2);
+    match start(&identity, &data_key, handover.facts) {
+        Err(why) => {
+            println!("sovereign-runtime: FATAL: not starting: {why}");
+            return ExitCode::from(2);
+        }
+        Ok(Some(_)) => println!("sovereign-runtime: serving status and attestation only (uptime {})", uptime()),
+        Ok(None) => println!("sovereign-runtime: ready (uptime {})", uptime()),
     }
-    println!("sovereign-runtime: ready (uptime {})", uptime());
     let signal = term.wait();
     println!("sovereign-runtime: {} received, shutting down", signal.map(|s| s.as_str()).unwrap_or("signal"));
     drop((data_key, identity));

@@ -26,6 +26,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
 use sovereign_audit::{DataKey, Entry, EntryKind, Severity};
 use sovereign_canonical::now_ms;
+use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
+use sovereign_pipeline::anchor::TpmCounter;
 use sovereign_pipeline::{Engine, EngineConfig};
 use sovereign_protocol::pipeline::Command;
 use sovereign_protocol::{
@@ -42,6 +44,8 @@ const IDENTITY: [u8; 32] = [0x33; 32];
 /// entries. Returns the socket path and the node identity.
 fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
     let identity = SigningKey::from_bytes(&IDENTITY);
+    // One TPM session for the engine's state anchor and the attestor, as in the runtime.
+    let tpm = SharedTpm::new(&swtpm.tcti());
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let engine = Engine::open(EngineConfig {
@@ -52,6 +56,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         release: SigningKey::from_bytes(&[1; 32]).verifying_key(),
         admin: SigningKey::from_bytes(&[2; 32]).verifying_key(),
         measurements: BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]),
+        counter: Box::new(TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
     })
     .unwrap();
     let audit = engine.audit().clone();
@@ -76,7 +81,8 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         version: 1,
         manifest: b"{\"version\":1}".to_vec(),
         manifest_signature: vec![0; 64],
-        attestor: std::sync::Mutex::new(Attestor::new(&swtpm.tcti(), &firmware, &measurements)),
+        attestor: std::sync::Mutex::new(Attestor::new(tpm, &firmware, &measurements)),
+        refused: None,
     };
     let operator = SigningKey::from_bytes(&OPERATOR).verifying_key();
     let gate = Gate::new(identity.verifying_key().to_bytes(), vec![operator], 120_000);

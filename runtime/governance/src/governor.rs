@@ -100,6 +100,11 @@ impl std::fmt::Debug for Governor {
 }
 
 impl Governor {
+    /// The replay store's head (what the state anchor binds).
+    pub fn replay_head(&self) -> sovereign_audit::anchor::ReplayHead {
+        self.kernel.replay_head()
+    }
+
     /// A governor enforcing `policy` (verified against `policy_signers`), with role
     /// certificates from `admin`, revocations `revoked`, and platform `measurements` (e.g.
     /// `{"attested": true}`) handed to every decision.

@@ -138,6 +138,11 @@ impl Kernel {
         Kernel { node, replay, audit, issued: HashSet::new() }
     }
 
+    /// The replay store's head (what the state anchor binds).
+    pub fn replay_head(&self) -> sovereign_audit::anchor::ReplayHead {
+        self.replay.head()
+    }
+
     /// Appends one entry to the audit log; a failure is a refusal (fail closed).
     pub fn record(
         &self,

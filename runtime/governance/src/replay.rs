@@ -16,6 +16,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use sovereign_audit::anchor::ReplayHead;
+
 use crate::canonical::sha256;
 use crate::signed::Refusal;
 
@@ -45,7 +47,32 @@ pub struct ReplayStore {
     path: PathBuf,
     file: File,
     seen: HashSet<[u8; 32]>,
+    head: ReplayHead,
     poisoned: bool,
+}
+
+/// The replay store's head after `records` (`cᵢ₊₁ = SHA-256(cᵢ ‖ recordᵢ)`): what the state
+/// anchor binds, so that a store cut short, reordered or swapped for an older copy is seen.
+fn extend_chain(head: &mut ReplayHead, records: &[u8]) {
+    for record in records.chunks_exact(RECORD) {
+        let mut b = head.chain.to_vec();
+        b.extend_from_slice(record);
+        head.chain = sha256(&b);
+        head.records += 1;
+    }
+}
+
+/// The chain over the first `records` whole records of the store at `path`; `None` when the
+/// store holds fewer. A missing store is an error.
+pub fn prefix_chain(path: &Path, records: u64) -> Result<Option<[u8; 32]>, ReplayError> {
+    let bytes = std::fs::read(path).map_err(|source| ReplayError::Io { path: path.into(), op: "reading", source })?;
+    let Some(end) = usize::try_from(records).ok().and_then(|r| r.checked_mul(RECORD)).filter(|&e| e <= bytes.len())
+    else {
+        return Ok(None);
+    };
+    let mut head = ReplayHead::default();
+    extend_chain(&mut head, &bytes[..end]);
+    Ok(Some(head.chain))
 }
 
 /// Why the store could not be used.
@@ -72,10 +99,21 @@ pub enum ReplayError {
 }
 
 impl ReplayStore {
-    /// Opens (creating if absent) and recovers the store.
+    /// Opens (creating if absent) and recovers the store. The appliance's engine creates its
+    /// store only at the state anchor's genesis and opens it with [`ReplayStore::open_existing`].
     pub fn open(path: &Path) -> Result<(Self, Recovered), ReplayError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens and recovers a store that must exist: a missing store is an error, never an
+    /// empty one (which would make every spent identifier usable again).
+    pub fn open_existing(path: &Path) -> Result<(Self, Recovered), ReplayError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<(Self, Recovered), ReplayError> {
         let io = |op| move |source| ReplayError::Io { path: path.to_path_buf(), op, source };
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io("opening"))?;
+        let mut file = OpenOptions::new().read(true).append(true).create(create).open(path).map_err(io("opening"))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading"))?;
         let full = bytes.len() / RECORD;
@@ -101,8 +139,10 @@ impl ReplayStore {
             file.sync_all().map_err(io("syncing"))?;
         }
         let entries = seen.len();
+        let mut head = ReplayHead::default();
+        extend_chain(&mut head, &bytes[..keep]);
         Ok((
-            ReplayStore { path: path.to_path_buf(), file, seen, poisoned: false },
+            ReplayStore { path: path.to_path_buf(), file, seen, head, poisoned: false },
             Recovered { entries, truncated_bytes },
         ))
     }
@@ -127,6 +167,7 @@ impl ReplayStore {
             return Err(Refusal::new(what, format!("replay store {} write failed: {e}", self.path.display())));
         }
         self.seen.insert(id);
+        extend_chain(&mut self.head, &rec);
         Ok(())
     }
 
@@ -152,7 +193,13 @@ impl ReplayStore {
             return Err(Refusal::new("replay store", format!("{} write failed: {e}", self.path.display())));
         }
         self.seen.extend(batch);
+        extend_chain(&mut self.head, &records);
         Ok(())
+    }
+
+    /// The store's head: durable records and their chain.
+    pub fn head(&self) -> ReplayHead {
+        self.head
     }
 
     /// Number of identifiers held.
@@ -184,6 +231,31 @@ mod tests {
         assert_eq!(r.entries, 2);
         assert!(s.claim("execution id", [2; 32]).is_err());
         s.claim("execution id", [3; 32]).unwrap();
+    }
+
+    #[test]
+    fn the_head_chains_every_record_and_a_missing_store_is_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        assert!(ReplayStore::open_existing(&path).is_err(), "a missing store was created");
+        assert!(!path.exists());
+        let (mut s, _) = ReplayStore::open(&path).unwrap();
+        s.claim("id", [1; 32]).unwrap();
+        let one = s.head();
+        s.claim_all(&[("a", [2; 32]), ("b", [3; 32])]).unwrap();
+        let three = s.head();
+        assert_eq!((one.records, three.records), (1, 3));
+        drop(s);
+        let (s, _) = ReplayStore::open_existing(&path).unwrap();
+        assert_eq!(s.head(), three, "reopening finds the same head");
+        assert_eq!(prefix_chain(&path, 1).unwrap(), Some(one.chain));
+        assert_eq!(prefix_chain(&path, 3).unwrap(), Some(three.chain));
+        assert_eq!(prefix_chain(&path, 4).unwrap(), None);
+        // Two records swapped: same count, another chain.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[48..144].rotate_left(48);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_ne!(prefix_chain(&path, 3).unwrap(), Some(three.chain));
     }
 
     #[test]

@@ -78,6 +78,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let certificate = RoleCertificate::issue(&operator.verifying_key(), &[OPERATOR_ROLE], 1, now() + 3_600_000, &admin);
     let dir = tempfile::tempdir_in(std::env::var_os("SOVEREIGN_BENCH_DIR").unwrap_or_else(|| "/var/tmp".into()))?;
+    // One TPM session for the state anchor and the quotes, as in the runtime.
+    let swtpm = sovereign_qemu::Swtpm::start()?;
+    let tpm = sovereign_measured_boot::tpm::SharedTpm::new(&swtpm.tcti());
     let mut engine = Engine::open(EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
@@ -86,15 +89,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         release: release.verifying_key(),
         admin: admin.verifying_key(),
         measurements: BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]),
+        counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(
+            tpm.clone(),
+            sovereign_measured_boot::tpm::STATE_ANCHOR_INDEX,
+        )),
     })?;
-    let swtpm = sovereign_qemu::Swtpm::start()?;
-    let mut tpm = sovereign_measured_boot::tpm::Tpm::open(&swtpm.tcti())?;
-    let ak = tpm.create_attestation_key()?;
+    let ak = tpm.with(|t| t.create_attestation_key())?;
     let selection = sovereign_measured_boot::PcrSelection::new(sovereign_protocol::ATTESTED_PCRS)?;
     let identity = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
     let mut attest = |nonce: &[u8; 32]| -> Result<Vec<u8>, String> {
         let qualifying = sovereign_protocol::attest_qualifying_data(nonce, &identity);
-        let quote = tpm.quote(&ak, &qualifying, &selection).map_err(|e| e.to_string())?;
+        let quote = tpm.with(|t| t.quote(&ak, &qualifying, &selection)).map_err(|e| e.to_string())?;
         serde_json::to_vec(&serde_json::json!({
             "attest": hex::encode(&quote.attest),
             "signature": hex::encode(&quote.signature),

@@ -23,6 +23,7 @@ use std::time::Instant;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore as _};
 use serde::{Deserialize, Serialize};
+use sovereign_audit::anchor::{MonotonicCounter, ReplayHead};
 use sovereign_audit::logfile::DataKey;
 use sovereign_audit::store::AuditLog;
 use sovereign_audit::{EntryKind, Severity};
@@ -42,6 +43,7 @@ use sovereign_protocol::{Blob, Payloads};
 
 use sovereign_canonical::now_ms;
 
+use crate::anchor::{self, StateAnchor};
 use crate::error::EngineError;
 use crate::spec::{Pipeline, Stage, StageKind};
 use crate::store::{Store, sha256};
@@ -128,6 +130,9 @@ pub struct EngineConfig<'a> {
     pub admin: VerifyingKey,
     /// Platform facts every decision sees.
     pub measurements: BTreeMap<String, serde_json::Value>,
+    /// The monotonic counter the state on `state_dir` is anchored to (the TPM's NV counter
+    /// at `STATE_ANCHOR_INDEX` on the appliance).
+    pub counter: Box<dyn MonotonicCounter>,
 }
 
 /// The engine of one node.
@@ -136,6 +141,13 @@ pub struct Engine {
     data_key: DataKey,
     audit: Arc<AuditLog>,
     replay_path: std::path::PathBuf,
+    /// The replay store's head when no governor holds it open.
+    replay_head: ReplayHead,
+    anchor: StateAnchor,
+    /// Why the state anchor could not advance: every later command is refused with it.
+    anchor_failure: Option<String>,
+    /// What the state anchor found at start.
+    anchor_summary: String,
     governor: Option<(Governor, [u8; 32], u64)>,
     sandbox: Sandbox,
     store: Store,
@@ -181,13 +193,9 @@ impl Engine {
     pub fn open(config: EngineConfig<'_>) -> Result<Self, EngineError> {
         let dir = config.state_dir;
         std::fs::create_dir_all(dir).map_err(|source| EngineError::StateDir { path: dir.into(), source })?;
-        let log_path = dir.join("audit.log");
-        let audit = if log_path.exists() {
-            AuditLog::open(&log_path, &config.data_key).map(|(l, _)| l)
-        } else {
-            AuditLog::create(&log_path, &config.origin, &config.data_key)
-        }
-        .map_err(|e| EngineError::Audit(format!("{}: {e}", log_path.display())))?;
+        let (anchor, opened) =
+            StateAnchor::open(dir, &config.data_key, &config.origin, config.counter).map_err(EngineError::Anchor)?;
+        let audit = opened.audit;
         let store = Store::open(&dir.join("store"), &config.data_key)?;
         let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| EngineError::Sandbox(e.to_string()))?;
         Ok(Engine {
@@ -195,6 +203,10 @@ impl Engine {
             data_key: config.data_key,
             audit: Arc::new(audit),
             replay_path: dir.join("replay.store"),
+            replay_head: opened.replay,
+            anchor,
+            anchor_failure: None,
+            anchor_summary: opened.summary,
             governor: None,
             sandbox,
             store,
@@ -210,6 +222,31 @@ impl Engine {
     /// The audit log.
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
+    }
+
+    /// What the state anchor found and did at start (one line).
+    pub fn anchor_summary(&self) -> &str {
+        &self.anchor_summary
+    }
+
+    /// The state anchor's record now.
+    pub fn anchored(&self) -> &sovereign_audit::anchor::Record {
+        self.anchor.current()
+    }
+
+    /// Anchors the state as it is now (after a command): the audit log's head, the stored
+    /// checkpoint and the replay store's head, bound to the counter. A failure is kept and
+    /// refuses every later command (fail closed); what was done stays durable in the log.
+    fn anchor_now(&mut self) -> Result<(), String> {
+        if let Some((governor, _, _)) = &self.governor {
+            self.replay_head = governor.replay_head();
+        }
+        let advanced = anchor::head_of(&self.audit, self.replay_head).and_then(|head| self.anchor.advance(head));
+        advanced.map(drop).map_err(|why| {
+            let why = format!("the state anchor could not advance ({why}); refusing every command until restart");
+            self.anchor_failure = Some(why.clone());
+            why
+        })
     }
 
     pub(super) fn log(
@@ -245,7 +282,8 @@ impl Engine {
         if current != Some((hash, revocations.version)) {
             // Close the replay store before reopening it for the new governor.
             self.governor = None;
-            let (replay, _) = ReplayStore::open(&self.replay_path).map_err(|e| EngineError::Replay(e.to_string()))?;
+            let (replay, _) =
+                ReplayStore::open_existing(&self.replay_path).map_err(|e| EngineError::Replay(e.to_string()))?;
             let kernel = Kernel::new(self.identity.clone(), replay, Arc::clone(&self.audit));
             let governor = Governor::new(
                 kernel,
@@ -263,8 +301,16 @@ impl Engine {
 
     /// Answers one command; `payloads` are the request's checked attachments.
     pub fn handle(&mut self, command: Command, payloads: &Payloads, attest: Attest<'_>) -> Answer {
+        if let Some(why) = &self.anchor_failure {
+            return Answer { reply: refusal(why), payloads: vec![] };
+        }
         let mut out = Vec::new();
         let reply = self.dispatch(command, payloads, attest, &mut out);
+        // The command's work is durable whatever the anchor does; a failure to anchor it is
+        // said here and refuses the next command.
+        if let Err(why) = self.anchor_now() {
+            println!("sovereign-runtime: {why}");
+        }
         Answer { reply, payloads: out }
     }
 

@@ -84,6 +84,10 @@ pub enum EngineError {
     /// The audit log could not be opened or could not take an entry (nothing is done unlogged).
     #[error("audit log: {0}")]
     Audit(String),
+    /// The state on the data partition is not the anchored one (rolled back, cut, missing,
+    /// an older copy), or the anchor could not be read or advanced.
+    #[error("{0}")]
+    Anchor(String),
     /// The replay store (spent execution IDs) could not be opened.
     #[error("replay store: {0}")]
     Replay(String),

@@ -2,7 +2,8 @@
 //! validated ([`spec`]), an encrypted artifact store on the data partition ([`store`]), and the
 //! engine that runs each stage as a governed action: the operator's role signature, a policy
 //! decision, a binding and a permit from the governance kernel, WASM stages in the sandbox,
-//! every artifact hashed, sealed and logged ([`engine`]); what can go wrong in either, by kind
+//! every artifact hashed, sealed and logged ([`engine`]); the state on the data partition
+//! bound to the TPM's NV counter so it cannot be rolled back ([`anchor`]); what can go wrong in either, by kind
 //! ([`error`]).
 //!
 //! Without the default feature `engine` the crate is the pipeline file's parser alone (no
@@ -14,6 +15,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "engine")]
+pub mod anchor;
 #[cfg(feature = "engine")]
 pub mod engine;
 #[cfg(feature = "engine")]

@@ -1,7 +1,8 @@
 //! The Iron Path on the host, with the real parts: the example modules (built by `cargo xtask
 //! modules`) in the wasmtime sandbox, the CozoDB policy, the governance kernel, the encrypted
 //! audit log and store in a temporary directory. The appliance runs the same engine (the QEMU
-//! end-to-end test in `tests/tests/pipeline.rs`).
+//! end-to-end test in `tests/tests/pipeline.rs`). Each machine has its own swtpm, which holds
+//! the state anchor's counter; the anchor's attacks and crash tests are at the end.
 
 #![allow(clippy::unwrap_used, missing_docs)] // test code
 
@@ -14,12 +15,15 @@ use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
+use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
+use sovereign_pipeline::anchor::{SLOTS, TpmCounter};
 use sovereign_pipeline::engine::Attest;
 use sovereign_pipeline::spec::Pipeline;
 use sovereign_pipeline::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
 use sovereign_protocol::deployment::{RollbackOutput, output_bytes};
 use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
 use sovereign_protocol::{Blob, Payloads};
+use sovereign_qemu::Swtpm;
 use sovereign_sandbox::{Capability, ModuleManifest};
 
 thread_local! {
@@ -85,21 +89,61 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-fn engine(dir: &std::path::Path, k: &Keys) -> Engine {
-    engine_with(dir, k, BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]))
+/// A machine: its TPM (a private swtpm, which holds the state anchor's counter) and its data
+/// partition (a temporary directory).
+struct Machine {
+    tpm: Swtpm,
+    dir: tempfile::TempDir,
 }
 
-fn engine_with(dir: &std::path::Path, k: &Keys, measurements: BTreeMap<String, serde_json::Value>) -> Engine {
+impl Machine {
+    fn new() -> Self {
+        Machine { tpm: Swtpm::start().unwrap(), dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The state anchor's TPM counter now (no engine may hold the TPM).
+    fn counter(&self) -> Option<u64> {
+        let mut tpm = sovereign_measured_boot::tpm::Tpm::open(&self.tpm.tcti()).unwrap();
+        tpm.counter_value(STATE_ANCHOR_INDEX).unwrap()
+    }
+
+    /// The machine as a stop at this instant leaves it: the data partition's files as
+    /// written so far (the engine writes records, artifacts and log entries through before
+    /// going on) and the TPM's state, while this one goes on.
+    fn snapshot(&self) -> Machine {
+        let dir = tempfile::tempdir().unwrap();
+        copy_state(self.path(), dir.path());
+        Machine { tpm: self.tpm.fork().unwrap(), dir }
+    }
+}
+
+fn engine(machine: &Machine, k: &Keys) -> Engine {
+    engine_with(machine, k, BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]))
+}
+
+fn engine_with(machine: &Machine, k: &Keys, measurements: BTreeMap<String, serde_json::Value>) -> Engine {
+    open_engine(machine, k, measurements).unwrap()
+}
+
+fn open_engine(
+    machine: &Machine,
+    k: &Keys,
+    measurements: BTreeMap<String, serde_json::Value>,
+) -> Result<Engine, sovereign_pipeline::EngineError> {
     Engine::open(EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
-        state_dir: dir,
+        state_dir: machine.path(),
         origin: "sovereign-test/pipeline".into(),
         release: k.release.verifying_key(),
         admin: k.admin.verifying_key(),
         measurements,
+        counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
     })
-    .unwrap()
 }
 
 fn module(name: &str, k: &Keys) -> ModuleFile {
@@ -196,8 +240,8 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
         pcrs: BTreeMap::from([(15, "ab".repeat(32))]),
         unseal_window_closed: true,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut unmeasured = engine_with(dir.path(), &k, facts(false).measurements());
+    let dir = Machine::new();
+    let mut unmeasured = engine_with(&dir, &k, facts(false).measurements());
     let report = run_report(unmeasured.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
     assert_eq!(stage, "prepare");
@@ -205,17 +249,17 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
     assert!(report.stages.is_empty(), "a stage ran on an unmeasured boot: {report:?}");
 
     // The same facts with a measured boot: the first stages run.
-    let dir = tempfile::tempdir().unwrap();
-    let mut measured = engine_with(dir.path(), &k, facts(true).measurements());
+    let dir = Machine::new();
+    let mut measured = engine_with(&dir, &k, facts(true).measurements());
     let report = run_report(measured.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(report.status, RunStatus::AwaitingApprovals { .. }), "{:?}", report.status);
 }
 
 #[test]
 fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Machine::new();
     let k = keys();
-    let mut engine = engine(dir.path(), &k);
+    let mut engine = engine(&dir, &k);
 
     // Runs until promotion, then waits: a pipeline without enough approvals stops there.
     let report = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
@@ -346,9 +390,9 @@ fn deployment_check(bundle: &[u8]) -> sovereign_audit::verify::Check {
 
 #[test]
 fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Machine::new();
     let k = keys();
-    let mut engine = engine(dir.path(), &k);
+    let mut engine = engine(&dir, &k);
 
     // A module whose bytes differ from what its release-signed manifest pins.
     let mut tampered = start(&iron_path(), &k);
@@ -465,8 +509,7 @@ fn tampered_modules_wrong_datasets_and_hostile_agents_are_refused_and_audited() 
     assert!(text.iter().any(|t| t.contains("pipeline run refused at load") && t.contains("sovereign.random")));
 }
 
-/// Copies a state dir as a runtime that stops at this instant leaves it: every file as written
-/// so far (the engine writes records, artifacts and log entries through before going on).
+/// Copies a state dir, file by file.
 fn copy_state(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -492,24 +535,26 @@ fn status(engine: &mut Engine, run_id: &str) -> RunStatus {
 
 #[test]
 fn a_run_interrupted_inside_a_stage_resumes_as_a_new_execution() {
-    let (dir, stopped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dir = Machine::new();
     let k = keys();
-    let mut live = engine(dir.path(), &k);
+    let mut live = engine(&dir, &k);
     let report = run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     for a in &k.approvers {
         approve(&mut live, &report, a, &k);
     }
     // The TPM is asked for evidence inside the export stage: the runtime "stops" right there.
+    let mut stopped = None;
     let mut stop_inside_export = |nonce: &[u8; 32]| {
-        copy_state(dir.path(), stopped.path());
+        stopped = Some(dir.snapshot());
         fake_evidence(nonce)
     };
     let finished = resume(&mut live, &report.run_id, &k, &mut stop_inside_export);
     assert_eq!(finished.status, RunStatus::Completed, "{finished:?}");
     drop(live);
+    let stopped = stopped.unwrap();
 
     // The restarted runtime sees the run as interrupted inside `export`, not as running.
-    let mut restarted = engine(stopped.path(), &k);
+    let mut restarted = engine(&stopped, &k);
     assert_eq!(
         status(&mut restarted, &report.run_id),
         RunStatus::Interrupted { stage: "export".into(), in_flight: true }
@@ -562,29 +607,29 @@ fn rewind_into_promote(state: &std::path::Path, run_id: &str, marked_stage: usiz
 
 #[test]
 fn an_interrupted_promotion_is_never_applied_twice() {
-    let (dir, applied, unapplied) =
-        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dir = Machine::new();
     let k = keys();
     let no_rollback = iron_path().replace("  - name: rollback\n    type: rollback\n\n", "");
-    let mut live = engine(dir.path(), &k);
+    let mut live = engine(&dir, &k);
     let report = run_report(live.ask(Command::Start(Box::new(start(&no_rollback, &k))), &mut no_tpm));
     let RunStatus::AwaitingApprovals { digest: first_digest, candidate, .. } = report.status else { panic!() };
     for a in &k.approvers {
         approve(&mut live, &report, a, &k);
     }
+    let mut snapshots = None;
     let mut snapshot = |nonce: &[u8; 32]| {
-        copy_state(dir.path(), applied.path());
-        copy_state(dir.path(), unapplied.path());
+        snapshots = Some((dir.snapshot(), dir.snapshot()));
         fake_evidence(nonce)
     };
     assert_eq!(resume(&mut live, &report.run_id, &k, &mut snapshot).status, RunStatus::Completed);
     drop(live);
+    let (applied, unapplied) = snapshots.unwrap();
 
     // Stopped inside `promote` after the deployment was written: resuming must not promote a
     // second time; the run fails naming both states and the deployment stays as it is.
     // A record whose marker disagrees with its next stage is not guessed at.
     rewind_into_promote(applied.path(), &report.run_id, 2);
-    let mut inconsistent = engine(applied.path(), &k);
+    let mut inconsistent = engine(&applied, &k);
     let refused = inconsistent.ask(
         Command::Resume { run_id: report.run_id.clone(), certificate: certificate(&k), role_signatures: vec![] },
         &mut no_tpm,
@@ -595,7 +640,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     );
     drop(inconsistent);
     rewind_into_promote(applied.path(), &report.run_id, 3);
-    let mut restarted = engine(applied.path(), &k);
+    let mut restarted = engine(&applied, &k);
     assert_eq!(
         status(&mut restarted, &report.run_id),
         RunStatus::Interrupted { stage: "promote".into(), in_flight: true }
@@ -616,7 +661,7 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     let store = sovereign_pipeline::store::Store::open(&unapplied.path().join("store"), &DataKey([8; 32])).unwrap();
     let empty = serde_json::to_vec(&sovereign_pipeline::engine::Deployment::default()).unwrap();
     store.put_record("deployment", &empty).unwrap();
-    let mut restarted = engine(unapplied.path(), &k);
+    let mut restarted = engine(&unapplied, &k);
     let paused = resume(&mut restarted, &report.run_id, &k, &mut fake_evidence);
     let RunStatus::AwaitingApprovals { have: 0, need: 2, digest, candidate: same, .. } = paused.status else {
         panic!("{:?}", paused.status)
@@ -638,4 +683,233 @@ fn an_interrupted_promotion_is_never_applied_twice() {
     let deployment = restarted.deployment().unwrap();
     assert_eq!(deployment.promotions.len(), 1, "promoted exactly once");
     assert_eq!(deployment.live(), Some(candidate));
+}
+
+fn measured() -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))])
+}
+
+/// Opens the engine on `machine` after `attack` changed its data partition, expecting a
+/// refusal; puts the partition back as it was. Returns the refusal.
+fn refused_after(machine: &Machine, k: &Keys, attack: impl FnOnce(&std::path::Path)) -> String {
+    let kept = tempfile::tempdir().unwrap();
+    copy_state(machine.path(), kept.path());
+    attack(machine.path());
+    let refusal = match open_engine(machine, k, measured()) {
+        Ok(_) => panic!("the engine started on attacked state"),
+        Err(e) => e.to_string(),
+    };
+    assert!(!refusal.contains('\n'), "a refusal is one line: {refusal}");
+    std::fs::remove_dir_all(machine.path()).unwrap();
+    copy_state(kept.path(), machine.path());
+    refusal
+}
+
+fn swap_first_two_records(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[..96].rotate_left(48);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn state_cut_rolled_back_missing_or_from_an_older_copy_is_refused_at_start_by_name() {
+    let k = keys();
+    let machine = Machine::new();
+    let mut live = engine(&machine, &k);
+    assert!(live.anchor_summary().contains("a new data partition"), "{}", live.anchor_summary());
+    run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let Reply::Blob(_) = live.ask(Command::ExportBundle, &mut fake_evidence) else { panic!("no bundle") };
+    drop(live);
+    let older = tempfile::tempdir().unwrap();
+    copy_state(machine.path(), older.path());
+    let counter_then = machine.counter().unwrap();
+
+    let mut live = engine(&machine, &k);
+    run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let Reply::Blob(_) = live.ask(Command::ExportBundle, &mut fake_evidence) else { panic!("no bundle") };
+    let (size, anchored) = (live.audit().size(), *live.anchored());
+    drop(live);
+    assert!(machine.counter().unwrap() >= counter_then + 2, "each command that changed the state advanced the anchor");
+    assert_eq!((anchored.head.log_size, anchored.counter), (size, machine.counter()));
+    assert!(anchored.head.checkpoint_size > 0 && anchored.head.replay.records > 0, "{anchored:?}");
+
+    let older = older.path();
+    let older_file = |name: &'static str| {
+        move |dir: &std::path::Path| {
+            std::fs::copy(older.join(name), dir.join(name)).unwrap();
+        }
+    };
+    type Attack<'a> = Box<dyn FnOnce(&std::path::Path) + 'a>;
+    let attacks: Vec<(&str, Attack, &str)> = vec![
+        ("audit log cut back", Box::new(older_file("audit.log")), "fewer than the"),
+        ("audit log deleted", Box::new(|d| std::fs::remove_file(d.join("audit.log")).unwrap()), "audit.log is missing"),
+        (
+            "replay store deleted",
+            Box::new(|d| std::fs::remove_file(d.join("replay.store")).unwrap()),
+            "replay store is missing",
+        ),
+        ("replay store rolled back", Box::new(older_file("replay.store")), "spent identifiers would be usable again"),
+        (
+            "replay store reordered",
+            Box::new(|d| swap_first_two_records(&d.join("replay.store"))),
+            "are not the ones anchored",
+        ),
+        (
+            "checkpoint deleted",
+            Box::new(|d| std::fs::remove_file(d.join("audit.log.checkpoint")).unwrap()),
+            "checkpoint is missing",
+        ),
+        ("checkpoint rolled back", Box::new(older_file("audit.log.checkpoint")), "older than the one of size"),
+        (
+            "anchor slots deleted",
+            Box::new(|d| SLOTS.iter().for_each(|s| std::fs::remove_file(d.join(s)).unwrap())),
+            "wiped",
+        ),
+        (
+            "partition wiped",
+            Box::new(|d| {
+                std::fs::remove_dir_all(d).unwrap();
+                std::fs::create_dir(d).unwrap();
+            }),
+            "wiped",
+        ),
+        (
+            "older copy of the whole partition",
+            Box::new(|d| {
+                std::fs::remove_dir_all(d).unwrap();
+                copy_state(older, d);
+            }),
+            "older copy",
+        ),
+    ];
+    for (attack, change, why) in attacks {
+        let refusal = refused_after(&machine, &k, |d| change(d));
+        assert!(refusal.contains(why), "{attack}: {refusal:?} does not say {why:?}");
+        // Nothing was recreated or advanced by the refusal.
+        assert_eq!(machine.counter(), anchored.counter, "{attack}: the refusal moved the counter");
+    }
+    // The untouched partition still starts, with everything it acknowledged.
+    let restarted = engine(&machine, &k);
+    assert_eq!(restarted.audit().size(), size);
+}
+
+#[test]
+fn an_advance_cut_between_its_record_and_the_counter_is_finished_at_the_next_start() {
+    let k = keys();
+    let machine = Machine::new();
+    let mut live = engine(&machine, &k);
+    run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    drop(live);
+    // The TPM as it was before the next advance; the partition as it is after it.
+    let tpm_before = machine.tpm.fork().unwrap();
+    let partition_before = tempfile::tempdir().unwrap();
+    copy_state(machine.path(), partition_before.path());
+    let before = machine.counter().unwrap();
+    let mut live = engine(&machine, &k);
+    run_report(live.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let size = live.audit().size();
+    drop(live);
+    assert_eq!(machine.counter(), Some(before + 1));
+    let cut = Machine { tpm: tpm_before, dir: tempfile::tempdir().unwrap() };
+    copy_state(machine.path(), cut.path());
+    let restarted = engine(&cut, &k);
+    assert!(restarted.anchor_summary().contains("cut by a power loss, finished"), "{}", restarted.anchor_summary());
+    assert_eq!(restarted.audit().size(), size, "nothing acknowledged was lost");
+    drop(restarted);
+    assert_eq!(cut.counter(), Some(before + 1), "the interrupted increment was finished");
+    // The other way round — the TPM after the advance, the partition before it — is an older copy.
+    let stale = Machine { tpm: machine.tpm.fork().unwrap(), dir: tempfile::tempdir().unwrap() };
+    copy_state(partition_before.path(), stale.path());
+    let refusal = open_engine(&stale, &k, measured()).unwrap_err().to_string();
+    assert!(refusal.contains("older copy"), "{refusal}");
+}
+
+/// The child of the SIGKILL test: runs the Iron Path up to its approvals again and again on the
+/// machine the parent names, printing each acknowledged run and the log size after it.
+#[test]
+fn sigkill_child() {
+    let (Ok(dir), Ok(tcti), Ok(progress)) = (
+        std::env::var("SOVEREIGN_ANCHOR_CHILD_DIR"),
+        std::env::var("SOVEREIGN_ANCHOR_CHILD_TCTI"),
+        std::env::var("SOVEREIGN_ANCHOR_CHILD_PROGRESS"),
+    ) else {
+        return; // not the child: this test is the parent's subprocess, not a test of its own
+    };
+    let mut progress = std::fs::OpenOptions::new().append(true).create(true).open(progress).unwrap();
+    let mut say = |line: String| {
+        use std::io::Write as _;
+        progress.write_all(format!("{line}\n").as_bytes()).unwrap();
+        progress.sync_data().unwrap();
+    };
+    let k = keys();
+    let mut engine = Engine::open(EngineConfig {
+        identity: SigningKey::from_bytes(&[9; 32]),
+        data_key: DataKey([8; 32]),
+        state_dir: std::path::Path::new(&dir),
+        origin: "sovereign-test/pipeline".into(),
+        release: k.release.verifying_key(),
+        admin: k.admin.verifying_key(),
+        measurements: measured(),
+        counter: Box::new(TpmCounter::new(SharedTpm::new(&tcti), STATE_ANCHOR_INDEX)),
+    })
+    .unwrap();
+    say("started".into());
+    loop {
+        SENT.with(|s| s.borrow_mut().clear());
+        let report = run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+        say(format!("acked {} {}", report.run_id, engine.audit().size()));
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_nothing_acknowledged_and_never_bricks_the_node() {
+    let k = keys();
+    let machine = Machine::new();
+    let progress_dir = tempfile::tempdir().unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    let mut acked_size = 0;
+    let mut kills_after_an_ack = 0;
+    for round in 0..10u64 {
+        let progress = progress_dir.path().join(format!("round-{round}"));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sigkill_child", "--test-threads=1"])
+            .env("SOVEREIGN_ANCHOR_CHILD_DIR", machine.path())
+            .env("SOVEREIGN_ANCHOR_CHILD_TCTI", machine.tpm.tcti())
+            .env("SOVEREIGN_ANCHOR_CHILD_PROGRESS", &progress)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = || std::fs::read_to_string(&progress).unwrap_or_default();
+        // Wait until the engine is up, then let it work a varying time (crossing advances at
+        // different points) and kill it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !lines().starts_with("started") {
+            assert!(std::time::Instant::now() < deadline, "round {round}: the child did not start");
+            assert!(child.try_wait().unwrap().is_none(), "round {round}: the child exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut rng = [0u8; 2];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut rng);
+        std::thread::sleep(std::time::Duration::from_millis(50 + u64::from(u16::from_le_bytes(rng)) % 2500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let before = acked.len();
+        for line in lines().lines() {
+            if let Some(rest) = line.strip_prefix("acked ") {
+                let (run, size) = rest.split_once(' ').unwrap();
+                acked.push(run.to_string());
+                acked_size = size.parse().unwrap();
+            }
+        }
+        kills_after_an_ack += usize::from(acked.len() > before);
+        // The next start is never refused and holds every acknowledged run and entry.
+        let mut restarted = open_engine(&machine, &k, measured())
+            .unwrap_or_else(|e| panic!("round {round}: the node was bricked by a kill: {e}"));
+        assert!(restarted.audit().size() >= acked_size, "round {round}: acknowledged entries lost");
+        for run in &acked {
+            let status = restarted.ask(Command::Status { run_id: run.clone() }, &mut no_tpm);
+            assert!(matches!(status, Reply::Run(_)), "round {round}: acknowledged run {run} lost: {status:?}");
+        }
+    }
+    assert!(kills_after_an_ack >= 3, "too few kills landed after work was acknowledged ({kills_after_an_ack}/10)");
 }

@@ -130,6 +130,9 @@ pub struct Status {
     pub identity: [u8; 32],
     /// What confines the runtime that answered, as the kernel reports it.
     pub confinement: Confinement,
+    /// Why the runtime refuses every governed action, when it does (the state on the data
+    /// partition is not the anchored one, or the engine could not start): one line.
+    pub refused: Option<String>,
 }
 
 /// The runtime's confinement as the kernel reports it (`/proc/self/status`,

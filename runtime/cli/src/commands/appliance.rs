@@ -130,7 +130,7 @@ pub(crate) fn status(ApplianceArgs { socket, key, node_key }: ApplianceArgs, jso
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "confinement": st.confinement, "confinement_shortfalls": st.confinement.shortfalls(), "response_signature": "verified"})
+                    serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "confinement": st.confinement, "confinement_shortfalls": st.confinement.shortfalls(), "refused": st.refused, "response_signature": "verified"})
                 );
             } else {
                 println!("appliance status (response signed by the node identity, verified)");
@@ -155,9 +155,17 @@ pub(crate) fn status(ApplianceArgs { socket, key, node_key }: ApplianceArgs, jso
                 for shortfall in c.shortfalls() {
                     println!("  NOT CONFINED:    {shortfall}");
                 }
+                match &st.refused {
+                    Some(why) => println!("  REFUSING:        every governed action: {why}"),
+                    None => println!("  governed:        yes (state anchored, engine up)"),
+                }
             }
-            // A runtime that is not confined is a failed check, not a detail.
-            Ok(if st.confinement.shortfalls().is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            // A runtime that is not confined, or refuses to govern, is a failed check.
+            Ok(if st.confinement.shortfalls().is_empty() && st.refused.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         sovereign_protocol::Response::Refused(reason) => {
             eprintln!("sovereign: the appliance refused the request: {reason}");
