@@ -181,18 +181,31 @@ impl Appliance {
         &self.disk
     }
 
-    /// Replaces the ESP + everything else of the disk with another image but keeps the state
-    /// partition (as an update would): copies every byte of `disk` except the state partition's
-    /// key area range `[state_start, state_start + len)`.
-    pub fn replace_disk_keeping(&self, disk: &Path, keep: std::ops::Range<u64>) -> Result<(), GuestError> {
+    /// Replaces the ESP + everything else of the disk with another image but keeps the byte
+    /// ranges in `keep` (as an update would keep the state partition's key area and the data
+    /// partition): copies every byte of `disk` outside them.
+    pub fn replace_disk_keeping(&self, disk: &Path, keep: &[std::ops::Range<u64>]) -> Result<(), GuestError> {
         let mut new = fs::read(disk).map_err(|e| GuestError::Io(format!("reading {}: {e}", disk.display())))?;
         let old = fs::read(&self.disk).map_err(|e| GuestError::Io(format!("reading {}: {e}", self.disk.display())))?;
-        let (a, b) = (keep.start as usize, keep.end as usize);
-        if b > new.len() || b > old.len() {
-            return Err(GuestError::Io("kept range outside the disk".into()));
+        for range in keep {
+            let (a, b) = (range.start as usize, range.end as usize);
+            if b > new.len() || b > old.len() {
+                return Err(GuestError::Io("kept range outside the disk".into()));
+            }
+            new[a..b].copy_from_slice(&old[a..b]);
         }
-        new[a..b].copy_from_slice(&old[a..b]);
         fs::write(&self.disk, new).map_err(|e| GuestError::Io(format!("writing {}: {e}", self.disk.display())))
+    }
+
+    /// Copies the disk as it is now to `to` (sparse): an older copy to put back later with
+    /// [`Appliance::restore_disk`]. Call it with the appliance off.
+    pub fn save_disk(&self, to: &Path) -> Result<(), GuestError> {
+        sparse_copy(&self.disk, to).map_err(|e| GuestError::Io(format!("copying {}: {e}", self.disk.display())))
+    }
+
+    /// Puts a disk saved with [`Appliance::save_disk`] back (the TPM keeps its state).
+    pub fn restore_disk(&self, from: &Path) -> Result<(), GuestError> {
+        sparse_copy(from, &self.disk).map_err(|e| GuestError::Io(format!("restoring {}: {e}", from.display())))
     }
 
     /// Runs `f` with the appliance's TPM reachable from the host (its TCTI string) while the

@@ -17,6 +17,13 @@ use sovereign_qemu::{Appliance, Firmware, Guest};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const IDENTITY: &str = "sovereign-runtime: node identity ";
 const KEY_AREA: std::ops::Range<u64> = STATE_PARTITION_OFFSET..STATE_PARTITION_OFFSET + 64 * 1024;
+/// What an update keeps: the sealed keys and the data partition (whose state is anchored in
+/// the TPM: a fresh data partition under the same TPM is refused as wiped).
+const KEPT: [std::ops::Range<u64>; 2] = [
+    KEY_AREA,
+    sovereign_boot_contract::DATA_PARTITION_OFFSET
+        ..sovereign_boot_contract::DATA_PARTITION_OFFSET + sovereign_boot_contract::DATA_PARTITION_SIZE,
+];
 
 /// Boots, waits for readiness, presses the power button, waits for power-off; returns the
 /// identity and the console.
@@ -136,7 +143,7 @@ fn boot_refused(appliance: &mut Appliance) -> String {
 fn with_variant(appliance: &Appliance, tamper: &Tamper<'_>, input: &sovereign_image::build::BuildInput) {
     let out = tempfile::tempdir().unwrap();
     let built = variant(input, &dev_keys(), out.path(), tamper);
-    appliance.replace_disk_keeping(&built.disk, KEY_AREA).unwrap();
+    appliance.replace_disk_keeping(&built.disk, &KEPT).unwrap();
 }
 
 #[test]
@@ -184,7 +191,7 @@ fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_i
     let foreign = sovereign_image::keys::generate(&other_keys.path().join("keys")).unwrap();
     let out = tempfile::tempdir().unwrap();
     let built = sovereign_image::build::build(&base_input(), &foreign, out.path()).unwrap();
-    appliance.replace_disk_keeping(&built.disk, KEY_AREA).unwrap();
+    appliance.replace_disk_keeping(&built.disk, &KEPT).unwrap();
     let fatal = boot_refused(&mut appliance);
     assert!(fatal.contains("manifest: manifest signature does not verify with the release key"), "{fatal}");
 }
@@ -266,7 +273,7 @@ fn a_foreign_command_line_or_an_erased_key_area_is_refused_by_name() {
     // `-kernel`/`-append`, which OVMF hands to the UKI as load options), by someone who first
     // cleared the firmware's variables (Secure Boot off): the stub then uses it instead of
     // `.cmdline` and measures it into PCR 12. Refused by name, no key released.
-    appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    appliance.replace_disk_keeping(image(), &KEPT).unwrap();
     appliance.set_firmware(Firmware::SecureBootOff).unwrap();
     let uki = build_dir().join("image").join("sovereign.efi");
     let attacker = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=none module.sig_enforce=0";
@@ -279,7 +286,7 @@ fn a_foreign_command_line_or_an_erased_key_area_is_refused_by_name() {
     assert!(fatal.contains("PCR 12"), "the refusal does not name PCR 12: {fatal}");
 
     // An erased key area is a refusal, not a silent re-provisioning with new keys.
-    appliance.replace_disk_keeping(image(), KEY_AREA).unwrap();
+    appliance.replace_disk_keeping(image(), &KEPT).unwrap();
     let disk = std::fs::read(appliance.disk()).unwrap();
     let saved = disk[KEY_AREA.start as usize..KEY_AREA.end as usize].to_vec();
     let mut erased = disk.clone();

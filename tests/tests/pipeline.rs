@@ -1,4 +1,5 @@
-//! The Iron Path in the real appliance (one boot, and a reboot after a power cut; OVMF +
+//! The Iron Path in the real appliance (one boot, a reboot after a power cut, and a boot of
+//! the disk as the cut left it, which the TPM-anchored state check refuses; OVMF +
 //! swtpm): the pipeline engine behind the control API, driven by the operator library the
 //! `sovereign` CLI uses.
 //!
@@ -196,12 +197,18 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     std::thread::sleep(cut_at);
     drop(guest); // QEMU killed: the power cut
     let unanswered = cut_sender.join().unwrap();
+    // The disk as the power cut left it: an older copy of the data partition, put back below.
+    let older_disk = tempfile::NamedTempFile::new().unwrap();
+    appliance.save_disk(older_disk.path()).unwrap();
     assert!(
         unanswered.is_err(),
         "the cut run was answered before the cut at {cut_at:?} (warm run {hostile_took:?}, {before_review:?} before review): {unanswered:?}"
     );
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    // The power cut did not brick the node: its state is the anchored one (or one advance
+    // ahead, finished now).
+    assert!(guest.console().contains("sovereign-runtime: ready"), "{}", guest.console());
     let Reply::Runs(runs) = op.send(&Command::Runs) else { panic!("no run list") };
     let cut =
         runs.iter().find(|r| matches!(r.status, RunStatus::Interrupted { .. })).unwrap_or_else(|| panic!("{runs:?}"));
@@ -296,6 +303,38 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     assert!(exported.passed(), "{}", exported.render("export"));
     assert!(exported.entries > verified.entries);
 
+    guest.powerdown().unwrap();
+    guest.wait_exit().unwrap();
+
+    // The data partition put back as the power cut left it, under the TPM that anchored
+    // everything since: the runtime refuses every governed action, says why in one line on the
+    // console and in `status`, and still attests.
+    appliance.restore_disk(older_disk.path()).unwrap();
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    let console = guest.console();
+    assert!(!console.contains("sovereign-runtime: ready"), "an older copy was accepted:\n{console}");
+    let refused_line = console.lines().find(|l| l.contains("REFUSING every governed action")).unwrap_or_else(|| {
+        panic!("no refusal on the console:\n{console}");
+    });
+    assert!(refused_line.contains("older copy"), "{refused_line}");
+    let os = std::ffi::OsStr::new;
+    let admin_key = build_dir().join("keys/admin.key");
+    let socket = appliance.control_socket();
+    let (code, stdout, stderr) = sovereign_e2e::sovereign(&[
+        os("status"),
+        os("--socket"),
+        socket.as_os_str(),
+        os("--key"),
+        admin_key.as_os_str(),
+        os("--json"),
+    ]);
+    assert_eq!(code, 1, "status of a refusing node must fail:\n{stdout}\n{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let refused = status["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("older copy") && refused.contains("TPM counter"), "{status}");
+    let why = command(&op.socket, &op.admin, None, &Command::Runs, &[]).map(|r| r.0).unwrap_err().to_string();
+    assert!(why.contains("refuses every governed action") && why.contains("older copy"), "{why}");
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();
 }
