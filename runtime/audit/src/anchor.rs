@@ -80,6 +80,16 @@ impl StateHead {
     }
 }
 
+impl StateHead {
+    /// Whether this head could have grown from `older` (no store shorter than it was). An
+    /// advance to a head that does not is refused: the anchor never binds less than it did.
+    pub fn grew_from(&self, older: &StateHead) -> bool {
+        self.log_size >= older.log_size
+            && self.checkpoint_size >= older.checkpoint_size
+            && self.replay.records >= older.replay.records
+    }
+}
+
 /// One anchor record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
@@ -384,6 +394,14 @@ mod tests {
         let unanchored = judge([None, None], &KEY, None, true).unwrap_err();
         assert!(unanchored.contains("no anchor"), "{unanchored}");
         assert_eq!(judge([None, None], &KEY, None, false), Ok(Judgement::Fresh));
+    }
+
+    #[test]
+    fn a_head_grows_only_when_no_store_shrank() {
+        assert!(head(5).grew_from(&head(5)) && head(6).grew_from(&head(5)));
+        assert!(!head(4).grew_from(&head(5)));
+        let fewer_records = StateHead { replay: ReplayHead { records: 1, chain: [0; 32] }, ..head(6) };
+        assert!(!fewer_records.grew_from(&head(5)));
     }
 
     #[test]

@@ -424,11 +424,19 @@ impl Server {
     }
 }
 
-/// Serves the appliance's virtio-serial port for as long as the runtime runs.
-pub fn serve_port(node: Node, engine: Option<sovereign_pipeline::Engine>, admins: Vec<VerifyingKey>, port: PathBuf) {
-    // Nonces live in memory: nothing signed before this start is admitted, so a restart never
-    // re-opens a request captured before it.
-    let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS).admitting_from(now_ms());
+/// Serves the appliance's virtio-serial port for as long as the runtime runs. `started_ms` is
+/// when this runtime process started.
+pub fn serve_port(
+    node: Node,
+    engine: Option<sovereign_pipeline::Engine>,
+    admins: Vec<VerifyingKey>,
+    port: PathBuf,
+    started_ms: u64,
+) {
+    // Nonces live in memory: nothing signed before this runtime started is admitted, so a
+    // restart never re-opens a request captured before it. (The process's start, not this
+    // thread's: a request signed once the runtime said its port is up is admitted.)
+    let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS).admitting_from(started_ms);
     match node.attestor.lock().map_err(|_| "poisoned".to_string()).and_then(|mut a| a.warm_up()) {
         Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
         Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),

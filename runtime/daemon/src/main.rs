@@ -82,7 +82,12 @@ fn read_pcrs() -> Result<BTreeMap<u8, String>, String> {
 /// — except the engine: state on the data partition that the anchor refuses (or an engine that
 /// cannot open) leaves the control API serving status and attestation, with the refusal in
 /// `status` and every governed action refused (`Ok(Some(why))`, and no `ready`).
-fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result<Option<String>, String> {
+fn start(
+    identity: &SigningKey,
+    data_key: &[u8; 32],
+    facts: BootFacts,
+    started_ms: u64,
+) -> Result<Option<String>, String> {
     use sovereign_boot_contract::{CONFIG_PATH, MANIFEST_PATH, MANIFEST_SIG_PATH};
     let read = |path: &str| std::fs::read(path).map_err(|e| format!("reading {path}: {e}"));
     let config: RuntimeConfig =
@@ -141,12 +146,13 @@ fn start(identity: &SigningKey, data_key: &[u8; 32], facts: BootFacts) -> Result
     };
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || control::serve_port(node, engine, admins, port))
+        .spawn(move || control::serve_port(node, engine, admins, port, started_ms))
         .map(|_| refused)
         .map_err(|e| format!("starting the control thread: {e}"))
 }
 
 fn main() -> ExitCode {
+    let started_ms = sovereign_canonical::now_ms();
     sovereign_confine::abort_on_panic();
     // Confined before a byte of input is read: seccomp allow-list and kill-list on every
     // thread. PID 1 already made this process unprivileged; the runtime refuses to go on unless
@@ -195,7 +201,7 @@ fn main() -> ExitCode {
     let identity = SigningKey::from_bytes(&handover.identity_seed);
     let data_key = handover.data_key;
     println!("sovereign-runtime: node identity {}", hex::encode(identity.verifying_key().as_bytes()));
-    match start(&identity, &data_key, handover.facts) {
+    match start(&identity, &data_key, handover.facts, started_ms) {
         Err(why) => {
             println!("sovereign-runtime: FATAL: not starting: {why}");
             return ExitCode::from(2);

@@ -234,6 +234,13 @@ impl StateAnchor {
         if head == self.current.head {
             return Ok(false);
         }
+        if !head.grew_from(&self.current.head) {
+            return Err(format!(
+                "state anchor: the state went backwards since the last anchor ({:?} after {:?})",
+                (head.log_size, head.checkpoint_size, head.replay.records),
+                (self.current.head.log_size, self.current.head.checkpoint_size, self.current.head.replay.records)
+            ));
+        }
         let current = self.current.counter.ok_or("state anchor: no counted record to advance from")?;
         let next = current.checked_add(1).ok_or("state anchor: the counter is exhausted")?;
         let record = Record { counter: Some(next), head };

@@ -280,8 +280,11 @@ impl Engine {
         }
         let current = self.governor.as_ref().map(|(_, h, v)| (*h, *v));
         if current != Some((hash, revocations.version)) {
-            // Close the replay store before reopening it for the new governor.
-            self.governor = None;
+            // Close the replay store before reopening it for the new governor (its head kept
+            // for the state anchor, which must never bind fewer records than it did).
+            if let Some((governor, _, _)) = self.governor.take() {
+                self.replay_head = governor.replay_head();
+            }
             let (replay, _) =
                 ReplayStore::open_existing(&self.replay_path).map_err(|e| EngineError::Replay(e.to_string()))?;
             let kernel = Kernel::new(self.identity.clone(), replay, Arc::clone(&self.audit));
