@@ -25,7 +25,9 @@ use sovereign_audit::{Entry, EntryKind, Severity};
 use sovereign_boot_contract::{DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, STATE_PARTITION_OFFSET};
 use sovereign_e2e::{boot_slot, certify_ak, dev_keys, export_from, image, verify_offline};
 use sovereign_init::state::{self, SealedKeys};
-use sovereign_measured_boot::{PolicyKey, Tpm};
+use sovereign_measured_boot::PolicyKey;
+use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
+use sovereign_pipeline::anchor::{StateAnchor, TpmCounter};
 use sovereign_qemu::Appliance;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -88,6 +90,19 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
     million_entry_log(&tree, &identity, &data_key);
     let log_bytes = std::fs::metadata(tree.join("audit.log")).unwrap().len();
     eprintln!("{ENTRIES} entries written on the host ({log_bytes} bytes) in {:?}", started.elapsed());
+    // The station anchors that state to the appliance's TPM (state with no anchor is refused
+    // at start) and seals the keys, by this appliance's TPM, to the release's PCR-policy key.
+    let policy_key = PolicyKey::new(*dev_keys().pcr_policy.verifying_key());
+    let sealed = appliance
+        .tpm_on_host(|tcti| {
+            let tpm = SharedTpm::new(tcti);
+            let counter = Box::new(TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX));
+            let anchored = StateAnchor::adopt(&tree, &data_key, counter).unwrap();
+            assert_eq!(anchored.head.log_size, ENTRIES);
+            tpm.with(|tpm| tpm.seal_to_policy_key(&secret, &policy_key))
+        })
+        .unwrap()
+        .unwrap();
     let partition = dir.path().join("data.img");
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "sovereign-data", "-m", "0", "-b", "4096", "-d"])
@@ -100,12 +115,7 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
     assert!(status.success(), "mkfs.ext4 -d failed: {status}");
     write_partition(appliance.disk(), DATA_PARTITION_OFFSET, &partition);
 
-    // The keys, sealed by this appliance's TPM to the release's PCR-policy key, in the key area.
-    let policy_key = PolicyKey::new(*dev_keys().pcr_policy.verifying_key());
-    let sealed = appliance
-        .tpm_on_host(|tcti| Tpm::open(tcti).and_then(|mut tpm| tpm.seal_to_policy_key(&secret, &policy_key)))
-        .unwrap()
-        .unwrap();
+    // The sealed keys, in the key area.
     let mut disk = std::fs::OpenOptions::new().write(true).open(appliance.disk()).unwrap();
     disk.seek(SeekFrom::Start(STATE_PARTITION_OFFSET)).unwrap();
     disk.write_all(&state::encode(&SealedKeys { keys: sealed })).unwrap();

@@ -219,6 +219,28 @@ impl StateAnchor {
         }
     }
 
+    /// Factory provisioning: anchors the state a provisioning station put in `dir` (an audit
+    /// log, and a replay store or none) to a TPM that has never anchored one. Refused when the
+    /// counter was ever written or a slot exists. The runtime never calls this: on the
+    /// appliance, state without an anchor is refused ([`StateAnchor::open`]).
+    pub fn adopt(dir: &Path, key: &DataKey, mut counter: Box<dyn MonotonicCounter>) -> Result<Record, String> {
+        if let Some(v) = counter.read()? {
+            return Err(format!("state anchor: this TPM already anchors a partition (counter {v})"));
+        }
+        if SLOTS.iter().any(|s| dir.join(s).exists()) {
+            return Err("state anchor: the partition already has anchor slots".into());
+        }
+        let (audit, _) = AuditLog::open(&dir.join("audit.log"), key).map_err(|e| format!("audit log: {e}"))?;
+        let (replay, _) = ReplayStore::open(&dir.join("replay.store")).map_err(|e| e.to_string())?;
+        let head = head_of(&audit, replay.head())?;
+        counter.define()?;
+        let value = counter.increment()?;
+        let record = Record { counter: Some(value), head };
+        let anchor = StateAnchor { dir: dir.to_path_buf(), key: key.clone(), counter, current: record };
+        anchor.write_both(&record)?;
+        Ok(record)
+    }
+
     fn write_both(&self, record: &Record) -> Result<(), String> {
         let bytes = record.encode(&self.key);
         for name in SLOTS {

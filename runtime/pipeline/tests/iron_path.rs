@@ -791,6 +791,11 @@ fn state_cut_rolled_back_missing_or_from_an_older_copy_is_refused_at_start_by_na
     // The untouched partition still starts, with everything it acknowledged.
     let restarted = engine(&machine, &k);
     assert_eq!(restarted.audit().size(), size);
+    drop(restarted);
+    // Factory adoption of other state is for a TPM that never anchored any.
+    let counter = Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX));
+    let adopted = sovereign_pipeline::anchor::StateAnchor::adopt(older, &DataKey([8; 32]), counter);
+    assert!(adopted.unwrap_err().contains("already anchors"));
 }
 
 #[test]
