@@ -233,7 +233,7 @@ pub fn export_from(socket: &Path, out: &Path) {
 }
 
 /// `sovereign verify BUNDLE --json` with every trust root of the shared image pinned: the node
-/// identity (hex), the release key (as policy key and release key), the signed reference values,
+/// identity (hex), the release key (as policy key and release key), the admin root, the signed reference values,
 /// the platform profile, the appliance's EK CA (`ek_ca`, a PEM file) and the development
 /// attestation CA ([`attestation_ca`]). Returns the exit code
 /// and the JSON verdict; panics with the output when it is not JSON.
@@ -247,6 +247,8 @@ pub fn verify_offline(bundle: &Path, identity_hex: &str, ek_ca: &Path) -> (i32, 
         &os(identity_hex),
         &os("--policy-key"),
         release.as_os_str(),
+        &os("--admin-key"),
+        build_dir().join("keys/admin.pub").as_os_str(),
         &os("--release-key"),
         release.as_os_str(),
         &os("--reference"),

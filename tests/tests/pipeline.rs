@@ -249,7 +249,8 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
         let attestation =
             AttestationChecker { trust: Some(trust.clone()), identity: Some(identity), ak_ca, required: true };
         let deployment = sovereign_cli::deployment::DeploymentChecker;
-        let checkers = Checkers(vec![&decisions, &deployment, &attestation]);
+        let roles = sovereign_cli::roles::RoleChecker { admin: Some(keys.admin.verifying_key()) };
+        let checkers = Checkers(vec![&decisions, &deployment, &attestation, &roles]);
         verify_bundle_with(bytes, &TrustedKeys { node: Some(identity), witnesses: vec![] }, Some(&checkers))
     };
     let verify = |bytes: &[u8]| verify_pinning(bytes, Some(attestation_ca().0.verifying_key()));
@@ -257,7 +258,12 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     assert!(verified.passed(), "{}", verified.render("bundle"));
     let attested = verified.checks.iter().find(|c| c.name == "attestation").expect("attestation check");
     assert!(attested.failures.is_empty() && attested.detail.contains("the AK is certified"), "{attested:?}");
-    for (name, minimum) in [("executions.bound", 6), ("deployment.rollbacks", 1)] {
+    for (name, minimum) in [
+        ("executions.bound", 6),
+        ("deployment.rollbacks", 1),
+        ("role-certificates.signatures", 4),
+        ("decisions.roles", 6),
+    ] {
         let check = verified.check(name).unwrap_or_else(|| panic!("no {name} check"));
         assert!(check.passed() && check.checked >= minimum, "{check:?}");
     }

@@ -27,6 +27,10 @@ pub(crate) enum Command {
         /// re-evaluated against the policies it carries that these keys signed.
         #[arg(long = "policy-key")]
         policy_keys: Vec<String>,
+        /// The admin root key (hex or file): the bundle's role certificates and revocation
+        /// lists must be signed by it, and every decision's roles granted by one of them.
+        #[arg(long)]
+        admin_key: Option<String>,
         #[command(flatten)]
         attestation: AttestTrustArgs,
         /// Machine-readable output.

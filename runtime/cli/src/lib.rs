@@ -13,5 +13,6 @@ pub mod client;
 pub mod decisions;
 pub mod deployment;
 pub mod pipeline;
+pub mod roles;
 
 pub use client::{Answer, Transfer, discover, exchange, node_identity, send, sign};

@@ -234,6 +234,27 @@ impl RevocationList {
     }
 }
 
+/// A revocation list as the node kept it: when it was installed, and the signed list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRevocations {
+    /// When the node installed it (ms since the epoch).
+    pub installed_ms: u64,
+    /// The admin-signed list.
+    pub list: RevocationList,
+}
+
+/// The compliance bundle's file name of a role certificate (`role-certificates/` section).
+pub fn certificate_file(cert: &RoleCertificate) -> String {
+    let bytes = serde_json::to_vec(cert).unwrap_or_default();
+    format!("cert-{}.json", hex::encode(&sha256(&bytes)[..16]))
+}
+
+/// The compliance bundle's file name of an installed revocation list.
+pub fn revocations_file(installed: &InstalledRevocations) -> String {
+    let bytes = serde_json::to_vec(&installed.list).unwrap_or_default();
+    format!("revocations-v{}-{}.json", installed.list.version, hex::encode(&sha256(&bytes)[..16]))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Role signatures
 

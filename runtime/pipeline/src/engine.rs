@@ -33,7 +33,10 @@ use sovereign_governance::governor::{GovernedRequest, Governor};
 use sovereign_governance::kernel::{ExecutionRequest, Kernel};
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::replay::ReplayStore;
-use sovereign_governance::signed::{ConfigSnapshot, RevocationList, RoleCertificate, RoleSignature};
+use sovereign_governance::signed::{
+    ConfigSnapshot, InstalledRevocations, RevocationList, RoleCertificate, RoleSignature, certificate_file,
+    revocations_file,
+};
 use sovereign_sandbox::{Capability, Limits, LoadedModule, ModuleManifest, Sandbox, Termination};
 
 use sovereign_protocol::pipeline::{
@@ -275,6 +278,7 @@ impl Engine {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         revocations.verify(&self.admin, installed).map_err(|e| EngineError::Unverified(e.to_string()))?;
+        self.keep_revocations(revocations)?;
         if revocations.version > installed {
             self.store.put_record("revocation-version", revocations.version.to_string().as_bytes())?;
         }

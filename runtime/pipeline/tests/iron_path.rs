@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::Digest as _;
 use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
@@ -337,6 +337,38 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     assert!(check.passed() && check.checked == 2, "{check:?}");
     assert!(check.detail.starts_with("3 promotions replayed"), "{check:?}");
 
+    // The role certificates and revocation lists every decision depended on travel in the
+    // bundle: an auditor pinning the admin root checks each decision's roles against them.
+    let roles = |bundle: &[u8], admin: VerifyingKey| {
+        let trust = sovereign_audit::bundle::TrustedKeys {
+            node: Some(SigningKey::from_bytes(&[9; 32]).verifying_key()),
+            witnesses: vec![],
+        };
+        let checker = sovereign_cli::roles::RoleChecker { admin: Some(admin) };
+        let report = sovereign_audit::bundle::verify_bundle_with(bundle, &trust, Some(&checker));
+        let get = |name: &str| report.check(name).unwrap_or_else(|| panic!("no {name} check")).clone();
+        (get("role-certificates.signatures"), get("decisions.roles"))
+    };
+    let (signatures, decisions) = roles(&bytes, k.admin.verifying_key());
+    assert!(signatures.passed() && signatures.checked >= 4, "{signatures:?}"); // operator, 2 approvers, a list
+    assert!(decisions.passed() && decisions.checked >= 15, "{decisions:?}");
+    let (signatures, _) = roles(&bytes, SigningKey::from_bytes(&[0x77; 32]).verifying_key());
+    assert!(!signatures.passed() && signatures.failures.len() as u64 == signatures.checked, "{signatures:?}");
+    // The same log exported by a node that leaves out the operator's certificate: every
+    // decision FAILS by entry, naming the principal it has no certificate for.
+    let members = sovereign_audit::bundle::read_tar(&bytes).unwrap();
+    let operator_hex = hex::encode(k.operator.verifying_key().as_bytes());
+    let without_operator: Vec<(String, String, Vec<u8>)> = members
+        .iter()
+        .filter_map(|(name, data)| {
+            let (section, file) = name.split_once('/')?;
+            let keep = section != "role-certificates"
+                || !serde_json::from_slice::<RoleCertificate>(data)
+                    .is_ok_and(|c| hex::encode(c.operator) == operator_hex);
+            (keep && !file.is_empty() && section != "attestation").then(|| (section.into(), file.into(), data.clone()))
+        })
+        .collect();
+
     // The node lies: a rollback of the second run's promotion that claims a restored state
     // other than the one before that promotion. Signed by the node, in its log: still FAIL.
     drop(engine);
@@ -372,6 +404,18 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let reasons: Vec<String> = check.failures.iter().map(|f| format!("{}: {}", f.place, f.reason)).collect();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].starts_with(&format!("entry {forged_at}: rollback claims restored state 5e5e")), "{reasons:?}");
+
+    let options = sovereign_audit::export::ExportOptions { section_files: without_operator, ..Default::default() };
+    let stripped =
+        sovereign_audit::export::export_bundle(&log, &DataKey([8; 32]), &SigningKey::from_bytes(&[9; 32]), &options)
+            .unwrap();
+    let (signatures, decisions) = roles(&stripped, k.admin.verifying_key());
+    assert!(signatures.passed(), "{signatures:?}");
+    assert!(!decisions.passed(), "{decisions:?}");
+    assert!(
+        decisions.failures.iter().all(|f| f.place.starts_with("entry ") && f.reason.contains(&operator_hex)),
+        "{decisions:?}"
+    );
 }
 
 /// The `deployment.rollbacks` check of `sovereign verify` on a bundle.
@@ -385,7 +429,7 @@ fn deployment_check(bundle: &[u8]) -> sovereign_audit::verify::Check {
         &trust,
         Some(&sovereign_cli::deployment::DeploymentChecker),
     );
-    report.check("deployment.rollbacks").expect("the check ran").clone()
+    report.check("deployment.rollbacks").unwrap_or_else(|| panic!("{}", report.render("bundle"))).clone()
 }
 
 #[test]

@@ -273,6 +273,8 @@ fn iron_path(
         identity.clone(),
         s("--policy-key"),
         p(&keys.join("release.pub")),
+        s("--admin-key"),
+        p(&keys.join("admin.pub")),
         s("--release-key"),
         p(&keys.join("release.pub")),
         s("--reference"),

@@ -20,6 +20,7 @@ pub(crate) fn verify(
     node_key: Option<String>,
     witnesses: Vec<String>,
     policy_keys: Vec<String>,
+    admin_key: Option<String>,
     attestation: AttestTrustArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -45,7 +46,8 @@ pub(crate) fn verify(
             || attestation.ak_ca.is_some(),
     };
     let deployment = sovereign_cli::deployment::DeploymentChecker;
-    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest]);
+    let roles = sovereign_cli::roles::RoleChecker { admin: admin_key.as_deref().map(public_key).transpose()? };
+    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles]);
     let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
     report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
 }

@@ -256,6 +256,9 @@ impl Engine {
                 approver_certificates: approvals.iter().map(|(_, c)| c.clone()).collect(),
                 approvals: approvals.into_iter().map(|(a, _)| a).collect(),
             };
+            let presented: Vec<&RoleCertificate> =
+                std::iter::once(&request.certificate).chain(&request.approver_certificates).collect();
+            self.keep_certificates(&presented)?;
             let governor = self.governor(&policy, &revocations)?;
             if let StageKind::Promotion { approvals: need, role } = &stage.kind {
                 governor.guard(&action, role, *need);

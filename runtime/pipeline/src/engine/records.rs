@@ -37,6 +37,44 @@ impl Engine {
 
     /// Every policy bundle a run was ever started under (kept so that a bundle exported after a
     /// restart still carries the policies its decisions were made under).
+    /// Keeps the role certificates a governed request presents (once each), for the bundle's
+    /// `role-certificates/` section: an auditor checks every decision's roles against them.
+    pub(super) fn keep_certificates(&self, certificates: &[&RoleCertificate]) -> Result<(), EngineError> {
+        for cert in certificates {
+            let name = format!("role-{}", certificate_file(cert));
+            if self.store.get_record(&name)?.is_none() {
+                let bytes = serde_json::to_vec(cert).map_err(EngineError::encode("a role certificate"))?;
+                self.store.put_record(&name, &bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a revocation list the first time it is installed, with the time it was.
+    pub(super) fn keep_revocations(&self, list: &RevocationList) -> Result<(), EngineError> {
+        let installed = InstalledRevocations { installed_ms: now_ms(), list: list.clone() };
+        let name = format!("role-{}", revocations_file(&installed));
+        if self.store.get_record(&name)?.is_none() {
+            let bytes = serde_json::to_vec(&installed).map_err(EngineError::encode("a revocation list"))?;
+            self.store.put_record(&name, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The `role-certificates/` section: (file name, bytes) of every certificate and
+    /// revocation list kept.
+    pub(super) fn role_evidence(&self) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        let mut out = Vec::new();
+        for name in self.store.record_names().into_iter().filter(|n| n.starts_with("role-")) {
+            let bytes = self.store.get_record(&name)?.ok_or_else(|| EngineError::CorruptRecord {
+                what: format!("record {name}"),
+                why: "listed, then gone".into(),
+            })?;
+            out.push((name.trim_start_matches("role-").to_string(), bytes));
+        }
+        Ok(out)
+    }
+
     pub(super) fn policies(&self) -> Result<Vec<PolicyBundle>, EngineError> {
         let mut out = Vec::new();
         for name in self.store.record_names().into_iter().filter(|n| n.starts_with("policy-")) {

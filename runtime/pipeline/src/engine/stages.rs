@@ -262,6 +262,9 @@ impl Engine {
             let bytes = serde_json::to_vec_pretty(p).map_err(EngineError::encode("a policy bundle"))?;
             section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));
         }
+        for (name, bytes) in self.role_evidence()? {
+            section_files.push(("role-certificates".into(), name, bytes));
+        }
         let options = sovereign_audit::export::ExportOptions { range: None, witnesses: vec![], section_files };
         sovereign_audit::export::export_bundle(&self.audit, &self.data_key, &self.identity, &options)
             .map_err(|e| EngineError::Audit(format!("export: {e}")))
