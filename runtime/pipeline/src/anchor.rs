@@ -139,6 +139,17 @@ impl StateAnchor {
                     anchor.write_both(&genesis)?;
                 }
                 // An interrupted genesis may have created the stores; they must still be empty.
+                // A log a cut left without a complete header never held an entry (no command
+                // runs before genesis is finished): it is made again rather than brick the node.
+                if log_path.exists()
+                    && matches!(judgement, Judgement::UnfinishedGenesis)
+                    && let Err(e) = AuditLog::open(&log_path, key)
+                {
+                    println!(
+                        "sovereign-runtime: state anchor: an interrupted genesis left an unusable audit log ({e}); making it again"
+                    );
+                    std::fs::remove_file(&log_path).map_err(|e| format!("removing {}: {e}", log_path.display()))?;
+                }
                 let audit = if log_path.exists() {
                     let (log, _) = AuditLog::open(&log_path, key).map_err(|e| format!("audit log: {e}"))?;
                     if log.size() > 0 {

@@ -873,6 +873,33 @@ fn an_advance_cut_between_its_record_and_the_counter_is_finished_at_the_next_sta
     assert!(refusal.contains("older copy"), "{refusal}");
 }
 
+#[test]
+fn a_first_boot_cut_inside_genesis_is_finished_not_bricked() {
+    let k = keys();
+    let machine = Machine::new();
+    // Genesis as a cut left it: the genesis record in a slot, the counter defined, and the
+    // new log's header half written.
+    let genesis = sovereign_audit::anchor::Record { counter: None, head: sovereign_audit::anchor::StateHead::empty() };
+    std::fs::write(machine.path().join(SLOTS[0]), genesis.encode(&DataKey([8; 32]))).unwrap();
+    let mut tpm = sovereign_measured_boot::tpm::Tpm::open(&machine.tpm.tcti()).unwrap();
+    tpm.counter_define(STATE_ANCHOR_INDEX).unwrap();
+    drop(tpm);
+    std::fs::write(machine.path().join("audit.log"), b"SOVLOG").unwrap();
+    let mut first = engine(&machine, &k);
+    assert!(first.anchor_summary().contains("a new data partition"), "{}", first.anchor_summary());
+    run_report(first.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    assert!(first.audit().size() > 0);
+    let anchored = *first.anchored();
+    drop(first);
+    assert_eq!(machine.counter(), anchored.counter);
+    // Once finished, a leftover genesis record (in the slot the current record is not in) is
+    // never taken again.
+    let other = sovereign_audit::anchor::slot_for(anchored.counter.unwrap() + 1);
+    std::fs::write(machine.path().join(SLOTS[other]), genesis.encode(&DataKey([8; 32]))).unwrap();
+    let reopened = engine(&machine, &k);
+    assert_eq!(reopened.anchored().counter, anchored.counter);
+}
+
 /// The child of the SIGKILL test: runs the Iron Path up to its approvals again and again on the
 /// machine the parent names, printing each acknowledged run and the log size after it.
 #[test]
