@@ -18,6 +18,17 @@ use sovereign_governance::governor::DecisionEvidence;
 use sovereign_governance::kernel::Verdict;
 use sovereign_governance::policy::{PolicyBundle, reevaluate};
 
+/// Every `policy_decision` entry of `entries` with its place and its decoded evidence (or why
+/// it does not decode).
+pub fn decision_entries(
+    entries: &[(String, Entry)],
+) -> impl Iterator<Item = (&str, &Entry, Result<DecisionEvidence, String>)> {
+    entries.iter().filter(|(_, e)| e.kind == EntryKind::PolicyDecision).map(|(place, entry)| {
+        let evidence = serde_json::from_slice(&entry.payload).map_err(|e| format!("decision payload: {e}"));
+        (place.as_str(), entry, evidence)
+    })
+}
+
 /// Checks decisions against the policies signed by `policy_signers`.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionChecker {
@@ -65,18 +76,18 @@ impl SectionChecker for DecisionChecker {
         let mut decisions = 0u64;
         // Record hashes of decisions that were recomputed, match their entry and allow.
         let mut allowing: BTreeSet<[u8; 32]> = BTreeSet::new();
-        for (place, entry) in entries.iter().filter(|(_, e)| e.kind == EntryKind::PolicyDecision) {
+        for (place, entry, evidence) in decision_entries(entries) {
             decisions += 1;
-            let evidence: DecisionEvidence = match serde_json::from_slice(&entry.payload) {
+            let evidence = match evidence {
                 Ok(e) => e,
-                Err(e) => {
-                    decision_failures.push(fail(place.as_str(), format!("decision payload: {e}")));
+                Err(why) => {
+                    decision_failures.push(fail(place, why));
                     continue;
                 }
             };
             let Some(policy) = policies.get(&evidence.record.policy_hash) else {
                 decision_failures.push(fail(
-                    place.as_str(),
+                    place,
                     format!(
                         "policy {} ({}) is not in the bundle's verified policies",
                         evidence.record.policy,
@@ -88,11 +99,11 @@ impl SectionChecker for DecisionChecker {
             let state = evidence.record.state();
             if entry.digests.first() != Some(&state.record_hash) {
                 decision_failures
-                    .push(fail(place.as_str(), "the entry's first digest is not the hash of the record it carries"));
+                    .push(fail(place, "the entry's first digest is not the hash of the record it carries"));
                 continue;
             }
             match reevaluate(&evidence.record, policy, &evidence.input) {
-                Err(e) => decision_failures.push(fail(place.as_str(), e.to_string())),
+                Err(e) => decision_failures.push(fail(place, e.to_string())),
                 Ok(()) if state.verdict == Verdict::Allow => {
                     allowing.insert(state.record_hash);
                 }

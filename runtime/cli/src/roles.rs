@@ -13,10 +13,9 @@
 use std::collections::BTreeMap;
 
 use ed25519_dalek::VerifyingKey;
+use sovereign_audit::Entry;
 use sovereign_audit::bundle::SectionChecker;
 use sovereign_audit::verify::{Report, fail};
-use sovereign_audit::{Entry, EntryKind};
-use sovereign_governance::governor::DecisionEvidence;
 use sovereign_governance::signed::{InstalledRevocations, RevocationList, RoleCertificate};
 
 /// Checks role certificates and revocation lists against the pinned admin root.
@@ -80,12 +79,12 @@ impl SectionChecker for RoleChecker {
         };
         let mut failures = Vec::new();
         let mut decisions = 0u64;
-        for (place, entry) in entries.iter().filter(|(_, e)| e.kind == EntryKind::PolicyDecision) {
+        for (place, entry, evidence) in crate::decisions::decision_entries(entries) {
             decisions += 1;
-            let evidence: DecisionEvidence = match serde_json::from_slice(&entry.payload) {
+            let evidence = match evidence {
                 Ok(e) => e,
-                Err(e) => {
-                    failures.push(fail(place.as_str(), format!("decision payload: {e}")));
+                Err(why) => {
+                    failures.push(fail(place, why));
                     continue;
                 }
             };
@@ -97,8 +96,7 @@ impl SectionChecker for RoleChecker {
                 .max_by_key(|l| (l.list.version, l.installed_ms))
                 .map(|l| &l.list)
             else {
-                failures
-                    .push(fail(place.as_str(), "no revocation list in the bundle was installed before this decision"));
+                failures.push(fail(place, "no revocation list in the bundle was installed before this decision"));
                 continue;
             };
             let input = &evidence.input;
@@ -109,7 +107,7 @@ impl SectionChecker for RoleChecker {
             });
             if !held {
                 failures.push(fail(
-                    place.as_str(),
+                    place,
                     format!(
                         "no certificate in the bundle granted {:?} to {} at {at} under revocation list version {}",
                         input.roles, input.principal, in_force.version

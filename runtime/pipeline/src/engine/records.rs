@@ -41,11 +41,8 @@ impl Engine {
     /// `role-certificates/` section: an auditor checks every decision's roles against them.
     pub(super) fn keep_certificates(&self, certificates: &[&RoleCertificate]) -> Result<(), EngineError> {
         for cert in certificates {
-            let name = format!("role-{}", certificate_file(cert));
-            if self.store.get_record(&name)?.is_none() {
-                let bytes = serde_json::to_vec(cert).map_err(EngineError::encode("a role certificate"))?;
-                self.store.put_record(&name, &bytes)?;
-            }
+            let bytes = serde_json::to_vec(cert).map_err(EngineError::encode("a role certificate"))?;
+            self.put_record_once(&format!("role-{}", certificate_file(cert)), &bytes)?;
         }
         Ok(())
     }
@@ -53,35 +50,41 @@ impl Engine {
     /// Keeps a revocation list the first time it is installed, with the time it was.
     pub(super) fn keep_revocations(&self, list: &RevocationList) -> Result<(), EngineError> {
         let installed = InstalledRevocations { installed_ms: now_ms(), list: list.clone() };
-        let name = format!("role-{}", revocations_file(&installed));
-        if self.store.get_record(&name)?.is_none() {
-            let bytes = serde_json::to_vec(&installed).map_err(EngineError::encode("a revocation list"))?;
-            self.store.put_record(&name, &bytes)?;
+        let bytes = serde_json::to_vec(&installed).map_err(EngineError::encode("a revocation list"))?;
+        self.put_record_once(&format!("role-{}", revocations_file(&installed)), &bytes)
+    }
+
+    /// Stores `bytes` under `name` unless a record of that name exists (the first one stays).
+    fn put_record_once(&self, name: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        if self.store.get_record(name)?.is_none() {
+            self.store.put_record(name, bytes)?;
         }
         Ok(())
+    }
+
+    /// Every stored record whose name starts with `prefix`: (name, bytes).
+    fn records_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        let mut out = Vec::new();
+        for name in self.store.record_names().into_iter().filter(|n| n.starts_with(prefix)) {
+            let bytes = self.store.get_record(&name)?.ok_or_else(|| EngineError::CorruptRecord {
+                what: format!("record {name}"),
+                why: "listed, then gone".into(),
+            })?;
+            out.push((name, bytes));
+        }
+        Ok(out)
     }
 
     /// The `role-certificates/` section: (file name, bytes) of every certificate and
     /// revocation list kept.
     pub(super) fn role_evidence(&self) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
-        let mut out = Vec::new();
-        for name in self.store.record_names().into_iter().filter(|n| n.starts_with("role-")) {
-            let bytes = self.store.get_record(&name)?.ok_or_else(|| EngineError::CorruptRecord {
-                what: format!("record {name}"),
-                why: "listed, then gone".into(),
-            })?;
-            out.push((name.trim_start_matches("role-").to_string(), bytes));
-        }
-        Ok(out)
+        let kept = self.records_with_prefix("role-")?;
+        Ok(kept.into_iter().map(|(name, bytes)| (name.trim_start_matches("role-").to_string(), bytes)).collect())
     }
 
     pub(super) fn policies(&self) -> Result<Vec<PolicyBundle>, EngineError> {
         let mut out = Vec::new();
-        for name in self.store.record_names().into_iter().filter(|n| n.starts_with("policy-")) {
-            let bytes = self.store.get_record(&name)?.ok_or_else(|| EngineError::CorruptRecord {
-                what: format!("record {name}"),
-                why: "listed, then gone".into(),
-            })?;
+        for (name, bytes) in self.records_with_prefix("policy-")? {
             out.push(
                 PolicyBundle::from_json(&bytes)
                     .map_err(|e| EngineError::CorruptRecord { what: format!("record {name}"), why: e.to_string() })?,
