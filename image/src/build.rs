@@ -40,8 +40,9 @@ pub const MODULES: [&str; 11] = [
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=integrity";
 pub use sovereign_boot_contract::{
-    CONFIG_PATH, DATA_MOUNT, DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, ESP_POLICY_PATH, ESP_UKI_PATH, MANIFEST_PATH,
-    MANIFEST_SIG_PATH, RUNTIME_PATH, RuntimeConfig, STATE_FRESH_MARKER, STATE_PARTITION_OFFSET,
+    CONFIG_PATH, DATA_MOUNT, DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, ESP_POLICY_PATH, ESP_REFERENCE_PATH,
+    ESP_REFERENCE_SIG_PATH, ESP_UKI_PATH, MANIFEST_PATH, MANIFEST_SIG_PATH, RUNTIME_PATH, RuntimeConfig,
+    STATE_FRESH_MARKER, STATE_PARTITION_OFFSET,
 };
 
 /// The zstd level of the initramfs in the UKI: deterministic (one thread, the crate's pinned
@@ -441,10 +442,10 @@ pub fn assemble_uki(
     Ok(uki)
 }
 
-/// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the UKI and the signed PCR policy,
-/// partition 2 the state partition (key area, marked factory-fresh), partition 3 the data
+/// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the UKI, the signed PCR policy and
+/// the release's signed reference values (`reference`: the JSON, its signature), partition 2 the state partition (key area, marked factory-fresh), partition 3 the data
 /// partition (an empty ext4 file system, made reproducibly: fixed UUID, hash seed and time).
-pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow::Result<()> {
+pub fn build_disk(uki: &Path, policy: &Path, reference: [&Path; 2], work: &Path, out: &Path) -> anyhow::Result<()> {
     const MIB: u64 = 1024 * 1024;
     let esp_size = 64 * MIB;
     let state_size = 16 * MIB;
@@ -472,6 +473,9 @@ pub fn build_disk(uki: &Path, policy: &Path, work: &Path, out: &Path) -> anyhow:
     mtools(&["mmd", "-i", &esp_s, "::EFI", "::EFI/BOOT", "::EFI/sovereign"])?;
     mtools(&["mcopy", "-i", &esp_s, &uki.to_string_lossy(), &format!("::{ESP_UKI_PATH}")])?;
     mtools(&["mcopy", "-i", &esp_s, &policy.to_string_lossy(), &format!("::{ESP_POLICY_PATH}")])?;
+    for (file, path) in reference.iter().zip([ESP_REFERENCE_PATH, ESP_REFERENCE_SIG_PATH]) {
+        mtools(&["mcopy", "-i", &esp_s, &file.to_string_lossy(), &format!("::{path}")])?;
+    }
     let total = MIB + esp_size + state_size + data_size + MIB;
     let _ = fs::remove_file(out);
     let f = fs::File::create(out)?;
@@ -631,9 +635,11 @@ pub fn build_with(
         pcrs: reference_pcrs,
     };
     let reference_bytes = serde_json::to_vec_pretty(&reference)?;
-    fs::write(out_dir.join("reference-values.json"), &reference_bytes)?;
-    fs::write(out_dir.join("reference-values.sig"), keys.release.sign(&reference_bytes).to_bytes())?;
+    let reference_paths = [out_dir.join("reference-values.json"), out_dir.join("reference-values.sig")];
+    fs::write(&reference_paths[0], &reference_bytes)?;
+    fs::write(&reference_paths[1], keys.release.sign(&reference_bytes).to_bytes())?;
     let disk = out_dir.join("disk.raw");
-    build_disk(&uki_path, tamper.policy.unwrap_or(&policy_path), &work, &disk)?;
+    let reference_on_esp = [reference_paths[0].as_path(), reference_paths[1].as_path()];
+    build_disk(&uki_path, tamper.policy.unwrap_or(&policy_path), reference_on_esp, &work, &disk)?;
     Ok(BuildOutput { uki: uki_path, disk, initrd, reference })
 }

@@ -194,7 +194,10 @@ fn boot() -> Result<(), Fatal> {
         mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))
     })?;
     let policy_bytes = fs::read(format!("/esp/{}", sovereign_boot_contract::ESP_POLICY_PATH));
+    let reference = read_small(&format!("/esp/{}", sovereign_boot_contract::ESP_REFERENCE_PATH))
+        .and_then(|v| read_small(&format!("/esp/{}", sovereign_boot_contract::ESP_REFERENCE_SIG_PATH)).map(|s| (v, s)));
     let _ = umount("/esp");
+    hand_over_reference_values(reference, &release_key, &manifest_bytes)?;
     let policy_bytes =
         policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
     let policy =
@@ -272,6 +275,48 @@ fn load_module(m: &sovereign_boot_contract::manifest::ModuleEntry) -> Result<(),
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Reads a file of at most 1 MiB (what the ESP holds beside the UKI is small).
+fn read_small(path: &str) -> Result<Vec<u8>, String> {
+    const MAX: u64 = 1 << 20;
+    let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX + 1).read_to_end(&mut bytes).map_err(|e| format!("{path}: {e}"))?;
+    if bytes.len() as u64 > MAX {
+        return Err(format!("{path}: larger than {MAX} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// The release's reference values from the ESP, for the runtime's compliance bundles: handed
+/// over only when signed by the release key for this boot's manifest. Without them the node
+/// still boots (its keys are the PCR policy's business), and says so: its bundles then carry
+/// none, which an auditor's `sovereign verify` fails by name.
+fn hand_over_reference_values(
+    found: Result<(Vec<u8>, Vec<u8>), String>,
+    release_key: &ed25519_dalek::VerifyingKey,
+    manifest: &[u8],
+) -> Result<(), Fatal> {
+    let (values, signature) = match found {
+        Ok(f) => f,
+        Err(why) => {
+            say(&format!("no release reference values for the runtime's bundles: {why}"));
+            return Ok(());
+        }
+    };
+    if let Some(why) = sovereign_init::release::reference_values_refusal(&values, &signature, release_key, manifest) {
+        say(&format!("the reference values on the ESP are not handed to the runtime: {why}"));
+        return Ok(());
+    }
+    for (path, bytes) in [
+        (sovereign_boot_contract::RUN_REFERENCE_PATH, &values),
+        (sovereign_boot_contract::RUN_REFERENCE_SIG_PATH, &signature),
+    ] {
+        fs::write(path, bytes).map_err(|e| Fatal(format!("writing {path}"), e.to_string()))?;
+    }
+    say("release reference values verified (release key, this manifest) and handed to the runtime");
+    Ok(())
 }
 
 fn open_tpm() -> Result<Tpm, Fatal> {

@@ -10,7 +10,40 @@
 //! Pure: no IO. Must never: accept a command line that differs in any byte other than the
 //! kernel's trailing newline, or report a match for a PCR the TPM did not return.
 
+use sha2::{Digest as _, Sha256};
 use sovereign_measured_boot::pcr::PcrValues;
+
+/// The part of the release's reference values PID 1 reads: the manifest they were made for.
+#[derive(serde::Deserialize)]
+struct ReferenceFor {
+    manifest_sha256: String,
+}
+
+/// Checks the reference values found on the ESP before they are handed to the runtime (whose
+/// compliance bundles carry them): signed by the release key, for the manifest this boot
+/// verified. Returns why not, in one line. The auditor checks them again; this keeps another
+/// release's values, or unsigned ones, out of the node's signed bundles.
+pub fn reference_values_refusal(
+    values: &[u8],
+    signature: &[u8],
+    release_key: &ed25519_dalek::VerifyingKey,
+    manifest: &[u8],
+) -> Option<String> {
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return Some(format!("the signature is {} bytes, not an Ed25519 signature's 64", signature.len()));
+    };
+    if release_key.verify_strict(values, &signature).is_err() {
+        return Some("not signed by the release key".into());
+    }
+    let made_for = match serde_json::from_slice::<ReferenceFor>(values) {
+        Ok(r) => r.manifest_sha256,
+        Err(e) => return Some(format!("unreadable: {e}")),
+    };
+    let booted = hex::encode(Sha256::digest(manifest));
+    (made_for != booted).then(|| {
+        format!("made for manifest {made_for}, this boot verified manifest {booted} (another release's values)")
+    })
+}
 
 /// Compares the live PCRs with the signed policy and `/proc/cmdline` with the signed command
 /// line; returns the one-line reason to refuse, naming every PCR that differs and the command
@@ -37,6 +70,41 @@ pub fn refusal(policy: &PcrValues, live: &PcrValues, proc_cmdline: &str, signed_
              {signed_cmdline:?}{}; keys stay sealed",
             pcrs.map(|p| format!(" ({p})")).unwrap_or_default()
         )),
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::reference_values_refusal;
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use sha2::{Digest as _, Sha256};
+
+    fn values(manifest: &[u8]) -> Vec<u8> {
+        format!(r#"{{"version":3,"manifest_sha256":"{}","pcrs":{{}}}}"#, hex::encode(Sha256::digest(manifest)))
+            .into_bytes()
+    }
+
+    #[test]
+    fn values_signed_for_this_manifest_are_handed_over_and_nothing_else_is() {
+        let release = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let key = release.verifying_key();
+        let good = values(b"manifest");
+        let sig = release.sign(&good).to_bytes();
+        assert_eq!(reference_values_refusal(&good, &sig, &key, b"manifest"), None);
+        let why = |v: &[u8], s: &[u8], m: &[u8]| reference_values_refusal(v, s, &key, m).unwrap_or_default();
+        assert_eq!(why(&good, &other.sign(&good).to_bytes(), b"manifest"), "not signed by the release key");
+        assert_eq!(why(&good, &sig[..63], b"manifest"), "the signature is 63 bytes, not an Ed25519 signature's 64");
+        let mut flipped = good.clone();
+        flipped[10] ^= 1;
+        assert_eq!(why(&flipped, &sig, b"manifest"), "not signed by the release key");
+        assert!(
+            why(&good, &sig, b"another manifest").contains("another release's values"),
+            "{}",
+            why(&good, &sig, b"x")
+        );
+        let junk = b"not json".to_vec();
+        assert!(why(&junk, &release.sign(&junk).to_bytes(), b"manifest").starts_with("unreadable: "));
     }
 }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
-use sovereign_cli::pipeline::{AttestationChecker, Checkers, blob_payload, command, role_signatures};
+use sovereign_cli::bundle_attestation::{AttestationChecker, BundleTrust};
+use sovereign_cli::pipeline::{Checkers, blob_payload, command, role_signatures};
 use sovereign_e2e::{attestation_ca, boot_slot, build_dir, certify_ak, dev_keys, image, operator_trust, root};
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
@@ -243,21 +244,37 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
 
     // Offline: everything, the attestation bound to the bundle's checkpoint included.
     let identity = ed25519_dalek::VerifyingKey::from_bytes(&done.snapshot.public_key).unwrap();
-    let verify_pinning = |bytes: &[u8], ak_ca: Option<ed25519_dalek::VerifyingKey>| {
+    let verify_trusting = |bytes: &[u8], ak_ca: Option<ed25519_dalek::VerifyingKey>, trust: BundleTrust| {
         let decisions =
             sovereign_cli::decisions::DecisionChecker { policy_signers: vec![keys.release.verifying_key()] };
-        let attestation =
-            AttestationChecker { trust: Some(trust.clone()), identity: Some(identity), ak_ca, required: true };
+        let attestation = AttestationChecker { trust: Some(trust), identity: Some(identity), ak_ca, required: true };
         let deployment = sovereign_cli::deployment::DeploymentChecker;
         let roles = sovereign_cli::roles::RoleChecker { admin: Some(keys.admin.verifying_key()) };
         let checkers = Checkers(vec![&decisions, &deployment, &attestation, &roles]);
         verify_bundle_with(bytes, &TrustedKeys { node: Some(identity), witnesses: vec![] }, Some(&checkers))
     };
+    let pinned = BundleTrust::pinning(&trust);
+    let verify_pinning = |bytes: &[u8], ak_ca| verify_trusting(bytes, ak_ca, pinned.clone());
     let verify = |bytes: &[u8]| verify_pinning(bytes, Some(attestation_ca().0.verifying_key()));
     let verified = verify(&bundle);
     assert!(verified.passed(), "{}", verified.render("bundle"));
     let attested = verified.checks.iter().find(|c| c.name == "attestation").expect("attestation check");
     assert!(attested.failures.is_empty() && attested.detail.contains("the AK is certified"), "{attested:?}");
+    // The release's reference values came with the bundle (from the ESP, through PID 1): equal
+    // to the build's; an auditor who pins only the release key judges the quote by them; one
+    // who pins another release's values FAILS them, and the quote is not judged.
+    let reference = verified.check("reference-values").expect("reference-values check");
+    assert!(reference.passed() && reference.detail.ends_with("equal to the pinned ones"), "{reference:?}");
+    let unpinned_reference = BundleTrust { pinned_reference: None, ..pinned.clone() };
+    let own = verify_trusting(&bundle, Some(attestation_ca().0.verifying_key()), unpinned_reference);
+    assert!(own.passed(), "{}", own.render("bundle"));
+    let mut another_release = trust.reference_values.clone();
+    another_release.extend_from_slice(b"\n");
+    let other = BundleTrust { pinned_reference: Some(another_release), ..pinned.clone() };
+    let other = verify_trusting(&bundle, Some(attestation_ca().0.verifying_key()), other);
+    let failures = |name: &str| other.check(name).map(|c| format!("{:?}", c.failures)).unwrap_or_default();
+    assert!(failures("reference-values").contains("not the ones the auditor pinned"), "{}", other.render("b"));
+    assert!(failures("attestation").contains("not judged: no checked reference values"), "{}", other.render("b"));
     for (name, minimum) in [
         ("executions.bound", 6),
         ("deployment.rollbacks", 1),

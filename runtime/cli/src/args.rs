@@ -197,7 +197,8 @@ pub(crate) struct AttestTrustArgs {
     /// The release public key (hex or file).
     #[arg(long)]
     pub(crate) release_key: Option<String>,
-    /// The release's reference-values.json (signature read from the .sig beside it).
+    /// Pin the release's reference-values.json: the bundle's must be these. Without it the
+    /// bundle's own are used, if the release key signed them.
     #[arg(long)]
     pub(crate) reference: Option<PathBuf>,
     /// The firmware platform profile.

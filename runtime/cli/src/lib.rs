@@ -1,5 +1,6 @@
 //! Library side of the `sovereign` CLI: the control-API client ([`client`], used by the CLI and
-//! by the end-to-end tests), attestation ([`attest`]), pipelines ([`pipeline`]) and the offline
+//! by the end-to-end tests), attestation ([`attest`]), the attestation a compliance bundle carries
+//! ([`bundle_attestation`]), pipelines ([`pipeline`]) and the offline
 //! re-evaluation of decisions ([`decisions`]). The transport is a byte stream to the
 //! appliance's control port — today the unix socket QEMU exposes for the virtio-serial port.
 //!
@@ -9,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod bundle_attestation;
 pub mod client;
 pub mod decisions;
 pub mod deployment;

@@ -1,7 +1,7 @@
 //! The operator's side of pipelines: building a signed run request (role signatures, modules
 //! with their release-signed manifests, the signed policy, the dataset), talking to the
 //! appliance's engine over the control API, rendering the seed-000 style summary, and the
-//! offline check of the attestation a compliance bundle carries.
+//! section checkers of `sovereign verify` run as one ([`Checkers`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,18 +12,15 @@ use anyhow::{Context as _, anyhow, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore as _};
 use sovereign_audit::bundle::SectionChecker;
-use sovereign_audit::merkle::root_from_leaves;
-use sovereign_audit::note::{Checkpoint, SignedNote};
-use sovereign_audit::verify::{Report, fail};
+use sovereign_audit::verify::Report;
 use sovereign_canonical::now_ms;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
 use sovereign_pipeline::Pipeline;
-use sovereign_protocol::akcert::{AkCertificate, AkFacts};
 use sovereign_protocol::pipeline::{
-    Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, RunSummary, StartRun, bundle_attestation_nonce,
+    Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, RunSummary, StartRun,
 };
-use sovereign_protocol::{Blob, Evidence, Request, Response};
+use sovereign_protocol::{Blob, Request, Response};
 use sovereign_sandbox::ModuleManifest;
 
 /// How long role signatures sent with a run stay valid.
@@ -268,24 +265,6 @@ pub fn exit_code(report: &RunReport) -> u8 {
     }
 }
 
-/// The attestation a compliance bundle carries (`attestation/evidence.json`): the quote's
-/// nonce must bind the checkpoint whose root the bundle's own entries recompute to, the
-/// evidence must verify against the operator's attestation trust roots, and the quote must come
-/// from an AK that the pinned attestation CA certified — after credential activation proved it
-/// resident beside this EK — for this node, valid when the log's last entry was written.
-/// Credential activation itself is interactive; the certificate is its offline proof.
-pub struct AttestationChecker {
-    /// The attestation trust roots; `None` fails any bundle that carries attestation.
-    pub trust: Option<crate::attest::Trust>,
-    /// The bundle's node identity (the quote's qualifying data binds it).
-    pub identity: Option<VerifyingKey>,
-    /// The attestation CA whose AK certificates are trusted.
-    pub ak_ca: Option<VerifyingKey>,
-    /// Whether the auditor asked for attestation (gave any attestation root): a bundle with
-    /// none then fails.
-    pub required: bool,
-}
-
 /// Runs several section checkers as one.
 pub struct Checkers<'a>(pub Vec<&'a dyn SectionChecker>);
 
@@ -307,114 +286,6 @@ impl SectionChecker for Checkers<'_> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             c.check(report, entries, &mine);
-        }
-    }
-}
-
-/// What `attestation/evidence.json` holds.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BundledEvidence {
-    /// The checkpoint note the nonce binds.
-    pub checkpoint: String,
-    /// The evidence.
-    pub evidence: Evidence,
-    /// The certificate of the AK that made the quote (absent: the AK is uncertified).
-    #[serde(default)]
-    pub ak_certificate: Option<AkCertificate>,
-}
-
-impl SectionChecker for AttestationChecker {
-    fn sections(&self) -> Vec<&'static str> {
-        vec!["attestation"]
-    }
-
-    fn check(
-        &self,
-        report: &mut Report,
-        entries: &[(String, sovereign_audit::Entry)],
-        files: &BTreeMap<String, Vec<u8>>,
-    ) {
-        // The certificate must be valid when the log was last written to.
-        let written_at = entries.iter().map(|(_, e)| e.timestamp_ms / 1000).max().unwrap_or(0);
-        for (name, bytes) in files {
-            let result = (|| -> Result<String, String> {
-                let bundled: BundledEvidence =
-                    serde_json::from_slice(bytes).map_err(|e| format!("not attestation evidence: {e}"))?;
-                let note = SignedNote::parse(&bundled.checkpoint).map_err(|e| format!("checkpoint: {e}"))?;
-                let cp = Checkpoint::parse_body(&note.body).map_err(|e| format!("checkpoint: {e}"))?;
-                if cp.size != report.leaf_hashes.len() as u64 || root_from_leaves(&report.leaf_hashes) != cp.root {
-                    return Err(format!(
-                        "the attested checkpoint (size {}) is not the bundle's log ({} entries)",
-                        cp.size,
-                        report.leaf_hashes.len()
-                    ));
-                }
-                let trust = self
-                    .trust
-                    .as_ref()
-                    .ok_or("no attestation trust roots given (--release-key, --reference, --platform, --ek-ca)")?;
-                let identity = self.identity.ok_or("no node identity pinned (--node-key)")?;
-                let ak_ca = self.ak_ca.ok_or("no attestation CA pinned (--ak-ca): the AK cannot be trusted")?;
-                let cert = bundled
-                    .ak_certificate
-                    .as_ref()
-                    .ok_or("ak.certified: the quote's AK is not certified (the bundle carries no AK certificate)")?;
-                let ek_certificate = bundled
-                    .evidence
-                    .ek_certificate
-                    .as_deref()
-                    .ok_or("ak.certified: the evidence has no EK certificate")?;
-                let facts = AkFacts {
-                    ak_public: &bundled.evidence.ak_public,
-                    ek_public: &bundled.evidence.ek_public,
-                    ek_certificate,
-                    node_identity: identity.as_bytes(),
-                };
-                cert.verify(&ak_ca, &facts, written_at).map_err(|e| format!("ak.certified: {e}"))?;
-                let exchange = crate::attest::Exchange {
-                    nonce: bundle_attestation_nonce(&bundled.checkpoint),
-                    identity: identity.to_bytes(),
-                    evidence: bundled.evidence,
-                    challenge: [0; 32],
-                    released: Err(String::new()),
-                };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let attest = crate::attest::verify_exchange(&exchange, trust, now);
-                let failed: Vec<String> = attest
-                    .checks
-                    .iter()
-                    .filter(|c| !c.passed && c.name != "ak.credential_activation")
-                    .map(|c| format!("{}: {}", c.name, c.detail))
-                    .collect();
-                if !failed.is_empty() {
-                    return Err(failed.join("; "));
-                }
-                let passed = attest.checks.iter().filter(|c| c.passed).count();
-                Ok(format!(
-                    "TPM quote binds checkpoint {} (root recomputed from the bundle's entries) and node {}; {passed} checks passed (quote, EK chain, event-log replay, reference values); the AK is certified by the pinned attestation CA for this node and EK (serial {})",
-                    cp.size,
-                    short(identity.as_bytes()),
-                    cert.serial
-                ))
-            })();
-            match result {
-                Ok(detail) => report.add("attestation", 1, vec![], detail),
-                Err(why) => report.add("attestation", 1, vec![fail(name.as_str(), why)], "attestation evidence"),
-            }
-        }
-        if files.is_empty() {
-            let failures = if self.required {
-                vec![fail(
-                    "attestation/",
-                    "attestation was asked for (an attestation root was pinned) but the bundle carries none",
-                )]
-            } else {
-                vec![]
-            };
-            report.add("attestation", 0, failures, "the bundle carries no attestation evidence");
         }
     }
 }

@@ -9,11 +9,11 @@
 
 #![allow(clippy::unwrap_used)] // test code
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer as _, SigningKey};
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
 use sovereign_audit::export::{ExportOptions, export_bundle};
 use sovereign_audit::{AuditLog, DataKey, Entry, EntryKind, Severity};
-use sovereign_cli::pipeline::{AttestationChecker, BundledEvidence};
+use sovereign_cli::bundle_attestation::{AttestationChecker, BundleTrust, BundledEvidence};
 use sovereign_protocol::Evidence;
 use sovereign_protocol::akcert::{AkCertificate, AkFacts};
 
@@ -56,45 +56,122 @@ fn real_certificate(issuer: &SigningKey) -> AkCertificate {
     AkCertificate::issue(issuer, &facts, [7; 16], 1_700_000_000, 1_900_000_000)
 }
 
-/// A bundle of a small log, with `attestation` (evidence and certificate) if given, checked
-/// with `ak_ca` pinned and attestation asked for; the `attestation` check's failures.
-fn attestation_failures(attestation: Option<(Evidence, Option<AkCertificate>)>, ak_ca: Option<&SigningKey>) -> String {
+/// A bundle of a small log, signed by the node, carrying `section_files` and, if given,
+/// `attestation` (evidence and certificate) bound to its checkpoint.
+fn bundle(
+    attestation: Option<(Evidence, Option<AkCertificate>)>,
+    mut section_files: Vec<(String, String, Vec<u8>)>,
+) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::create(&dir.path().join("audit.log"), "test/attested", &DATA).unwrap();
     log.append_entry(Entry::new(EntryKind::Artifact, 1_800_000_000_000, Severity::Info, vec![], b"x".to_vec()))
         .unwrap();
     let note = log.checkpoint(&node()).unwrap();
     log.store_checkpoint(&note).unwrap();
-    let section_files = attestation
-        .map(|(evidence, ak_certificate)| {
-            let bundled = BundledEvidence { checkpoint: note.to_text(), evidence, ak_certificate };
-            vec![("attestation".into(), "evidence.json".into(), serde_json::to_vec(&bundled).unwrap())]
-        })
-        .unwrap_or_default();
-    let bundle = export_bundle(&log, &DATA, &node(), &ExportOptions { section_files, ..Default::default() }).unwrap();
-    // Trust roots that pass nothing by themselves: every case below must fail before the quote.
-    let trust = sovereign_cli::attest::Trust {
-        release_key: SigningKey::from_bytes(&[1; 32]).verifying_key(),
-        reference_values: b"{}".to_vec(),
-        reference_signature: vec![],
+    if let Some((evidence, ak_certificate)) = attestation {
+        let bundled = BundledEvidence { checkpoint: note.to_text(), evidence, ak_certificate };
+        section_files.push(("attestation".into(), "evidence.json".into(), serde_json::to_vec(&bundled).unwrap()));
+    }
+    export_bundle(&log, &DATA, &node(), &ExportOptions { section_files, ..Default::default() }).unwrap()
+}
+
+fn release() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+/// Trust roots that pass nothing by themselves: every case below must fail before the quote.
+fn trust(pinned_reference: Option<Vec<u8>>) -> BundleTrust {
+    BundleTrust {
+        release_key: release().verifying_key(),
+        pinned_reference,
         platform_profile: b"{}".to_vec(),
         ek_roots: vec![],
-        node_identity: Some(node().verifying_key()),
-    };
+    }
+}
+
+/// `bundle` checked with `trust` and `ak_ca` pinned and attestation asked for: the failures of
+/// the check `name`, one line.
+fn failures(bundle: &[u8], trust: Option<BundleTrust>, ak_ca: Option<&SigningKey>, name: &str) -> String {
     let checker = AttestationChecker {
-        trust: Some(trust),
+        trust,
         identity: Some(node().verifying_key()),
         ak_ca: ak_ca.map(SigningKey::verifying_key),
         required: true,
     };
     let report = verify_bundle_with(
-        &bundle,
+        bundle,
         &TrustedKeys { node: Some(node().verifying_key()), witnesses: vec![] },
         Some(&checker),
     );
-    assert!(!report.passed());
-    let check = report.check("attestation").unwrap();
+    let check = report.check(name).unwrap_or_else(|| panic!("no {name} check: {}", report.render("bundle")));
     check.failures.iter().map(|f| format!("{}: {}", f.place, f.reason)).collect::<Vec<_>>().join("; ")
+}
+
+/// The `attestation` check's failures for a bundle with `attestation` (and the release's signed
+/// reference values), `ak_ca` pinned; never a pass.
+fn attestation_failures(attestation: Option<(Evidence, Option<AkCertificate>)>, ak_ca: Option<&SigningKey>) -> String {
+    let why = failures(&bundle(attestation, signed_reference(VALUES)), Some(trust(None)), ak_ca, "attestation");
+    assert!(!why.is_empty());
+    why
+}
+
+const VALUES: &[u8] = br#"{"version":4,"manifest_sha256":"ab","pcrs":{}}"#;
+
+/// The `reference-values/` section with `values` signed by the release key.
+fn signed_reference(values: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    vec![
+        ("reference-values".into(), "reference-values.json".into(), values.to_vec()),
+        ("reference-values".into(), "reference-values.sig".into(), release().sign(values).to_bytes().to_vec()),
+    ]
+}
+
+#[test]
+fn reference_values_missing_unsigned_foreign_unpinnable_or_padded_fail_by_name() {
+    let evidence = || Some((real_evidence(), Some(real_certificate(&ca()))));
+    let reference = |b: &[u8], pinned: Option<&[u8]>| {
+        failures(b, Some(trust(pinned.map(<[u8]>::to_vec))), Some(&ca()), "reference-values")
+    };
+    // Signed by the release key: passes, pinned or not; the quote is then judged by them.
+    let good = bundle(evidence(), signed_reference(VALUES));
+    assert_eq!(reference(&good, None), "");
+    assert_eq!(reference(&good, Some(VALUES)), "");
+    // Missing: the evidence cannot be tied to a release, and the quote is not judged.
+    let missing = bundle(evidence(), vec![]);
+    assert!(
+        reference(&missing, None)
+            .starts_with("reference-values/: the bundle carries no signed release reference values")
+    );
+    assert!(
+        failures(&missing, Some(trust(None)), Some(&ca()), "attestation")
+            .contains("not judged: no checked reference values")
+    );
+    // Signed by another key (the node's own, say).
+    let mut forged = signed_reference(VALUES);
+    forged[1].2 = node().sign(VALUES).to_bytes().to_vec();
+    assert_eq!(
+        reference(&bundle(evidence(), forged), None),
+        "reference-values/reference-values.sig: the reference values are not signed by the pinned release key"
+    );
+    // Another release's (signed) values where the auditor pinned these.
+    let other = br#"{"version":5,"manifest_sha256":"cd","pcrs":{}}"#;
+    assert!(
+        reference(&bundle(evidence(), signed_reference(other)), Some(VALUES))
+            .contains("release v5's reference values, not the ones the auditor pinned")
+    );
+    // No release key given: nothing here can check them, so they FAIL rather than pass unread.
+    assert!(failures(&good, None, Some(&ca()), "reference-values").contains("no release key given (--release-key)"));
+    // A file that is not part of the section.
+    let mut padded = signed_reference(VALUES);
+    padded.push(("reference-values".into(), "extra.json".into(), b"{}".to_vec()));
+    assert_eq!(
+        reference(&bundle(evidence(), padded), None),
+        "reference-values/extra.json: not a file of this section (reference-values.json and .sig only)"
+    );
+    // Signed, but not reference values.
+    assert_eq!(
+        reference(&bundle(evidence(), signed_reference(b"[]")), None),
+        "reference-values/reference-values.json: signed, but not reference values (no version)"
+    );
 }
 
 #[test]

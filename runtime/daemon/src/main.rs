@@ -58,8 +58,24 @@ fn open_engine(
         admin,
         measurements: facts.measurements(),
         counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
+        reference_values: reference_values(),
     })
     .map_err(|e| e.to_string())
+}
+
+/// The release's reference values PID 1 checked and handed over, for the compliance bundles;
+/// without them the bundles carry none (said once here, failed by name by an auditor).
+fn reference_values() -> Option<sovereign_pipeline::ReleaseReference> {
+    use sovereign_boot_contract::{RUN_REFERENCE_PATH, RUN_REFERENCE_SIG_PATH};
+    match (std::fs::read(RUN_REFERENCE_PATH), std::fs::read(RUN_REFERENCE_SIG_PATH)) {
+        (Ok(values), Ok(signature)) => Some(sovereign_pipeline::ReleaseReference { values, signature }),
+        (Err(e), _) | (_, Err(e)) => {
+            println!(
+                "sovereign-runtime: no release reference values from PID 1 ({e}): compliance bundles will carry none"
+            );
+            None
+        }
+    }
 }
 
 const RELEASE_KEY: Option<&str> = option_env!("SOVEREIGN_RELEASE_PUBKEY");

@@ -136,6 +136,31 @@ pub struct EngineConfig<'a> {
     /// The monotonic counter the state on `state_dir` is anchored to (the TPM's NV counter
     /// at `STATE_ANCHOR_INDEX` on the appliance).
     pub counter: Box<dyn MonotonicCounter>,
+    /// The release's signed reference values for this boot (PID 1 checked them against the
+    /// manifest it verified): every compliance bundle carries them. `None`: bundles carry none
+    /// (and an auditor's check of their attestation fails by name).
+    pub reference_values: Option<ReleaseReference>,
+}
+
+/// The release's reference values (`reference-values.json`) and their detached Ed25519
+/// signature by the release key, as the bundle's `reference-values/` section carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseReference {
+    /// `reference-values.json`.
+    pub values: Vec<u8>,
+    /// `reference-values.sig` (64 bytes).
+    pub signature: Vec<u8>,
+}
+
+impl ReleaseReference {
+    /// Checks the signature against the release key; one line saying why not.
+    pub fn verify(&self, release: &VerifyingKey) -> Result<(), String> {
+        let signature = ed25519_dalek::Signature::from_slice(&self.signature)
+            .map_err(|_| format!("reference values: a {}-byte signature is not Ed25519", self.signature.len()))?;
+        release
+            .verify_strict(&self.values, &signature)
+            .map_err(|_| "reference values: not signed by the release key".to_string())
+    }
 }
 
 /// The engine of one node.
@@ -157,6 +182,7 @@ pub struct Engine {
     release: VerifyingKey,
     admin: VerifyingKey,
     measurements: BTreeMap<String, serde_json::Value>,
+    reference_values: Option<ReleaseReference>,
     compiled: HashMap<[u8; 32], LoadedModule>,
     runs: BTreeMap<String, Run>,
     /// Limits of every WASM stage.
@@ -195,6 +221,9 @@ impl Engine {
     /// `state_dir`.
     pub fn open(config: EngineConfig<'_>) -> Result<Self, EngineError> {
         let dir = config.state_dir;
+        if let Some(reference) = &config.reference_values {
+            reference.verify(&config.release).map_err(EngineError::Unverified)?;
+        }
         std::fs::create_dir_all(dir).map_err(|source| EngineError::StateDir { path: dir.into(), source })?;
         let (anchor, opened) =
             StateAnchor::open(dir, &config.data_key, &config.origin, config.counter).map_err(EngineError::Anchor)?;
@@ -216,6 +245,7 @@ impl Engine {
             release: config.release,
             admin: config.admin,
             measurements: config.measurements,
+            reference_values: config.reference_values,
             compiled: HashMap::new(),
             runs: BTreeMap::new(),
             limits: Limits { wall_ms: 20_000, ..Limits::default() },

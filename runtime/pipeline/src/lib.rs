@@ -26,7 +26,7 @@ pub mod spec;
 pub mod store;
 
 #[cfg(feature = "engine")]
-pub use engine::{Answer, Engine, EngineConfig};
+pub use engine::{Answer, Engine, EngineConfig, ReleaseReference};
 #[cfg(feature = "engine")]
 pub use error::{EngineError, StoreError};
 #[cfg(feature = "engine")]

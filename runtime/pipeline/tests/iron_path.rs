@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::Digest as _;
 use sovereign_audit::logfile::DataKey;
 use sovereign_governance::approvals::Approval;
@@ -19,7 +19,7 @@ use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
 use sovereign_pipeline::anchor::{SLOTS, TpmCounter};
 use sovereign_pipeline::engine::Attest;
 use sovereign_pipeline::spec::Pipeline;
-use sovereign_pipeline::{Command, Engine, EngineConfig, Reply, RunReport, RunStatus, StartRun};
+use sovereign_pipeline::{Command, Engine, EngineConfig, ReleaseReference, Reply, RunReport, RunStatus, StartRun};
 use sovereign_protocol::deployment::{RollbackOutput, output_bytes};
 use sovereign_protocol::pipeline::{ModuleFile, OPERATOR_ROLE};
 use sovereign_protocol::{Blob, Payloads};
@@ -143,7 +143,14 @@ fn open_engine(
         admin: k.admin.verifying_key(),
         measurements,
         counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
+        reference_values: Some(reference_values(&k.release)),
     })
+}
+
+/// Reference values of a release, signed by `release` (what PID 1 hands the appliance's runtime).
+fn reference_values(release: &SigningKey) -> ReleaseReference {
+    let values = br#"{"version":1,"manifest_sha256":"00","pcrs":{}}"#.to_vec();
+    ReleaseReference { signature: release.sign(&values).to_bytes().to_vec(), values }
 }
 
 fn module(name: &str, k: &Keys) -> ModuleFile {
@@ -256,6 +263,34 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
 }
 
 #[test]
+fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
+    let machine = Machine::new();
+    let k = keys();
+    let open = |reference: ReleaseReference| {
+        Engine::open(EngineConfig {
+            identity: SigningKey::from_bytes(&[9; 32]),
+            data_key: DataKey([8; 32]),
+            state_dir: machine.path(),
+            origin: "sovereign-test/pipeline".into(),
+            release: k.release.verifying_key(),
+            admin: k.admin.verifying_key(),
+            measurements: measured(),
+            counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
+            reference_values: Some(reference),
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(open(reference_values(&k.admin)), Err("reference values: not signed by the release key".into()));
+    let mut truncated = reference_values(&k.release);
+    truncated.signature.truncate(10);
+    assert_eq!(open(truncated), Err("reference values: a 10-byte signature is not Ed25519".into()));
+    // Refused before anything was created: the same machine then opens with its genuine values.
+    assert!(std::fs::read_dir(machine.path()).unwrap().next().is_none());
+    assert_eq!(open(reference_values(&k.release)), Ok(()));
+}
+
+#[test]
 fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let dir = Machine::new();
     let k = keys();
@@ -354,6 +389,40 @@ fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     assert!(decisions.passed() && decisions.checked >= 15, "{decisions:?}");
     let (signatures, _) = roles(&bytes, SigningKey::from_bytes(&[0x77; 32]).verifying_key());
     assert!(!signatures.passed() && signatures.failures.len() as u64 == signatures.checked, "{signatures:?}");
+    // The release's signed reference values travel in the bundle: checked against the release
+    // key the auditor pins, and against the values the auditor pins, if any.
+    let reference_check = |bundle: &[u8], release: VerifyingKey, pinned: Option<Vec<u8>>| {
+        let trust = sovereign_audit::bundle::TrustedKeys {
+            node: Some(SigningKey::from_bytes(&[9; 32]).verifying_key()),
+            witnesses: vec![],
+        };
+        let checker = sovereign_cli::bundle_attestation::AttestationChecker {
+            trust: Some(sovereign_cli::bundle_attestation::BundleTrust {
+                release_key: release,
+                pinned_reference: pinned,
+                platform_profile: vec![],
+                ek_roots: vec![],
+            }),
+            identity: trust.node,
+            ak_ca: None,
+            required: true,
+        };
+        let report = sovereign_audit::bundle::verify_bundle_with(bundle, &trust, Some(&checker));
+        let check = report.check("reference-values").unwrap_or_else(|| panic!("{}", report.render("b"))).clone();
+        check.failures.iter().map(|f| format!("{}: {}", f.place, f.reason)).collect::<Vec<_>>().join("; ")
+    };
+    let ours = reference_values(&k.release);
+    assert_eq!(reference_check(&bytes, k.release.verifying_key(), None), "");
+    assert_eq!(reference_check(&bytes, k.release.verifying_key(), Some(ours.values.clone())), "");
+    assert_eq!(
+        reference_check(&bytes, k.admin.verifying_key(), None),
+        "reference-values/reference-values.sig: the reference values are not signed by the pinned release key"
+    );
+    let other_release = br#"{"version":2,"manifest_sha256":"11","pcrs":{}}"#.to_vec();
+    assert!(
+        reference_check(&bytes, k.release.verifying_key(), Some(other_release))
+            .ends_with("release v1's reference values, not the ones the auditor pinned (--reference): another release"),
+    );
     // The same log exported by a node that leaves out the operator's certificate: every
     // decision FAILS by entry, naming the principal it has no certificate for.
     let members = sovereign_audit::bundle::read_tar(&bytes).unwrap();
@@ -929,6 +998,7 @@ fn sigkill_child() {
         admin: k.admin.verifying_key(),
         measurements: measured(),
         counter: Box::new(TpmCounter::new(SharedTpm::new(&tcti), STATE_ANCHOR_INDEX)),
+        reference_values: None,
     })
     .unwrap();
     say("started".into());

@@ -2,7 +2,7 @@
 //! `verify-log`, `keygen`, `module sign`.
 
 use anyhow::{Context as _, anyhow};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use rand_core::{OsRng, RngCore as _};
 use sovereign_audit::DataKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
@@ -35,8 +35,8 @@ pub(crate) fn verify(
     let checker = sovereign_cli::decisions::DecisionChecker {
         policy_signers: policy_keys.iter().map(|k| public_key(k)).collect::<anyhow::Result<_>>()?,
     };
-    let attest = sovereign_cli::pipeline::AttestationChecker {
-        trust: attest_trust(&attestation, trust.node)?,
+    let attest = sovereign_cli::bundle_attestation::AttestationChecker {
+        trust: bundle_trust(&attestation)?,
         identity: trust.node,
         ak_ca: attestation.ak_ca.as_deref().map(public_key).transpose()?,
         required: attestation.release_key.is_some()
@@ -100,23 +100,19 @@ pub(crate) fn verify_log(
     report_out(&report, &format!("audit log {}", log.display()), json)
 }
 
-pub(crate) fn attest_trust(
-    args: &AttestTrustArgs,
-    node: Option<VerifyingKey>,
-) -> anyhow::Result<Option<sovereign_cli::attest::Trust>> {
-    let (Some(release_key), Some(reference), Some(platform), Some(ek_ca)) =
-        (&args.release_key, &args.reference, &args.platform, &args.ek_ca)
-    else {
+/// The auditor's attestation roots for a bundle: the release key, the platform profile and the
+/// EK roots; the reference values only if pinned (otherwise the bundle's own, if the release
+/// key signed them).
+fn bundle_trust(args: &AttestTrustArgs) -> anyhow::Result<Option<sovereign_cli::bundle_attestation::BundleTrust>> {
+    let (Some(release_key), Some(platform), Some(ek_ca)) = (&args.release_key, &args.platform, &args.ek_ca) else {
         return Ok(None);
     };
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
-    Ok(Some(sovereign_cli::attest::Trust {
+    Ok(Some(sovereign_cli::bundle_attestation::BundleTrust {
         release_key: public_key(release_key)?,
-        reference_values: read(reference)?,
-        reference_signature: read(&reference.with_extension("sig"))?,
+        pinned_reference: args.reference.as_deref().map(read).transpose()?,
         platform_profile: read(platform)?,
         ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(&read(ek_ca)?)
             .map_err(|e| anyhow!("{}: {e}", ek_ca.display()))?,
-        node_identity: node,
     }))
 }

@@ -245,8 +245,9 @@ impl Engine {
     }
 
     /// A compliance bundle of the whole log: a fresh checkpoint, TPM evidence whose nonce
-    /// binds that checkpoint, and every policy bundle runs were started under (for offline
-    /// re-evaluation of each decision).
+    /// binds that checkpoint, the release's signed reference values the evidence is judged
+    /// against, every policy bundle runs were started under (for offline re-evaluation of each
+    /// decision) and the role certificates and revocation lists the decisions depended on.
     pub fn export_bundle(&mut self, attest: Attest<'_>) -> Result<Vec<u8>, EngineError> {
         let policies = self.policies()?;
         let note = self.audit.checkpoint(&self.identity).map_err(|e| EngineError::Audit(e.to_string()))?;
@@ -261,6 +262,10 @@ impl Engine {
         for p in &policies {
             let bytes = serde_json::to_vec_pretty(p).map_err(EngineError::encode("a policy bundle"))?;
             section_files.push(("policies".into(), format!("{}.json", hex::encode(p.hash())), bytes));
+        }
+        if let Some(reference) = &self.reference_values {
+            section_files.push(("reference-values".into(), "reference-values.json".into(), reference.values.clone()));
+            section_files.push(("reference-values".into(), "reference-values.sig".into(), reference.signature.clone()));
         }
         for (name, bytes) in self.role_evidence()? {
             section_files.push(("role-certificates".into(), name, bytes));
