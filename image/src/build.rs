@@ -617,7 +617,7 @@ pub fn build_with(
         uki = sign_uki(&uki_path, key)?;
     }
     let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?)?;
-    let policy = SignedPcrPolicy::sign(pcrs.clone(), &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
+    let policy = SignedPcrPolicy::sign(pcrs.clone(), input.version, &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
     // The reference values add what firmware measures about this UKI (PCR 4: the UKI and its

@@ -1,7 +1,7 @@
 //! `sovereign-measured-boot`: everything Sovereign does with a TPM, and everything a verifier
 //! does with what a TPM produced.
 //!
-//! - [`pcr`], [`eventlog`], [`measurement_log`], [`structures`], [`policy`], [`verify`] are
+//! - [`pcr`], [`eventlog`], [`measurement_log`], [`structures`], [`policy`], [`floor`], [`verify`] are
 //!   **pure**: no IO, no clock, no randomness, no C library. They parse untrusted bytes into
 //!   typed errors (never panics), predict PCR and policy digests, and verify quotes offline.
 //!   Build with `default-features = false` to get only these (the operator's verifier does).
@@ -10,7 +10,8 @@
 //! - [`tpm`] (feature `tpm`, on by default) is the thin edge over tss-esapi 7.7: PCR
 //!   read/extend, seal/unseal to predicted PCRs and to signed PCR policies
 //!   (PolicyAuthorize, ECDSA P-256), the attestation key, credential activation, the EK
-//!   certificate, quotes and the anti-rollback NV counter.
+//!   certificate, quotes, NV counters and the anti-rollback floor (an NV bit field checked by
+//!   PolicyNV in every release's signed policy).
 //!
 //! Invariants: the verifier reports every check and passes only when all ran and passed; a
 //! measurement is logged only after the TPM accepted the extension; every transient TPM object
@@ -26,6 +27,7 @@
 pub mod credential;
 pub mod ekcert;
 pub mod eventlog;
+pub mod floor;
 pub mod fuzzing;
 pub mod measurement_log;
 pub mod pcr;

@@ -20,8 +20,9 @@ pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 /// `TPM_CC_PolicyAuthorize`.
 pub const TPM_CC_POLICY_AUTHORIZE: u32 = 0x0000_016A;
 /// The `policyRef` Sovereign signs under (distinguishes PCR policies from anything else the
-/// key might ever sign).
-pub const POLICY_REF: &[u8] = b"sovereign/pcr-policy/v1";
+/// key might ever sign). v2: every policy signed under it carries the anti-rollback floor's
+/// PolicyNV; a v1 policy (none did) cannot unseal an object sealed under v2.
+pub const POLICY_REF: &[u8] = b"sovereign/pcr-policy/v2";
 
 /// `policyDigest' = H(policyDigest || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || pcrDigest)`.
 pub fn policy_pcr(
@@ -72,6 +73,9 @@ pub enum PolicyError {
     /// The document could not be decoded.
     #[error("signed PCR policy is malformed: {0}")]
     Malformed(String),
+    /// A release version the anti-rollback floor cannot express.
+    #[error("release version {0} is beyond the anti-rollback floor's range (1..=64)")]
+    VersionBeyondFloor(u64),
 }
 
 /// The PCR-policy public key as the TPM sees it.
@@ -117,12 +121,23 @@ pub struct SignedPcrPolicy {
     /// ECDSA signature over `H(approvedPolicy || policyRef)`, marshalled `TPMT_SIGNATURE` (hex).
     #[serde(with = "hex_bytes")]
     pub signature: Vec<u8>,
+    /// The release version the policy holds for: its approved policy adds a PolicyNV assertion
+    /// that the anti-rollback floor (`floor::FLOOR_INDEX`) is at most this version, so the TPM
+    /// refuses it once a newer release was marked good.
+    pub release_version: u64,
+}
+
+/// The approved policy of `pcrs` for `release_version`: PolicyPCR, then the floor's PolicyNV.
+pub fn approved_digest(pcrs: &PcrValues, release_version: u64) -> Result<Sha256Digest, PolicyError> {
+    let pcr = pcr_policy_digest(&pcrs.selection(), pcrs)?;
+    crate::floor::release_assertion(&pcr, release_version).ok_or(PolicyError::VersionBeyondFloor(release_version))
 }
 
 impl SignedPcrPolicy {
-    /// Signs `pcrs` with the PCR-policy key.
-    pub fn sign(pcrs: PcrValues, key: &p256::ecdsa::SigningKey) -> Result<Self, PolicyError> {
-        let approved_policy = pcr_policy_digest(&pcrs.selection(), &pcrs)?;
+    /// Signs `pcrs` for release `release_version` with the PCR-policy key: the TPM unseals
+    /// under it only while these PCRs hold and the anti-rollback floor is at most that version.
+    pub fn sign(pcrs: PcrValues, release_version: u64, key: &p256::ecdsa::SigningKey) -> Result<Self, PolicyError> {
+        let approved_policy = approved_digest(&pcrs, release_version)?;
         let ahash = authorization_hash(&approved_policy, POLICY_REF);
         let sig: p256::ecdsa::Signature =
             key.sign_prehash(&ahash.0).map_err(|e| PolicyError::BadSignature(e.to_string()))?;
@@ -131,6 +146,7 @@ impl SignedPcrPolicy {
             approved_policy,
             policy_ref: POLICY_REF.to_vec(),
             signature: EcdsaSignature::from_p256(&sig).marshal(),
+            release_version,
         })
     }
 
@@ -141,7 +157,7 @@ impl SignedPcrPolicy {
 
     /// Checks internal consistency and the signature, in pure Rust (the TPM re-checks both).
     pub fn verify(&self, key: &PolicyKey) -> Result<(), PolicyError> {
-        let computed = pcr_policy_digest(&self.selection(), &self.pcrs)?;
+        let computed = approved_digest(&self.pcrs, self.release_version)?;
         if computed != self.approved_policy {
             return Err(PolicyError::Inconsistent { computed, claimed: self.approved_policy });
         }
@@ -192,7 +208,7 @@ mod tests {
     fn signed_policy_verifies_and_detects_tampering() {
         let key = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
         let pk = PolicyKey::new(*key.verifying_key());
-        let policy = SignedPcrPolicy::sign(values(), &key).unwrap();
+        let policy = SignedPcrPolicy::sign(values(), 3, &key).unwrap();
         policy.verify(&pk).unwrap();
         let round = SignedPcrPolicy::from_json(policy.to_json().as_bytes()).unwrap();
         assert_eq!(round, policy);
@@ -202,8 +218,14 @@ mod tests {
         assert!(matches!(changed.verify(&pk), Err(PolicyError::Inconsistent { .. })));
 
         let other = p256::ecdsa::SigningKey::from_slice(&[10u8; 32]).unwrap();
-        let wrong = SignedPcrPolicy::sign(values(), &other).unwrap();
+        let wrong = SignedPcrPolicy::sign(values(), 3, &other).unwrap();
         assert!(matches!(wrong.verify(&pk), Err(PolicyError::BadSignature(_))));
+
+        // The policy binds its release version: claiming another is inconsistent.
+        let mut older = policy.clone();
+        older.release_version = 2;
+        assert!(matches!(older.verify(&pk), Err(PolicyError::Inconsistent { .. })));
+        assert_eq!(SignedPcrPolicy::sign(values(), 65, &key).unwrap_err(), PolicyError::VersionBeyondFloor(65));
     }
 
     // Vectors printed by tpm2-tools 5.4 against swtpm 0.7 (an independent implementation of
@@ -224,7 +246,7 @@ mod tests {
 
         let name = hex::decode("000b289aa6a8a98b17909a38d251467137440756081de008239e4772ad2b7af948c3").unwrap();
         assert_eq!(
-            authorize_policy_digest(&name, POLICY_REF).to_hex(),
+            authorize_policy_digest(&name, b"sovereign/pcr-policy/v1").to_hex(),
             "a1066db04548a402254041439501b2f9b366c5caf4371e512c74308112e31ba1"
         );
     }

@@ -1,6 +1,7 @@
 //! The TPM edge: a thin wrapper over tss-esapi 7.7 for the operations Sovereign needs —
 //! PCR read/extend (with the measurement log), seal/unseal to predicted PCRs and to signed PCR
-//! policies, the attestation key, the EK certificate, quotes and the NV monotonic counter.
+//! policies (with the anti-rollback floor's PolicyNV), the attestation key, the EK certificate,
+//! quotes, NV monotonic counters and the floor's NV bit field.
 //!
 //! Everything that can be computed without a TPM (policy digests, names, verification) lives in
 //! the pure modules; this module only talks to the TPM and converts encodings. Every transient
@@ -95,10 +96,11 @@ pub struct AttestationKey {
     pub ek_public: Vec<u8>,
 }
 
-/// The NV index of the anti-rollback counter (owner range 0x01800000–0x01BFFFFF).
-pub const ROLLBACK_COUNTER_INDEX: u32 = 0x0180_5356;
+/// An NV index tests may use for a counter of their own (owner range 0x01800000–0x01BFFFFF).
+pub const TEST_COUNTER_INDEX: u32 = 0x0180_5358;
 /// The NV index of the state anchor's counter: the audit log's and replay store's head on
-/// the data partition is bound to it (owner range, beside the image version floor).
+/// the data partition is bound to it (owner range, beside the anti-rollback floor,
+/// [`crate::floor::FLOOR_INDEX`]).
 pub const STATE_ANCHOR_INDEX: u32 = 0x0180_5357;
 
 /// One TPM session shared by the parts of a process that need the TPM (the runtime's
@@ -431,6 +433,7 @@ impl Tpm {
             tpm.ctx
                 .execute_without_session(|ctx| ctx.policy_pcr(session, pcr_digest, list))
                 .map_err(refused("PolicyPCR (current PCRs differ from the signed policy)"))?;
+            tpm.policy_floor(session, policy.release_version)?;
             let key_handle = tpm
                 .ctx
                 .execute_without_session(|ctx| ctx.load_external_public(key_public, Hierarchy::Owner))
@@ -668,13 +671,7 @@ impl Tpm {
     /// is not defined or was never incremented (a counter cannot be read before its first
     /// increment); an error when the TPM could not be asked.
     pub fn counter_value(&mut self, index: u32) -> Result<Option<u64>, TpmError> {
-        let (listed, _) = self
-            .ctx
-            .execute_without_session(|ctx| ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, index, 1))
-            .map_err(cmd("GetCapability (NV indices)"))?;
-        let defined = matches!(&listed, ts::CapabilityData::Handles(list)
-            if list.iter().any(|h| tss_esapi::tss2_esys::TPM2_HANDLE::from(*h) == index));
-        if !defined {
+        if !self.nv_defined(index)? {
             return Ok(None);
         }
         let handle = self.counter_handle(index)?;
@@ -704,6 +701,93 @@ impl Tpm {
         let handle = self.counter_handle(index)?;
         let data = ts::MaxNvBuffer::try_from(value.to_be_bytes().to_vec()).map_err(cmd("NV buffer"))?;
         self.with_empty_password(|ctx| ctx.nv_write(NvAuth::Owner, handle, data, 0)).map_err(cmd("NV_Write (counter)"))
+    }
+
+    /// Defines the anti-rollback floor ([`crate::floor::FLOOR_INDEX`], an NV bit field) if it
+    /// does not exist, and writes it (no bits: floor 0) if it was never written: PolicyNV
+    /// cannot read an unwritten index, and a release policy with a floor assertion needs it.
+    /// Returns the floor.
+    pub fn floor_provision(&mut self) -> Result<u64, TpmError> {
+        use crate::floor::{ATTRIBUTES, FLOOR_INDEX};
+        if let Some(floor) = self.floor()? {
+            return Ok(floor);
+        }
+        let nv_index = NvIndexTpmHandle::new(FLOOR_INDEX)
+            .map_err(|_| TpmError::Invalid(format!("0x{FLOOR_INDEX:08x} is not an NV index")))?;
+        if !self.nv_defined(FLOOR_INDEX)? {
+            let attrs = tss_esapi::attributes::NvIndexAttributes(ATTRIBUTES);
+            let public = ts::NvPublicBuilder::new()
+                .with_nv_index(nv_index)
+                .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                .with_index_attributes(attrs)
+                .with_data_area_size(8)
+                .build()
+                .map_err(cmd("NV public (floor)"))?;
+            self.with_empty_password(|ctx| ctx.nv_define_space(Provision::Owner, None, public))
+                .map_err(cmd("NV_DefineSpace (floor)"))?;
+        }
+        let handle = self.counter_handle(FLOOR_INDEX)?;
+        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, 0)).map_err(cmd("NV_SetBits (floor)"))?;
+        self.floor().map(|f| f.unwrap_or(0))
+    }
+
+    /// The anti-rollback floor: `None` when its index is not defined or never written.
+    pub fn floor(&mut self) -> Result<Option<u64>, TpmError> {
+        use crate::floor::{FLOOR_INDEX, floor_of_bits};
+        if !self.nv_defined(FLOOR_INDEX)? {
+            return Ok(None);
+        }
+        let handle = self.counter_handle(FLOOR_INDEX)?;
+        let (public, _) =
+            self.ctx.execute_without_session(|ctx| ctx.nv_read_public(handle)).map_err(cmd("NV_ReadPublic"))?;
+        if !public.attributes().written() {
+            return Ok(None);
+        }
+        self.counter_read(FLOOR_INDEX).map(|bits| Some(floor_of_bits(bits)))
+    }
+
+    /// Raises the anti-rollback floor to `version` (never lowers it: the TPM only sets bits).
+    /// Returns the floor afterwards. Only after `version` booted good: from then on the TPM
+    /// refuses every release policy older than `version`.
+    pub fn floor_raise(&mut self, version: u64) -> Result<u64, TpmError> {
+        use crate::floor::{FLOOR_INDEX, MAX_VERSION, bits_of_floor};
+        let bits = bits_of_floor(version).ok_or_else(|| {
+            TpmError::Invalid(format!("release version {version} is beyond the floor's range (1..={MAX_VERSION})"))
+        })?;
+        self.floor_provision()?;
+        let handle = self.counter_handle(FLOOR_INDEX)?;
+        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, bits))
+            .map_err(cmd("NV_SetBits (floor)"))?;
+        self.floor()?.ok_or_else(|| TpmError::Invalid("the floor reads as unwritten after NV_SetBits".into()))
+    }
+
+    /// The floor index's name as the TPM computes it (tests compare it with the offline one).
+    pub fn floor_index_name(&mut self) -> Result<Vec<u8>, TpmError> {
+        let handle = self.counter_handle(crate::floor::FLOOR_INDEX)?;
+        self.ctx.tr_get_name(handle.into()).map(|n| n.value().to_vec()).map_err(cmd("TR_GetName (floor)"))
+    }
+
+    /// PolicyNV in `session`: the floor is at most `version` (unsigned, 8 bytes).
+    fn policy_floor(&mut self, session: PolicySession, version: u64) -> Result<(), TpmError> {
+        use crate::floor::{FLOOR_INDEX, TPM_EO_UNSIGNED_LE, operand_for_release};
+        let operand = operand_for_release(version)
+            .ok_or_else(|| TpmError::Invalid(format!("release version {version} is beyond the floor's range")))?;
+        let operand = ts::Digest::try_from(operand.to_vec()).map_err(cmd("PolicyNV operand"))?;
+        let handle = self
+            .counter_handle(FLOOR_INDEX)
+            .map_err(|_| TpmError::Invalid("the anti-rollback floor is not defined in this TPM".into()))?;
+        self.with_empty_password(|ctx| ctx.policy_nv(NvAuth::Owner, handle, session, operand, 0, TPM_EO_UNSIGNED_LE))
+            .map_err(refused("PolicyNV (the anti-rollback floor is above this release)"))
+    }
+
+    /// Whether an NV index is defined.
+    fn nv_defined(&mut self, index: u32) -> Result<bool, TpmError> {
+        let (listed, _) = self
+            .ctx
+            .execute_without_session(|ctx| ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, index, 1))
+            .map_err(cmd("GetCapability (NV indices)"))?;
+        Ok(matches!(&listed, ts::CapabilityData::Handles(list)
+            if list.iter().any(|h| tss_esapi::tss2_esys::TPM2_HANDLE::from(*h) == index)))
     }
 
     /// Reads an NV index in full (e.g. a certificate).

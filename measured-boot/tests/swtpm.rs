@@ -12,7 +12,7 @@ use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, Mea
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
 use sovereign_measured_boot::sealed::SealedBlob;
-use sovereign_measured_boot::tpm::{ROLLBACK_COUNTER_INDEX, Tpm, TpmError};
+use sovereign_measured_boot::tpm::{TEST_COUNTER_INDEX, Tpm, TpmError};
 use sovereign_measured_boot::verify::{self, Expectations, QuoteEvidence, Report, verify_quote};
 use sovereign_qemu::Swtpm;
 
@@ -135,10 +135,11 @@ fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
     let release_key = policy_key(1);
     let pk = PolicyKey::new(*release_key.verifying_key());
     let blob = tpm.seal_to_policy_key(b"node data key", &pk).unwrap();
+    assert_eq!(tpm.floor_provision().unwrap(), 0);
 
     // Release v1 boots and unseals with its signed policy.
     boot(&mut tpm, "v1");
-    let v1 = SignedPcrPolicy::sign(predict("v1"), &release_key).unwrap();
+    let v1 = SignedPcrPolicy::sign(predict("v1"), 1, &release_key).unwrap();
     assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v1).unwrap(), b"node data key");
 
     // Reboot into v2: v1's policy no longer matches, v2's newly signed policy unseals the
@@ -147,14 +148,14 @@ fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
     let mut tpm = reopen(&mut swtpm);
     boot(&mut tpm, "v2");
     assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v1)), "old policy unsealed new PCRs");
-    let v2 = SignedPcrPolicy::sign(predict("v2"), &release_key).unwrap();
+    let v2 = SignedPcrPolicy::sign(predict("v2"), 2, &release_key).unwrap();
     assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v2).unwrap(), b"node data key");
 
     // A policy for these PCRs signed by another key fails, whether presented with that key
     // (the object is bound to the release key's name) or with the release key (bad signature).
     let attacker = policy_key(2);
     let attacker_pk = PolicyKey::new(*attacker.verifying_key());
-    let forged = SignedPcrPolicy::sign(predict("v2"), &attacker).unwrap();
+    let forged = SignedPcrPolicy::sign(predict("v2"), 2, &attacker).unwrap();
     assert!(forged.verify(&pk).is_err());
     assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &forged)), "wrongly signed policy accepted");
     assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &attacker_pk, &forged)), "attacker key accepted");
@@ -173,12 +174,62 @@ fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
 }
 
 #[test]
+fn the_tpm_refuses_a_release_older_than_the_floor_and_the_floor_never_moves_down() {
+    let (mut swtpm, mut tpm) = start();
+    let release_key = policy_key(4);
+    let pk = PolicyKey::new(*release_key.verifying_key());
+    let blob = tpm.seal_to_policy_key(b"node keys", &pk).unwrap();
+    boot(&mut tpm, "v1");
+    // Old and new releases signed the same PCRs (the worst case: only the version differs).
+    let release = |v| SignedPcrPolicy::sign(predict("v1"), v, &release_key).unwrap();
+
+    // Not provisioned yet: PolicyNV has no index to read, and the TPM refuses.
+    assert_eq!(tpm.floor().unwrap(), None);
+    let why = tpm.unseal_with_signed_policy(&blob, &pk, &release(1)).unwrap_err().to_string();
+    assert!(why.contains("anti-rollback floor is not defined"), "{why}");
+    assert_eq!(tpm.floor_provision().unwrap(), 0);
+    assert_eq!(tpm.floor_provision().unwrap(), 0, "provisioning again must change nothing");
+
+    // The TPM computes the index's name as the policy digest assumes (or nothing would unseal).
+    assert_eq!(tpm.floor_index_name().unwrap(), sovereign_measured_boot::floor::index_name());
+    for v in [1, 2, 3] {
+        assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(v)).unwrap(), b"node keys");
+    }
+
+    // Release 2 marked good: the floor moves to 2 and the TPM itself refuses release 1's policy
+    // (signed, PCRs matching) while 2 and 3 still unseal.
+    assert_eq!(tpm.floor_raise(2).unwrap(), 2);
+    let refused = tpm.unseal_with_signed_policy(&blob, &pk, &release(1));
+    assert!(is_refused(refused), "a release older than the floor unsealed");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(2)).unwrap(), b"node keys");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3)).unwrap(), b"node keys");
+
+    // The floor survives a power cycle and never moves down.
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    boot(&mut tpm, "v1");
+    assert_eq!(tpm.floor().unwrap(), Some(2));
+    assert_eq!(tpm.floor_raise(1).unwrap(), 2, "raising to an older release lowered the floor");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(1))));
+    assert_eq!(tpm.floor_raise(3).unwrap(), 3);
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(2))));
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3)).unwrap(), b"node keys");
+    assert!(tpm.floor_raise(65).is_err(), "a floor beyond 64 releases cannot be expressed");
+    assert_eq!(tpm.floor().unwrap(), Some(3));
+
+    // Overwriting the bit field with a lower value is refused by the TPM (bits only accumulate).
+    assert!(tpm.danger_counter_write(sovereign_measured_boot::floor::FLOOR_INDEX, 0).is_err());
+    assert_eq!(tpm.floor().unwrap(), Some(3));
+}
+
+#[test]
 fn separator_closes_the_unseal_window_for_this_boot() {
     let (mut swtpm, mut tpm) = start();
     let release_key = policy_key(3);
     let pk = PolicyKey::new(*release_key.verifying_key());
     let blob = tpm.seal_to_policy_key(b"secret", &pk).unwrap();
-    let policy = SignedPcrPolicy::sign(predict("v1"), &release_key).unwrap();
+    tpm.floor_provision().unwrap();
+    let policy = SignedPcrPolicy::sign(predict("v1"), 1, &release_key).unwrap();
     let mut log = boot(&mut tpm, "v1");
     assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy).unwrap(), b"secret");
     tpm.measure(Measurement::separator(), &mut log).unwrap();
@@ -360,18 +411,18 @@ fn quote_is_readable_by_tpm2_checkquote() {
 #[test]
 fn nv_counter_never_goes_backwards() {
     let (mut swtpm, mut tpm) = start();
-    tpm.counter_define(ROLLBACK_COUNTER_INDEX).unwrap();
-    tpm.counter_define(ROLLBACK_COUNTER_INDEX).unwrap(); // idempotent
+    tpm.counter_define(TEST_COUNTER_INDEX).unwrap();
+    tpm.counter_define(TEST_COUNTER_INDEX).unwrap(); // idempotent
     // A fresh TPM counter starts at the highest value any counter ever had (0 on a new TPM)
     // only after its first increment; read-before-increment is refused by the TPM.
-    let first = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
-    let second = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
+    let first = tpm.counter_increment(TEST_COUNTER_INDEX).unwrap();
+    let second = tpm.counter_increment(TEST_COUNTER_INDEX).unwrap();
     assert_eq!(second, first + 1);
-    assert!(tpm.danger_counter_write(ROLLBACK_COUNTER_INDEX, 0).is_err(), "a counter accepted an arbitrary write");
+    assert!(tpm.danger_counter_write(TEST_COUNTER_INDEX, 0).is_err(), "a counter accepted an arbitrary write");
     drop(tpm);
     let mut tpm = reopen(&mut swtpm);
-    assert_eq!(tpm.counter_read(ROLLBACK_COUNTER_INDEX).unwrap(), second, "counter lost across a power cycle");
-    let third = tpm.counter_increment(ROLLBACK_COUNTER_INDEX).unwrap();
+    assert_eq!(tpm.counter_read(TEST_COUNTER_INDEX).unwrap(), second, "counter lost across a power cycle");
+    let third = tpm.counter_increment(TEST_COUNTER_INDEX).unwrap();
     assert!(third > second);
 }
 
