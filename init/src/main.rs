@@ -203,6 +203,12 @@ fn boot() -> Result<(), Fatal> {
     let policy =
         SignedPcrPolicy::from_json(&policy_bytes).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
     policy.verify(&policy_key).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
+    if policy.release_version != manifest.version {
+        return Err(Fatal(
+            "signed PCR policy".into(),
+            format!("it is for release v{}, the manifest is v{}", policy.release_version, manifest.version),
+        ));
+    }
     let current = tpm.pcr_read(&policy.selection()).map_err(|e| Fatal("reading PCRs".into(), e.to_string()))?;
     let proc_cmdline =
         fs::read_to_string("/proc/cmdline").map_err(|e| Fatal("reading /proc/cmdline".into(), e.to_string()))?;
@@ -225,6 +231,10 @@ fn boot() -> Result<(), Fatal> {
     let loaded = modules.finish().map_err(|why| Fatal("kernel modules".into(), why))?;
     say(&format!("{loaded} modules loaded"));
     // 6. The node keys.
+    // The anti-rollback floor must exist before any release policy can unseal (each checks
+    // it with PolicyNV); the TPM, not this program, refuses a release older than it.
+    let floor = tpm.floor_provision().map_err(|e| Fatal("the anti-rollback floor".into(), e.to_string()))?;
+    say(&format!("anti-rollback floor v{floor}; this release is v{}", policy.release_version));
     let keys = unseal_or_provision(&mut tpm, &config, &policy_key, &policy)?;
     // 7. Close the unseal window for the rest of this boot.
     tpm.measure(Measurement::separator(), &mut log)

@@ -185,6 +185,17 @@ fn first_boot_provisions_later_boots_and_newer_signed_releases_unseal_the_same_i
     let (third, console) = boot_ready(&mut appliance);
     assert!(console.contains("manifest version 2 verified"), "{console}");
     assert_eq!(first, third, "a newer signed release did not unseal the same identity");
+    assert!(console.contains("anti-rollback floor v1; this release is v2"), "{console}");
+    assert!(console.contains("release v2 good: anti-rollback floor at v2"), "{console}");
+
+    // v2 was good: the TPM now refuses release 1's signed policy (the genuine v1 image, its
+    // PCRs matching), though PID 1 verified the image: the refusal is the TPM's PolicyNV.
+    appliance.replace_disk_keeping(image(), &KEPT).unwrap();
+    let fatal = boot_refused(&mut appliance);
+    assert!(
+        fatal.contains("unsealing the node keys") && fatal.contains("anti-rollback floor is above this release"),
+        "{fatal}"
+    );
 
     // An image whose manifest is signed by another release key is refused; keys stay sealed.
     let other_keys = tempfile::tempdir().unwrap();

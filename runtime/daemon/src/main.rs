@@ -140,6 +140,7 @@ fn start(
     let port = control::find_port(&config.control_port)
         .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
     let tpm = SharedTpm::new(control::TCTI);
+    let tpm_for_floor = tpm.clone();
     let (engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
         Ok(engine) => {
             println!("sovereign-runtime: {}", engine.anchor_summary());
@@ -157,14 +158,30 @@ fn start(
         version,
         manifest,
         manifest_signature,
-        attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm)),
+        attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm.clone())),
         refused: refused.clone(),
     };
+    let floor_tpm = tpm_for_floor;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control::serve_port(node, engine, admins, port, started_ms))
-        .map(|_| refused)
-        .map_err(|e| format!("starting the control thread: {e}"))
+        .map_err(|e| format!("starting the control thread: {e}"))?;
+    if refused.is_none() {
+        mark_good(&floor_tpm, version);
+    }
+    Ok(refused)
+}
+
+/// This release is good (every part of the runtime is up): the TPM's anti-rollback floor moves
+/// to its version, so from now on the TPM refuses to unseal the node keys for any older signed
+/// release. A failure leaves the node running and says so: older releases still unseal.
+fn mark_good(tpm: &SharedTpm, version: u64) {
+    match tpm.with(|t| t.floor_raise(version)) {
+        Ok(floor) => println!("sovereign-runtime: release v{version} good: anti-rollback floor at v{floor}"),
+        Err(e) => println!(
+            "sovereign-runtime: anti-rollback floor NOT raised to v{version} (older releases still unseal): {e}"
+        ),
+    }
 }
 
 fn main() -> ExitCode {
