@@ -66,6 +66,10 @@ pub struct RuntimeConfig {
     /// The admin root key (Ed25519, hex) that issues operator role certificates; the build
     /// fills in the release's admin key when empty.
     pub admin_root: String,
+    /// The update root key (Ed25519, hex) that signs the release key sets of update bundles;
+    /// the build fills in the release's when empty.
+    #[serde(default)]
+    pub update_root: String,
     /// How many times PID 1 restarts a failed runtime before powering off.
     pub max_restarts: u32,
     /// Name of the virtio-serial port the control API is served on.
@@ -82,6 +86,7 @@ impl Default for RuntimeConfig {
             state_device: "/dev/vda2".into(),
             data_device: "/dev/vda3".into(),
             admin_root: String::new(),
+            update_root: String::new(),
             max_restarts: 3,
             control_port: "sovereign.control".into(),
             admins: Vec::new(),

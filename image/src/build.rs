@@ -569,6 +569,9 @@ pub fn build_with(
     if with_admin.config.admin_root.is_empty() {
         with_admin.config.admin_root = hex::encode(keys.admin.verifying_key().as_bytes());
     }
+    if with_admin.config.update_root.is_empty() {
+        with_admin.config.update_root = hex::encode(keys.update.root.verifying_key().as_bytes());
+    }
     let input = &with_admin;
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");

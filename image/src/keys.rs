@@ -24,6 +24,8 @@ pub struct KeySet {
     pub pcr_policy: p256::ecdsa::SigningKey,
     /// Admin root (operator certificates).
     pub admin: SigningKey,
+    /// The update root and release signers (`update/`).
+    pub update: UpdateKeys,
     /// Where they came from.
     pub dir: PathBuf,
 }
@@ -69,7 +71,57 @@ pub fn generate(dir: &Path) -> anyhow::Result<KeySet> {
     )?;
     write_file(&dir.join("admin.key"), &format!("{}\n", hex::encode(admin.to_bytes())), 0o600)?;
     write_file(&dir.join("admin.pub"), &format!("{}\n", hex::encode(admin.verifying_key().as_bytes())), 0o644)?;
-    Ok(KeySet { release, pcr_policy, admin, dir: dir.to_path_buf() })
+    let update = update_keys(dir)?;
+    Ok(KeySet { release, pcr_policy, admin, update, dir: dir.to_path_buf() })
+}
+
+/// How many development release signers an update key set has, and how many must sign.
+pub const UPDATE_SIGNERS: (usize, u32) = (3, 2);
+
+/// The keys of update bundles: the root (its public half goes into every image) and the N
+/// release signers of key set 1 (threshold M), with `keyset.json` and its root signature.
+pub struct UpdateKeys {
+    /// Signs key sets (and rotations).
+    pub root: SigningKey,
+    /// The release signers, in order.
+    pub signers: Vec<SigningKey>,
+    /// `keyset.json` (serial 1, threshold M of the signers).
+    pub keyset: Vec<u8>,
+    /// Its signature by the root.
+    pub keyset_signature: Vec<u8>,
+}
+
+/// Loads the development update keys in `dir/update/`, generating them the first time (key
+/// sets made before update bundles existed gain them).
+pub fn update_keys(dir: &Path) -> anyhow::Result<UpdateKeys> {
+    let update = dir.join("update");
+    if !update.join("root.key").exists() {
+        fs::create_dir_all(&update).with_context(|| format!("creating {}", update.display()))?;
+        let mut seed = [0u8; 32];
+        for name in std::iter::once("root".to_string()).chain((1..=UPDATE_SIGNERS.0).map(|i| format!("release-{i}"))) {
+            OsRng.fill_bytes(&mut seed);
+            let key = SigningKey::from_bytes(&seed);
+            write_file(&update.join(format!("{name}.key")), &format!("{}\n", hex::encode(seed)), 0o600)?;
+            write_file(
+                &update.join(format!("{name}.pub")),
+                &format!("{}\n", hex::encode(key.verifying_key().as_bytes())),
+                0o644,
+            )?;
+        }
+        seed.fill(0);
+    }
+    let root = SigningKey::from_bytes(&secret32(&update.join("root.key"))?);
+    let signers = (1..=UPDATE_SIGNERS.0)
+        .map(|i| secret32(&update.join(format!("release-{i}.key"))).map(|s| SigningKey::from_bytes(&s)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keyset = sovereign_update::KeySet {
+        serial: 1,
+        threshold: UPDATE_SIGNERS.1,
+        keys: signers.iter().map(|k| hex::encode(k.verifying_key().as_bytes())).collect(),
+        revoked: vec![],
+    };
+    let (keyset, keyset_signature) = sovereign_update::sign_keyset(&keyset, &root);
+    Ok(UpdateKeys { root, signers, keyset, keyset_signature })
 }
 
 fn read_hex(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -87,7 +139,8 @@ pub fn load(dir: &Path) -> anyhow::Result<KeySet> {
     let admin = SigningKey::from_bytes(&secret32(&dir.join("admin.key"))?);
     let pcr_policy = p256::ecdsa::SigningKey::from_slice(&secret32(&dir.join("pcr-policy.key"))?)
         .map_err(|e| anyhow!("pcr-policy.key is not a P-256 scalar: {e}"))?;
-    Ok(KeySet { release, pcr_policy, admin, dir: dir.to_path_buf() })
+    let update = update_keys(dir)?;
+    Ok(KeySet { release, pcr_policy, admin, update, dir: dir.to_path_buf() })
 }
 
 /// Loads the key set in `dir`, generating a development set first if there is none.

@@ -1,6 +1,7 @@
 //! `sovereign-image`: everything that turns binaries and keys into a bootable, signed
 //! Sovereign image — development keys, the signed manifest, the initramfs, the UKI, PCR
-//! prediction, the signed PCR policy and reference values, and the raw disk image.
+//! prediction, the signed PCR policy and reference values, the raw disk image and the update
+//! bundle of a built image ([`update`]).
 //!
 //! Pure: [`manifest`], [`cpio`], [`pe`]. Edges: [`keys`] (key files), [`build`] (external
 //! tools: apt-get, dpkg-deb, kmod, ldd, objcopy, mkfs.vfat, mtools, sfdisk).
@@ -19,3 +20,4 @@ pub mod keys;
 /// The signed manifest (it lives in the boot contract PID 1 and the runtime share).
 pub use sovereign_boot_contract::manifest;
 pub mod pe;
+pub mod update;

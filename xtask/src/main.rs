@@ -68,6 +68,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "governed_request",
     "pipeline_yaml",
     "boot_handover",
+    "update_bundle",
 ];
 const FUZZ_SECONDS: u32 = 6;
 

@@ -25,6 +25,28 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Write the update bundle of a built image, signed by release signers of the key set in
+    /// KEYS/update/, and check it as a node at the previous version would (exit 1 if refused).
+    Bundle {
+        /// Key directory (see `keygen`; `update/` is created if missing).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The built image directory.
+        #[arg(long, default_value = "build/image")]
+        image: PathBuf,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// How many release signers sign (default: the key set's threshold).
+        #[arg(long)]
+        signers: Option<usize>,
+        /// The platform the bundle is for.
+        #[arg(long, default_value = sovereign_update::PLATFORM_QEMU_X86_64)]
+        platform: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build an image: initramfs, signed manifest, UKI, PCR policy, reference values, disk.
     /// Writes an OVMF variable store with the Secure Boot keys of DIR (PK.crt, KEK.crt, db.crt)
     /// enrolled and Secure Boot on.
@@ -85,7 +107,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("sovereign-image: error: {e:#}");
             ExitCode::from(2)
@@ -93,8 +116,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok(false)` when it completed with a refusal (exit 1).
+fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Cmd::Bundle { keys: key_dir, image, out, signers, platform, json } => {
+            let keys = keys::load(&key_dir)?;
+            let signers = signers.unwrap_or(keys::UPDATE_SIGNERS.1 as usize);
+            let (bytes, written) = sovereign_image::update::bundle(&image, &keys, signers, &platform)?;
+            std::fs::write(&out, &bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&written)?);
+            } else {
+                println!(
+                    "wrote update bundle v{} to {} ({} bytes, sha256 {}), signed by {} release keys of key set {} (threshold {}), for {}",
+                    written.release_version,
+                    out.display(),
+                    written.size,
+                    written.sha256,
+                    written.signed_by,
+                    written.keyset_serial,
+                    written.threshold,
+                    written.platform
+                );
+                match &written.refused {
+                    None => println!("  a node at v{} takes it", written.release_version.saturating_sub(1)),
+                    Some(why) => {
+                        println!("  REFUSED by a node at v{}: {why}", written.release_version.saturating_sub(1))
+                    }
+                }
+            }
+            return Ok(written.refused.is_none());
+        }
         Cmd::Keygen { dir } => {
             keys::generate(&dir)?;
             println!("wrote a DEVELOPMENT key set to {} (see {})", dir.display(), keys::MARKER);
@@ -150,5 +202,5 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(true)
 }

@@ -18,6 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+
+pub mod fuzzing;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -180,7 +182,7 @@ pub enum Refusal {
     #[error("the signature by {0} does not verify over the metadata")]
     BadSignature(String),
     /// Fewer than M valid signatures.
-    #[error("{valid} valid release signatures of the {needed} key set {serial} requires")]
+    #[error("{valid} valid release signatures; key set {serial} requires {needed}")]
     Threshold {
         /// Distinct valid signers.
         valid: usize,

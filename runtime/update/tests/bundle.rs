@@ -6,85 +6,15 @@
 use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
-use sha2::{Digest as _, Sha256};
-use sovereign_boot_contract::manifest::{FileEntry, Manifest};
-use sovereign_measured_boot::pcr::{PcrValues, Sha256Digest};
 use sovereign_update::{
-    BundleInput, KeySet, PLATFORM_QEMU_X86_64, Refusal, SignedRotation, Trust, build, rotate_root, sign_keyset, verify,
+    BundleInput, KeySet, PLATFORM_QEMU_X86_64, Refusal, SignedRotation, build, rotate_root, sign_keyset, verify,
 };
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
-}
+use sovereign_update::fuzzing::{key, keyset, root, trust};
 
-fn root() -> SigningKey {
-    key(0x70)
-}
-
-fn release_key() -> SigningKey {
-    key(0x71)
-}
-
-/// Release keys 1..=3 (threshold 2), 4 revoked.
-fn keyset(serial: u64) -> KeySet {
-    KeySet {
-        serial,
-        threshold: 2,
-        keys: (1..=3).map(|n| hex::encode(key(n).verifying_key().as_bytes())).collect(),
-        revoked: vec![hex::encode(key(4).verifying_key().as_bytes())],
-    }
-}
-
-fn trust() -> Trust {
-    Trust {
-        root: root().verifying_key(),
-        root_serial: 0,
-        keyset_serial: 1,
-        floor: 1,
-        platform: PLATFORM_QEMU_X86_64.into(),
-        release_key: release_key().verifying_key(),
-    }
-}
-
-/// A release's payload, every signature genuine: version `v`.
+/// A release's payload: version `v`, every signature genuine.
 fn payload(v: u64) -> BTreeMap<String, Vec<u8>> {
-    let uki = format!("the UKI of release {v}").into_bytes();
-    let manifest = Manifest {
-        format: sovereign_boot_contract::manifest::FORMAT.into(),
-        version: v,
-        kernel_release: "6.1.0".into(),
-        cmdline: "console=ttyS0".into(),
-        runtime: "/usr/bin/sovereign-runtime".into(),
-        runtime_config: "/etc/sovereign/runtime.json".into(),
-        runtime_config_sha256: "00".repeat(32),
-        modules: vec![],
-        files: vec![
-            FileEntry::regular("/etc/sovereign/runtime.json", 0o644, b"{}"),
-            FileEntry::regular("/init", 0o755, b"pid1"),
-            FileEntry::regular("/usr/bin/sovereign-runtime", 0o755, b"runtime"),
-        ],
-    };
-    let (manifest, manifest_sig) = manifest.sign(&release_key());
-    let reference = serde_json::to_vec(&serde_json::json!({
-        "version": v,
-        "uki_sha256": hex::encode(Sha256::digest(&uki)),
-        "manifest_sha256": hex::encode(Sha256::digest(&manifest)),
-        "pcrs": {},
-    }))
-    .unwrap();
-    let reference_sig = ed25519_dalek::Signer::sign(&release_key(), &reference).to_bytes().to_vec();
-    let mut pcrs = PcrValues::new();
-    pcrs.set(15, Sha256Digest::of(&manifest));
-    let pcr_key = p256::ecdsa::SigningKey::from_slice(&[5; 32]).unwrap();
-    let policy = sovereign_measured_boot::SignedPcrPolicy::sign(pcrs, v, &pcr_key).unwrap();
-    BTreeMap::from([
-        ("uki.efi".to_string(), uki),
-        ("manifest.json".to_string(), manifest),
-        ("manifest.sig".to_string(), manifest_sig),
-        ("reference-values.json".to_string(), reference),
-        ("reference-values.sig".to_string(), reference_sig),
-        ("pcr-policy.json".to_string(), policy.to_json().into_bytes()),
-    ])
+    sovereign_update::fuzzing::payload(v, format!("the UKI of release {v}").into_bytes())
 }
 
 fn bundle_with(
@@ -252,4 +182,23 @@ proptest::proptest! {
     fn arbitrary_bytes_never_panic_and_never_verify(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
         proptest::prop_assert!(verify(&bytes, &trust()).is_err());
     }
+}
+
+/// Writes the fuzz seed `fuzz/seeds/update_bundle/genuine-v2.bundle` (a bundle these keys
+/// signed, so the fuzzer's mutations start past the signature checks). Run by hand:
+/// `cargo test -p sovereign-update --test bundle -- --ignored write_fuzz_seed`.
+#[test]
+#[ignore = "writes the committed fuzz seed; run by hand"]
+fn write_fuzz_seed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/update_bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("genuine-v2.bundle"), bundle(2, &[key(1), key(2)])).unwrap();
+}
+
+#[test]
+fn the_committed_fuzz_seed_is_a_genuine_bundle() {
+    let seed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/update_bundle/genuine-v2.bundle");
+    let bytes = std::fs::read(&seed).unwrap();
+    assert_eq!(verify(&bytes, &trust()).unwrap().release_version, 2);
 }
