@@ -175,6 +175,9 @@ pub(crate) enum Command {
     /// Audit-log tooling.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Updates: push a signed update bundle, see the node's update state.
+    #[command(subcommand)]
+    Update(UpdateCommand),
 }
 
 /// The appliance's control port and the operator key that signs requests.
@@ -333,6 +336,30 @@ pub(crate) struct PolicyFiles {
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UpdateCommand {
+    /// Stream an update bundle (`sovereign-image bundle`) to the appliance: it verifies it
+    /// completely (root, key set, M-of-N release signatures, floor, platform, every byte)
+    /// before writing any of it, stages it, and audits the push either way. Exit 1 if refused.
+    Push {
+        /// The bundle file.
+        bundle: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The appliance's update state: running release, anti-rollback floor, staged bundle.
+    Status {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -5,3 +5,4 @@ pub(crate) mod audit;
 pub(crate) mod cert;
 pub(crate) mod offline;
 pub(crate) mod policy;
+pub(crate) mod update;

@@ -59,8 +59,29 @@ fn open_engine(
         measurements: facts.measurements(),
         counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
         reference_values: reference_values(),
+        update: update_trust(config, facts.image_version, tpm),
     })
     .map_err(|e| e.to_string())
+}
+
+/// What pushed update bundles are checked against: the image's update root, this release, and
+/// the TPM's anti-rollback floor. An image without an update root takes no updates (said here).
+fn update_trust(
+    config: &RuntimeConfig,
+    running_version: u64,
+    tpm: &SharedTpm,
+) -> Option<sovereign_pipeline::engine::update::UpdateTrust> {
+    let Some(root) = key_from_hex(&config.update_root) else {
+        println!("sovereign-runtime: the runtime config names no update root: update bundles will be refused");
+        return None;
+    };
+    let tpm = tpm.clone();
+    Some(sovereign_pipeline::engine::update::UpdateTrust {
+        root,
+        platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
+        running_version,
+        floor: Box::new(move || tpm.with(|t| t.floor()).map(|f| f.unwrap_or(0)).map_err(|e| e.to_string())),
+    })
 }
 
 /// The release's reference values PID 1 checked and handed over, for the compliance bundles;

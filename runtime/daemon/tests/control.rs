@@ -58,6 +58,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         measurements: BTreeMap::from([("measured_boot".to_string(), serde_json::json!(true))]),
         counter: Box::new(TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
         reference_values: None,
+        update: None,
     })
     .unwrap();
     let audit = engine.audit().clone();

@@ -94,6 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sovereign_measured_boot::tpm::STATE_ANCHOR_INDEX,
         )),
         reference_values: None,
+        update: None,
     })?;
     let ak = tpm.with(|t| t.create_attestation_key())?;
     let selection = sovereign_measured_boot::PcrSelection::new(sovereign_protocol::ATTESTED_PCRS)?;

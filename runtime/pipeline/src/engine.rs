@@ -14,6 +14,7 @@
 mod lifecycle;
 mod records;
 mod stages;
+pub mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -140,6 +141,8 @@ pub struct EngineConfig<'a> {
     /// manifest it verified): every compliance bundle carries them. `None`: bundles carry none
     /// (and an auditor's check of their attestation fails by name).
     pub reference_values: Option<ReleaseReference>,
+    /// What pushed update bundles are checked against; `None`: the node takes none.
+    pub update: Option<update::UpdateTrust>,
 }
 
 /// The release's reference values (`reference-values.json`) and their detached Ed25519
@@ -183,6 +186,8 @@ pub struct Engine {
     admin: VerifyingKey,
     measurements: BTreeMap<String, serde_json::Value>,
     reference_values: Option<ReleaseReference>,
+    update: Option<update::UpdateTrust>,
+    state_dir: std::path::PathBuf,
     compiled: HashMap<[u8; 32], LoadedModule>,
     runs: BTreeMap<String, Run>,
     /// Limits of every WASM stage.
@@ -246,6 +251,8 @@ impl Engine {
             admin: config.admin,
             measurements: config.measurements,
             reference_values: config.reference_values,
+            update: config.update,
+            state_dir: dir.to_path_buf(),
             compiled: HashMap::new(),
             runs: BTreeMap::new(),
             limits: Limits { wall_ms: 20_000, ..Limits::default() },
@@ -432,6 +439,14 @@ impl Engine {
             Command::Runs => match self.runs() {
                 Ok(runs) => Reply::Runs(runs),
                 Err(e) => refusal(format!("listing runs: {e}")),
+            },
+            Command::UpdatePush { bundle } => match self.update_push(&bundle, payloads) {
+                Ok(state) => Reply::Update(state),
+                Err(e) => refusal(e),
+            },
+            Command::UpdateStatus => match self.update_state() {
+                Ok(state) => Reply::Update(state),
+                Err(e) => refusal(e),
             },
         }
     }

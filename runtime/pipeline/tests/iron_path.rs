@@ -144,6 +144,7 @@ fn open_engine(
         measurements,
         counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
         reference_values: Some(reference_values(&k.release)),
+        update: None,
     })
 }
 
@@ -277,6 +278,7 @@ fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
             measurements: measured(),
             counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
             reference_values: Some(reference),
+            update: None,
         })
         .map(drop)
         .map_err(|e| e.to_string())
@@ -288,6 +290,85 @@ fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
     // Refused before anything was created: the same machine then opens with its genuine values.
     assert!(std::fs::read_dir(machine.path()).unwrap().next().is_none());
     assert_eq!(open(reference_values(&k.release)), Ok(()));
+}
+
+#[test]
+fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_either_way() {
+    use sovereign_update::fuzzing::{genuine_bundle, key, release_key, root};
+    let machine = Machine::new();
+    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let reads = std::sync::Arc::clone(&floor);
+    let mut engine = Engine::open(EngineConfig {
+        identity: SigningKey::from_bytes(&[9; 32]),
+        data_key: DataKey([8; 32]),
+        state_dir: machine.path(),
+        origin: "sovereign-test/pipeline".into(),
+        release: release_key().verifying_key(),
+        admin: keys().admin.verifying_key(),
+        measurements: measured(),
+        counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
+        reference_values: None,
+        update: Some(sovereign_pipeline::engine::update::UpdateTrust {
+            root: root().verifying_key(),
+            platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
+            running_version: 1,
+            floor: Box::new(move || Ok(reads.load(std::sync::atomic::Ordering::SeqCst))),
+        }),
+    })
+    .unwrap();
+    let staged = machine.path().join("update/staged.bundle");
+    let state = |engine: &mut Engine| match engine.ask(Command::UpdateStatus, &mut no_tpm) {
+        Reply::Update(state) => state,
+        other => panic!("{other:?}"),
+    };
+    let refused = |engine: &mut Engine, bundle: Vec<u8>| match engine
+        .ask(Command::UpdatePush { bundle: attach(bundle) }, &mut no_tpm)
+    {
+        Reply::Refused(why) => why,
+        other => panic!("accepted: {other:?}"),
+    };
+    let before = state(&mut engine);
+    assert_eq!((before.running_version, before.floor, before.staged), (1, 1, None));
+
+    // Below the threshold, the running release, another platform's: refused, nothing written.
+    let uki = |v: u64| format!("the UKI of release {v}").into_bytes();
+    assert_eq!(
+        refused(&mut engine, genuine_bundle(2, uki(2), &[key(1)])),
+        "update refused: 1 valid release signatures; key set 1 requires 2"
+    );
+    assert_eq!(
+        refused(&mut engine, genuine_bundle(1, uki(1), &[key(1), key(2)])),
+        "update refused: release v1 is not above the anti-rollback floor v1"
+    );
+    assert!(!staged.exists() && !machine.path().join("update").exists(), "a refused bundle left bytes behind");
+
+    // A genuine v2: verified, then written; the status names it.
+    let v2 = genuine_bundle(2, uki(2), &[key(1), key(3)]);
+    let Reply::Update(after) = engine.ask(Command::UpdatePush { bundle: attach(v2.clone()) }, &mut no_tpm) else {
+        panic!("v2 refused")
+    };
+    let record = after.staged.clone().expect("staged");
+    assert_eq!((record.release_version, record.sha256, record.signers.len()), (2, Blob::of(&v2).sha256, 2));
+    assert_eq!(std::fs::read(&staged).unwrap(), v2);
+    assert_eq!(state(&mut engine), after);
+
+    // A changed byte in a later push is refused and leaves the staged v2 as it was.
+    let mut flipped = genuine_bundle(3, uki(3), &[key(1), key(2)]);
+    let last = flipped.len() - 2048;
+    flipped[last] ^= 1;
+    assert!(refused(&mut engine, flipped).starts_with("update refused: "));
+    assert_eq!(std::fs::read(&staged).unwrap(), v2);
+    // The floor moved to 2 (v2 booted good, say): v2 itself is no update any more.
+    floor.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(refused(&mut engine, v2), "update refused: release v2 is not above the anti-rollback floor v2");
+
+    // Every push is in the audit log, with what was staged or why it was refused.
+    drop(engine);
+    let lines = audit_lines(machine.path());
+    let updates: Vec<&String> = lines.iter().filter(|l| l.starts_with("update ")).collect();
+    assert_eq!(updates.len(), 5, "{updates:#?}");
+    assert!(updates[2].starts_with("update v2 staged: bundle "), "{updates:#?}");
+    assert!(updates[0].contains("key set 1 requires 2") && updates[4].contains("floor v2"), "{updates:#?}");
 }
 
 #[test]
@@ -999,6 +1080,7 @@ fn sigkill_child() {
         measurements: measured(),
         counter: Box::new(TpmCounter::new(SharedTpm::new(&tcti), STATE_ANCHOR_INDEX)),
         reference_values: None,
+        update: None,
     })
     .unwrap();
     say("started".into());

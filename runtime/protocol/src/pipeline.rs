@@ -92,6 +92,43 @@ pub enum Command {
     /// Every run on the appliance, newest first (at most [`MAX_LISTED_RUNS`]): what an operator
     /// asks after a power cut to find the runs it interrupted.
     Runs,
+    /// Stage an update bundle (the request's attachment): verified completely against the
+    /// node's update root, release key, anti-rollback floor and platform before a byte of it is
+    /// written; refused (and audited) with the reason otherwise.
+    UpdatePush {
+        /// The bundle.
+        bundle: Blob,
+    },
+    /// The node's update state: running release, floor, staged bundle.
+    UpdateStatus,
+}
+
+/// A staged update bundle, as the node verified it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedUpdate {
+    /// The release version.
+    pub release_version: u64,
+    /// SHA-256 of the bundle.
+    pub sha256: [u8; 32],
+    /// Its size.
+    pub size: u64,
+    /// The release keys whose signatures counted (hex).
+    pub signers: Vec<String>,
+    /// The key set that signed it.
+    pub keyset_serial: u64,
+    /// When it was staged, ms since the Unix epoch.
+    pub staged_ms: u64,
+}
+
+/// The node's update state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateState {
+    /// The release running now.
+    pub running_version: u64,
+    /// The TPM's anti-rollback floor.
+    pub floor: u64,
+    /// The bundle staged for the next update, if any.
+    pub staged: Option<StagedUpdate>,
 }
 
 /// The most runs [`Command::Runs`] lists.
@@ -130,6 +167,8 @@ pub enum Reply {
     Blob(Blob),
     /// The runs, newest first.
     Runs(Vec<RunSummary>),
+    /// The update state (after a push: with the bundle just staged).
+    Update(UpdateState),
     /// Refused; one line.
     Refused(String),
 }

@@ -1,0 +1,128 @@
+//! Update bundles pushed to the node: verified completely (`sovereign_update::verify`) against
+//! the node's update root, release key, anti-rollback floor and platform while in memory; only a
+//! bundle that passed is written, durably, to the data partition (`update/staged.bundle`, then
+//! `update/staged.json`), replacing any staged before. Every push is audited: the staged release
+//! or the refusal with its reason. Installing a staged bundle into a boot slot is PID 1's (not
+//! built yet).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use sovereign_audit::{EntryKind, Severity};
+use sovereign_protocol::Payloads;
+use sovereign_protocol::pipeline::{StagedUpdate, UpdateState};
+use sovereign_protocol::stream::Blob;
+
+use super::Engine;
+use crate::error::EngineError;
+
+/// Reads the TPM's anti-rollback floor (on the appliance; a fixed value in host tests).
+pub type FloorReader = Box<dyn FnMut() -> Result<u64, String> + Send>;
+
+/// What the engine checks pushed update bundles against.
+pub struct UpdateTrust {
+    /// The update root the image carries (`RuntimeConfig.update_root`).
+    pub root: VerifyingKey,
+    /// The node's platform.
+    pub platform: String,
+    /// The release running now.
+    pub running_version: u64,
+    /// The anti-rollback floor.
+    pub floor: FloorReader,
+}
+
+const STAGED_BUNDLE: &str = "update/staged.bundle";
+const STAGED_RECORD: &str = "update/staged.json";
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let written = File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    written.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("renaming {} into place: {e}", tmp.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+}
+
+impl Engine {
+    fn update_trust(&mut self) -> Result<(&mut UpdateTrust, VerifyingKey), EngineError> {
+        let release = self.release;
+        self.update
+            .as_mut()
+            .map(|u| (u, release))
+            .ok_or_else(|| EngineError::invalid("this node has no update root: it takes no update bundles"))
+    }
+
+    /// The update state now.
+    pub(super) fn update_state(&mut self) -> Result<UpdateState, EngineError> {
+        let dir = self.state_dir.clone();
+        let (trust, _) = self.update_trust()?;
+        let floor =
+            (trust.floor)().map_err(|e| EngineError::invalid(format!("reading the anti-rollback floor: {e}")))?;
+        let staged = match std::fs::read(dir.join(STAGED_RECORD)) {
+            Ok(bytes) => Some(
+                serde_json::from_slice::<StagedUpdate>(&bytes)
+                    .map_err(|e| EngineError::CorruptRecord { what: STAGED_RECORD.into(), why: e.to_string() })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(EngineError::invalid(format!("reading {STAGED_RECORD}: {e}"))),
+        };
+        Ok(UpdateState { running_version: trust.running_version, floor, staged })
+    }
+
+    /// Verifies the pushed bundle and stages it; audits either way.
+    pub(super) fn update_push(&mut self, bundle: &Blob, payloads: &Payloads) -> Result<UpdateState, EngineError> {
+        let bytes = payloads.get(bundle, "update bundle").map_err(|e| EngineError::invalid(e.to_string()))?;
+        let verified = (|| {
+            let (trust, release_key) = self.update_trust()?;
+            let floor =
+                (trust.floor)().map_err(|e| EngineError::invalid(format!("reading the anti-rollback floor: {e}")))?;
+            let check = sovereign_update::Trust {
+                root: trust.root,
+                root_serial: 0,
+                keyset_serial: 0,
+                // A release at or below the running one is no update either.
+                floor: floor.max(trust.running_version),
+                platform: trust.platform.clone(),
+                release_key,
+            };
+            sovereign_update::verify(bytes, &check).map_err(|e| EngineError::invalid(format!("update refused: {e}")))
+        })();
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                let line = e.to_string();
+                return match self.log(EntryKind::Refusal, Severity::Warning, vec![bundle.sha256], line) {
+                    Ok(_) => Err(e),
+                    Err(audit) => Err(EngineError::invalid(format!("{e}; and {audit}"))),
+                };
+            }
+        };
+        let staged = StagedUpdate {
+            release_version: verified.release_version,
+            sha256: bundle.sha256,
+            size: bundle.len,
+            signers: verified.signers.clone(),
+            keyset_serial: verified.keyset.serial,
+            staged_ms: sovereign_canonical::now_ms(),
+        };
+        let dir = self.state_dir.join("update");
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::StateDir { path: dir.clone(), source })?;
+        let record = serde_json::to_vec_pretty(&staged).map_err(EngineError::encode("the staged update record"))?;
+        // The bundle first, then the record naming it: a cut between them leaves the old record
+        // (or none) and a bundle it does not name, which the installer refuses by digest.
+        write_durably(&self.state_dir.join(STAGED_BUNDLE), bytes).map_err(EngineError::invalid)?;
+        write_durably(&self.state_dir.join(STAGED_RECORD), &record).map_err(EngineError::invalid)?;
+        let line = format!(
+            "update v{} staged: bundle {} ({} bytes), signed by {} release keys of key set {}",
+            staged.release_version,
+            hex::encode(staged.sha256),
+            staged.size,
+            staged.signers.len(),
+            staged.keyset_serial
+        );
+        self.log(EntryKind::Update, Severity::Info, vec![bundle.sha256], line)?;
+        self.update_state()
+    }
+}
