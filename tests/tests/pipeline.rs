@@ -26,6 +26,7 @@ use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
 use sovereign_pipeline::Pipeline;
 use sovereign_protocol::Blob;
+use sovereign_protocol::pipeline::UpdateState as UpdateStateOf;
 use sovereign_protocol::pipeline::{Command, ModuleFile, OPERATOR_ROLE, Reply, RunReport, RunStatus, StartRun};
 use sovereign_qemu::Appliance;
 use sovereign_sandbox::{Capability, ModuleManifest};
@@ -326,6 +327,37 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     assert!(exported.passed(), "{}", exported.render("export"));
     assert!(exported.entries > verified.entries);
 
+    // Updates over the same signed, streamed channel. The image's own bundle (v1, the running
+    // release, at the floor the runtime raised at start) is refused before anything is written;
+    // a v2 bundle signed by 2 of the 3 release signers is verified on the node and staged; both
+    // pushes are audited. (The v2 payload is this image re-signed as release 2 — manifest,
+    // reference values, PCR policy — a genuinely signed bundle; booting it is not what this
+    // checks.)
+    let image = sovereign_e2e::build_dir().join("image");
+    let platform = sovereign_update::PLATFORM_QEMU_X86_64;
+    let push = |bytes: Vec<u8>| {
+        let cmd = Command::UpdatePush { bundle: sovereign_protocol::stream::Blob::of(&bytes) };
+        command(&op.socket, &op.admin, None, &cmd, &[bytes]).unwrap().0
+    };
+    let (v1, _) = sovereign_image::update::bundle(&image, &keys, 2, platform).unwrap();
+    match push(v1) {
+        Reply::Refused(why) => {
+            assert_eq!(why, "update refused: release v1 is not above the anti-rollback floor v1")
+        }
+        other => panic!("the running release was taken as an update: {other:?}"),
+    }
+    let resigned = tempfile::tempdir().unwrap();
+    resign_as_release(&image, resigned.path(), &keys, 2);
+    let (v2, written) = sovereign_image::update::bundle(resigned.path(), &keys, 2, platform).unwrap();
+    assert_eq!(written.refused, None);
+    let Reply::Update(state) = push(v2.clone()) else { panic!("the signed v2 bundle was refused") };
+    let staged = state.staged.expect("staged");
+    assert_eq!((state.running_version, state.floor, staged.release_version), (1, 1, 2));
+    assert_eq!(staged.sha256, sovereign_protocol::stream::Blob::of(&v2).sha256);
+    assert_eq!(op.send(&Command::UpdateStatus), Reply::Update(UpdateStateOf { staged: Some(staged), ..state }));
+    let log = verify(&op.fetch(&Command::ExportBundle));
+    assert!(log.passed(), "{}", log.render("export"));
+
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();
 
@@ -369,4 +401,43 @@ fn sovereign_qemu_free_spinner() -> Vec<u8> {
              (memory (export "memory") 1) (func (export "run") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
     )
     .unwrap()
+}
+
+/// Copies the built image's release files into `out` re-signed as release `version` with the
+/// development keys: the manifest (version), the reference values (version, manifest digest)
+/// and the PCR policy (floor assertion) — what a release build of that version signs.
+fn resign_as_release(
+    image: &std::path::Path,
+    out: &std::path::Path,
+    keys: &sovereign_image::keys::KeySet,
+    version: u64,
+) {
+    use sha2::Digest as _;
+    let read = |name: &str| std::fs::read(image.join(name)).unwrap();
+    let mut manifest = sovereign_boot_contract::manifest::Manifest::verify(
+        &read("manifest.json"),
+        &read("manifest.sig"),
+        &keys.release.verifying_key(),
+    )
+    .unwrap();
+    manifest.version = version;
+    let (manifest, manifest_sig) = manifest.sign(&keys.release);
+    let mut reference: serde_json::Value = serde_json::from_slice(&read("reference-values.json")).unwrap();
+    reference["version"] = version.into();
+    reference["manifest_sha256"] = hex::encode(sha2::Sha256::digest(&manifest)).into();
+    let reference = serde_json::to_vec_pretty(&reference).unwrap();
+    let reference_sig = ed25519_dalek::Signer::sign(&keys.release, &reference).to_bytes();
+    let policy = sovereign_measured_boot::SignedPcrPolicy::from_json(&read("pcr-policy.json")).unwrap();
+    let policy = sovereign_measured_boot::SignedPcrPolicy::sign(policy.pcrs, version, &keys.pcr_policy).unwrap();
+    let files: [(&str, Vec<u8>); 6] = [
+        ("sovereign.efi", read("sovereign.efi")),
+        ("manifest.json", manifest),
+        ("manifest.sig", manifest_sig),
+        ("reference-values.json", reference),
+        ("reference-values.sig", reference_sig.to_vec()),
+        ("pcr-policy.json", policy.to_json().into_bytes()),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(out.join(name), bytes).unwrap();
+    }
 }

@@ -250,7 +250,8 @@ impl Server {
         if let Err(refusal) = self.gate.admit(&request, now_ms()) {
             return self.refuse(digest, refusal.to_string());
         }
-        let takes_payloads = matches!(&request.request, Request::Pipeline(Command::Start(_)));
+        let takes_payloads =
+            matches!(&request.request, Request::Pipeline(Command::Start(_) | Command::UpdatePush { .. }));
         if !request.attachments.is_empty() && !takes_payloads {
             return self.refuse(digest, "payload refused: this request takes no attachments".into());
         }
