@@ -69,6 +69,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "pipeline_yaml",
     "boot_handover",
     "update_bundle",
+    "ledger_headers",
 ];
 const FUZZ_SECONDS: u32 = 6;
 

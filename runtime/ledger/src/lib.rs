@@ -1,0 +1,19 @@
+//! `sovereign-ledger`: Bitcoin SPV for licences and audit anchors. This crate is the **pure
+//! verification core** (no IO, no clock, no network): header chains from a pinned checkpoint
+//! with their proof of work, the difficulty rules of the chosen network and cumulative work
+//! ([`chain`]); Merkle branches from a transaction to a header ([`merkle`]); and the licence
+//! rule ([`licence`]). The network edge (Electrum) and the proof files come later (issue 17).
+//!
+//! Must never: accept a header whose hash is above its target, a target above the network's
+//! limit or other than the difficulty rules demand, a header that does not link to the one
+//! before, a branch that does not lead to the header's Merkle root, or a transaction that does
+//! not satisfy the licence rule; panic on any input.
+
+#![forbid(unsafe_code)]
+
+pub mod chain;
+pub mod fuzzing;
+pub mod licence;
+pub mod merkle;
+
+pub use bitcoin;
