@@ -2,7 +2,8 @@
 //! verification core** (no IO, no clock, no network): header chains from a pinned checkpoint
 //! with their proof of work, the difficulty rules of the chosen network and cumulative work
 //! ([`chain`]); Merkle branches from a transaction to a header ([`merkle`]); and the licence
-//! rule ([`licence`]). The network edge (Electrum) and the proof files come later (issue 17).
+//! rule ([`licence`]); licence proof files for appliances with no network ([`proof`]). The network
+//! edge (Electrum), importing proofs into the appliance and anchoring come later (issue 17).
 //!
 //! Must never: accept a header whose hash is above its target, a target above the network's
 //! limit or other than the difficulty rules demand, a header that does not link to the one
@@ -15,5 +16,6 @@ pub mod chain;
 pub mod fuzzing;
 pub mod licence;
 pub mod merkle;
+pub mod proof;
 
 pub use bitcoin;

@@ -16,6 +16,7 @@ use sovereign_ledger::bitcoin::{
 use sovereign_ledger::chain::{ChainError, Checkpoint, verify_chain, verify_chain_with, verify_header_work};
 use sovereign_ledger::licence::{LicenceError, Terms, check, commitment};
 use sovereign_ledger::merkle::{BranchError, branch_of, verify_branch};
+use sovereign_ledger::proof::{self, LicenceProof, ProofError};
 
 fn mainnet_block() -> Block {
     let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mainnet_block_702861.raw")).unwrap();
@@ -223,4 +224,99 @@ fn the_licence_rule_needs_the_payment_and_this_machines_commitment() {
     // The real block's OP_RETURN outputs commit to nobody's licence.
     let block = mainnet_block();
     assert!(block.txdata.iter().all(|tx| check(tx, &terms, machine).is_err()));
+}
+
+/// A regtest chain whose block 3 holds `licence` (between two other transactions), with
+/// `on_top` blocks after it, and the proof file of it.
+fn licence_proof(licence: &Transaction, on_top: usize) -> (Vec<Header>, LicenceProof) {
+    use sovereign_ledger::bitcoin::consensus::encode::serialize;
+    let other =
+        |n: u8| licence_tx(vec![TxOut { value: Amount::from_sat(u64::from(n)), script_pubkey: ScriptBuf::new() }]);
+    let txids = [other(1).compute_txid(), licence.compute_txid(), other(2).compute_txid()];
+    let root = sovereign_ledger::merkle::root_of(txids[1], 1, &branch_of(&txids, 1)).unwrap();
+    let mut chain = mine_chain(2, 600);
+    let mut block = Header {
+        version: Version::TWO,
+        prev_blockhash: chain[1].block_hash(),
+        merkle_root: root,
+        time: chain[1].time + 600,
+        bits: chain[1].bits,
+        nonce: 0,
+    };
+    while block.validate_pow(block.target()).is_err() {
+        block.nonce += 1;
+    }
+    chain.push(block);
+    for _ in 0..on_top {
+        let prev = *chain.last().unwrap();
+        chain.push(mine(&prev, prev.bits, prev.time + 600));
+    }
+    let proof = LicenceProof {
+        network: "regtest".into(),
+        checkpoint_height: 0,
+        headers: hex::encode(chain.iter().flat_map(serialize).collect::<Vec<u8>>()),
+        block_height: 3,
+        position: 1,
+        branch: branch_of(&txids, 1).iter().map(|n| hex::encode(n.to_byte_array())).collect(),
+        transaction: hex::encode(serialize(licence)),
+    };
+    (chain, proof)
+}
+
+#[test]
+fn an_offline_licence_proof_verifies_and_each_forgery_fails_by_name() {
+    let developer = ScriptBuf::new_p2wpkh(&sovereign_ledger::bitcoin::WPubkeyHash::from_byte_array([0x42; 20]));
+    let terms = Terms { script: developer.clone(), amount: Amount::from_sat(50_000) };
+    let machine = b"this appliance";
+    let licence = licence_tx(vec![
+        TxOut { value: Amount::from_sat(50_000), script_pubkey: developer },
+        TxOut { value: Amount::ZERO, script_pubkey: ScriptBuf::new_op_return(commitment(machine)) },
+    ]);
+    let checkpoint = Checkpoint { height: 0, header: regtest_genesis() };
+    let (_, proof) = licence_proof(&licence, 5);
+    let file = |p: &LicenceProof| serde_json::to_vec(p).unwrap();
+    let check =
+        |p: &LicenceProof, needed: u32| proof::verify(&file(p), Network::Regtest, &checkpoint, &terms, machine, needed);
+
+    let ok = check(&proof, 6).unwrap();
+    assert_eq!((ok.txid, ok.height, ok.confirmations), (licence.compute_txid(), 3, 6));
+    assert_eq!(check(&proof, 7), Err(ProofError::TooShallow { confirmations: 6, needed: 7 }));
+    // Another machine's ID, network or checkpoint.
+    assert_eq!(
+        proof::verify(&file(&proof), Network::Regtest, &checkpoint, &terms, b"a copy elsewhere", 1),
+        Err(ProofError::Rule(LicenceError::NotThisMachine))
+    );
+    assert!(matches!(
+        proof::verify(&file(&proof), Network::Signet, &checkpoint, &terms, machine, 1),
+        Err(ProofError::Network { .. })
+    ));
+    let mut later = proof.clone();
+    later.checkpoint_height = 2016;
+    assert_eq!(check(&later, 1), Err(ProofError::Checkpoint { proof: 2016, pinned: 0 }));
+    // The branch at another position, the block claimed at another height, a header dropped.
+    let mut moved = proof.clone();
+    moved.position = 0;
+    assert_eq!(check(&moved, 1), Err(ProofError::Branch(BranchError::WrongRoot)));
+    let mut elsewhere = proof.clone();
+    elsewhere.block_height = 4;
+    assert_eq!(check(&elsewhere, 1), Err(ProofError::Branch(BranchError::WrongRoot)));
+    elsewhere.block_height = 9;
+    assert_eq!(check(&elsewhere, 1), Err(ProofError::NotInChain { block: 9, first: 1, tip: 8 }));
+    let mut cut = proof.clone();
+    cut.headers.replace_range(160 * 2..240 * 2, "");
+    assert!(matches!(check(&cut, 1), Err(ProofError::Chain(ChainError::Unlinked { .. }))));
+    // Another transaction in the licence's place (its own branch would not reach the root).
+    let mut swapped = proof.clone();
+    swapped.transaction = hex::encode(sovereign_ledger::bitcoin::consensus::encode::serialize(&licence_tx(vec![])));
+    assert_eq!(check(&swapped, 1), Err(ProofError::Branch(BranchError::WrongRoot)));
+    // Not a proof, or too large.
+    assert!(matches!(
+        proof::verify(b"{}", Network::Regtest, &checkpoint, &terms, machine, 1),
+        Err(ProofError::Malformed(_))
+    ));
+    let huge = vec![b' '; proof::MAX_PROOF_BYTES + 1];
+    assert!(matches!(
+        proof::verify(&huge, Network::Regtest, &checkpoint, &terms, machine, 1),
+        Err(ProofError::TooLarge(_))
+    ));
 }
