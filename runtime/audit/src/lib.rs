@@ -26,6 +26,7 @@ pub mod merkle;
 pub mod note;
 pub mod store;
 pub mod verify;
+pub mod witness;
 
 pub use bundle::{TrustedKeys, verify_bundle};
 pub use entry::{Entry, EntryKind, Severity};
