@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+pub mod slots;
 
 use std::collections::BTreeMap;
 
@@ -28,16 +29,6 @@ pub const CONFIG_PATH: &str = "/etc/sovereign/runtime.json";
 pub const MANIFEST_PATH: &str = "/etc/sovereign/manifest.json";
 /// The manifest signature.
 pub const MANIFEST_SIG_PATH: &str = "/etc/sovereign/manifest.sig";
-/// Path of the signed PCR policy on the ESP.
-pub const ESP_POLICY_PATH: &str = "EFI/sovereign/pcr-policy.json";
-/// Path of the UKI on the ESP (the removable-media default path).
-pub const ESP_UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-/// Path of the release's signed reference values on the ESP (they name the UKI's digest and
-/// PCR 4, so they cannot travel inside it). Public; PID 1 hands them to the runtime only if
-/// the release key signed them for the manifest this boot verified.
-pub const ESP_REFERENCE_PATH: &str = "EFI/sovereign/reference-values.json";
-/// Their detached Ed25519 signature (release key), on the ESP.
-pub const ESP_REFERENCE_SIG_PATH: &str = "EFI/sovereign/reference-values.sig";
 /// Where PID 1 puts the reference values it checked, for the runtime's compliance bundles.
 pub const RUN_REFERENCE_PATH: &str = "/run/sovereign/reference-values.json";
 /// Their signature, beside them.

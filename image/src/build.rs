@@ -40,9 +40,8 @@ pub const MODULES: [&str; 11] = [
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=integrity";
 pub use sovereign_boot_contract::{
-    CONFIG_PATH, DATA_MOUNT, DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, ESP_POLICY_PATH, ESP_REFERENCE_PATH,
-    ESP_REFERENCE_SIG_PATH, ESP_UKI_PATH, MANIFEST_PATH, MANIFEST_SIG_PATH, RUNTIME_PATH, RuntimeConfig,
-    STATE_FRESH_MARKER, STATE_PARTITION_OFFSET,
+    CONFIG_PATH, DATA_MOUNT, DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, MANIFEST_PATH, MANIFEST_SIG_PATH,
+    RUNTIME_PATH, RuntimeConfig, STATE_FRESH_MARKER, STATE_PARTITION_OFFSET,
 };
 
 /// The zstd level of the initramfs in the UKI: deterministic (one thread, the crate's pinned
@@ -77,6 +76,9 @@ pub struct BuildInput {
     pub config: RuntimeConfig,
     /// systemd EFI stub.
     pub stub: PathBuf,
+    /// The boot loader (systemd-boot), installed as the firmware's default boot path and
+    /// signed with the same db key as the UKI.
+    pub loader: PathBuf,
     /// The Secure Boot db key that signs the UKI (Authenticode); `None` builds an unsigned
     /// UKI, which firmware with Secure Boot on refuses.
     pub secure_boot: Option<SecureBootKey>,
@@ -121,11 +123,13 @@ pub fn write_secure_boot_vars(keys_dir: &Path, template: &Path, out: &Path) -> a
     Ok(())
 }
 
+/// systemd-boot as Debian's `systemd-boot-efi` installs it.
+pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 /// The time `sbsign` is made to see (it stamps the signing time into the PKCS#7; a fixed one
 /// keeps two builds of the same inputs bit-identical). UTC.
 pub const SIGNING_TIME: &str = "2026-11-30 12:00:00";
 
-/// Signs `uki` in place with `key` (Authenticode, `sbsign` under `faketime` at
+/// Signs `uki` (or the boot loader: any PE image) in place with `key` (Authenticode, `sbsign` under `faketime` at
 /// [`SIGNING_TIME`]) and checks the signature with `sbverify`; returns the signed bytes.
 pub fn sign_uki(uki: &Path, key: &SecureBootKey) -> anyhow::Result<Vec<u8>> {
     let signed = uki.with_extension("signed.efi");
@@ -157,7 +161,8 @@ pub struct ReferenceValues {
     pub manifest_sha256: String,
     /// Predicted PCR values (4: the UKI's Authenticode hash, and its kernel's unless the UKI is
     /// signed for Secure Boot, 9: load options and initrd,
-    /// 11: stub sections, 12 and 13: zero (no boot-path input), 15: PID 1 before the separator).
+    /// 11: stub sections, 12: the command line systemd-boot passes, 13: zero (no extension),
+    /// 15: PID 1 before the separator).
     pub pcrs: PcrValues,
 }
 
@@ -383,13 +388,14 @@ pub fn config_bytes(config: &RuntimeConfig) -> anyhow::Result<Vec<u8>> {
 
 /// The PCRs the seal policy binds, predicted from the assembled UKI and PID 1's inputs:
 /// PCR 9 (the Linux stub: load options and initrd), PCR 11 (the systemd stub: the UKI's
-/// sections), PCRs 12 and 13 at zero (no boot-path command line, credential or extension) and
-/// PCR 15 (PID 1: manifest and runtime configuration, before the separator).
+/// sections), PCR 12 (systemd-boot: the `.cmdline` it passes as load options; no credential),
+/// PCR 13 at zero (no system extension) and PCR 15 (PID 1: manifest and runtime
+/// configuration, before the separator).
 pub fn predict_seal_pcrs(uki: &[u8], manifest_bytes: &[u8], config: &[u8]) -> anyhow::Result<PcrValues> {
     let mut pcrs = PcrValues::new();
     pcrs.set(pe::PCR_KERNEL_BOOT, pe::predict_pcr9_from_uki(uki).map_err(|e| anyhow!("PCR 9: {e}"))?);
     pcrs.set(pe::PCR_KERNEL_IMAGE, pe::predict_pcr11_from_uki(uki).map_err(|e| anyhow!("PCR 11: {e}"))?);
-    pcrs.set(pe::PCR_KERNEL_CONFIG, Sha256Digest::default());
+    pcrs.set(pe::PCR_KERNEL_CONFIG, pe::predict_pcr12_from_uki(uki).map_err(|e| anyhow!("PCR 12: {e}"))?);
     pcrs.set(pe::PCR_SYSEXTS, Sha256Digest::default());
     pcrs.set(PROJECT_PCR, predict_pcr15(manifest_bytes, config));
     Ok(pcrs)
@@ -442,11 +448,24 @@ pub fn assemble_uki(
     Ok(uki)
 }
 
-/// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the UKI, the signed PCR policy and
-/// the release's signed reference values (`reference`: the JSON, its signature), partition 2 the state partition (key area, marked factory-fresh), partition 3 the data
-/// partition (an empty ext4 file system, made reproducibly: fixed UUID, hash seed and time).
-pub fn build_disk(uki: &Path, policy: &Path, reference: [&Path; 2], work: &Path, out: &Path) -> anyhow::Result<()> {
+/// Builds a raw GPT disk: partition 1 the ESP (FAT32) with the boot loader and its
+/// configuration, release `version`'s UKI in its (good) slot, and the release's signed PCR
+/// policy and signed reference values (`reference`: the JSON, its signature) in its directory
+/// (see [`sovereign_boot_contract::slots`]); partition 2 the state partition (key area, marked
+/// factory-fresh), partition 3 the data partition (an empty ext4 file system, made
+/// reproducibly: fixed UUID, hash seed and time).
+pub fn build_disk(
+    loader: &Path,
+    uki: &Path,
+    version: u64,
+    policy: &Path,
+    reference: [&Path; 2],
+    work: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    use sovereign_boot_contract::slots;
     const MIB: u64 = 1024 * 1024;
+    // Room for two slots (a UKI is ~22 MiB) and the loader.
     let esp_size = 64 * MIB;
     let state_size = 16 * MIB;
     let data_size = DATA_PARTITION_SIZE;
@@ -470,10 +489,20 @@ pub fn build_disk(uki: &Path, policy: &Path, reference: [&Path; 2], work: &Path,
         Ok(())
     };
     let esp_s = esp.to_string_lossy().to_string();
-    mtools(&["mmd", "-i", &esp_s, "::EFI", "::EFI/BOOT", "::EFI/sovereign"])?;
-    mtools(&["mcopy", "-i", &esp_s, &uki.to_string_lossy(), &format!("::{ESP_UKI_PATH}")])?;
-    mtools(&["mcopy", "-i", &esp_s, &policy.to_string_lossy(), &format!("::{ESP_POLICY_PATH}")])?;
-    for (file, path) in reference.iter().zip([ESP_REFERENCE_PATH, ESP_REFERENCE_SIG_PATH]) {
+    let release_dir = format!("::{}", slots::release_dir(version));
+    mtools(&["mmd", "-i", &esp_s, "::EFI", "::EFI/BOOT", "::EFI/Linux", "::EFI/sovereign", &release_dir, "::loader"])?;
+    let loader_conf = work.join("loader.conf");
+    fs::write(&loader_conf, slots::LOADER_CONF)?;
+    let slot = format!("{}/{}", slots::SLOT_DIR, slots::slot_file(version, None));
+    let files = [
+        (loader, slots::LOADER_PATH.to_string()),
+        (loader_conf.as_path(), slots::LOADER_CONF_PATH.to_string()),
+        (uki, slot),
+        (policy, slots::policy_path(version)),
+        (reference[0], slots::reference_path(version)),
+        (reference[1], slots::reference_sig_path(version)),
+    ];
+    for (file, path) in files {
         mtools(&["mcopy", "-i", &esp_s, &file.to_string_lossy(), &format!("::{path}")])?;
     }
     let total = MIB + esp_size + state_size + data_size + MIB;
@@ -616,8 +645,13 @@ pub fn build_with(
     let uki_path = out_dir.join("sovereign.efi");
     let mut uki =
         assemble_uki(&input.stub, &input.kernel.image, &initrd_zst, &input.cmdline, &osrel, &work, &uki_path)?;
+    let loader_path = out_dir.join("BOOTX64.EFI");
+    fs::copy(&input.loader, &loader_path)
+        .with_context(|| format!("copying the boot loader {} (install systemd-boot-efi)", input.loader.display()))?;
+    let mut loader = fs::read(&loader_path)?;
     if let Some(key) = &input.secure_boot {
         uki = sign_uki(&uki_path, key)?;
+        loader = sign_uki(&loader_path, key)?;
     }
     let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?)?;
     let policy = SignedPcrPolicy::sign(pcrs.clone(), input.version, &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
@@ -630,7 +664,7 @@ pub fn build_with(
     // A signed UKI is made for the Secure Boot platform, whose firmware measures it (and not
     // the kernel inside it) into PCR 4; an unsigned one for a platform without Secure Boot.
     let secure_boot = input.secure_boot.is_some();
-    reference_pcrs.set(4, pe::predict_pcr4_from_uki(&uki, secure_boot).map_err(|e| anyhow!("PCR 4: {e}"))?);
+    reference_pcrs.set(4, pe::predict_pcr4(&loader, &uki, secure_boot).map_err(|e| anyhow!("PCR 4: {e}"))?);
     let reference = ReferenceValues {
         version: input.version,
         uki_sha256: sha256_hex(&uki),
@@ -643,6 +677,7 @@ pub fn build_with(
     fs::write(&reference_paths[1], keys.release.sign(&reference_bytes).to_bytes())?;
     let disk = out_dir.join("disk.raw");
     let reference_on_esp = [reference_paths[0].as_path(), reference_paths[1].as_path()];
-    build_disk(&uki_path, tamper.policy.unwrap_or(&policy_path), reference_on_esp, &work, &disk)?;
+    let policy_on_esp = tamper.policy.unwrap_or(&policy_path);
+    build_disk(&loader_path, &uki_path, input.version, policy_on_esp, reference_on_esp, &work, &disk)?;
     Ok(BuildOutput { uki: uki_path, disk, initrd, reference })
 }

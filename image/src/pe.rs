@@ -159,15 +159,16 @@ pub const MEASURED_SECTIONS: [&str; 7] = [".linux", ".osrel", ".cmdline", ".init
 pub const PCR_KERNEL_IMAGE: u8 = 11;
 /// The PCR the Linux EFI stub measures its load options and the initrd into.
 pub const PCR_KERNEL_BOOT: u8 = 9;
-/// The PCR the systemd stub measures boot-path input into: a command line handed to it by the
-/// boot loader or firmware (which replaces `.cmdline` when Secure Boot is off) and credentials
-/// from the ESP. A Sovereign boot gives it none, so it stays at its reset value (zero).
+/// The PCR boot-path input is measured into: the command line systemd-boot passes as load
+/// options (the UKI's own `.cmdline` in a Sovereign boot, [`predict_pcr12_from_uki`]), a
+/// command line the systemd stub takes instead of `.cmdline` (only with Secure Boot off), and
+/// credentials from the ESP (none in a Sovereign boot).
 pub const PCR_KERNEL_CONFIG: u8 = 12;
 /// The PCR the systemd stub measures system extensions from the ESP into; none in a Sovereign
 /// boot, so zero.
 pub const PCR_SYSEXTS: u8 = 13;
 /// Every PCR the UKI's stubs measure boot-path input into, beyond PCR 11's own sections: the
-/// seal policy binds each (PCR 9 predicted from the UKI, PCRs 12 and 13 to zero), so no input
+/// seal policy binds each (PCRs 9 and 12 predicted from the UKI, PCR 13 to zero), so no input
 /// the release did not sign (a command line, a credential, an extension) releases the keys.
 pub const BOOT_INPUT_PCRS: [u8; 3] = [PCR_KERNEL_BOOT, PCR_KERNEL_CONFIG, PCR_SYSEXTS];
 
@@ -203,17 +204,24 @@ pub fn predict_pcr11_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
 /// (`EV_EFI_ACTION` "Calling EFI Application from Boot Option", TCG PC Client spec).
 pub const BOOT_OPTION_ACTION: &[u8] = b"Calling EFI Application from Boot Option";
 
-/// PCR 4 after firmware booted the UKI from a boot option: the boot-option action, the
-/// separator (`00000000`), the Authenticode hash of the UKI, then — with Secure Boot off only —
-/// that of the kernel the stub loads from its `.linux` section. With Secure Boot on, systemd-stub
-/// 252 loads the kernel (not separately signed) through its own override of the firmware's
-/// security protocol, which is where firmware measures images, so the kernel is not measured
-/// into PCR 4 (seen on OVMF; PCR 11 covers `.linux` either way).
-pub fn predict_pcr4_from_uki(image: &[u8], secure_boot: bool) -> Result<Sha256Digest, String> {
+/// PCR 4 after firmware started the boot loader from a boot option and the loader started the
+/// UKI: the boot-option action, the separator (`00000000`), the Authenticode hash of the loader
+/// (systemd-boot), that of the UKI (the loader starts it through the firmware's `LoadImage`,
+/// which measures it), then — with Secure Boot off only — that of the kernel the stub loads from
+/// its `.linux` section. With Secure Boot on, systemd-stub 252 loads the kernel (not separately
+/// signed) through its own override of the firmware's security protocol, which is where
+/// firmware measures images, so the kernel is not measured into PCR 4 (seen on OVMF; PCR 11
+/// covers `.linux` either way).
+pub fn predict_pcr4(loader: &[u8], image: &[u8], secure_boot: bool) -> Result<Sha256Digest, String> {
     let pe = Pe::parse(image)?;
     let linux = pe.section_data(image, ".linux").ok_or("the UKI has no .linux section")?;
-    let mut digests =
-        vec![Sha256Digest::of(BOOT_OPTION_ACTION), Sha256Digest::of(&[0, 0, 0, 0]), authenticode_sha256(image)?];
+    let loader = authenticode_sha256(loader).map_err(|e| format!("the boot loader: {e}"))?;
+    let mut digests = vec![
+        Sha256Digest::of(BOOT_OPTION_ACTION),
+        Sha256Digest::of(&[0, 0, 0, 0]),
+        loader,
+        authenticode_sha256(image)?,
+    ];
     if !secure_boot {
         digests.push(authenticode_sha256(linux).map_err(|e| format!(".linux: {e}"))?);
     }
@@ -237,6 +245,22 @@ pub fn predict_pcr9_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
     pcrs.extend(9, &Sha256Digest::of(&load_options));
     pcrs.extend(9, &Sha256Digest::of(initrd));
     pcrs.get(9).copied().ok_or_else(|| "PCR 9 not computed".into())
+}
+
+/// PCR 12 after systemd-boot started the UKI: the loader passes the UKI's `.cmdline` (a
+/// trailing newline dropped) as the image's load options and measures them, as the UTF-16
+/// string with its NUL, into PCR 12 (systemd-boot 252, `tpm_log_load_options`). With Secure
+/// Boot on the stub then ignores them for its own `.cmdline`; an edited command line (the
+/// loader's editor, a changed entry) changes PCR 12, so the node keys stay sealed.
+pub fn predict_pcr12_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
+    let pe = Pe::parse(image)?;
+    let cmdline = pe.section_data(image, ".cmdline").ok_or("the UKI has no .cmdline section")?;
+    let text = std::str::from_utf8(cmdline).map_err(|e| format!(".cmdline is not UTF-8: {e}"))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let options: Vec<u8> = text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
+    let mut pcrs = PcrValues::new();
+    pcrs.extend(12, &Sha256Digest::of(&options));
+    pcrs.get(12).copied().ok_or_else(|| "PCR 12 not computed".into())
 }
 
 #[cfg(test)]
@@ -307,7 +331,7 @@ mod tests {
         let entry = 0x84 + 20 + 112 + 32;
         huge_cert[entry + 4..entry + 8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(authenticode_sha256(&huge_cert).is_err());
-        assert!(predict_pcr4_from_uki(&pe, false).is_err(), "no .linux section");
+        assert!(predict_pcr4(&pe, &pe, false).is_err(), "no .linux section");
         assert!(predict_pcr9_from_uki(&pe).is_err(), "no .cmdline section");
     }
 }

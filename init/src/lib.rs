@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod esp;
 pub mod loader;
 pub mod release;
 pub mod shutdown;

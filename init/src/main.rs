@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use nix::unistd::Pid;
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use sovereign_boot_contract::manifest::Manifest;
+use sovereign_boot_contract::slots::{self, BootSlots};
 use sovereign_boot_contract::{BootFacts, Handover, MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
 use sovereign_confine::{RUNTIME_GID, RUNTIME_UID};
 use sovereign_init::loader::ModuleLoader;
@@ -44,8 +46,25 @@ const MEASUREMENT_LOG: &str = "/run/sovereign/measurement.log";
 const FIRMWARE_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 const FIRMWARE_LOG_COPY: &str = "/run/sovereign/firmware-eventlog.bin";
 
+/// How long a release on trial has for its runtime to report healthy before PID 1 gives up on
+/// it and reboots (so that the boot loader falls back). Under TCG a healthy runtime reports in
+/// well under a minute.
+const TRIAL_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Set once PID 1 knows this boot is a release's trial: from then on a fatal refusal reboots
+/// (the boot loader then falls back to the release before) instead of powering off.
+static TRIAL: AtomicBool = AtomicBool::new(false);
+
 /// A fatal refusal: what failed and why.
 struct Fatal(String, String);
+
+/// How a boot that did not fail ends.
+enum Ending {
+    /// The runtime stopped (power button, clean exit): power off.
+    PowerOff,
+    /// An update was installed: reboot into its trial.
+    Reboot(String),
+}
 
 fn fatal(what: &str) -> impl FnOnce(String) -> Fatal + '_ {
     move |why| Fatal(what.to_string(), why)
@@ -65,10 +84,15 @@ fn uptime() -> f64 {
 }
 
 fn power_off() -> ! {
+    halt(RebootMode::RB_POWER_OFF)
+}
+
+fn halt(mode: RebootMode) -> ! {
     nix::unistd::sync();
     let _ = umount(sovereign_boot_contract::DATA_MOUNT);
+    let _ = umount("/esp");
     nix::unistd::sync();
-    let _ = reboot(RebootMode::RB_POWER_OFF);
+    let _ = reboot(mode);
     // reboot(2) does not return on success; if it failed there is nothing safe left to do.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -84,8 +108,20 @@ fn main() {
         std::process::exit(2);
     }
     match boot() {
-        Ok(()) => say("powering off"),
-        Err(Fatal(what, why)) => say(&format!("FATAL: {what}: {why}")),
+        Ok(Ending::PowerOff) => say("powering off"),
+        Ok(Ending::Reboot(why)) => {
+            say(&format!("rebooting: {why}"));
+            halt(RebootMode::RB_AUTOBOOT);
+        }
+        Err(Fatal(what, why)) => {
+            say(&format!("FATAL: {what}: {why}"));
+            if TRIAL.load(Ordering::SeqCst) {
+                say(
+                    "this boot was a release's trial: rebooting, so that the boot loader falls back to the release before it",
+                );
+                halt(RebootMode::RB_AUTOBOOT);
+            }
+        }
     }
     power_off();
 }
@@ -100,7 +136,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn boot() -> Result<(), Fatal> {
+fn boot() -> Result<Ending, Fatal> {
     let noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", noexec, None)?;
     let kernel_done = uptime();
@@ -193,10 +229,31 @@ fn boot() -> Result<(), Fatal> {
     modules.retry_until_loaded(|| {
         mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))
     })?;
-    let policy_bytes = fs::read(format!("/esp/{}", sovereign_boot_contract::ESP_POLICY_PATH));
-    let reference = read_small(&format!("/esp/{}", sovereign_boot_contract::ESP_REFERENCE_PATH))
-        .and_then(|v| read_small(&format!("/esp/{}", sovereign_boot_contract::ESP_REFERENCE_SIG_PATH)).map(|s| (v, s)));
+    let policy_bytes = fs::read(format!("/esp/{}", slots::policy_path(manifest.version)));
+    let reference = read_small(&format!("/esp/{}", slots::reference_path(manifest.version)))
+        .and_then(|v| read_small(&format!("/esp/{}", slots::reference_sig_path(manifest.version))).map(|s| (v, s)));
+    let boot_slots =
+        sovereign_init::esp::survey(Path::new("/esp")).and_then(|survey| BootSlots::of(&survey, manifest.version));
     let _ = umount("/esp");
+    match &boot_slots {
+        Ok(b) => {
+            TRIAL.store(b.trial, Ordering::SeqCst);
+            let trial = if b.trial { "on trial (blessed once its runtime is healthy)" } else { "good" };
+            say(&format!("boot slot: release v{} {trial}; {} slots on the ESP", manifest.version, b.slots.len()));
+            if let Some(failed) = b.failed_update {
+                say(&format!(
+                    "update to release v{failed} FAILED its trial boot: the boot loader fell back to v{}",
+                    manifest.version
+                ));
+            }
+            let report = serde_json::to_vec_pretty(b).map_err(|e| Fatal("boot slot report".into(), e.to_string()))?;
+            fs::write(slots::RUN_BOOT_SLOTS_PATH, report)
+                .map_err(|e| Fatal(format!("writing {}", slots::RUN_BOOT_SLOTS_PATH), e.to_string()))?;
+        }
+        // Booted some other way than from a slot (by hand, from another path): it runs, but is
+        // never blessed and installs no update (nothing to fall back to).
+        Err(why) => say(&format!("boot slot unknown ({why}): no update will be installed from this boot")),
+    }
     hand_over_reference_values(reference, &release_key, &manifest_bytes)?;
     let policy_bytes =
         policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
@@ -269,7 +326,153 @@ fn boot() -> Result<(), Fatal> {
     confine_children(&config)?;
     let ctrl_alt_del = watch_ctrl_alt_del()?;
     let power_button = watch_power_button();
-    supervise(&manifest.runtime, &handover, config.max_restarts, &power_button, &ctrl_alt_del, kernel_done)
+    let updates = Updates {
+        running: manifest.version,
+        slots: boot_slots.ok(),
+        esp_device: config.esp_device.clone(),
+        update_root: config.update_root.clone(),
+        release_key,
+    };
+    let supervisor = Supervisor { runtime: &manifest.runtime, handover: &handover, max_restarts: config.max_restarts };
+    supervise(&supervisor, updates, &power_button, &ctrl_alt_del, kernel_done)
+}
+
+/// What PID 1 needs to bless this boot's release, raise the floor and install an update.
+struct Updates {
+    running: u64,
+    /// This boot's slot (`None`: booted from no slot).
+    slots: Option<BootSlots>,
+    esp_device: String,
+    /// The update root (hex), from the signed runtime configuration.
+    update_root: String,
+    release_key: ed25519_dalek::VerifyingKey,
+}
+
+impl Updates {
+    fn mount_esp(&self) -> Result<(), String> {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount(Some(self.esp_device.as_str()), "/esp", Some("vfat"), flags, Some("codepage=437,iocharset=ascii"))
+            .map_err(|e| format!("mounting the ESP {} read-write: {e}", self.esp_device))
+    }
+
+    fn unmount_esp() -> Result<(), String> {
+        nix::unistd::sync();
+        umount("/esp").map_err(|e| format!("unmounting the ESP: {e}"))
+    }
+
+    /// The runtime is healthy: a release on trial is blessed (its slot renamed), and then — only
+    /// then — the TPM's anti-rollback floor moves to this release. A good release raises it too
+    /// (a no-op unless a cut came between a blessing and the raise). Failures are said, not
+    /// fatal: the node keeps running, its trial unblessed or the floor lower.
+    fn healthy(&mut self) {
+        if self.slots.as_ref().is_some_and(|s| s.trial) {
+            let running = self.running;
+            let blessed = self.mount_esp_for(|esp| {
+                let survey = sovereign_init::esp::survey(esp)?;
+                let slot = survey.slot(running).ok_or(format!("release v{running} has no slot any more"))?;
+                sovereign_init::esp::bless(esp, slot)
+            });
+            let Some(slots) = self.slots.as_mut() else { return };
+            match blessed {
+                Ok(file) => {
+                    slots.trial = false;
+                    if let Some(slot) = slots.slots.iter_mut().find(|s| s.version == self.running) {
+                        slot.file.clone_from(&file);
+                        slot.state = sovereign_boot_contract::slots::SlotState::Good;
+                    }
+                    TRIAL.store(false, Ordering::SeqCst);
+                    say(&format!("release v{} blessed: its runtime is healthy; slot {file}", self.running));
+                    if let Ok(report) = serde_json::to_vec_pretty(&*slots) {
+                        let _ = fs::write(slots::RUN_BOOT_SLOTS_PATH, report);
+                    }
+                }
+                Err(why) => {
+                    say(&format!("release v{} NOT blessed ({why}): the floor stays where it is", self.running));
+                    return;
+                }
+            }
+        }
+        let raised = Tpm::open(TCTI)
+            .map_err(|e| e.to_string())
+            .and_then(|mut tpm| tpm.floor_raise(self.running).map_err(|e| e.to_string()));
+        match raised {
+            Ok(floor) => say(&format!("release v{} good: anti-rollback floor at v{floor}", self.running)),
+            Err(e) => {
+                say(&format!("anti-rollback floor NOT raised to v{} (older releases still unseal): {e}", self.running))
+            }
+        }
+    }
+
+    fn mount_esp_for<T>(&self, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
+        self.mount_esp()?;
+        let result = f(Path::new("/esp"));
+        let unmounted = Self::unmount_esp();
+        let value = result?;
+        unmounted.map(|()| value)
+    }
+
+    /// Installs the update bundle the runtime staged: read from the data partition (the
+    /// runtime's, so verified again here, against this image's update root, release key, the
+    /// TPM's floor and the running release), then written next to the running slot, on trial.
+    fn install_staged(&self) -> Result<u64, String> {
+        use sovereign_boot_contract::DATA_MOUNT;
+        let slots = self.slots.as_ref().ok_or("this boot came from no slot: nothing to fall back to")?;
+        if slots.trial {
+            return Err(format!("release v{} is still on trial", self.running));
+        }
+        let root = sovereign_update_root(&self.update_root)?;
+        let path = Path::new(DATA_MOUNT).join(slots::STAGED_BUNDLE);
+        let bytes = read_at_most(&path, sovereign_update::MAX_BUNDLE_BYTES)?;
+        let floor = Tpm::open(TCTI)
+            .and_then(|mut tpm| tpm.floor())
+            .map_err(|e| format!("reading the anti-rollback floor: {e}"))?
+            .unwrap_or(0);
+        let trust = sovereign_update::Trust {
+            root,
+            root_serial: 0,
+            keyset_serial: 0,
+            floor: floor.max(self.running),
+            platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
+            release_key: self.release_key,
+        };
+        let verified = sovereign_update::verify(&bytes, &trust).map_err(|e| format!("the staged bundle: {e}"))?;
+        let file = |name: &str| verified.files.get(name).map(Vec::as_slice).ok_or(format!("the bundle has no {name}"));
+        let release = sovereign_init::esp::Release {
+            version: verified.release_version,
+            uki: file("uki.efi")?,
+            policy: file("pcr-policy.json")?,
+            reference: (file("reference-values.json")?, file("reference-values.sig")?),
+        };
+        self.mount_esp_for(|esp| {
+            let survey = sovereign_init::esp::survey(esp)?;
+            let plan = survey.install_plan(self.running, release.version)?;
+            sovereign_init::esp::install(esp, &plan, &release)
+        })?;
+        // Installed: the staged copy has done its job.
+        for done in [slots::STAGED_RECORD, slots::STAGED_BUNDLE] {
+            let _ = fs::remove_file(Path::new(DATA_MOUNT).join(done));
+        }
+        Ok(verified.release_version)
+    }
+}
+
+fn sovereign_update_root(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .ok_or("the runtime configuration names no valid update root: this image takes no updates".into())
+}
+
+/// Reads a file of at most `max` bytes.
+fn read_at_most(path: &Path, max: usize) -> Result<Vec<u8>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > max {
+        return Err(format!("{}: larger than {max} bytes", path.display()));
+    }
+    Ok(bytes)
 }
 
 /// Loads one module whose file has been verified (the module loader's job).
@@ -289,14 +492,7 @@ fn load_module(m: &sovereign_boot_contract::manifest::ModuleEntry) -> Result<(),
 
 /// Reads a file of at most 1 MiB (what the ESP holds beside the UKI is small).
 fn read_small(path: &str) -> Result<Vec<u8>, String> {
-    const MAX: u64 = 1 << 20;
-    let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX + 1).read_to_end(&mut bytes).map_err(|e| format!("{path}: {e}"))?;
-    if bytes.len() as u64 > MAX {
-        return Err(format!("{path}: larger than {MAX} bytes"));
-    }
-    Ok(bytes)
+    read_at_most(Path::new(path), 1 << 20)
 }
 
 /// The release's reference values from the ESP, for the runtime's compliance bundles: handed
@@ -489,12 +685,21 @@ fn confine_children(config: &RuntimeConfig) -> Result<(), Fatal> {
         }
     }
     give_tree(Path::new(sovereign_boot_contract::DATA_MOUNT), &give)?;
+    // The one place under /run the runtime writes: it says there that it is healthy.
+    fs::create_dir_all(slots::RUN_RUNTIME_DIR)
+        .map_err(|e| Fatal(format!("creating {}", slots::RUN_RUNTIME_DIR), e.to_string()))?;
+    give(Path::new(slots::RUN_RUNTIME_DIR), 0o700)?;
     // Read-only for the runtime: the firmware event log (securityfs keeps it root-only) and
     // PID 1's measurement log, both owned by root, group-readable by the runtime.
     let firmware_log = fs::read(FIRMWARE_LOG)
         .map_err(|e| Fatal(format!("reading the firmware event log {FIRMWARE_LOG}"), e.to_string()))?;
     fs::write(FIRMWARE_LOG_COPY, firmware_log)
         .map_err(|e| Fatal(format!("writing {FIRMWARE_LOG_COPY}"), e.to_string()))?;
+    if Path::new(slots::RUN_BOOT_SLOTS_PATH).exists() {
+        std::os::unix::fs::chown(slots::RUN_BOOT_SLOTS_PATH, Some(0), gid)
+            .and_then(|()| fs::set_permissions(slots::RUN_BOOT_SLOTS_PATH, fs::Permissions::from_mode(0o640)))
+            .map_err(|e| Fatal(format!("letting the runtime read {}", slots::RUN_BOOT_SLOTS_PATH), e.to_string()))?;
+    }
     for (path, mode) in [("/run/sovereign", 0o750), (MEASUREMENT_LOG, 0o640), (FIRMWARE_LOG_COPY, 0o640)] {
         std::os::unix::fs::chown(path, Some(0), gid)
             .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
@@ -555,24 +760,61 @@ fn start_runtime(path: &str, handover: &[u8]) -> Result<Child, Fatal> {
     Ok(child)
 }
 
-fn supervise(
-    runtime: &str,
-    handover: &[u8],
+/// The runtime PID 1 starts and restarts.
+struct Supervisor<'a> {
+    runtime: &'a str,
+    handover: &'a [u8],
     max_restarts: u32,
+}
+
+impl Supervisor<'_> {
+    fn start(&self) -> Result<Child, Fatal> {
+        start_runtime(self.runtime, self.handover)
+    }
+
+    /// Counts a restart; refuses once there were too many.
+    fn restart(&self, restarts: &mut u32, how: &str) -> Result<Child, Fatal> {
+        *restarts += 1;
+        if *restarts > self.max_restarts {
+            return Err(Fatal("runtime".into(), format!("{how} after {} restarts", self.max_restarts)));
+        }
+        let delay = Duration::from_millis(250 << (*restarts).min(6));
+        say(&format!("runtime {how}; restart {restarts}/{} in {delay:?}", self.max_restarts));
+        std::thread::sleep(delay);
+        self.start()
+    }
+}
+
+fn supervise(
+    supervisor: &Supervisor<'_>,
+    mut updates: Updates,
     power_button: &mpsc::Receiver<()>,
     ctrl_alt_del: &SignalFd,
     kernel_done: f64,
-) -> Result<(), Fatal> {
+) -> Result<Ending, Fatal> {
     let mut restarts = 0u32;
-    let mut child = start_runtime(runtime, handover)?;
+    let mut healthy = false;
+    let started = Instant::now();
+    let mut child = supervisor.start()?;
     say(&format!("runtime started (pid {}, uptime {:.3}s; kernel took {kernel_done:.3}s)", child.id(), uptime()));
     loop {
         if power_button.try_recv().is_ok() {
             say("power button: shutting down");
-            return shut_down(child);
+            return shut_down(child).map(|()| Ending::PowerOff);
         }
         while let Ok(Some(_)) = ctrl_alt_del.read_signal() {
             say("Ctrl-Alt-Del ignored: this appliance shuts down by its power button");
+        }
+        if !healthy && Path::new(slots::RUN_HEALTHY_PATH).exists() {
+            healthy = true;
+            updates.healthy();
+        }
+        if !healthy && TRIAL.load(Ordering::SeqCst) && started.elapsed() > TRIAL_DEADLINE {
+            let _ = shut_down(child);
+            return Err(Fatal(
+                "trial boot".into(),
+                format!("the runtime did not report healthy within {} s", TRIAL_DEADLINE.as_secs()),
+            ));
         }
         // Reap every exited process (PID 1's duty), noticing the runtime's exit.
         loop {
@@ -580,37 +822,43 @@ fn supervise(
                 Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() as u32 == child.id() => {
                     if code == 0 {
                         say("runtime exited cleanly: shutting down");
-                        return shut_down_reaped();
+                        return shut_down_reaped().map(|()| Ending::PowerOff);
                     }
-                    restarts += 1;
-                    if restarts > max_restarts {
-                        return Err(Fatal(
-                            "runtime".into(),
-                            format!("exited with status {code} after {max_restarts} restarts"),
-                        ));
+                    if code == slots::EXIT_INSTALL_UPDATE {
+                        say("runtime stopped to apply the staged update");
+                        return install_and_reboot(&updates);
                     }
-                    let delay = Duration::from_millis(250 << restarts.min(6));
-                    say(&format!("runtime exited with status {code}; restart {restarts}/{max_restarts} in {delay:?}"));
-                    std::thread::sleep(delay);
-                    child = start_runtime(runtime, handover)?;
+                    child = supervisor.restart(&mut restarts, &format!("exited with status {code}"))?;
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() as u32 == child.id() => {
                     if sig == Signal::SIGSYS {
                         say("runtime killed by the kernel (SIGSYS): it made a system call its seccomp filter forbids");
                     }
-                    restarts += 1;
-                    if restarts > max_restarts {
-                        return Err(Fatal("runtime".into(), format!("killed by {sig} after {max_restarts} restarts")));
-                    }
-                    say(&format!("runtime killed by {sig}; restart {restarts}/{max_restarts}"));
-                    std::thread::sleep(Duration::from_millis(250 << restarts.min(6)));
-                    child = start_runtime(runtime, handover)?;
+                    child = supervisor.restart(&mut restarts, &format!("killed by {sig}"))?;
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             }
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The runtime stopped so that the staged update is applied: every other process stopped,
+/// then the bundle verified again and installed on trial with the data partition still
+/// mounted, then it is unmounted and the machine reboots into the trial. A refused install
+/// leaves the ESP as it was and the node comes back up on the running release, which says why.
+fn install_and_reboot(updates: &Updates) -> Result<Ending, Fatal> {
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    let _ = sovereign_init::shutdown::reap_all(Duration::from_secs(5));
+    let installed = updates.install_staged();
+    shut_down_reaped()?;
+    match installed {
+        Ok(version) => Ok(Ending::Reboot(format!("release v{version} installed on trial beside v{}", updates.running))),
+        Err(why) => {
+            say(&format!("update NOT installed: {why}"));
+            Ok(Ending::Reboot(format!("back to release v{} (the update was not installed)", updates.running)))
+        }
     }
 }
 

@@ -96,6 +96,7 @@ pub fn base_input() -> BuildInput {
         cmdline: build::DEFAULT_CMDLINE.into(),
         config: RuntimeConfig::default(),
         stub: PathBuf::from("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+        loader: PathBuf::from(build::SYSTEMD_BOOT),
         secure_boot: Some(secure_boot_key()),
     }
 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "boots the appliance image"),
     ("ovmf", "UEFI firmware for QEMU (measured boot)"),
-    ("systemd-boot-efi", "the EFI stub the UKI is built on"),
+    ("systemd-boot-efi", "the EFI stub the UKI is built on and systemd-boot, the A/B boot loader"),
     ("binutils", "objcopy assembles the UKI"),
     ("dosfstools", "mkfs.vfat builds the EFI system partition"),
     ("mtools", "mcopy fills the EFI system partition without mounting it"),

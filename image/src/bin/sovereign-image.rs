@@ -95,6 +95,9 @@ enum Cmd {
         /// systemd EFI stub.
         #[arg(long, default_value = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub")]
         stub: PathBuf,
+        /// The boot loader (systemd-boot: A/B slots with boot counting).
+        #[arg(long, default_value = sovereign_image::build::SYSTEMD_BOOT)]
+        loader: PathBuf,
         /// Secure Boot db private key (PEM) that signs the UKI; needs --db-cert. Without it the
         /// UKI is unsigned and firmware with Secure Boot on refuses it.
         #[arg(long, requires = "db_cert")]
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             kernel_release,
             kernel_cache,
             stub,
+            loader,
             db_key,
             db_cert,
         } => {
@@ -191,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 cmdline,
                 config: RuntimeConfig::default(),
                 stub,
+                loader,
                 secure_boot,
             };
             let built = build::build(&input, &keys, &out)?;

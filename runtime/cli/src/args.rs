@@ -352,8 +352,20 @@ pub(crate) enum UpdateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The appliance's update state: running release, anti-rollback floor, staged bundle.
+    /// The appliance's update state: running release, anti-rollback floor, staged bundle, boot
+    /// slots (good, on trial, failed) and a failed update the node fell back from.
     Status {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the staged bundle: the appliance audits it, stops its runtime, and PID 1 verifies
+    /// the bundle again, installs it in the other boot slot on trial and reboots into it. The
+    /// new release is blessed (and the floor raised) once its runtime is healthy; otherwise the
+    /// boot loader falls back and `status` reports the failure. Exit 1 if refused.
+    Apply {
         #[command(flatten)]
         appliance: ApplianceArgs,
         /// Machine-readable output.

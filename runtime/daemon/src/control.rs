@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use sovereign_protocol::pipeline::Command;
+use sovereign_protocol::pipeline::{Command, Reply};
 use sovereign_protocol::stream::chunks;
 use sovereign_protocol::{
     Assembly, Attachment, Frame, Gate, MAX_FRAME, Payloads, Request, Response, SignedRequest, SignedResponse, Status,
@@ -356,7 +356,15 @@ fn run_engine(
         let answer = engine.handle(job.command, &job.payloads, &mut attest);
         drop(job.payloads);
         held.fetch_sub(job.held, Ordering::SeqCst);
+        let applying = matches!(&answer.reply, Reply::Update(state) if state.applying);
         outbox.respond(&node, job.digest, Response::Pipeline(answer.reply), &answer.payloads);
+        if applying {
+            // Answered, audited and durable (the engine's state advances before it answers):
+            // the runtime stops here so that PID 1 installs the staged bundle and reboots.
+            println!("sovereign-runtime: stopping so that PID 1 applies the staged update");
+            drop(engine);
+            std::process::exit(sovereign_boot_contract::slots::EXIT_INSTALL_UPDATE);
+        }
     }
 }
 

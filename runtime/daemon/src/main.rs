@@ -81,7 +81,22 @@ fn update_trust(
         platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
         running_version,
         floor: Box::new(move || tpm.with(|t| t.floor()).map(|f| f.unwrap_or(0)).map_err(|e| e.to_string())),
+        boot: Box::new(boot_slots),
     })
+}
+
+/// PID 1's report of this boot's slot (re-read each time: PID 1 rewrites it when it blesses
+/// the release). `None` when there is none or it does not parse (said on the console).
+fn boot_slots() -> Option<sovereign_boot_contract::slots::BootSlots> {
+    use sovereign_boot_contract::slots::RUN_BOOT_SLOTS_PATH;
+    let bytes = std::fs::read(RUN_BOOT_SLOTS_PATH).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(slots) => Some(slots),
+        Err(e) => {
+            println!("sovereign-runtime: PID 1's boot slot report {RUN_BOOT_SLOTS_PATH} does not parse: {e}");
+            None
+        }
+    }
 }
 
 /// The release's reference values PID 1 checked and handed over, for the compliance bundles;
@@ -161,7 +176,6 @@ fn start(
     let port = control::find_port(&config.control_port)
         .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
     let tpm = SharedTpm::new(control::TCTI);
-    let tpm_for_floor = tpm.clone();
     let (engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
         Ok(engine) => {
             println!("sovereign-runtime: {}", engine.anchor_summary());
@@ -182,26 +196,24 @@ fn start(
         attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm.clone())),
         refused: refused.clone(),
     };
-    let floor_tpm = tpm_for_floor;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control::serve_port(node, engine, admins, port, started_ms))
         .map_err(|e| format!("starting the control thread: {e}"))?;
     if refused.is_none() {
-        mark_good(&floor_tpm, version);
+        say_healthy();
     }
     Ok(refused)
 }
 
-/// This release is good (every part of the runtime is up): the TPM's anti-rollback floor moves
-/// to its version, so from now on the TPM refuses to unseal the node keys for any older signed
-/// release. A failure leaves the node running and says so: older releases still unseal.
-fn mark_good(tpm: &SharedTpm, version: u64) {
-    match tpm.with(|t| t.floor_raise(version)) {
-        Ok(floor) => println!("sovereign-runtime: release v{version} good: anti-rollback floor at v{floor}"),
-        Err(e) => println!(
-            "sovereign-runtime: anti-rollback floor NOT raised to v{version} (older releases still unseal): {e}"
-        ),
+/// Every part of the runtime is up: PID 1 is told (a file in the one directory under /run that
+/// is the runtime's), and then blesses a release on trial and raises the anti-rollback floor.
+/// A failure leaves the release unblessed (a trial then falls back) and says so.
+fn say_healthy() {
+    use sovereign_boot_contract::slots::RUN_HEALTHY_PATH;
+    match std::fs::write(RUN_HEALTHY_PATH, b"healthy\n") {
+        Ok(()) => println!("sovereign-runtime: healthy (told PID 1)"),
+        Err(e) => println!("sovereign-runtime: could not tell PID 1 it is healthy ({RUN_HEALTHY_PATH}: {e})"),
     }
 }
 

@@ -448,6 +448,10 @@ impl Engine {
                 Ok(state) => Reply::Update(state),
                 Err(e) => refusal(e),
             },
+            Command::UpdateApply => match self.update_apply() {
+                Ok(state) => Reply::Update(state),
+                Err(e) => refusal(e),
+            },
         }
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::Digest as _;
 use sovereign_audit::logfile::DataKey;
+use sovereign_boot_contract::slots::BootSlots;
 use sovereign_governance::approvals::Approval;
 use sovereign_governance::policy::PolicyBundle;
 use sovereign_governance::signed::{RevocationList, RoleCertificate, RoleContext, RoleSignature};
@@ -298,6 +299,8 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     let machine = Machine::new();
     let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let reads = std::sync::Arc::clone(&floor);
+    let boot = std::sync::Arc::new(std::sync::Mutex::new(None::<BootSlots>));
+    let reported = std::sync::Arc::clone(&boot);
     let mut engine = Engine::open(EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
@@ -313,6 +316,7 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
             platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
             running_version: 1,
             floor: Box::new(move || Ok(reads.load(std::sync::atomic::Ordering::SeqCst))),
+            boot: Box::new(move || reported.lock().unwrap().clone()),
         }),
     })
     .unwrap();
@@ -358,6 +362,22 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     flipped[last] ^= 1;
     assert!(refused(&mut engine, flipped).starts_with("update refused: "));
     assert_eq!(std::fs::read(&staged).unwrap(), v2);
+
+    // Applying it: refused while PID 1 reports no slot for this boot, or this boot's release
+    // on trial itself; taken (and the runtime told to stop) on a good slot.
+    let apply = |engine: &mut Engine| engine.ask(Command::UpdateApply, &mut no_tpm);
+    let Reply::Refused(why) = apply(&mut engine) else { panic!("applied with no boot slot") };
+    assert_eq!(why, "update not applied: PID 1 reported no boot slot for this boot: nothing to fall back to");
+    let survey = sovereign_boot_contract::slots::survey(["sovereign-v1+0-1.efi".to_string()]);
+    *boot.lock().unwrap() = Some(BootSlots::of(&survey, 1).unwrap());
+    let Reply::Refused(why) = apply(&mut engine) else { panic!("applied on top of a trial") };
+    assert_eq!(why, "update not applied: the running release v1 is itself on trial, not yet blessed");
+    let survey = sovereign_boot_contract::slots::survey(["sovereign-v1.efi".to_string()]);
+    *boot.lock().unwrap() = Some(BootSlots::of(&survey, 1).unwrap());
+    let Reply::Update(applying) = apply(&mut engine) else { panic!("a staged bundle on a good slot was not applied") };
+    assert!(applying.applying);
+    assert_eq!(applying.staged, Some(record.clone()));
+    assert!(!applying.boot.unwrap().trial);
     // The floor moved to 2 (v2 booted good, say): v2 itself is no update any more.
     floor.store(2, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(refused(&mut engine, v2), "update refused: release v2 is not above the anti-rollback floor v2");
@@ -366,9 +386,11 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     drop(engine);
     let lines = audit_lines(machine.path());
     let updates: Vec<&String> = lines.iter().filter(|l| l.starts_with("update ")).collect();
-    assert_eq!(updates.len(), 5, "{updates:#?}");
+    assert_eq!(updates.len(), 8, "{updates:#?}");
     assert!(updates[2].starts_with("update v2 staged: bundle "), "{updates:#?}");
-    assert!(updates[0].contains("key set 1 requires 2") && updates[4].contains("floor v2"), "{updates:#?}");
+    assert!(updates[0].contains("key set 1 requires 2") && updates[7].contains("floor v2"), "{updates:#?}");
+    assert!(updates[4].contains("no boot slot") && updates[5].contains("on trial"), "{updates:#?}");
+    assert!(updates[6].starts_with("update v2 applying: bundle "), "{updates:#?}");
 }
 
 #[test]

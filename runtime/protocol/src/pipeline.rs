@@ -99,8 +99,12 @@ pub enum Command {
         /// The bundle.
         bundle: Blob,
     },
-    /// The node's update state: running release, floor, staged bundle.
+    /// The node's update state: running release, floor, staged bundle, boot slots.
     UpdateStatus,
+    /// Apply the staged bundle: the runtime answers, then stops; PID 1 verifies the bundle
+    /// again, installs it in the other boot slot on trial and reboots into it. Refused (and
+    /// audited) when nothing is staged or the running release is itself still on trial.
+    UpdateApply,
 }
 
 /// A staged update bundle, as the node verified it.
@@ -129,6 +133,12 @@ pub struct UpdateState {
     pub floor: u64,
     /// The bundle staged for the next update, if any.
     pub staged: Option<StagedUpdate>,
+    /// The boot slots as PID 1 found (and, after a blessing, left) them; `None` when PID 1
+    /// reported none (booted from no slot, or off the appliance).
+    pub boot: Option<sovereign_boot_contract::slots::BootSlots>,
+    /// The runtime stops after this answer so that PID 1 installs the staged bundle and
+    /// reboots into its trial ([`Command::UpdateApply`]).
+    pub applying: bool,
 }
 
 /// The most runs [`Command::Runs`] lists.

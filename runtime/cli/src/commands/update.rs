@@ -1,5 +1,6 @@
-//! `sovereign update push` and `sovereign update status`: update bundles streamed to the
-//! appliance over the signed control API (with progress on a terminal), and its update state.
+//! `sovereign update push|status|apply`: update bundles streamed to the appliance over the
+//! signed control API (with progress on a terminal), its update state, and applying the staged
+//! bundle (the appliance reboots into the new release on trial).
 
 use anyhow::{Context as _, bail};
 use ed25519_dalek::SigningKey;
@@ -11,9 +12,10 @@ use crate::args::*;
 use crate::{public_key, read_hex32};
 
 pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
-    let (appliance, json, push) = match cmd {
-        UpdateCommand::Push { bundle, appliance, json } => (appliance, json, Some(bundle)),
-        UpdateCommand::Status { appliance, json } => (appliance, json, None),
+    let (appliance, json, push, apply) = match cmd {
+        UpdateCommand::Push { bundle, appliance, json } => (appliance, json, Some(bundle), false),
+        UpdateCommand::Status { appliance, json } => (appliance, json, None, false),
+        UpdateCommand::Apply { appliance, json } => (appliance, json, None, true),
     };
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
@@ -22,6 +24,7 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             (PipelineCommand::UpdatePush { bundle: Blob::of(&bytes) }, vec![bytes])
         }
+        None if apply => (PipelineCommand::UpdateApply, vec![]),
         None => (PipelineCommand::UpdateStatus, vec![]),
     };
     let (reply, _) =
@@ -48,7 +51,16 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
 
 /// The update state, one fact per line.
 fn render(state: &UpdateState, pushed: bool) -> String {
+    use sovereign_boot_contract::slots::SlotState;
     let mut out = String::new();
+    if state.applying
+        && let Some(s) = &state.staged
+    {
+        out.push_str(&format!(
+            "applying: update v{} — the appliance reboots into it on trial; see `sovereign update status` once it is back\n",
+            s.release_version
+        ));
+    }
     if pushed && let Some(s) = &state.staged {
         out.push_str(&format!("staged: update v{} verified and written (nothing installed yet)\n", s.release_version));
     }
@@ -64,6 +76,29 @@ fn render(state: &UpdateState, pushed: bool) -> String {
             s.keyset_serial
         )),
         None => out.push_str("staged bundle  none\n"),
+    }
+    match &state.boot {
+        None => out.push_str("boot slots  not reported (booted from no slot)\n"),
+        Some(boot) => {
+            let this = if boot.trial { "on trial (not yet blessed)" } else { "good" };
+            out.push_str(&format!("this boot  v{} {this}\n", boot.running_version));
+            for slot in &boot.slots {
+                let state = match slot.state {
+                    SlotState::Good => "good".to_string(),
+                    SlotState::Trial { tries_left, tries_done } => {
+                        format!("on trial ({tries_left} tries left, {tries_done} done)")
+                    }
+                    SlotState::Failed { tries_done } => format!("FAILED its trial ({tries_done} tries)"),
+                };
+                out.push_str(&format!("slot  v{}  {state}  {}\n", slot.version, slot.file));
+            }
+            if let Some(failed) = boot.failed_update {
+                out.push_str(&format!(
+                    "last update  v{failed} FAILED its trial boot; the node fell back to v{}\n",
+                    boot.running_version
+                ));
+            }
+        }
     }
     out
 }

@@ -2,8 +2,9 @@
 //! the node's update root, release key, anti-rollback floor and platform while in memory; only a
 //! bundle that passed is written, durably, to the data partition (`update/staged.bundle`, then
 //! `update/staged.json`), replacing any staged before. Every push is audited: the staged release
-//! or the refusal with its reason. Installing a staged bundle into a boot slot is PID 1's (not
-//! built yet).
+//! or the refusal with its reason. Applying it (`UpdateApply`) is audited, answered, and then
+//! the runtime stops: installing the bundle into the other boot slot on trial is PID 1's, which
+//! verifies it again (the data partition is the runtime's to write).
 
 use std::fs::File;
 use std::io::Write as _;
@@ -31,10 +32,14 @@ pub struct UpdateTrust {
     pub running_version: u64,
     /// The anti-rollback floor.
     pub floor: FloorReader,
+    /// The boot slots as PID 1 reports them now (`None`: no report).
+    pub boot: BootReader,
 }
 
-const STAGED_BUNDLE: &str = "update/staged.bundle";
-const STAGED_RECORD: &str = "update/staged.json";
+/// Reads PID 1's boot-slot report (on the appliance; `None` in host tests).
+pub type BootReader = Box<dyn FnMut() -> Option<sovereign_boot_contract::slots::BootSlots> + Send>;
+
+use sovereign_boot_contract::slots::{STAGED_BUNDLE, STAGED_RECORD};
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
@@ -68,7 +73,40 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(EngineError::invalid(format!("reading {STAGED_RECORD}: {e}"))),
         };
-        Ok(UpdateState { running_version: trust.running_version, floor, staged })
+        let boot = (trust.boot)();
+        Ok(UpdateState { running_version: trust.running_version, floor, staged, boot, applying: false })
+    }
+
+    /// Applies the staged bundle: checks there is one and that the running release is not on
+    /// trial itself (PID 1 would refuse to install over it), audits the decision and answers
+    /// with `applying`; the daemon then stops the runtime for PID 1 to install and reboot.
+    pub(super) fn update_apply(&mut self) -> Result<UpdateState, EngineError> {
+        let mut state = self.update_state()?;
+        let refusal = match (&state.staged, &state.boot) {
+            (None, _) => Some("no update is staged (push a bundle first)".to_string()),
+            (Some(_), None) => Some("PID 1 reported no boot slot for this boot: nothing to fall back to".to_string()),
+            (Some(_), Some(boot)) if boot.trial => {
+                Some(format!("the running release v{} is itself on trial, not yet blessed", boot.running_version))
+            }
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            let e = EngineError::invalid(format!("update not applied: {why}"));
+            return match self.log(EntryKind::Refusal, Severity::Warning, vec![], e.to_string()) {
+                Ok(_) => Err(e),
+                Err(audit) => Err(EngineError::invalid(format!("{e}; and {audit}"))),
+            };
+        }
+        let Some(staged) = state.staged.clone() else { return Err(EngineError::invalid("no update is staged")) };
+        let line = format!(
+            "update v{} applying: bundle {}; the runtime stops, PID 1 verifies it again, installs it on trial beside v{} and reboots",
+            staged.release_version,
+            hex::encode(staged.sha256),
+            state.running_version
+        );
+        self.log(EntryKind::Update, Severity::Info, vec![staged.sha256], line)?;
+        state.applying = true;
+        Ok(state)
     }
 
     /// Verifies the pushed bundle and stages it; audits either way.
