@@ -54,9 +54,10 @@ pub fn reference_sig_path(version: u64) -> String {
     format!("{}/reference-values.sig", release_dir(version))
 }
 
-/// Where a slot stands.
+/// Where a slot stands. (Externally tagged, no flattening: it also travels in the control
+/// protocol's postcard encoding, which has neither.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum SlotState {
     /// Blessed (or the factory release): booted as a release that works.
     Good,
@@ -82,7 +83,6 @@ pub struct Slot {
     /// Its file name in [`SLOT_DIR`].
     pub file: String,
     /// Where it stands.
-    #[serde(flatten)]
     pub state: SlotState,
 }
 

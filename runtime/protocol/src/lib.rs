@@ -180,6 +180,25 @@ mod tests {
         assert_eq!(swapped.verify(&req, &node.verifying_key()), Err(Refusal::BadSignature));
     }
 
+    /// The update state carries PID 1's boot-slot report (a type shared with PID 1's JSON):
+    /// it must survive postcard, which has no flattened or internally tagged serde forms.
+    #[test]
+    fn an_update_state_with_boot_slots_is_signed_and_framed() {
+        use crate::pipeline::{Reply, UpdateState};
+        use sovereign_boot_contract::slots::{BootSlots, survey};
+        let names = ["sovereign-v1.efi", "sovereign-v2+0-1.efi", "sovereign-v3+1-0.efi"].map(String::from);
+        let boot = BootSlots::of(&survey(names), 1).unwrap();
+        let state = UpdateState { running_version: 1, floor: 1, staged: None, boot: Some(boot), applying: true };
+        let node = SigningKey::from_bytes(&[3; 32]);
+        let req = sign(Request::Status, &admin(), 1, 1);
+        let response = Response::Pipeline(Reply::Update(state));
+        let resp = SignedResponse::sign(req.digest(), response.clone(), vec![], &node);
+        let f = frame(&Frame::Response(Box::new(resp.clone())));
+        let len = frame_len([f[0], f[1], f[2], f[3]]).unwrap();
+        let Frame::Response(decoded) = decode(&f[4..4 + len]).unwrap() else { panic!("not a response") };
+        assert_eq!(decoded.verify(&req, &node.verifying_key()).unwrap(), &response);
+    }
+
     #[test]
     fn frames_round_trip_and_are_bounded() {
         let req = sign(Request::Status, &admin(), 1, 1);
