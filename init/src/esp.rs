@@ -60,8 +60,14 @@ pub struct Release<'a> {
 /// Carries out `plan` for `release`: removes the other slots and their releases' files, writes
 /// the release's signed files, then its UKI under a temporary name, then renames it into its
 /// slot (on trial). A cut before the rename leaves a `.tmp` file the loader ignores and the next
-/// install removes; the running slot is never touched.
-pub fn install(esp: &Path, plan: &InstallPlan, release: &Release<'_>) -> Result<(), String> {
+/// install removes; the running slot is never touched. `progress` hears each step once it is
+/// durable (PID 1 says them on the console; the power-cut tests cut there).
+pub fn install(
+    esp: &Path,
+    plan: &InstallPlan,
+    release: &Release<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     let slot_dir = esp.join(slots::SLOT_DIR);
     for file in &plan.remove {
         let path = slot_dir.join(file);
@@ -76,6 +82,7 @@ pub fn install(esp: &Path, plan: &InstallPlan, release: &Release<'_>) -> Result<
         }
     }
     sync_dir(&slot_dir)?;
+    progress(&format!("{} other slot(s) removed", plan.remove.len()));
     for version in plan.remove_releases.iter().chain(std::iter::once(&release.version)) {
         let dir = esp.join(slots::release_dir(*version));
         match fs::remove_dir_all(&dir) {
@@ -97,11 +104,15 @@ pub fn install(esp: &Path, plan: &InstallPlan, release: &Release<'_>) -> Result<
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
     }
+    progress(&format!("signed release files written to {}", slots::release_dir(release.version)));
     let tmp = slot_dir.join(format!("sovereign-v{}.tmp", release.version));
     write_synced(&tmp, release.uki)?;
+    progress(&format!("UKI written ({} bytes), not yet a slot", release.uki.len()));
     fs::rename(&tmp, slot_dir.join(&plan.write))
         .map_err(|e| format!("renaming {} into its slot: {e}", tmp.display()))?;
-    sync_dir(&slot_dir)
+    sync_dir(&slot_dir)?;
+    progress(&format!("slot {} in place", plan.write));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -128,7 +139,10 @@ mod tests {
         let survey = survey(esp.path()).unwrap();
         let plan = survey.install_plan(2, 4).unwrap();
         let release = Release { version: 4, uki: b"uki v4", policy: b"p4", reference: (b"r4", b"s4") };
-        install(esp.path(), &plan, &release).unwrap();
+        let mut steps = Vec::new();
+        install(esp.path(), &plan, &release, &mut |s| steps.push(s.to_string())).unwrap();
+        assert_eq!(steps.len(), 4, "{steps:?}");
+        assert_eq!(steps[3], "slot sovereign-v4+1-0.efi in place");
         let after = super::survey(esp.path()).unwrap();
         let files: Vec<&str> = after.slots.iter().map(|s| s.file.as_str()).collect();
         assert_eq!(files, ["sovereign-v4+1-0.efi", "sovereign-v2.efi"]);

@@ -446,7 +446,10 @@ impl Updates {
         self.mount_esp_for(|esp| {
             let survey = sovereign_init::esp::survey(esp)?;
             let plan = survey.install_plan(self.running, release.version)?;
-            sovereign_init::esp::install(esp, &plan, &release)
+            let version = release.version;
+            sovereign_init::esp::install(esp, &plan, &release, &mut |step| {
+                say(&format!("installing v{version}: {step}"))
+            })
         })?;
         // Installed: the staged copy has done its job.
         for done in [slots::STAGED_RECORD, slots::STAGED_BUNDLE] {

@@ -177,8 +177,12 @@ fn start(
         .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
     let tpm = SharedTpm::new(control::TCTI);
     let (engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
-        Ok(engine) => {
+        Ok(mut engine) => {
             println!("sovereign-runtime: {}", engine.anchor_summary());
+            match engine.record_boot() {
+                Ok(lines) => lines.iter().for_each(|l| println!("sovereign-runtime: audited: {l}")),
+                Err(e) => println!("sovereign-runtime: this boot's update outcome could not be audited: {e}"),
+            }
             println!("sovereign-runtime: pipelines ready (audit log of {} entries)", engine.audit().size());
             (Some(engine), None)
         }

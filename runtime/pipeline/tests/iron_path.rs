@@ -378,6 +378,19 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     assert!(applying.applying);
     assert_eq!(applying.staged, Some(record.clone()));
     assert!(!applying.boot.unwrap().trial);
+
+    // The next boots as PID 1 reports them: v2's trial, then (say it failed) v1 again with the
+    // failure; each outcome audited once, however often the node restarts.
+    let survey = sovereign_boot_contract::slots::survey(["sovereign-v1.efi", "sovereign-v2+0-1.efi"].map(String::from));
+    *boot.lock().unwrap() = Some(BootSlots::of(&survey, 2).unwrap());
+    assert_eq!(engine.record_boot().unwrap().len(), 1);
+    assert_eq!(engine.record_boot().unwrap(), Vec::<String>::new());
+    *boot.lock().unwrap() = Some(BootSlots::of(&survey, 1).unwrap());
+    let failed = engine.record_boot().unwrap();
+    assert_eq!(failed, ["update v2 FAILED its trial boot: the boot loader fell back to v1; the floor did not move"]);
+    assert!(engine.record_boot().unwrap().is_empty());
+    *boot.lock().unwrap() =
+        Some(BootSlots::of(&sovereign_boot_contract::slots::survey(["sovereign-v1.efi".to_string()]), 1).unwrap());
     // The floor moved to 2 (v2 booted good, say): v2 itself is no update any more.
     floor.store(2, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(refused(&mut engine, v2), "update refused: release v2 is not above the anti-rollback floor v2");
@@ -386,9 +399,10 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     drop(engine);
     let lines = audit_lines(machine.path());
     let updates: Vec<&String> = lines.iter().filter(|l| l.starts_with("update ")).collect();
-    assert_eq!(updates.len(), 8, "{updates:#?}");
+    assert_eq!(updates.len(), 10, "{updates:#?}");
     assert!(updates[2].starts_with("update v2 staged: bundle "), "{updates:#?}");
-    assert!(updates[0].contains("key set 1 requires 2") && updates[7].contains("floor v2"), "{updates:#?}");
+    assert!(updates[0].contains("key set 1 requires 2") && updates[9].contains("floor v2"), "{updates:#?}");
+    assert!(updates[7].starts_with("update v2 on its trial boot") && updates[8].contains("FAILED"), "{updates:#?}");
     assert!(updates[4].contains("no boot slot") && updates[5].contains("on trial"), "{updates:#?}");
     assert!(updates[6].starts_with("update v2 applying: bundle "), "{updates:#?}");
 }

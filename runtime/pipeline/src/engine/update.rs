@@ -105,8 +105,56 @@ impl Engine {
             state.running_version
         );
         self.log(EntryKind::Update, Severity::Info, vec![staged.sha256], line)?;
+        // A new installation: its trial and its outcome are recorded afresh (`record_boot`).
+        let outcomes = self.state_dir.join("update/outcomes");
+        match std::fs::remove_dir_all(&outcomes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::invalid(format!("clearing {}: {e}", outcomes.display()))),
+        }
         state.applying = true;
         Ok(state)
+    }
+
+    /// Records what PID 1 reports about this boot's slot, once per event, in the audit log (so
+    /// that compliance bundles carry every update's outcome): a release booted on trial, and a
+    /// newer release whose trial failed (the boot loader fell back to this one). Called once at
+    /// start; anchored like a command. Returns the lines it logged.
+    pub fn record_boot(&mut self) -> Result<Vec<String>, EngineError> {
+        let Some(trust) = self.update.as_mut() else { return Ok(vec![]) };
+        let Some(boot) = (trust.boot)() else { return Ok(vec![]) };
+        let mut lines = Vec::new();
+        let recorded = self.state_dir.join("update/outcomes");
+        std::fs::create_dir_all(&recorded)
+            .map_err(|source| EngineError::StateDir { path: recorded.clone(), source })?;
+        let mut events = Vec::new();
+        if boot.trial {
+            let line = format!(
+                "update v{} on its trial boot: PID 1 blesses it (and raises the floor) once this runtime is healthy",
+                boot.running_version
+            );
+            events.push((format!("trial-v{}", boot.running_version), Severity::Info, line));
+        }
+        if let Some(failed) = boot.failed_update {
+            let line = format!(
+                "update v{failed} FAILED its trial boot: the boot loader fell back to v{}; the floor did not move",
+                boot.running_version
+            );
+            events.push((format!("failed-v{failed}"), Severity::Warning, line));
+        }
+        for (name, severity, line) in events {
+            let marker = recorded.join(&name);
+            if marker.exists() {
+                continue;
+            }
+            self.log(EntryKind::Update, severity, vec![], line.clone())?;
+            write_durably(&marker, line.as_bytes()).map_err(EngineError::invalid)?;
+            lines.push(line);
+        }
+        if !lines.is_empty() {
+            self.anchor_now().map_err(EngineError::invalid)?;
+        }
+        Ok(lines)
     }
 
     /// Verifies the pushed bundle and stages it; audits either way.
