@@ -96,6 +96,10 @@ fn main() -> ExitCode {
         Some("run") => {
             setup().and_then(|()| image(&root().join("build"))).and_then(|()| modules()).and_then(|()| demo())
         }
+        Some("update-demo") => setup()
+            .and_then(|()| image(&root().join("build")))
+            .and_then(|()| release_build("the release build (the operator CLI, sovereign-demo)"))
+            .and_then(|()| update_demo()),
         Some("firmware-profile") => setup().and_then(|()| image(&root().join("build"))).and_then(|()| {
             step(
                 "record the QEMU+OVMF platform profiles (Secure Boot on and off) from reference boots",
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
             )
         }),
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|firmware-profile|firmware-vars>");
+            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|update-demo|firmware-profile|firmware-vars>");
             return ExitCode::from(2);
         }
     };
@@ -355,6 +359,8 @@ fn test() -> Result<(), Failure> {
     )?;
     // The README's main command, as a user runs it (one more boot): it must attest PASS.
     demo()?;
+    // The README's update command (two more boots): push, apply, trial, blessing, floor.
+    update_demo()?;
     fuzz_smoke(FUZZ_SECONDS)
 }
 
@@ -469,6 +475,15 @@ fn demo() -> Result<(), Failure> {
     step(
         "boot the appliance in QEMU (OVMF + swtpm), attest it, run the Iron Path, verify its bundle, shut it down",
         Command::new(built("sovereign-demo")).current_dir(root()).env("TSS2_LOG", "all+none"),
+    )
+}
+
+/// An update through the real CLI (`sovereign-demo update`): v2 built and bundled, pushed,
+/// applied, booted on trial, blessed, floored.
+fn update_demo() -> Result<(), Failure> {
+    step(
+        "update the appliance through the CLI (push, apply, trial boot, blessing, floor)",
+        Command::new(built("sovereign-demo")).arg("update").current_dir(root()).env("TSS2_LOG", "all+none"),
     )
 }
 

@@ -4,7 +4,14 @@
 //! runs the Iron Path (`run`, two `approve`s, `run --resume`), verifies the exported compliance
 //! bundle offline with `sovereign verify`, prints what was verified, and shuts the guest down with the ACPI power button.
 //!
-//! Exit code: 0 when the appliance came up and attested PASS, 1 otherwise, 2 on a setup error.
+//! `sovereign-demo update` (`cargo xtask update-demo`): an update through the real CLI — builds
+//! release 2 of the same inputs and its bundle (2 of the 3 development release signers), boots
+//! the appliance, `sovereign update status`, `push`, `apply`; the appliance reboots into v2 on
+//! trial, PID 1 blesses it once its runtime is healthy and raises the floor; `sovereign update
+//! status` again.
+//!
+//! Exit code: 0 when the appliance came up and attested PASS (the update: came up on v2,
+//! blessed, floor 2), 1 otherwise, 2 on a setup error.
 
 #![forbid(unsafe_code)]
 
@@ -19,7 +26,15 @@ fn say(start: Instant, line: &str) {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let outcome = match std::env::args().nth(1).as_deref() {
+        None => run(),
+        Some("update") => update(),
+        Some(other) => {
+            eprintln!("usage: sovereign-demo [update] (not {other:?})");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -307,4 +322,107 @@ fn iron_path(
         report["audit_size"], bundle.display()
     ));
     Ok(summary)
+}
+
+/// Boots the appliance and waits until its runtime is up, streaming PID 1's and the runtime's
+/// lines; `false` if it did not come up.
+fn boot_shown(
+    start: Instant,
+    appliance: &mut sovereign_qemu::Appliance,
+) -> anyhow::Result<(sovereign_qemu::Guest, bool)> {
+    let mut guest = appliance.boot(Duration::from_secs(300))?;
+    let mut shown = 0usize;
+    let up = loop {
+        let console = guest.console();
+        for line in console.lines().skip(shown) {
+            let pcr = line.contains("sovereign-init: pcr ");
+            if !pcr && (line.contains("sovereign-init") || line.contains("sovereign-runtime: ready")) {
+                say(start, &format!("  guest: {line}"));
+            }
+        }
+        shown = console.lines().count();
+        if console.contains("anti-rollback floor at v") && console.contains("sovereign-runtime: control: attestation") {
+            break true;
+        }
+        if console.contains("sovereign-init: FATAL") || guest.finished() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Ok((guest, up))
+}
+
+/// An update through the real CLI (see the crate documentation).
+fn update() -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let cli = sovereign_cli()?;
+    let disk = build_dir().join("image/disk.raw");
+    anyhow::ensure!(disk.exists(), "{} is missing: run `cargo xtask image`", disk.display());
+    let out = build_dir().join("demo/update");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let keys = sovereign_e2e::dev_keys();
+    say(
+        start,
+        "building release 2 (same PID 1, runtime and kernel; version 2) and its update bundle, signed by 2 of the 3 development release keys",
+    );
+    let mut input = sovereign_e2e::base_input();
+    input.version = 2;
+    let v2 = out.join("v2");
+    sovereign_image::build::build(&input, &keys, &v2)?;
+    let (bundle, written) = sovereign_image::update::bundle(&v2, &keys, 2, sovereign_update::PLATFORM_QEMU_X86_64)?;
+    anyhow::ensure!(written.refused.is_none(), "the v2 bundle does not verify: {:?}", written.refused);
+    let bundle_path = out.join("sovereign-v2.bundle");
+    std::fs::write(&bundle_path, &bundle)?;
+    say(start, &format!("bundle {} ({} bytes, sha256 {})", bundle_path.display(), written.size, written.sha256));
+
+    let mut appliance = sovereign_qemu::Appliance::new(&disk)?;
+    say(start, "booting release 1 (QEMU, OVMF, systemd-boot, swtpm)");
+    let (guest, up) = boot_shown(start, &mut appliance)?;
+    anyhow::ensure!(up, "release 1 did not come up");
+    let socket = appliance.control_socket();
+    let s = |x: &str| x.to_string();
+    let appliance_args = vec![s("--socket"), p(&socket), s("--key"), p(&build_dir().join("keys/admin.key"))];
+    let update = |verb: &str, extra: &[String]| -> anyhow::Result<(i32, String)> {
+        let mut args = vec![s("update"), s(verb)];
+        args.extend(extra.iter().cloned());
+        args.extend(appliance_args.clone());
+        cli_run(start, &cli, &args)
+    };
+    let (code, _) = update("status", &[])?;
+    anyhow::ensure!(code == 0, "sovereign update status failed");
+    let (code, _) = update("push", &[p(&bundle_path)])?;
+    anyhow::ensure!(code == 0, "sovereign update push was refused");
+    let (code, _) = update("apply", &[])?;
+    anyhow::ensure!(code == 0, "sovereign update apply was refused");
+    let mut guest = guest;
+    guest.wait_for("sovereign-init: rebooting")?;
+    guest.wait_exit()?;
+    for line in guest.console().lines().filter(|l| l.contains("installing v2") || l.contains("rebooting")) {
+        say(start, &format!("  guest: {line}"));
+    }
+    say(start, "the appliance rebooted: release 2 on trial");
+    let (mut guest, up) = boot_shown(start, &mut appliance)?;
+    let (shown_code, _) = update("status", &[])?;
+    let (code, status) = update("status", &[s("--json")])?;
+    let code = if shown_code == 0 { code } else { shown_code };
+    say(start, "pressing the ACPI power button");
+    guest.powerdown()?;
+    guest.wait_exit()?;
+    let state: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    let passed = up
+        && code == 0
+        && state["running_version"] == 2
+        && state["floor"] == 2
+        && state["boot"]["trial"] == false
+        && guest.console().contains("release v2 blessed");
+    say(
+        start,
+        &if passed {
+            "PASS: release 2 was pushed, verified twice (runtime and PID 1), installed beside release 1, booted on trial, blessed once healthy, and the TPM's anti-rollback floor moved to 2 only after that".to_string()
+        } else {
+            format!("FAIL: the update did not complete; update status: {status}")
+        },
+    );
+    Ok(passed)
 }
