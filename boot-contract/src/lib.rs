@@ -61,6 +61,11 @@ pub struct RuntimeConfig {
     /// the build fills in the release's when empty.
     #[serde(default)]
     pub update_root: String,
+    /// How many distinct holders of the `update-approver` role (certificates from the admin
+    /// root) must approve applying a staged update, M of however many hold it; 0 leaves it to
+    /// the operator's signed request alone.
+    #[serde(default)]
+    pub update_approvals: u32,
     /// How many times PID 1 restarts a failed runtime before powering off.
     pub max_restarts: u32,
     /// Name of the virtio-serial port the control API is served on.
@@ -78,6 +83,7 @@ impl Default for RuntimeConfig {
             data_device: "/dev/vda3".into(),
             admin_root: String::new(),
             update_root: String::new(),
+            update_approvals: 0,
             max_restarts: 3,
             control_port: "sovereign.control".into(),
             admins: Vec::new(),

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use sovereign_protocol::pipeline::{Command, Reply};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
+/// Apply, with no approvals: the shared image's configuration requires none.
+const UNAPPROVED_APPLY: Command =
+    Command::UpdateApply { approvals: Vec::new(), certificates: Vec::new(), revocations: None };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys = sovereign_e2e::dev_keys();
@@ -43,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (reply, _) = sovereign_cli::pipeline::command(&socket, &keys.admin, None, &cmd, std::slice::from_ref(&v2))?;
         let Reply::Update(_) = reply else { return Err(format!("push refused: {reply:?}").into()) };
         let pushed = started.elapsed();
-        let (reply, _) = sovereign_cli::pipeline::command(&socket, &keys.admin, None, &Command::UpdateApply, &[])?;
+        let (reply, _) = sovereign_cli::pipeline::command(&socket, &keys.admin, None, &UNAPPROVED_APPLY, &[])?;
         let Reply::Update(_) = reply else { return Err(format!("apply refused: {reply:?}").into()) };
         guest.wait_for("rebooting: release v2 installed on trial")?;
         guest.wait_exit()?;

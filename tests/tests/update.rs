@@ -18,6 +18,9 @@ use sovereign_update::{Refusal, Trust, verify};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const READY: &str = "sovereign-runtime: control: attestation key ready";
+/// Apply, with no approvals: the shared image's configuration requires none.
+const UNAPPROVED_APPLY: Command =
+    Command::UpdateApply { approvals: Vec::new(), certificates: Vec::new(), revocations: None };
 
 /// Builds release `version` of the shared image's inputs (changed by `edit`) into `dir` and
 /// returns its bundle, signed by 2 of the 3 development release signers.
@@ -52,7 +55,7 @@ fn push(socket: &Path, bundle: &[u8]) -> UpdateState {
 }
 
 fn apply(socket: &Path) -> UpdateState {
-    let applying = state(send(socket, &Command::UpdateApply, &[]));
+    let applying = state(send(socket, &UNAPPROVED_APPLY, &[]));
     assert!(applying.applying, "{applying:?}");
     applying
 }
@@ -149,7 +152,7 @@ fn an_update_boots_on_trial_is_blessed_then_floored_and_a_failed_trial_falls_bac
     let before = state(send(&Command::UpdateStatus, &[]));
     let boot = before.boot.clone().expect("PID 1 reports the boot slots");
     assert_eq!((before.running_version, before.floor, boot.trial, boot.slots.len()), (1, 1, false, 1), "{before:?}");
-    let Reply::Refused(why) = send(&Command::UpdateApply, &[]) else { panic!("applied with nothing staged") };
+    let Reply::Refused(why) = send(&UNAPPROVED_APPLY, &[]) else { panic!("applied with nothing staged") };
     assert_eq!(why, "update not applied: no update is staged (push a bundle first)");
 
     // v2: pushed, applied; the runtime stops, PID 1 installs it on trial and reboots.
@@ -350,4 +353,68 @@ fn power_cuts_at_eight_points_of_an_update_always_come_back_on_a_good_slot_with_
         landed.iter().filter(|(p, _)| p.starts_with("install:")).map(|(_, files)| files).collect();
     assert!(install_cuts.iter().any(|files| files.iter().all(|f| !f.starts_with("sovereign-v2"))), "{landed:?}");
     assert!(landed.iter().any(|(p, _)| p == "trial boot, before healthy"), "{landed:?}");
+}
+
+/// `sovereign update approve` (the CLI, offline): verifies the bundle completely, then signs its
+/// version and SHA-256 as what an update approver approves; the approval counts on a node that
+/// requires it (the engine's own check), and a bundle with one byte changed is not approved.
+#[test]
+fn an_update_approver_approves_only_a_bundle_that_verifies() {
+    use sovereign_governance::approvals::{Approval, Guarded, check_approvals};
+    use sovereign_governance::signed::{RevocationList, RoleCertificate};
+    use sovereign_protocol::pipeline::{UPDATE_APPROVER_ROLE, update_apply_digest};
+    let keys = dev_keys();
+    let image = build_dir().join("image");
+    let (bundle, written) =
+        sovereign_image::update::bundle(&image, &keys, 2, sovereign_update::PLATFORM_QEMU_X86_64).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("update.bundle");
+    std::fs::write(&path, &bundle).unwrap();
+    let approver = ed25519_dalek::SigningKey::from_bytes(&[0x41; 32]);
+    let key_file = dir.path().join("approver.key");
+    std::fs::write(&key_file, hex::encode(approver.to_bytes())).unwrap();
+    let os = std::ffi::OsStr::new;
+    let approve = |bundle: &Path, out: &Path| {
+        sovereign_e2e::sovereign(&[
+            os("update"),
+            os("approve"),
+            bundle.as_os_str(),
+            os("--update-root"),
+            os(&hex::encode(keys.update.root.verifying_key().as_bytes())),
+            os("--release-key"),
+            os(&hex::encode(keys.release.verifying_key().as_bytes())),
+            os("--approver-key"),
+            key_file.as_os_str(),
+            os("--out"),
+            out.as_os_str(),
+        ])
+    };
+    let out = dir.path().join("approval.json");
+    let (code, stdout, stderr) = approve(&path, &out);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let approval: Approval = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let sha = sovereign_protocol::Blob::of(&bundle).sha256;
+    assert_eq!(approval.request_digest, update_apply_digest(written.release_version, &sha));
+    let now = sovereign_e2e::now_unix() * 1000;
+    let certificate =
+        RoleCertificate::issue(&approver.verifying_key(), &[UPDATE_APPROVER_ROLE], 30, now + 3_600_000, &keys.admin);
+    let guarded = Guarded {
+        request_digest: update_apply_digest(written.release_version, &sha),
+        role: UPDATE_APPROVER_ROLE.into(),
+        threshold: 1,
+    };
+    let revocations = RevocationList::issue(1, vec![], vec![], &keys.admin);
+    let admin = keys.admin.verifying_key();
+    check_approvals(&guarded, &[approval], &[certificate], &admin, &revocations, now).unwrap();
+
+    let mut flipped = bundle.clone();
+    let middle = flipped.len() / 2; // inside the UKI
+    flipped[middle] ^= 1;
+    let tampered = dir.path().join("tampered.bundle");
+    std::fs::write(&tampered, &flipped).unwrap();
+    let refused = dir.path().join("refused.json");
+    let (code, _, stderr) = approve(&tampered, &refused);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not approved: the bundle does not verify"), "{stderr}");
+    assert!(!refused.exists(), "an approval was written for a bundle that does not verify");
 }

@@ -352,6 +352,33 @@ pub(crate) enum UpdateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Approve applying an update bundle, offline, as one update approver: verifies the bundle
+    /// completely first (update root, key set, M-of-N release signatures, every byte, the
+    /// payload's signatures), then signs its release version and SHA-256 with the approver's
+    /// key, valid for the given hours (at most 7 days). The operator passes the file to
+    /// `update apply --approval`. Exit 1 if the bundle does not verify.
+    Approve {
+        /// The bundle (the same bytes the appliance staged).
+        bundle: PathBuf,
+        /// The update root the nodes carry (hex or a file holding it).
+        #[arg(long)]
+        update_root: String,
+        /// The release key (hex or a file holding it).
+        #[arg(long)]
+        release_key: String,
+        /// The platform the bundle must be for.
+        #[arg(long, default_value = sovereign_update::PLATFORM_QEMU_X86_64)]
+        platform: String,
+        /// The approver's Ed25519 secret key file.
+        #[arg(long)]
+        approver_key: PathBuf,
+        /// Hours the approval stays valid.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
+        /// Where to write the approval (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The appliance's update state: running release, anti-rollback floor, staged bundle, boot
     /// slots (good, on trial, failed) and a failed update the node fell back from.
     Status {
@@ -364,8 +391,19 @@ pub(crate) enum UpdateCommand {
     /// Apply the staged bundle: the appliance audits it, stops its runtime, and PID 1 verifies
     /// the bundle again, installs it in the other boot slot on trial and reboots into it. The
     /// new release is blessed (and the floor raised) once its runtime is healthy; otherwise the
-    /// boot loader falls back and `status` reports the failure. Exit 1 if refused.
+    /// boot loader falls back and `status` reports the failure. A node configured to require
+    /// update approvals (`update_approvals`) applies only with that many distinct approvers'
+    /// `update approve` files and their `update-approver` certificates. Exit 1 if refused.
     Apply {
+        /// An approval file (`sovereign update approve`); repeat for each approver.
+        #[arg(long = "approval")]
+        approvals: Vec<PathBuf>,
+        /// An approver's role certificate (role update-approver); repeat for each approver.
+        #[arg(long = "certificate")]
+        certificates: Vec<PathBuf>,
+        /// The admin root's current revocation list (required with approvals).
+        #[arg(long)]
+        revocations: Option<PathBuf>,
         #[command(flatten)]
         appliance: ApplianceArgs,
         /// Machine-readable output.

@@ -126,7 +126,8 @@ pub struct RunFiles {
     pub revocations: PathBuf,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+/// Reads a JSON file as `T`, naming the file and what it should have been when it is not.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
     serde_json::from_slice(&fs::read(path).with_context(|| format!("reading {}", path.display()))?)
         .with_context(|| format!("{} is not a {what}", path.display()))
 }

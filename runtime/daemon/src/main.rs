@@ -82,6 +82,7 @@ fn update_trust(
         running_version,
         floor: Box::new(move || tpm.with(|t| t.floor()).map(|f| f.unwrap_or(0)).map_err(|e| e.to_string())),
         boot: Box::new(boot_slots),
+        approvals: config.update_approvals,
     })
 }
 

@@ -300,14 +300,9 @@ impl Engine {
         self.audit.append_entry(entry).map(|(index, _)| index).map_err(|e| EngineError::Audit(e.to_string()))
     }
 
-    /// The governor for (`policy`, `revocations`): kept while both stay the same. The
-    /// revocation list never goes back to an older version.
-    pub(super) fn governor(
-        &mut self,
-        policy: &PolicyBundle,
-        revocations: &RevocationList,
-    ) -> Result<&mut Governor, EngineError> {
-        let hash = policy.hash();
+    /// Verifies `revocations` (the admin root's, not older than the one installed), keeps it for
+    /// the bundles and installs it: the installed list never goes back to an older version.
+    pub(super) fn install_revocations(&mut self, revocations: &RevocationList) -> Result<(), EngineError> {
         let installed: u64 = self
             .store
             .get_record("revocation-version")?
@@ -319,6 +314,18 @@ impl Engine {
         if revocations.version > installed {
             self.store.put_record("revocation-version", revocations.version.to_string().as_bytes())?;
         }
+        Ok(())
+    }
+
+    /// The governor for (`policy`, `revocations`): kept while both stay the same. The
+    /// revocation list never goes back to an older version.
+    pub(super) fn governor(
+        &mut self,
+        policy: &PolicyBundle,
+        revocations: &RevocationList,
+    ) -> Result<&mut Governor, EngineError> {
+        let hash = policy.hash();
+        self.install_revocations(revocations)?;
         let current = self.governor.as_ref().map(|(_, h, v)| (*h, *v));
         if current != Some((hash, revocations.version)) {
             // Close the replay store before reopening it for the new governor (its head kept
@@ -448,7 +455,7 @@ impl Engine {
                 Ok(state) => Reply::Update(state),
                 Err(e) => refusal(e),
             },
-            Command::UpdateApply => match self.update_apply() {
+            Command::UpdateApply { approvals, certificates, revocations } => match self.update_apply(&approvals, &certificates, revocations.as_ref()) {
                 Ok(state) => Reply::Update(state),
                 Err(e) => refusal(e),
             },

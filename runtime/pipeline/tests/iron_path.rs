@@ -293,15 +293,17 @@ fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
     assert_eq!(open(reference_values(&k.release)), Ok(()));
 }
 
-#[test]
-fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_either_way() {
-    use sovereign_update::fuzzing::{genuine_bundle, key, release_key, root};
-    let machine = Machine::new();
-    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let reads = std::sync::Arc::clone(&floor);
-    let boot = std::sync::Arc::new(std::sync::Mutex::new(None::<BootSlots>));
-    let reported = std::sync::Arc::clone(&boot);
-    let mut engine = Engine::open(EngineConfig {
+/// An engine at release 1 that takes update bundles from `sovereign_update::fuzzing`'s root,
+/// with the floor and PID 1's boot report the test sets, requiring `approvals` update approvers.
+fn update_engine(
+    machine: &Machine,
+    approvals: u32,
+    floor: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    boot: &std::sync::Arc<std::sync::Mutex<Option<BootSlots>>>,
+) -> Engine {
+    use sovereign_update::fuzzing::{release_key, root};
+    let (reads, reported) = (std::sync::Arc::clone(floor), std::sync::Arc::clone(boot));
+    Engine::open(EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
         state_dir: machine.path(),
@@ -317,9 +319,82 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
             running_version: 1,
             floor: Box::new(move || Ok(reads.load(std::sync::atomic::Ordering::SeqCst))),
             boot: Box::new(move || reported.lock().unwrap().clone()),
+            approvals,
         }),
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn applying_an_update_needs_m_of_n_update_approvers_when_configured() {
+    use sovereign_governance::approvals::Approval;
+    use sovereign_protocol::pipeline::{UPDATE_APPROVER_ROLE, update_apply_digest};
+    use sovereign_update::fuzzing::{genuine_bundle, key};
+    let machine = Machine::new();
+    let k = keys();
+    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let survey = sovereign_boot_contract::slots::survey(["sovereign-v1.efi".to_string()]);
+    let boot = std::sync::Arc::new(std::sync::Mutex::new(Some(BootSlots::of(&survey, 1).unwrap())));
+    let mut engine = update_engine(&machine, 2, &floor, &boot);
+    let v2 = genuine_bundle(2, b"the UKI of release 2".to_vec(), &[key(1), key(2)]);
+    let Reply::Update(pushed) = engine.ask(Command::UpdatePush { bundle: attach(v2.clone()) }, &mut no_tpm) else {
+        panic!("v2 refused")
+    };
+    assert_eq!(pushed.approvals_required, 2);
+    let digest = update_apply_digest(2, &Blob::of(&v2).sha256);
+    let expiry = now() + 3_600_000;
+    let approver = |who: &SigningKey, role: &str, serial: u64| {
+        let certificate = RoleCertificate::issue(&who.verifying_key(), &[role], serial, expiry, &k.admin);
+        (Approval::sign(digest, expiry, who), certificate)
+    };
+    let revocations = RevocationList::issue(1, vec![], vec![], &k.admin);
+    let mut apply = |given: Vec<(Approval, RoleCertificate)>, revocations: Option<RevocationList>| {
+        let (approvals, certificates) = given.into_iter().unzip();
+        engine.ask(Command::UpdateApply { approvals, certificates, revocations }, &mut no_tpm)
+    };
+    let refused = |reply: Reply| match reply {
+        Reply::Refused(why) => why,
+        other => panic!("applied: {other:?}"),
+    };
+    let (a, b, outsider) = (&k.approvers[0], &k.approvers[1], &k.operator);
+
+    // None, one, one twice, one with a pipeline approver's role, one for another bundle: refused.
+    assert!(refused(apply(vec![], None)).contains("no revocation list"));
+    let why = refused(apply(vec![], Some(revocations.clone())));
+    assert!(why.starts_with("update not applied: ") && why.contains("0 of 2 required approvals"), "{why}");
+    assert!(refused(apply(vec![approver(a, UPDATE_APPROVER_ROLE, 20)], Some(revocations.clone()))).contains("1 of 2"));
+    let twice = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(a, UPDATE_APPROVER_ROLE, 21)];
+    assert!(refused(apply(twice, Some(revocations.clone()))).contains("already approved"));
+    let wrong_role = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(b, "approver", 22)];
+    assert!(refused(apply(wrong_role, Some(revocations.clone()))).contains("no valid certificate for role \"update-approver\""));
+    let mut other_bundle = approver(b, UPDATE_APPROVER_ROLE, 23);
+    other_bundle.0 = Approval::sign(update_apply_digest(3, &Blob::of(&v2).sha256), expiry, b);
+    let other = vec![approver(a, UPDATE_APPROVER_ROLE, 20), other_bundle];
+    assert!(refused(apply(other, Some(revocations.clone()))).contains("approves another request"));
+    // A revoked approver's certificate does not count.
+    let revoked_list = RevocationList::issue(2, vec![], vec![24], &k.admin);
+    let revoked = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(b, UPDATE_APPROVER_ROLE, 24)];
+    assert!(refused(apply(revoked, Some(revoked_list.clone()))).contains("1 of 2"));
+    // An outsider's key with a genuine certificate counts: M of N is any two holders.
+    let two = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(outsider, UPDATE_APPROVER_ROLE, 25)];
+    let Reply::Update(applying) = apply(two, Some(revoked_list)) else { panic!("two approvals were not enough") };
+    assert!(applying.applying);
+
+    drop(engine);
+    let lines = audit_lines(machine.path());
+    let applied = lines.iter().find(|l| l.starts_with("update v2 applying")).expect("the apply is audited");
+    assert!(applied.contains("approved by 2 of 2 required update approvers"), "{applied}");
+    assert!(applied.contains(&hex::encode(a.verifying_key().as_bytes())), "{applied}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("update not applied: ")).count(), 7, "{lines:#?}");
+}
+
+#[test]
+fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_either_way() {
+    use sovereign_update::fuzzing::{genuine_bundle, key};
+    let machine = Machine::new();
+    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let boot = std::sync::Arc::new(std::sync::Mutex::new(None::<BootSlots>));
+    let mut engine = update_engine(&machine, 0, &floor, &boot);
     let staged = machine.path().join("update/staged.bundle");
     let state = |engine: &mut Engine| match engine.ask(Command::UpdateStatus, &mut no_tpm) {
         Reply::Update(state) => state,
@@ -365,7 +440,7 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
 
     // Applying it: refused while PID 1 reports no slot for this boot, or this boot's release
     // on trial itself; taken (and the runtime told to stop) on a good slot.
-    let apply = |engine: &mut Engine| engine.ask(Command::UpdateApply, &mut no_tpm);
+    let apply = |engine: &mut Engine| engine.ask(Command::UpdateApply { approvals: vec![], certificates: vec![], revocations: None }, &mut no_tpm);
     let Reply::Refused(why) = apply(&mut engine) else { panic!("applied with no boot slot") };
     assert_eq!(why, "update not applied: PID 1 reported no boot slot for this boot: nothing to fall back to");
     let survey = sovereign_boot_contract::slots::survey(["sovereign-v1+0-1.efi".to_string()]);

@@ -188,7 +188,14 @@ mod tests {
         use sovereign_boot_contract::slots::{BootSlots, survey};
         let names = ["sovereign-v1.efi", "sovereign-v2+0-1.efi", "sovereign-v3+1-0.efi"].map(String::from);
         let boot = BootSlots::of(&survey(names), 1).unwrap();
-        let state = UpdateState { running_version: 1, floor: 1, staged: None, boot: Some(boot), applying: true };
+        let state = UpdateState {
+            running_version: 1,
+            floor: 1,
+            staged: None,
+            boot: Some(boot),
+            applying: true,
+            approvals_required: 2,
+        };
         let node = SigningKey::from_bytes(&[3; 32]);
         let req = sign(Request::Status, &admin(), 1, 1);
         let response = Response::Pipeline(Reply::Update(state));

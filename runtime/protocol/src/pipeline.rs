@@ -103,8 +103,29 @@ pub enum Command {
     UpdateStatus,
     /// Apply the staged bundle: the runtime answers, then stops; PID 1 verifies the bundle
     /// again, installs it in the other boot slot on trial and reboots into it. Refused (and
-    /// audited) when nothing is staged or the running release is itself still on trial.
-    UpdateApply,
+    /// audited) when nothing is staged, the running release is itself still on trial, or fewer
+    /// distinct [`UPDATE_APPROVER_ROLE`] holders than the node's configuration requires approved
+    /// this bundle ([`update_apply_digest`]).
+    UpdateApply {
+        /// Approvals of [`update_apply_digest`] of the staged bundle.
+        approvals: Vec<Approval>,
+        /// The approvers' role certificates.
+        certificates: Vec<RoleCertificate>,
+        /// The admin root's current revocation list (required when approvals are).
+        revocations: Option<RevocationList>,
+    },
+}
+
+/// The role whose holders approve applying an update (distinct from a pipeline's approvers).
+pub const UPDATE_APPROVER_ROLE: &str = "update-approver";
+
+/// What an update approver signs (as an [`Approval`]'s request digest): this bundle, by its
+/// release version and SHA-256, to be applied.
+pub fn update_apply_digest(release_version: u64, bundle_sha256: &[u8; 32]) -> [u8; 32] {
+    sovereign_governance::canonical::Canonical::new("sovereign-update-apply/v1")
+        .u64(release_version)
+        .fixed(bundle_sha256)
+        .digest()
 }
 
 /// A staged update bundle, as the node verified it.
@@ -139,6 +160,8 @@ pub struct UpdateState {
     /// The runtime stops after this answer so that PID 1 installs the staged bundle and
     /// reboots into its trial ([`Command::UpdateApply`]).
     pub applying: bool,
+    /// How many [`UPDATE_APPROVER_ROLE`] approvals applying an update needs on this node.
+    pub approvals_required: u32,
 }
 
 /// The most runs [`Command::Runs`] lists.

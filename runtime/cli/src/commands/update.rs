@@ -13,19 +13,32 @@ use crate::{public_key, read_hex32};
 
 pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
     let (appliance, json, push, apply) = match cmd {
-        UpdateCommand::Push { bundle, appliance, json } => (appliance, json, Some(bundle), false),
-        UpdateCommand::Status { appliance, json } => (appliance, json, None, false),
-        UpdateCommand::Apply { appliance, json } => (appliance, json, None, true),
+        UpdateCommand::Push { bundle, appliance, json } => (appliance, json, Some(bundle), None),
+        UpdateCommand::Status { appliance, json } => (appliance, json, None, None),
+        UpdateCommand::Apply { approvals, certificates, revocations, appliance, json } => {
+            (appliance, json, None, Some(apply_command(&approvals, &certificates, revocations.as_deref())?))
+        }
+        UpdateCommand::Approve { bundle, update_root, release_key, platform, approver_key, valid_hours, out } => {
+            let trust = sovereign_update::Trust {
+                root: public_key(&update_root)?,
+                root_serial: 0,
+                keyset_serial: 0,
+                floor: 0,
+                platform,
+                release_key: public_key(&release_key)?,
+            };
+            return approve(&bundle, &trust, &approver_key, valid_hours, &out);
+        }
     };
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
-    let (command, payloads) = match &push {
-        Some(path) => {
+    let (command, payloads) = match (&push, apply) {
+        (Some(path), _) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             (PipelineCommand::UpdatePush { bundle: Blob::of(&bytes) }, vec![bytes])
         }
-        None if apply => (PipelineCommand::UpdateApply, vec![]),
-        None => (PipelineCommand::UpdateStatus, vec![]),
+        (None, Some(apply)) => (apply, vec![]),
+        (None, None) => (PipelineCommand::UpdateStatus, vec![]),
     };
     let (reply, _) =
         sovereign_cli::pipeline::command(&appliance.socket, &operator, node.as_ref(), &command, &payloads)?;
@@ -49,6 +62,55 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `update apply`'s request: the approvals, certificates and revocation list given.
+fn apply_command(
+    approvals: &[std::path::PathBuf],
+    certificates: &[std::path::PathBuf],
+    revocations: Option<&std::path::Path>,
+) -> anyhow::Result<PipelineCommand> {
+    use sovereign_cli::pipeline::read_json;
+    let approvals = approvals.iter().map(|p| read_json(p, "update approval")).collect::<anyhow::Result<Vec<_>>>()?;
+    let certificates =
+        certificates.iter().map(|p| read_json(p, "role certificate")).collect::<anyhow::Result<Vec<_>>>()?;
+    let revocations = revocations.map(|p| read_json(p, "revocation list")).transpose()?;
+    Ok(PipelineCommand::UpdateApply { approvals, certificates, revocations })
+}
+
+/// `update approve`: one approver's approval of applying this bundle, written as JSON.
+fn approve(
+    bundle: &std::path::Path,
+    trust: &sovereign_update::Trust,
+    key: &std::path::Path,
+    valid_hours: u64,
+    out: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    let summary = match sovereign_update::verify(&bytes, trust) {
+        Ok(verified) => verified,
+        Err(why) => {
+            eprintln!("sovereign: not approved: the bundle does not verify: {why}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if valid_hours == 0 || valid_hours > 7 * 24 {
+        bail!("--valid-hours must be 1..=168: a node takes no approval valid for longer than 7 days");
+    }
+    let approver = SigningKey::from_bytes(&read_hex32(key, "approver key")?);
+    let sha256 = Blob::of(&bytes).sha256;
+    let digest = sovereign_protocol::pipeline::update_apply_digest(summary.release_version, &sha256);
+    let expiry_ms = sovereign_canonical::now_ms().saturating_add(valid_hours.saturating_mul(3_600_000));
+    let approval = sovereign_governance::approvals::Approval::sign(digest, expiry_ms, &approver);
+    std::fs::write(out, serde_json::to_vec_pretty(&approval)?).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "approved applying update v{} (bundle sha256 {}) as {} until {expiry_ms} ms: {}",
+        summary.release_version,
+        hex::encode(sha256),
+        hex::encode(approver.verifying_key().as_bytes()),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The update state, one fact per line.
 fn render(state: &UpdateState, pushed: bool) -> String {
     use sovereign_boot_contract::slots::SlotState;
@@ -66,6 +128,7 @@ fn render(state: &UpdateState, pushed: bool) -> String {
     }
     out.push_str(&format!("running release  v{}\n", state.running_version));
     out.push_str(&format!("anti-rollback floor  v{}\n", state.floor));
+    out.push_str(&format!("update approvals required  {}\n", state.approvals_required));
     match &state.staged {
         Some(s) => out.push_str(&format!(
             "staged bundle  v{} sha256 {} ({} bytes, {} release signatures, key set {})\n",

@@ -13,7 +13,9 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 use sovereign_audit::{EntryKind, Severity};
 use sovereign_protocol::Payloads;
-use sovereign_protocol::pipeline::{StagedUpdate, UpdateState};
+use sovereign_governance::approvals::{Approval, Guarded, check_approvals};
+use sovereign_governance::signed::{RevocationList, RoleCertificate};
+use sovereign_protocol::pipeline::{StagedUpdate, UPDATE_APPROVER_ROLE, UpdateState, update_apply_digest};
 use sovereign_protocol::stream::Blob;
 
 use super::Engine;
@@ -34,6 +36,9 @@ pub struct UpdateTrust {
     pub floor: FloorReader,
     /// The boot slots as PID 1 reports them now (`None`: no report).
     pub boot: BootReader,
+    /// How many distinct update approvers must approve applying a bundle
+    /// (`RuntimeConfig.update_approvals`).
+    pub approvals: u32,
 }
 
 /// Reads PID 1's boot-slot report (on the appliance; `None` in host tests).
@@ -74,15 +79,22 @@ impl Engine {
             Err(e) => return Err(EngineError::invalid(format!("reading {STAGED_RECORD}: {e}"))),
         };
         let boot = (trust.boot)();
-        Ok(UpdateState { running_version: trust.running_version, floor, staged, boot, applying: false })
+        let approvals_required = trust.approvals;
+        Ok(UpdateState { running_version: trust.running_version, floor, staged, boot, applying: false, approvals_required })
     }
 
-    /// Applies the staged bundle: checks there is one and that the running release is not on
-    /// trial itself (PID 1 would refuse to install over it), audits the decision and answers
-    /// with `applying`; the daemon then stops the runtime for PID 1 to install and reboot.
-    pub(super) fn update_apply(&mut self) -> Result<UpdateState, EngineError> {
+    /// Applies the staged bundle: checks there is one, that the running release is not on
+    /// trial itself (PID 1 would refuse to install over it) and that enough update approvers
+    /// approved this bundle, audits the decision and answers with `applying`; the daemon then
+    /// stops the runtime for PID 1 to install and reboot.
+    pub(super) fn update_apply(
+        &mut self,
+        approvals: &[Approval],
+        certificates: &[RoleCertificate],
+        revocations: Option<&RevocationList>,
+    ) -> Result<UpdateState, EngineError> {
         let mut state = self.update_state()?;
-        let refusal = match (&state.staged, &state.boot) {
+        let mut refusal = match (&state.staged, &state.boot) {
             (None, _) => Some("no update is staged (push a bundle first)".to_string()),
             (Some(_), None) => Some("PID 1 reported no boot slot for this boot: nothing to fall back to".to_string()),
             (Some(_), Some(boot)) if boot.trial => {
@@ -90,6 +102,32 @@ impl Engine {
             }
             _ => None,
         };
+        let mut approved_by = Vec::new();
+        let to_approve = if refusal.is_none() { state.staged.clone() } else { None };
+        if let Some(staged) = to_approve
+            && state.approvals_required > 0
+        {
+            let guarded = Guarded {
+                request_digest: update_apply_digest(staged.release_version, &staged.sha256),
+                role: UPDATE_APPROVER_ROLE.into(),
+                threshold: state.approvals_required as usize,
+            };
+            let counted = match revocations {
+                None => Err(format!(
+                    "this node requires {} approvals by role {UPDATE_APPROVER_ROLE:?}; the request carries no revocation list to judge their certificates by",
+                    state.approvals_required
+                )),
+                Some(list) => self.install_revocations(list).map_err(|e| e.to_string()).and_then(|()| {
+                    check_approvals(&guarded, approvals, certificates, &self.admin, list, sovereign_canonical::now_ms())
+                        .map(|tally| tally.counted)
+                        .map_err(|e| e.to_string())
+                }),
+            };
+            match counted {
+                Ok(counted) => approved_by = counted,
+                Err(why) => refusal = Some(why),
+            }
+        }
         if let Some(why) = refusal {
             let e = EngineError::invalid(format!("update not applied: {why}"));
             return match self.log(EntryKind::Refusal, Severity::Warning, vec![], e.to_string()) {
@@ -98,10 +136,14 @@ impl Engine {
             };
         }
         let Some(staged) = state.staged.clone() else { return Err(EngineError::invalid("no update is staged")) };
+        let approvers: Vec<String> = approved_by.iter().map(hex::encode).collect();
         let line = format!(
-            "update v{} applying: bundle {}; the runtime stops, PID 1 verifies it again, installs it on trial beside v{} and reboots",
+            "update v{} applying: bundle {}; approved by {} of {} required update approvers{}; the runtime stops, PID 1 verifies it again, installs it on trial beside v{} and reboots",
             staged.release_version,
             hex::encode(staged.sha256),
+            approvers.len(),
+            state.approvals_required,
+            if approvers.is_empty() { String::new() } else { format!(" ({})", approvers.join(", ")) },
             state.running_version
         );
         self.log(EntryKind::Update, Severity::Info, vec![staged.sha256], line)?;
