@@ -12,15 +12,16 @@ use std::collections::BTreeMap;
 use sha2::{Digest as _, Sha256};
 
 /// What a peer's quote must carry as qualifying data for an admission challenge `nonce`:
-/// `SHA-256("sovereign-mesh-admission/v1\n" ‖ nonce ‖ u16 len ‖ libp2p peer ID ‖ node identity)`.
+/// `SHA-256("sovereign-mesh-admission/v1\n" ‖ nonce ‖ u64 len ‖ libp2p peer ID ‖ node identity)`
+/// (the whole peer ID, length-prefixed: no two peer IDs bind alike).
 /// Binding the libp2p identity stops a relay: a quote made for one connection is worthless on
 /// another.
 pub fn quote_binding(nonce: &[u8; 32], peer_id: &[u8], node_identity: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"sovereign-mesh-admission/v1\n");
     h.update(nonce);
-    h.update((peer_id.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
-    h.update(&peer_id[..peer_id.len().min(usize::from(u16::MAX))]);
+    h.update((peer_id.len() as u64).to_be_bytes());
+    h.update(peer_id);
     h.update(node_identity);
     h.finalize().into()
 }

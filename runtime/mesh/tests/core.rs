@@ -41,6 +41,11 @@ fn the_quote_binding_covers_nonce_peer_and_node() {
     assert_ne!(base, quote_binding(&[9; 32], b"peer-a", &[2; 32]));
     assert_ne!(base, quote_binding(&[1; 32], b"peer-b", &[2; 32]));
     assert_ne!(base, quote_binding(&[1; 32], b"peer-a", &[3; 32]));
+    // Long peer IDs that share a 64 KiB prefix still bind apart (nothing is cut off).
+    let (mut long_a, mut long_b) = (vec![7u8; 70_000], vec![7u8; 70_000]);
+    long_a.push(1);
+    long_b.push(2);
+    assert_ne!(quote_binding(&[1; 32], &long_a, &[2; 32]), quote_binding(&[1; 32], &long_b, &[2; 32]));
     // Length-prefixed: the peer ID cannot absorb bytes of the identity.
     assert_ne!(quote_binding(&[1; 32], b"ab", &[2; 32]), quote_binding(&[1; 32], b"a", &[2; 32]));
 }
