@@ -455,10 +455,12 @@ impl Engine {
                 Ok(state) => Reply::Update(state),
                 Err(e) => refusal(e),
             },
-            Command::UpdateApply { approvals, certificates, revocations } => match self.update_apply(&approvals, &certificates, revocations.as_ref()) {
-                Ok(state) => Reply::Update(state),
-                Err(e) => refusal(e),
-            },
+            Command::UpdateApply { approvals, certificates, revocations } => {
+                match self.update_apply(&approvals, &certificates, revocations.as_ref()) {
+                    Ok(state) => Reply::Update(state),
+                    Err(e) => refusal(e),
+                }
+            }
         }
     }
 }

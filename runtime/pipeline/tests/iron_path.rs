@@ -366,7 +366,10 @@ fn applying_an_update_needs_m_of_n_update_approvers_when_configured() {
     let twice = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(a, UPDATE_APPROVER_ROLE, 21)];
     assert!(refused(apply(twice, Some(revocations.clone()))).contains("already approved"));
     let wrong_role = vec![approver(a, UPDATE_APPROVER_ROLE, 20), approver(b, "approver", 22)];
-    assert!(refused(apply(wrong_role, Some(revocations.clone()))).contains("no valid certificate for role \"update-approver\""));
+    assert!(
+        refused(apply(wrong_role, Some(revocations.clone())))
+            .contains("no valid certificate for role \"update-approver\"")
+    );
     let mut other_bundle = approver(b, UPDATE_APPROVER_ROLE, 23);
     other_bundle.0 = Approval::sign(update_apply_digest(3, &Blob::of(&v2).sha256), expiry, b);
     let other = vec![approver(a, UPDATE_APPROVER_ROLE, 20), other_bundle];
@@ -440,7 +443,9 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
 
     // Applying it: refused while PID 1 reports no slot for this boot, or this boot's release
     // on trial itself; taken (and the runtime told to stop) on a good slot.
-    let apply = |engine: &mut Engine| engine.ask(Command::UpdateApply { approvals: vec![], certificates: vec![], revocations: None }, &mut no_tpm);
+    let apply = |engine: &mut Engine| {
+        engine.ask(Command::UpdateApply { approvals: vec![], certificates: vec![], revocations: None }, &mut no_tpm)
+    };
     let Reply::Refused(why) = apply(&mut engine) else { panic!("applied with no boot slot") };
     assert_eq!(why, "update not applied: PID 1 reported no boot slot for this boot: nothing to fall back to");
     let survey = sovereign_boot_contract::slots::survey(["sovereign-v1+0-1.efi".to_string()]);

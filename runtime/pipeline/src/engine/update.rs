@@ -12,9 +12,9 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use sovereign_audit::{EntryKind, Severity};
-use sovereign_protocol::Payloads;
 use sovereign_governance::approvals::{Approval, Guarded, check_approvals};
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
+use sovereign_protocol::Payloads;
 use sovereign_protocol::pipeline::{StagedUpdate, UPDATE_APPROVER_ROLE, UpdateState, update_apply_digest};
 use sovereign_protocol::stream::Blob;
 
@@ -80,7 +80,14 @@ impl Engine {
         };
         let boot = (trust.boot)();
         let approvals_required = trust.approvals;
-        Ok(UpdateState { running_version: trust.running_version, floor, staged, boot, applying: false, approvals_required })
+        Ok(UpdateState {
+            running_version: trust.running_version,
+            floor,
+            staged,
+            boot,
+            applying: false,
+            approvals_required,
+        })
     }
 
     /// Applies the staged bundle: checks there is one, that the running release is not on
