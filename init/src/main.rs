@@ -801,16 +801,18 @@ fn supervise(
     let mut child = supervisor.start()?;
     say(&format!("runtime started (pid {}, uptime {:.3}s; kernel took {kernel_done:.3}s)", child.id(), uptime()));
     loop {
+        // Health first: the runtime reports it before it says `ready`, so a power button
+        // pressed after `ready` never overtakes the blessing and the floor.
+        if !healthy && Path::new(slots::RUN_HEALTHY_PATH).exists() {
+            healthy = true;
+            updates.healthy();
+        }
         if power_button.try_recv().is_ok() {
             say("power button: shutting down");
             return shut_down(child).map(|()| Ending::PowerOff);
         }
         while let Ok(Some(_)) = ctrl_alt_del.read_signal() {
             say("Ctrl-Alt-Del ignored: this appliance shuts down by its power button");
-        }
-        if !healthy && Path::new(slots::RUN_HEALTHY_PATH).exists() {
-            healthy = true;
-            updates.healthy();
         }
         if !healthy && TRIAL.load(Ordering::SeqCst) && started.elapsed() > TRIAL_DEADLINE {
             let _ = shut_down(child);
