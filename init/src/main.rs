@@ -266,19 +266,20 @@ fn boot() -> Result<Ending, Fatal> {
             format!("it is for release v{}, the manifest is v{}", policy.release_version, manifest.version),
         ));
     }
-    let current = tpm.pcr_read(&policy.selection()).map_err(|e| Fatal("reading PCRs".into(), e.to_string()))?;
-    let proc_cmdline =
-        fs::read_to_string("/proc/cmdline").map_err(|e| Fatal("reading /proc/cmdline".into(), e.to_string()))?;
-    if let Some(why) = sovereign_init::release::refusal(&policy.pcrs, &current, &proc_cmdline, &manifest.cmdline) {
-        return Err(Fatal("measured boot does not match the signed release".into(), why));
-    }
-
-    // Public PCR values, for the record (firmware profile: `cargo xtask firmware-profile`).
+    // Public PCR values, for the record — before the release check, so that a refused boot
+    // shows them too (firmware profile: `cargo xtask firmware-profile`, which records the
+    // firmware's PCRs also from a boot with Secure Boot off, where this image is refused).
     if let Ok(all) = tpm.pcr_read(&sovereign_measured_boot::PcrSelection::new(0..=15).map_err(fatal("PCR selection"))?)
     {
         for (i, v) in &all.0 {
             say(&format!("pcr {i} = {v}"));
         }
+    }
+    let current = tpm.pcr_read(&policy.selection()).map_err(|e| Fatal("reading PCRs".into(), e.to_string()))?;
+    let proc_cmdline =
+        fs::read_to_string("/proc/cmdline").map_err(|e| Fatal("reading /proc/cmdline".into(), e.to_string()))?;
+    if let Some(why) = sovereign_init::release::refusal(&policy.pcrs, &current, &proc_cmdline, &manifest.cmdline) {
+        return Err(Fatal("measured boot does not match the signed release".into(), why));
     }
 
     // Every module is in before the node keys are touched: with Secure Boot on, IMA's
