@@ -391,11 +391,17 @@ pub fn config_bytes(config: &RuntimeConfig) -> anyhow::Result<Vec<u8>> {
 /// sections), PCR 12 (systemd-boot: the `.cmdline` it passes as load options; no credential),
 /// PCR 13 at zero (no system extension) and PCR 15 (PID 1: manifest and runtime
 /// configuration, before the separator).
-pub fn predict_seal_pcrs(uki: &[u8], manifest_bytes: &[u8], config: &[u8]) -> anyhow::Result<PcrValues> {
+pub fn predict_seal_pcrs(
+    uki: &[u8],
+    manifest_bytes: &[u8],
+    config: &[u8],
+    secure_boot: bool,
+) -> anyhow::Result<PcrValues> {
     let mut pcrs = PcrValues::new();
     pcrs.set(pe::PCR_KERNEL_BOOT, pe::predict_pcr9_from_uki(uki).map_err(|e| anyhow!("PCR 9: {e}"))?);
     pcrs.set(pe::PCR_KERNEL_IMAGE, pe::predict_pcr11_from_uki(uki).map_err(|e| anyhow!("PCR 11: {e}"))?);
-    pcrs.set(pe::PCR_KERNEL_CONFIG, pe::predict_pcr12_from_uki(uki).map_err(|e| anyhow!("PCR 12: {e}"))?);
+    let pcr12 = pe::predict_pcr12_from_uki(uki, secure_boot).map_err(|e| anyhow!("PCR 12: {e}"))?;
+    pcrs.set(pe::PCR_KERNEL_CONFIG, pcr12);
     pcrs.set(pe::PCR_SYSEXTS, Sha256Digest::default());
     pcrs.set(PROJECT_PCR, predict_pcr15(manifest_bytes, config));
     Ok(pcrs)
@@ -653,7 +659,7 @@ pub fn build_with(
         uki = sign_uki(&uki_path, key)?;
         loader = sign_uki(&loader_path, key)?;
     }
-    let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?)?;
+    let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?, input.secure_boot.is_some())?;
     let policy = SignedPcrPolicy::sign(pcrs.clone(), input.version, &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;

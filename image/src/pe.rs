@@ -250,9 +250,11 @@ pub fn predict_pcr9_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
 /// PCR 12 after systemd-boot started the UKI: the loader passes the UKI's `.cmdline` (a
 /// trailing newline dropped) as the image's load options and measures them, as the UTF-16
 /// string with its NUL, into PCR 12 (systemd-boot 252, `tpm_log_load_options`). With Secure
-/// Boot on the stub then ignores them for its own `.cmdline`; an edited command line (the
-/// loader's editor, a changed entry) changes PCR 12, so the node keys stay sealed.
-pub fn predict_pcr12_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
+/// Boot on the stub then ignores them for its own `.cmdline`; with it off (`secure_boot`
+/// false: an unsigned image for a platform without Secure Boot) the stub takes them instead and
+/// measures them once more. An edited command line (the loader's editor, a changed entry)
+/// changes PCR 12, so the node keys stay sealed.
+pub fn predict_pcr12_from_uki(image: &[u8], secure_boot: bool) -> Result<Sha256Digest, String> {
     let pe = Pe::parse(image)?;
     let cmdline = pe.section_data(image, ".cmdline").ok_or("the UKI has no .cmdline section")?;
     let text = std::str::from_utf8(cmdline).map_err(|e| format!(".cmdline is not UTF-8: {e}"))?;
@@ -260,6 +262,9 @@ pub fn predict_pcr12_from_uki(image: &[u8]) -> Result<Sha256Digest, String> {
     let options: Vec<u8> = text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
     let mut pcrs = PcrValues::new();
     pcrs.extend(12, &Sha256Digest::of(&options));
+    if !secure_boot {
+        pcrs.extend(12, &Sha256Digest::of(&options));
+    }
     pcrs.get(12).copied().ok_or_else(|| "PCR 12 not computed".into())
 }
 
