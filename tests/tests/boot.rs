@@ -332,7 +332,9 @@ fn a_foreign_command_line_or_an_erased_key_area_is_refused_by_name() {
 
 /// Secure Boot with the project's keys: the firmware itself refuses a UKI that is unsigned or
 /// signed by a key its db does not hold (nothing of it runs, so no PID 1 line appears), and runs
-/// the UKI signed by the db key (the other tests' boots). `sbverify` agrees, independently.
+/// the UKI signed by the db key (the other tests' boots). `sbverify` agrees, independently. The
+/// unsigned image, on a platform without Secure Boot, boots and unseals with the PCRs predicted
+/// for that platform.
 #[test]
 fn secure_boot_refuses_unsigned_and_foreign_signed_ukis() {
     let _slot = boot_slot();
@@ -382,6 +384,15 @@ fn secure_boot_refuses_unsigned_and_foreign_signed_ukis() {
         "sbverify refused the release's UKI: {}",
         String::from_utf8_lossy(&checked.stderr)
     );
+    // The unsigned image is for a platform without Secure Boot: there it boots through
+    // systemd-boot and unseals — its PCR 4 (the kernel measured too) and PCR 12 (the load
+    // options measured by systemd-boot and again by the stub) predicted for that platform.
+    let mut appliance = Appliance::with_firmware(&unsigned.disk, Firmware::SecureBootOff).unwrap();
+    let (_, console) = boot_ready(&mut appliance);
+    assert!(console.contains("first boot: generating the node identity"), "{console}");
+    let booted = sovereign_e2e::console_pcrs(&console);
+    assert_eq!(booted.get("12"), Some(&unsigned.reference.pcrs.get(12).unwrap().to_hex()), "{console}");
+    assert_eq!(booted.get("4"), Some(&unsigned.reference.pcrs.get(4).unwrap().to_hex()), "{console}");
 }
 
 #[test]
