@@ -302,18 +302,39 @@ fn power_cuts_at_eight_points_of_an_update_always_come_back_on_a_good_slot_with_
         landed.push((format!("install: {step}"), files.clone()));
         // The cut lands just after the console line, somewhere in the next step: wherever it
         // landed, the node must come back.
-        if files.iter().any(|f| f.starts_with("sovereign-v2+")) {
-            // The slot made it: the next boot is v2's trial — cut it before it is healthy (7).
-            let mut trial = appliance.boot(BOOT_TIMEOUT).unwrap();
-            trial.wait_for("boot slot: release v2 on trial").unwrap_or_else(|e| panic!("{e}"));
-            drop(trial);
-            let files = slot_files(appliance.disk());
-            assert!(files.contains(&"sovereign-v2+0-1.efi".to_string()), "{files:?}");
-            landed.push(("trial boot, before healthy".to_string(), files));
-            let (back, _) = up(&mut appliance, 1, Some(&id));
-            guest = back;
-            let after = state(send(&socket, &Command::UpdateStatus, &[]));
-            assert_eq!(after.boot.and_then(|b| b.failed_update), Some(2), "the failed trial was not reported");
+        let trial_slot = files
+            .iter()
+            .filter_map(|f| sovereign_boot_contract::slots::parse_slot_file(f))
+            .any(|s| s.version == 2 && matches!(s.state, sovereign_boot_contract::slots::SlotState::Trial { .. }));
+        if trial_slot {
+            // The slot made it: the loader should pick v2's trial — cut it before it is healthy
+            // (7). Should the loader keep v1 instead (a slot it cannot read), v1 must come up
+            // whole; that is recorded with the boot's console.
+            let mut next = appliance.boot(BOOT_TIMEOUT).unwrap();
+            let line = next.wait_for("sovereign-init: boot slot:").unwrap_or_else(|e| panic!("{e}"));
+            if line.contains("release v2 on trial") {
+                drop(next);
+                let files = slot_files(appliance.disk());
+                assert!(files.contains(&"sovereign-v2+0-1.efi".to_string()), "{files:?}");
+                landed.push(("trial boot, before healthy".to_string(), files));
+                let (back, _) = up(&mut appliance, 1, Some(&id));
+                guest = back;
+                let after = state(send(&socket, &Command::UpdateStatus, &[]));
+                assert_eq!(after.boot.and_then(|b| b.failed_update), Some(2), "the failed trial was not reported");
+            } else {
+                assert!(line.contains("release v1 good"), "{line}");
+                next.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+                let console = next.console();
+                assert!(!console.contains("FATAL") && !console.contains("REFUSING"), "{console}");
+                assert_eq!(identity(&console), id, "the node identity changed");
+                let firmware: Vec<&str> = console.lines().take_while(|l| !l.contains("sovereign-init")).collect();
+                eprintln!(
+                    "the loader kept v1 with {files:?} on the ESP; firmware and loader said:\n{}",
+                    firmware.join("\n")
+                );
+                landed.push(("install cut; the loader kept v1".to_string(), slot_files(appliance.disk())));
+                guest = next;
+            }
         } else {
             let (back, _) = up(&mut appliance, 1, Some(&id));
             guest = back;
