@@ -424,6 +424,8 @@ impl Updates {
         let root = sovereign_update_root(&self.update_root)?;
         let path = Path::new(DATA_MOUNT).join(slots::STAGED_BUNDLE);
         let bytes = read_at_most(&path, sovereign_update::MAX_BUNDLE_BYTES)?;
+        let record = read_at_most(&Path::new(DATA_MOUNT).join(slots::STAGED_RECORD), 1 << 20)?;
+        let named = sovereign_init::staged::named_release(&record, &bytes)?;
         let floor = Tpm::open(TCTI)
             .and_then(|mut tpm| tpm.floor())
             .map_err(|e| format!("reading the anti-rollback floor: {e}"))?
@@ -437,6 +439,9 @@ impl Updates {
             release_key: self.release_key,
         };
         let verified = sovereign_update::verify(&bytes, &trust).map_err(|e| format!("the staged bundle: {e}"))?;
+        if verified.release_version != named {
+            return Err(format!("the staged bundle is v{}, its record says v{named}", verified.release_version));
+        }
         let file = |name: &str| verified.files.get(name).map(Vec::as_slice).ok_or(format!("the bundle has no {name}"));
         let release = sovereign_init::esp::Release {
             version: verified.release_version,

@@ -639,6 +639,17 @@ impl Tpm {
             .with_no_da(true)
             .build()
             .map_err(cmd("NV attributes"))?;
+        self.define_8_byte_index(nv_index, attrs, "NV_DefineSpace")
+    }
+
+    /// Defines an 8-byte owner index (counter or bit field) with `attrs`; `what` names the
+    /// command in an error.
+    fn define_8_byte_index(
+        &mut self,
+        nv_index: NvIndexTpmHandle,
+        attrs: tss_esapi::attributes::NvIndexAttributes,
+        what: &'static str,
+    ) -> Result<(), TpmError> {
         let public = ts::NvPublicBuilder::new()
             .with_nv_index(nv_index)
             .with_index_name_algorithm(HashingAlgorithm::Sha256)
@@ -648,7 +659,20 @@ impl Tpm {
             .map_err(cmd("NV public"))?;
         self.with_empty_password(|ctx| ctx.nv_define_space(Provision::Owner, None, public))
             .map(|_| ())
-            .map_err(cmd("NV_DefineSpace"))
+            .map_err(cmd(what))
+    }
+
+    /// Whether an 8-byte index is defined *and* written (a counter or bit field cannot be read
+    /// before its first write): `false` for either "not there" case, an error when the TPM
+    /// could not be asked.
+    fn nv_written(&mut self, index: u32) -> Result<bool, TpmError> {
+        if !self.nv_defined(index)? {
+            return Ok(false);
+        }
+        let handle = self.counter_handle(index)?;
+        let (public, _) =
+            self.ctx.execute_without_session(|ctx| ctx.nv_read_public(handle)).map_err(cmd("NV_ReadPublic"))?;
+        Ok(public.attributes().written())
     }
 
     fn counter_handle(&mut self, index: u32) -> Result<tss_esapi::handles::NvIndexHandle, TpmError> {
@@ -671,13 +695,7 @@ impl Tpm {
     /// is not defined or was never incremented (a counter cannot be read before its first
     /// increment); an error when the TPM could not be asked.
     pub fn counter_value(&mut self, index: u32) -> Result<Option<u64>, TpmError> {
-        if !self.nv_defined(index)? {
-            return Ok(None);
-        }
-        let handle = self.counter_handle(index)?;
-        let (public, _) =
-            self.ctx.execute_without_session(|ctx| ctx.nv_read_public(handle)).map_err(cmd("NV_ReadPublic"))?;
-        if !public.attributes().written() {
+        if !self.nv_written(index)? {
             return Ok(None);
         }
         self.counter_read(index).map(Some)
@@ -716,15 +734,7 @@ impl Tpm {
             .map_err(|_| TpmError::Invalid(format!("0x{FLOOR_INDEX:08x} is not an NV index")))?;
         if !self.nv_defined(FLOOR_INDEX)? {
             let attrs = tss_esapi::attributes::NvIndexAttributes(ATTRIBUTES);
-            let public = ts::NvPublicBuilder::new()
-                .with_nv_index(nv_index)
-                .with_index_name_algorithm(HashingAlgorithm::Sha256)
-                .with_index_attributes(attrs)
-                .with_data_area_size(8)
-                .build()
-                .map_err(cmd("NV public (floor)"))?;
-            self.with_empty_password(|ctx| ctx.nv_define_space(Provision::Owner, None, public))
-                .map_err(cmd("NV_DefineSpace (floor)"))?;
+            self.define_8_byte_index(nv_index, attrs, "NV_DefineSpace (floor)")?;
         }
         let handle = self.counter_handle(FLOOR_INDEX)?;
         self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, 0)).map_err(cmd("NV_SetBits (floor)"))?;
@@ -734,13 +744,7 @@ impl Tpm {
     /// The anti-rollback floor: `None` when its index is not defined or never written.
     pub fn floor(&mut self) -> Result<Option<u64>, TpmError> {
         use crate::floor::{FLOOR_INDEX, floor_of_bits};
-        if !self.nv_defined(FLOOR_INDEX)? {
-            return Ok(None);
-        }
-        let handle = self.counter_handle(FLOOR_INDEX)?;
-        let (public, _) =
-            self.ctx.execute_without_session(|ctx| ctx.nv_read_public(handle)).map_err(cmd("NV_ReadPublic"))?;
-        if !public.attributes().written() {
+        if !self.nv_written(FLOOR_INDEX)? {
             return Ok(None);
         }
         self.counter_read(FLOOR_INDEX).map(|bits| Some(floor_of_bits(bits)))

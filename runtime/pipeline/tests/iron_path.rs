@@ -135,18 +135,30 @@ fn open_engine(
     k: &Keys,
     measurements: BTreeMap<String, serde_json::Value>,
 ) -> Result<Engine, sovereign_pipeline::EngineError> {
-    Engine::open(EngineConfig {
+    let config = config(machine, k.release.verifying_key(), k.admin.verifying_key(), measurements);
+    Engine::open(EngineConfig { reference_values: Some(reference_values(&k.release)), ..config })
+}
+
+/// The engine configuration of the tests' machine (its swtpm's counter anchors the state), with
+/// no reference values and no update trust: each test sets what it is about.
+fn config(
+    machine: &Machine,
+    release: VerifyingKey,
+    admin: VerifyingKey,
+    measurements: BTreeMap<String, serde_json::Value>,
+) -> EngineConfig<'_> {
+    EngineConfig {
         identity: SigningKey::from_bytes(&[9; 32]),
         data_key: DataKey([8; 32]),
         state_dir: machine.path(),
         origin: "sovereign-test/pipeline".into(),
-        release: k.release.verifying_key(),
-        admin: k.admin.verifying_key(),
+        release,
+        admin,
         measurements,
         counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
-        reference_values: Some(reference_values(&k.release)),
+        reference_values: None,
         update: None,
-    })
+    }
 }
 
 /// Reference values of a release, signed by `release` (what PID 1 hands the appliance's runtime).
@@ -269,20 +281,8 @@ fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
     let machine = Machine::new();
     let k = keys();
     let open = |reference: ReleaseReference| {
-        Engine::open(EngineConfig {
-            identity: SigningKey::from_bytes(&[9; 32]),
-            data_key: DataKey([8; 32]),
-            state_dir: machine.path(),
-            origin: "sovereign-test/pipeline".into(),
-            release: k.release.verifying_key(),
-            admin: k.admin.verifying_key(),
-            measurements: measured(),
-            counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
-            reference_values: Some(reference),
-            update: None,
-        })
-        .map(drop)
-        .map_err(|e| e.to_string())
+        let config = config(&machine, k.release.verifying_key(), k.admin.verifying_key(), measured());
+        Engine::open(EngineConfig { reference_values: Some(reference), ..config }).map(drop).map_err(|e| e.to_string())
     };
     assert_eq!(open(reference_values(&k.admin)), Err("reference values: not signed by the release key".into()));
     let mut truncated = reference_values(&k.release);
@@ -303,16 +303,8 @@ fn update_engine(
 ) -> Engine {
     use sovereign_update::fuzzing::{release_key, root};
     let (reads, reported) = (std::sync::Arc::clone(floor), std::sync::Arc::clone(boot));
+    let config = config(machine, release_key().verifying_key(), keys().admin.verifying_key(), measured());
     Engine::open(EngineConfig {
-        identity: SigningKey::from_bytes(&[9; 32]),
-        data_key: DataKey([8; 32]),
-        state_dir: machine.path(),
-        origin: "sovereign-test/pipeline".into(),
-        release: release_key().verifying_key(),
-        admin: keys().admin.verifying_key(),
-        measurements: measured(),
-        counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
-        reference_values: None,
         update: Some(sovereign_pipeline::engine::update::UpdateTrust {
             root: root().verifying_key(),
             platform: sovereign_update::PLATFORM_QEMU_X86_64.into(),
@@ -321,6 +313,7 @@ fn update_engine(
             boot: Box::new(move || reported.lock().unwrap().clone()),
             approvals,
         }),
+        ..config
     })
     .unwrap()
 }

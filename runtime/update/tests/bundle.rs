@@ -126,26 +126,22 @@ fn a_payload_that_contradicts_itself_is_refused_even_when_threshold_signed() {
     p.insert("manifest.json".into(), payload(3)["manifest.json"].clone());
     p.insert("manifest.sig".into(), payload(3)["manifest.sig"].clone());
     let (ks, sig) = sign_keyset(&keyset(1), &root());
-    let input = BundleInput {
-        release_version: 2,
-        platform: PLATFORM_QEMU_X86_64,
-        payload: &p,
-        keyset: (&ks, &sig),
-        rotation: None,
+    let threshold_signed = |payload: &BTreeMap<String, Vec<u8>>| {
+        let input = BundleInput {
+            release_version: 2,
+            platform: PLATFORM_QEMU_X86_64,
+            payload,
+            keyset: (&ks, &sig),
+            rotation: None,
+        };
+        build(&input, &[key(1), key(2)]).unwrap()
     };
-    let b = build(&input, &[key(1), key(2)]).unwrap();
+    let b = threshold_signed(&p);
     assert_eq!(refusal(&b), Refusal::Payload("the manifest is v3, the bundle v2".into()));
     // A manifest the release key did not sign.
     let mut p = payload(2);
     p.get_mut("manifest.sig").unwrap()[0] ^= 1;
-    let input = BundleInput {
-        release_version: 2,
-        platform: PLATFORM_QEMU_X86_64,
-        payload: &p,
-        keyset: (&ks, &sig),
-        rotation: None,
-    };
-    let b = build(&input, &[key(1), key(2)]).unwrap();
+    let b = threshold_signed(&p);
     assert!(matches!(refusal(&b), Refusal::Payload(why) if why.starts_with("manifest: ")));
 }
 
@@ -184,21 +180,19 @@ proptest::proptest! {
     }
 }
 
-/// Writes the fuzz seed `fuzz/seeds/update_bundle/genuine-v2.bundle` (a bundle these keys
-/// signed, so the fuzzer's mutations start past the signature checks). Run by hand:
-/// `cargo test -p sovereign-update --test bundle -- --ignored write_fuzz_seed`.
-#[test]
-#[ignore = "writes the committed fuzz seed; run by hand"]
-fn write_fuzz_seed() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/update_bundle");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("genuine-v2.bundle"), bundle(2, &[key(1), key(2)])).unwrap();
-}
-
+/// The committed fuzz seed `fuzz/seeds/update_bundle/genuine-v2.bundle` is a bundle these
+/// keys signed, so the fuzzer's mutations start past the signature checks.
+/// `SOVEREIGN_FUZZ_SEEDS=fuzz/seeds cargo test` rewrites it first (as the other seeds are
+/// refreshed), then it is checked like the committed one.
 #[test]
 fn the_committed_fuzz_seed_is_a_genuine_bundle() {
     let seed =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/update_bundle/genuine-v2.bundle");
+    if let Some(seeds) = std::env::var_os("SOVEREIGN_FUZZ_SEEDS") {
+        let dir = std::path::PathBuf::from(seeds).join("update_bundle");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("genuine-v2.bundle"), bundle(2, &[key(1), key(2)])).unwrap();
+    }
     let bytes = std::fs::read(&seed).unwrap();
     assert_eq!(verify(&bytes, &trust()).unwrap().release_version, 2);
 }
