@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+pub mod rotation;
 pub mod slots;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,10 @@ pub struct RuntimeConfig {
     /// the operator's signed request alone.
     #[serde(default)]
     pub update_approvals: u32,
+    /// A signed rotation of the PCR-policy key this release's policies are signed with (see
+    /// [`rotation`]): PID 1 reseals the node keys from the old key to the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcr_policy_rotation: Option<rotation::PcrPolicyKeyRotation>,
     /// How many times PID 1 restarts a failed runtime before powering off.
     pub max_restarts: u32,
     /// Name of the virtio-serial port the control API is served on.
@@ -84,6 +89,7 @@ impl Default for RuntimeConfig {
             admin_root: String::new(),
             update_root: String::new(),
             update_approvals: 0,
+            pcr_policy_rotation: None,
             max_restarts: 3,
             control_port: "sovereign.control".into(),
             admins: Vec::new(),

@@ -29,6 +29,7 @@ pub mod audit;
 pub mod esp;
 pub mod loader;
 pub mod release;
+pub mod sealing;
 pub mod shutdown;
 pub mod staged;
 pub mod state;

@@ -26,7 +26,8 @@ use sovereign_boot_contract::slots::{self, BootSlots};
 use sovereign_boot_contract::{BootFacts, Handover, MANIFEST_PATH, MANIFEST_SIG_PATH, RuntimeConfig};
 use sovereign_confine::{RUNTIME_GID, RUNTIME_UID};
 use sovereign_init::loader::ModuleLoader;
-use sovereign_init::state::{self, KeyArea, SealedKeys};
+use sovereign_init::sealing::{self, KeyRole, TrustedKeys};
+use sovereign_init::state::{self, KeyArea};
 use sovereign_measured_boot::measurement_log::{Measurement, MeasurementKind, MeasurementLog, PROJECT_PCR};
 use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
 use sovereign_measured_boot::tpm::Tpm;
@@ -219,12 +220,12 @@ fn boot() -> Result<Ending, Fatal> {
 
     say("manifest and runtime config measured into PCR 15");
     // 5. The signed PCR policy from the ESP.
-    let policy_key = PCR_POLICY_KEY
+    let compiled_key = PCR_POLICY_KEY
         .ok_or("this PID 1 was built without SOVEREIGN_PCR_POLICY_PUBKEY".to_string())
         .and_then(|h| hex::decode(h).map_err(|e| e.to_string()))
         .and_then(|b| p256::ecdsa::VerifyingKey::from_sec1_bytes(&b).map_err(|e| e.to_string()))
-        .map(PolicyKey::new)
         .map_err(fatal("PCR-policy key"))?;
+    let trusted_keys = trusted_policy_keys(compiled_key, &config)?;
     // The ESP's modules (vfat and its code pages) may still be loading: mount once they are in.
     modules.retry_until_loaded(|| {
         mount_fs(&config.esp_device, "/esp", "vfat", MsFlags::MS_RDONLY | noexec, Some("codepage=437,iocharset=ascii"))
@@ -259,7 +260,14 @@ fn boot() -> Result<Ending, Fatal> {
         policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
     let policy =
         SignedPcrPolicy::from_json(&policy_bytes).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
-    policy.verify(&policy_key).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
+    policy.verify(&trusted_keys.current).map_err(|e| Fatal("signed PCR policy".into(), e.to_string()))?;
+    if let Some((retiring, _)) = &trusted_keys.retiring {
+        policy
+            .bridged()
+            .ok_or("this release rotates the PCR-policy key but its signed PCR policy carries no bridge signature by the retiring key".to_string())
+            .and_then(|bridged| bridged.verify(retiring).map_err(|e| format!("bridge signature: {e}")))
+            .map_err(fatal("signed PCR policy"))?;
+    }
     if policy.release_version != manifest.version {
         return Err(Fatal(
             "signed PCR policy".into(),
@@ -293,7 +301,9 @@ fn boot() -> Result<Ending, Fatal> {
     // it with PolicyNV); the TPM, not this program, refuses a release older than it.
     let floor = tpm.floor_provision().map_err(|e| Fatal("the anti-rollback floor".into(), e.to_string()))?;
     say(&format!("anti-rollback floor v{floor}; this release is v{}", policy.release_version));
-    let keys = unseal_or_provision(&mut tpm, &config, &policy_key, &policy)?;
+    let generation =
+        tpm.key_generation_provision().map_err(|e| Fatal("the PCR-policy key generation".into(), e.to_string()))?;
+    let (keys, retirement) = unseal_or_provision(&mut tpm, &config, &trusted_keys, &policy, generation)?;
     // 7. Close the unseal window for the rest of this boot.
     tpm.measure(Measurement::separator(), &mut log)
         .map_err(|e| Fatal("extending the separator".into(), e.to_string()))?;
@@ -333,6 +343,8 @@ fn boot() -> Result<Ending, Fatal> {
         esp_device: config.esp_device.clone(),
         update_root: config.update_root.clone(),
         release_key,
+        retirement,
+        state_device: config.state_device.clone(),
     };
     let supervisor = Supervisor { runtime: &manifest.runtime, handover: &handover, max_restarts: config.max_restarts };
     supervise(&supervisor, updates, &power_button, &ctrl_alt_del, kernel_done)
@@ -347,6 +359,41 @@ struct Updates {
     /// The update root (hex), from the signed runtime configuration.
     update_root: String,
     release_key: ed25519_dalek::VerifyingKey,
+    /// A PCR-policy key rotation to finish once this release is good.
+    retirement: Option<Retirement>,
+    state_device: String,
+}
+
+/// Once the release is good: raise the TPM's key generation to `generation` (every copy of the
+/// node keys sealed below it dies), then keep only `keep` in the key area.
+struct Retirement {
+    generation: u64,
+    keep: sovereign_measured_boot::sealed::SealedBlob,
+}
+
+/// The PCR-policy keys this boot trusts: the one PID 1 was built with, or — when the signed
+/// runtime configuration carries a rotation that starts or ends at it, signed by the retiring
+/// key and the update root — the rotation's new key, with the retiring one as the bridge.
+fn trusted_policy_keys(compiled: p256::ecdsa::VerifyingKey, config: &RuntimeConfig) -> Result<TrustedKeys, Fatal> {
+    let Some(rotation) = &config.pcr_policy_rotation else {
+        return Ok(TrustedKeys { current: PolicyKey::new(compiled), retiring: None });
+    };
+    let root = sovereign_update_root(&config.update_root).map_err(fatal("PCR-policy key rotation"))?;
+    let verified = rotation.verify(&root).map_err(|e| Fatal("PCR-policy key rotation".into(), e.to_string()))?;
+    if verified.from != compiled && verified.to != compiled {
+        return Err(Fatal(
+            "PCR-policy key rotation".into(),
+            "it neither starts nor ends at the PCR-policy key this PID 1 was built with".into(),
+        ));
+    }
+    say(&format!(
+        "PCR-policy key rotation: this release's policies are signed by the new key; node keys sealed to the retiring key are resealed at key generation {}",
+        verified.generation
+    ));
+    Ok(TrustedKeys {
+        current: PolicyKey::new(verified.to),
+        retiring: Some((PolicyKey::new(verified.from), verified.generation)),
+    })
 }
 
 impl Updates {
@@ -402,6 +449,32 @@ impl Updates {
                 say(&format!("anti-rollback floor NOT raised to v{} (older releases still unseal): {e}", self.running))
             }
         }
+        if let Some(retirement) = self.retirement.take() {
+            match self.retire(&retirement) {
+                Ok(()) => say(&format!(
+                    "PCR-policy key generation at {}: copies of the node keys sealed to the retired key are refused by the TPM; the key area holds the new key's copy alone",
+                    retirement.generation
+                )),
+                Err(e) => say(&format!(
+                    "PCR-policy key rotation NOT finished (the retiring key's copy still unseals; retried at the next good boot): {e}"
+                )),
+            }
+        }
+    }
+
+    /// Finishes a rotation: the TPM's key generation first (from then on the retired key's
+    /// copies are dead), then the key area rewritten with the new copy alone (a cut between
+    /// the two leaves a dead copy beside it, dropped at the next good boot).
+    fn retire(&self, retirement: &Retirement) -> Result<(), String> {
+        Tpm::open(TCTI)
+            .and_then(|mut tpm| tpm.key_generation_raise(retirement.generation))
+            .map_err(|e| format!("raising the key generation: {e}"))?;
+        let area = read_area(&self.state_device).map_err(|Fatal(what, why)| format!("{what}: {why}"))?;
+        let KeyArea::Sealed(copy) = state::decode(&area)? else {
+            return Err("the key area reads as fresh".into());
+        };
+        let (offset, sequence) = copy.next_write();
+        write_key_copy(&self.state_device, offset, sequence, std::slice::from_ref(&retirement.keep))
     }
 
     fn mount_esp_for<T>(&self, f: impl FnOnce(&Path) -> Result<T, String>) -> Result<T, String> {
@@ -548,23 +621,64 @@ fn open_tpm() -> Result<Tpm, Fatal> {
 fn read_area(device: &str) -> Result<Vec<u8>, Fatal> {
     let mut f =
         File::open(device).map_err(|e| Fatal(format!("opening the state partition {device}"), e.to_string()))?;
-    let mut area = vec![0u8; state::AREA];
+    let mut area = vec![0u8; 2 * state::AREA];
     f.read_exact(&mut area).map_err(|e| Fatal(format!("reading the state partition {device}"), e.to_string()))?;
     Ok(area)
+}
+
+/// Writes one key-area copy at `offset` of the state partition and syncs it.
+fn write_key_copy(
+    device: &str,
+    offset: u64,
+    sequence: u64,
+    blobs: &[sovereign_measured_boot::sealed::SealedBlob],
+) -> Result<(), String> {
+    let bytes = state::encode(sequence, blobs)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(|e| format!("opening the state partition {device} for writing: {e}"))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| format!("state partition: {e}"))?;
+    f.write_all(&bytes).map_err(|e| format!("writing the sealed keys: {e}"))?;
+    f.sync_all().map_err(|e| format!("syncing the sealed keys: {e}"))
+}
+
+/// The authPolicy of each sealed copy.
+fn auth_policies(blobs: &[sovereign_measured_boot::sealed::SealedBlob]) -> Result<Vec<[u8; 32]>, Fatal> {
+    blobs.iter().map(|b| state::auth_policy(&b.public).map_err(fatal("sealed object"))).collect()
+}
+
+/// Seals the node keys to `key` at `generation` and checks that the sealed object says so
+/// (the TPM releases it only under PolicyAuthorize(key) and the generation's PolicyNV).
+fn seal_node_keys(
+    tpm: &mut Tpm,
+    secret: &[u8],
+    key: &PolicyKey,
+    generation: u64,
+) -> Result<sovereign_measured_boot::sealed::SealedBlob, Fatal> {
+    let sealed = tpm
+        .seal_to_policy_key(secret, key, generation)
+        .map_err(|e| Fatal("sealing the node keys".into(), e.to_string()))?;
+    let expected = key.sealing_policy(generation).map_err(|e| Fatal("sealing the node keys".into(), e.to_string()))?;
+    if state::auth_policy(&sealed.public).map_err(fatal("sealed object"))? != expected.0 {
+        return Err(Fatal(
+            "sealing the node keys".into(),
+            "the sealed object's policy is not PolicyAuthorize(PCR-policy key) at this key generation".into(),
+        ));
+    }
+    Ok(sealed)
 }
 
 fn unseal_or_provision(
     tpm: &mut Tpm,
     config: &RuntimeConfig,
-    key: &PolicyKey,
+    keys: &TrustedKeys,
     policy: &SignedPcrPolicy,
-) -> Result<Zeroizing<Vec<u8>>, Fatal> {
+    generation: u64,
+) -> Result<(Zeroizing<Vec<u8>>, Option<Retirement>), Fatal> {
     let area = read_area(&config.state_device)?;
-    let sealed = match state::decode(&area).map_err(fatal("state partition"))? {
-        KeyArea::Sealed(k) => {
-            say("unsealing the node keys with the signed PCR policy");
-            k
-        }
+    let copy = match state::decode(&area).map_err(fatal("state partition"))? {
+        KeyArea::Sealed(copy) => copy,
         KeyArea::Fresh => {
             say("first boot: generating the node identity and data key (TPM RNG mixed with the kernel's)");
             let mut secret = Zeroizing::new(tpm.random(64).map_err(|e| Fatal("TPM random".into(), e.to_string()))?);
@@ -576,40 +690,64 @@ fn unseal_or_provision(
             for (s, k) in secret.iter_mut().zip(kernel.iter()) {
                 *s ^= k;
             }
-            let keys = SealedKeys {
-                keys: tpm
-                    .seal_to_policy_key(&secret, key)
-                    .map_err(|e| Fatal("sealing the node keys".into(), e.to_string()))?,
-            };
-            // The TPM will only ever release this object under PolicyAuthorize(PCR-policy key):
-            // check that the sealed object says so before storing it (unsealing it here would
-            // cost a second storage-key derivation on every first boot).
-            let sealed_policy = state::auth_policy(&keys.keys.public).map_err(fatal("sealed object"))?;
-            if sealed_policy != key.sealing_policy().0 {
-                return Err(Fatal(
-                    "sealing the node keys".into(),
-                    "the sealed object's policy is not PolicyAuthorize(release PCR-policy key)".into(),
-                ));
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .open(&config.state_device)
-                .map_err(|e| Fatal("opening the state partition for writing".into(), e.to_string()))?;
-            f.seek(SeekFrom::Start(0)).map_err(|e| Fatal("state partition".into(), e.to_string()))?;
-            f.write_all(&state::encode(&keys)).map_err(|e| Fatal("writing the sealed keys".into(), e.to_string()))?;
-            f.sync_all().map_err(|e| Fatal("syncing the sealed keys".into(), e.to_string()))?;
-            say("node keys sealed to the release's PCR-policy key and stored on the state partition");
-            return Ok(secret);
+            // Checked by its authPolicy instead of unsealing it here (that would cost a second
+            // storage-key derivation on every first boot).
+            let sealed = seal_node_keys(tpm, &secret, &keys.current, generation)?;
+            // The first copy goes beside the factory marker: a cut leaves the marker whole.
+            write_key_copy(&config.state_device, state::AREA as u64, 1, &[sealed])
+                .map_err(fatal("storing the sealed keys"))?;
+            say(&format!(
+                "node keys sealed to the release's PCR-policy key (key generation {generation}) and stored on the state partition"
+            ));
+            return Ok((secret, None));
         }
     };
+    let policies = auth_policies(&copy.blobs)?;
+    let opener = sealing::choose(&policies, keys, generation).map_err(fatal("unsealing the node keys"))?;
+    let opened = &copy.blobs[opener.index];
+    let (key, presented) = match (opener.role, &keys.retiring) {
+        (KeyRole::Retiring, Some((retiring, _))) => {
+            let bridged =
+                policy.bridged().ok_or(Fatal("unsealing the node keys".into(), "no bridge signature".into()))?;
+            (retiring, bridged)
+        }
+        _ => (&keys.current, policy.clone()),
+    };
+    let whose = if opener.role == KeyRole::Retiring { "the retiring" } else { "this release's" };
+    say(&format!(
+        "unsealing the node keys with the signed PCR policy ({whose} PCR-policy key, key generation {})",
+        opener.generation
+    ));
     let secret = Zeroizing::new(
-        tpm.unseal_with_signed_policy(&sealed.keys, key, policy)
+        tpm.unseal_with_signed_policy(opened, key, &presented, opener.generation)
             .map_err(|e| Fatal("unsealing the node keys".into(), e.to_string()))?,
     );
     if secret.len() != 64 {
         return Err(Fatal("unsealing the node keys".into(), format!("{} bytes instead of 64", secret.len())));
     }
-    Ok(secret)
+    let mut blobs = copy.blobs.clone();
+    if let (KeyRole::Retiring, Some((_, to_generation))) = (opener.role, &keys.retiring) {
+        if *to_generation <= opener.generation {
+            return Err(Fatal(
+                "PCR-policy key rotation".into(),
+                format!(
+                    "its generation {to_generation} is not above the retiring key's sealed generation {}: the old copy would outlive it",
+                    opener.generation
+                ),
+            ));
+        }
+        let resealed = seal_node_keys(tpm, &secret, &keys.current, *to_generation)?;
+        blobs = sealing::after_rotation(opened, resealed);
+        let (offset, sequence) = copy.next_write();
+        write_key_copy(&config.state_device, offset, sequence, &blobs).map_err(fatal("storing the resealed keys"))?;
+        say(&format!(
+            "PCR-policy key rotation: node keys resealed to the new key at key generation {to_generation}; the retiring key's copy is kept until this release is good"
+        ));
+    }
+    let policies = auth_policies(&blobs)?;
+    let retirement = sealing::retirement(&blobs, &policies, keys, generation)
+        .map(|(generation, keep)| Retirement { generation, keep });
+    Ok((secret, retirement))
 }
 
 /// The runtime's standard input: the 64 unsealed key bytes and this boot's facts.

@@ -110,12 +110,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
     let policy_key = p256::ecdsa::SigningKey::from_slice(&[5u8; 32])?;
     let pk = PolicyKey::new(*policy_key.verifying_key());
-    let signed_blob = tpm.seal_to_policy_key(&[2u8; 64], &pk)?;
+    let signed_blob = tpm.seal_to_policy_key(&[2u8; 64], &pk, 0)?;
     tpm.floor_provision()?;
+    tpm.key_generation_provision()?;
     let policy = SignedPcrPolicy::sign(predicted.clone(), 1, &policy_key)?;
-    rows.push(time("unseal with signed PCR policy (PolicyPCR + floor PolicyNV + PolicyAuthorize)", 50, || {
-        tpm.unseal_with_signed_policy(&signed_blob, &pk, &policy).expect("unseal")
-    }));
+    rows.push(time(
+        "unseal with signed PCR policy (PolicyPCR + floor PolicyNV + PolicyAuthorize + key-generation PolicyNV)",
+        50,
+        || tpm.unseal_with_signed_policy(&signed_blob, &pk, &policy, 0).expect("unseal"),
+    ));
 
     println!("{TABLE_HEADER}");
     for r in &rows {

@@ -10,14 +10,24 @@
 //! set. Bits cannot be cleared (TPM2_NV_SetBits ORs), so the floor never moves down; only
 //! undefining the index (owner authorization) resets it.
 //!
-//! Pure: the index's definition, its TPM name (the PolicyNV digest commits to it) and the
-//! encoding. The TPM edge is `tpm::Tpm::floor_*`.
+//! The same kind of index, with the same encoding, holds the **PCR-policy key generation**
+//! ([`KEY_GENERATION_INDEX`]): the node keys sealed at generation `g` carry, after their
+//! PolicyAuthorize, a PolicyNV that the generation is at most `g`. Rotating the PCR-policy key
+//! reseals at `g + 1` and, once the release that rotated is good, raises the generation: from
+//! then on every copy of the old sealed object — and so every policy the old key signs — is
+//! refused by the TPM.
+//!
+//! Pure: the indices' definition, their TPM names (the PolicyNV digest commits to them) and the
+//! encoding. The TPM edge is `tpm::Tpm::floor_*` and `tpm::Tpm::key_generation*`.
 
 use crate::pcr::Sha256Digest;
 use crate::structures::object_name;
 
 /// The floor's NV index (owner range; 0x01805357 is the state anchor's counter).
 pub const FLOOR_INDEX: u32 = 0x0180_5356;
+/// The PCR-policy key generation's NV index (a bit field like the floor; 0x01805358 is the
+/// tests' counter).
+pub const KEY_GENERATION_INDEX: u32 = 0x0180_5359;
 /// The highest release version a floor can express (one bit per version).
 pub const MAX_VERSION: u64 = 64;
 /// `TPM_NT_BITS` in `TPMA_NV` bits 4..7.
@@ -56,7 +66,13 @@ pub fn floor_of_bits(bits: u64) -> u64 {
 /// The floor index's marshalled `TPMS_NV_PUBLIC` once written (SHA-256 name algorithm, no
 /// authPolicy, 8 bytes).
 pub fn written_public() -> Vec<u8> {
-    let mut public = FLOOR_INDEX.to_be_bytes().to_vec();
+    written_public_of(FLOOR_INDEX)
+}
+
+/// A bit-field index's marshalled `TPMS_NV_PUBLIC` once written ([`ATTRIBUTES`], SHA-256 name
+/// algorithm, no authPolicy, 8 bytes).
+pub fn written_public_of(index: u32) -> Vec<u8> {
+    let mut public = index.to_be_bytes().to_vec();
     public.extend_from_slice(&crate::pcr::TPM_ALG_SHA256.to_be_bytes());
     public.extend_from_slice(&(ATTRIBUTES | WRITTEN).to_be_bytes());
     public.extend_from_slice(&0u16.to_be_bytes()); // authPolicy: empty
@@ -67,6 +83,18 @@ pub fn written_public() -> Vec<u8> {
 /// The written floor index's TPM name, which PolicyNV commits to.
 pub fn index_name() -> Vec<u8> {
     object_name(&written_public())
+}
+
+/// The written key-generation index's TPM name.
+pub fn key_generation_index_name() -> Vec<u8> {
+    object_name(&written_public_of(KEY_GENERATION_INDEX))
+}
+
+/// The key-generation assertion of generation `generation` after `previous`: the policy holds
+/// only while the TPM's key generation is at most `generation`.
+pub fn key_generation_assertion(previous: &Sha256Digest, generation: u64) -> Option<Sha256Digest> {
+    let operand = operand_for_release(generation)?;
+    Some(policy_nv(previous, &operand, 0, TPM_EO_UNSIGNED_LE, &key_generation_index_name()))
 }
 
 /// The PolicyNV operand of release `version`: `NV ≤ bits_of_floor(version)`; `None` beyond
@@ -119,5 +147,7 @@ mod tests {
         // no_da | written), empty authPolicy, dataSize 8.
         assert_eq!(hex::encode(written_public()), "01805356000b2202002200000008");
         assert_eq!(index_name().len(), 34);
+        assert_eq!(hex::encode(written_public_of(KEY_GENERATION_INDEX)), "01805359000b2202002200000008");
+        assert_ne!(key_generation_index_name(), index_name());
     }
 }

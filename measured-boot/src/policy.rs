@@ -101,9 +101,12 @@ impl PolicyKey {
         object_name(&self.tpm_public())
     }
 
-    /// The `authPolicy` of objects sealed to policies signed by this key.
-    pub fn sealing_policy(&self) -> Sha256Digest {
-        authorize_policy_digest(&self.name(), POLICY_REF)
+    /// The `authPolicy` of objects sealed to policies signed by this key at PCR-policy key
+    /// generation `generation`: PolicyAuthorize(this key), then PolicyNV(the TPM's key
+    /// generation ≤ `generation`), so that raising the generation retires every older copy.
+    pub fn sealing_policy(&self, generation: u64) -> Result<Sha256Digest, PolicyError> {
+        crate::floor::key_generation_assertion(&authorize_policy_digest(&self.name(), POLICY_REF), generation)
+            .ok_or(PolicyError::VersionBeyondFloor(generation))
     }
 }
 
@@ -121,6 +124,10 @@ pub struct SignedPcrPolicy {
     /// ECDSA signature over `H(approvedPolicy || policyRef)`, marshalled `TPMT_SIGNATURE` (hex).
     #[serde(with = "hex_bytes")]
     pub signature: Vec<u8>,
+    /// During a PCR-policy key rotation: the same approval signed by the *previous* key, with
+    /// which a node still sealed to that key unseals once more to reseal to the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes_opt")]
+    pub bridge_signature: Option<Vec<u8>>,
     /// The release version the policy holds for: its approved policy adds a PolicyNV assertion
     /// that the anti-rollback floor (`floor::FLOOR_INDEX`) is at most this version, so the TPM
     /// refuses it once a newer release was marked good.
@@ -146,8 +153,25 @@ impl SignedPcrPolicy {
             approved_policy,
             policy_ref: POLICY_REF.to_vec(),
             signature: EcdsaSignature::from_p256(&sig).marshal(),
+            bridge_signature: None,
             release_version,
         })
+    }
+
+    /// Adds the previous PCR-policy key's signature of the same approval (a key rotation).
+    pub fn add_bridge(&mut self, previous: &p256::ecdsa::SigningKey) -> Result<(), PolicyError> {
+        let ahash = authorization_hash(&self.approved_policy, &self.policy_ref);
+        let sig: p256::ecdsa::Signature =
+            previous.sign_prehash(&ahash.0).map_err(|e| PolicyError::BadSignature(e.to_string()))?;
+        self.bridge_signature = Some(EcdsaSignature::from_p256(&sig).marshal());
+        Ok(())
+    }
+
+    /// The policy as signed by the previous key (its bridge signature in place of the
+    /// signature), or `None` when it carries none.
+    pub fn bridged(&self) -> Option<SignedPcrPolicy> {
+        let signature = self.bridge_signature.clone()?;
+        Some(SignedPcrPolicy { signature, bridge_signature: None, ..self.clone() })
     }
 
     /// The PCRs the policy covers.
@@ -177,6 +201,21 @@ impl SignedPcrPolicy {
     /// Decodes from JSON.
     pub fn from_json(text: &[u8]) -> Result<Self, PolicyError> {
         serde_json::from_slice(text).map_err(|e| PolicyError::Malformed(e.to_string()))
+    }
+}
+
+mod hex_bytes_opt {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&hex::encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|t| hex::decode(t).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

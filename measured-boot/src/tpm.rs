@@ -327,9 +327,16 @@ impl Tpm {
         self.seal(secret, &policy)
     }
 
-    /// Seals `secret` so that it unseals under any PCR policy signed by `key`.
-    pub fn seal_to_policy_key(&mut self, secret: &[u8], key: &PolicyKey) -> Result<SealedBlob, TpmError> {
-        self.seal(secret, &key.sealing_policy())
+    /// Seals `secret` so that it unseals under any PCR policy signed by `key`, while the TPM's
+    /// PCR-policy key generation is at most `generation`.
+    pub fn seal_to_policy_key(
+        &mut self,
+        secret: &[u8],
+        key: &PolicyKey,
+        generation: u64,
+    ) -> Result<SealedBlob, TpmError> {
+        let policy = key.sealing_policy(generation).map_err(|e| TpmError::Invalid(e.to_string()))?;
+        self.seal(secret, &policy)
     }
 
     /// Starts a session salted by `salt_key` (a TPM-resident decryption key: the salt is
@@ -408,14 +415,16 @@ impl Tpm {
         })
     }
 
-    /// Unseals a blob sealed with [`Tpm::seal_to_policy_key`], presenting `policy` (signed by
-    /// `key`). The TPM checks the current PCRs against the policy, the signature against the
-    /// key, and the key against the one the object was sealed to.
+    /// Unseals a blob sealed with [`Tpm::seal_to_policy_key`] at `generation`, presenting
+    /// `policy` (signed by `key`). The TPM checks the current PCRs against the policy, the
+    /// floor against its release, the signature against the key, the key against the one the
+    /// object was sealed to, and its key generation against the object's.
     pub fn unseal_with_signed_policy(
         &mut self,
         blob: &SealedBlob,
         key: &PolicyKey,
         policy: &SignedPcrPolicy,
+        generation: u64,
     ) -> Result<Vec<u8>, TpmError> {
         let selection = policy.selection();
         let list = pcr_selection_list(&selection)?;
@@ -449,7 +458,13 @@ impl Tpm {
                     .map_err(refused("PolicyAuthorize"))
             })();
             tpm.flush(key_handle);
-            result
+            result?;
+            tpm.policy_bit_field(
+                session,
+                crate::floor::KEY_GENERATION_INDEX,
+                generation,
+                "PolicyNV (the PCR-policy key generation is above this sealed object's: its key was rotated away)",
+            )
         })
     }
 
@@ -726,43 +741,72 @@ impl Tpm {
     /// cannot read an unwritten index, and a release policy with a floor assertion needs it.
     /// Returns the floor.
     pub fn floor_provision(&mut self) -> Result<u64, TpmError> {
-        use crate::floor::{ATTRIBUTES, FLOOR_INDEX};
-        if let Some(floor) = self.floor()? {
-            return Ok(floor);
-        }
-        let nv_index = NvIndexTpmHandle::new(FLOOR_INDEX)
-            .map_err(|_| TpmError::Invalid(format!("0x{FLOOR_INDEX:08x} is not an NV index")))?;
-        if !self.nv_defined(FLOOR_INDEX)? {
-            let attrs = tss_esapi::attributes::NvIndexAttributes(ATTRIBUTES);
-            self.define_8_byte_index(nv_index, attrs, "NV_DefineSpace (floor)")?;
-        }
-        let handle = self.counter_handle(FLOOR_INDEX)?;
-        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, 0)).map_err(cmd("NV_SetBits (floor)"))?;
-        self.floor().map(|f| f.unwrap_or(0))
+        self.bit_field_provision(crate::floor::FLOOR_INDEX, "NV_SetBits (floor)")
     }
 
     /// The anti-rollback floor: `None` when its index is not defined or never written.
     pub fn floor(&mut self) -> Result<Option<u64>, TpmError> {
-        use crate::floor::{FLOOR_INDEX, floor_of_bits};
-        if !self.nv_written(FLOOR_INDEX)? {
-            return Ok(None);
-        }
-        self.counter_read(FLOOR_INDEX).map(|bits| Some(floor_of_bits(bits)))
+        self.bit_field(crate::floor::FLOOR_INDEX)
     }
 
     /// Raises the anti-rollback floor to `version` (never lowers it: the TPM only sets bits).
     /// Returns the floor afterwards. Only after `version` booted good: from then on the TPM
     /// refuses every release policy older than `version`.
     pub fn floor_raise(&mut self, version: u64) -> Result<u64, TpmError> {
-        use crate::floor::{FLOOR_INDEX, MAX_VERSION, bits_of_floor};
-        let bits = bits_of_floor(version).ok_or_else(|| {
-            TpmError::Invalid(format!("release version {version} is beyond the floor's range (1..={MAX_VERSION})"))
-        })?;
-        self.floor_provision()?;
-        let handle = self.counter_handle(FLOOR_INDEX)?;
-        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, bits))
-            .map_err(cmd("NV_SetBits (floor)"))?;
-        self.floor()?.ok_or_else(|| TpmError::Invalid("the floor reads as unwritten after NV_SetBits".into()))
+        self.bit_field_raise(crate::floor::FLOOR_INDEX, version, "NV_SetBits (floor)")
+    }
+
+    /// Defines and writes the PCR-policy key generation ([`crate::floor::KEY_GENERATION_INDEX`])
+    /// like [`Tpm::floor_provision`]; the node keys' policy checks it, so it must exist before
+    /// they are sealed or unsealed. Returns the generation.
+    pub fn key_generation_provision(&mut self) -> Result<u64, TpmError> {
+        self.bit_field_provision(crate::floor::KEY_GENERATION_INDEX, "NV_SetBits (key generation)")
+    }
+
+    /// The PCR-policy key generation: `None` when its index is not defined or never written.
+    pub fn key_generation(&mut self) -> Result<Option<u64>, TpmError> {
+        self.bit_field(crate::floor::KEY_GENERATION_INDEX)
+    }
+
+    /// Raises the PCR-policy key generation to `generation` (never lowers it). From then on
+    /// every object sealed at an older generation is refused by the TPM, whatever policy is
+    /// presented with it.
+    pub fn key_generation_raise(&mut self, generation: u64) -> Result<u64, TpmError> {
+        self.bit_field_raise(crate::floor::KEY_GENERATION_INDEX, generation, "NV_SetBits (key generation)")
+    }
+
+    /// `set_bits`: the operation named in an error.
+    fn bit_field_provision(&mut self, index: u32, set_bits: &'static str) -> Result<u64, TpmError> {
+        if let Some(value) = self.bit_field(index)? {
+            return Ok(value);
+        }
+        let nv_index =
+            NvIndexTpmHandle::new(index).map_err(|_| TpmError::Invalid(format!("0x{index:08x} is not an NV index")))?;
+        if !self.nv_defined(index)? {
+            let attrs = tss_esapi::attributes::NvIndexAttributes(crate::floor::ATTRIBUTES);
+            self.define_8_byte_index(nv_index, attrs, "NV_DefineSpace (bit field)")?;
+        }
+        let handle = self.counter_handle(index)?;
+        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, 0)).map_err(cmd(set_bits))?;
+        self.bit_field(index).map(|f| f.unwrap_or(0))
+    }
+
+    fn bit_field(&mut self, index: u32) -> Result<Option<u64>, TpmError> {
+        if !self.nv_written(index)? {
+            return Ok(None);
+        }
+        self.counter_read(index).map(|bits| Some(crate::floor::floor_of_bits(bits)))
+    }
+
+    fn bit_field_raise(&mut self, index: u32, value: u64, set_bits: &'static str) -> Result<u64, TpmError> {
+        use crate::floor::{MAX_VERSION, bits_of_floor};
+        let bits = bits_of_floor(value)
+            .ok_or_else(|| TpmError::Invalid(format!("{value} is beyond the bit field's range (1..={MAX_VERSION})")))?;
+        self.bit_field_provision(index, set_bits)?;
+        let handle = self.counter_handle(index)?;
+        self.with_empty_password(|ctx| ctx.nv_set_bits(NvAuth::Owner, handle, bits)).map_err(cmd(set_bits))?;
+        self.bit_field(index)?
+            .ok_or_else(|| TpmError::Invalid(format!("NV index 0x{index:08x} reads as unwritten after NV_SetBits")))
     }
 
     /// The floor index's name as the TPM computes it (tests compare it with the offline one).
@@ -771,17 +815,44 @@ impl Tpm {
         self.ctx.tr_get_name(handle.into()).map(|n| n.value().to_vec()).map_err(cmd("TR_GetName (floor)"))
     }
 
+    /// The key-generation index's name as the TPM computes it.
+    pub fn key_generation_index_name(&mut self) -> Result<Vec<u8>, TpmError> {
+        let handle = self.counter_handle(crate::floor::KEY_GENERATION_INDEX)?;
+        self.ctx.tr_get_name(handle.into()).map(|n| n.value().to_vec()).map_err(cmd("TR_GetName (key generation)"))
+    }
+
     /// PolicyNV in `session`: the floor is at most `version` (unsigned, 8 bytes).
     fn policy_floor(&mut self, session: PolicySession, version: u64) -> Result<(), TpmError> {
-        use crate::floor::{FLOOR_INDEX, TPM_EO_UNSIGNED_LE, operand_for_release};
-        let operand = operand_for_release(version)
-            .ok_or_else(|| TpmError::Invalid(format!("release version {version} is beyond the floor's range")))?;
+        self.policy_bit_field(
+            session,
+            crate::floor::FLOOR_INDEX,
+            version,
+            "PolicyNV (the anti-rollback floor is above this release)",
+        )
+    }
+
+    /// PolicyNV in `session`: the bit field at `index` is at most `value`'s bits.
+    fn policy_bit_field(
+        &mut self,
+        session: PolicySession,
+        index: u32,
+        value: u64,
+        refusal: &'static str,
+    ) -> Result<(), TpmError> {
+        use crate::floor::{TPM_EO_UNSIGNED_LE, operand_for_release};
+        let operand = operand_for_release(value)
+            .ok_or_else(|| TpmError::Invalid(format!("{value} is beyond the bit field's range")))?;
         let operand = ts::Digest::try_from(operand.to_vec()).map_err(cmd("PolicyNV operand"))?;
+        let what = if index == crate::floor::FLOOR_INDEX {
+            "the anti-rollback floor"
+        } else {
+            "the PCR-policy key generation"
+        };
         let handle = self
-            .counter_handle(FLOOR_INDEX)
-            .map_err(|_| TpmError::Invalid("the anti-rollback floor is not defined in this TPM".into()))?;
+            .counter_handle(index)
+            .map_err(|_| TpmError::Invalid(format!("{what} (NV index 0x{index:08x}) is not defined in this TPM")))?;
         self.with_empty_password(|ctx| ctx.policy_nv(NvAuth::Owner, handle, session, operand, 0, TPM_EO_UNSIGNED_LE))
-            .map_err(refused("PolicyNV (the anti-rollback floor is above this release)"))
+            .map_err(refused(refusal))
     }
 
     /// Whether an NV index is defined.

@@ -134,22 +134,23 @@ fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
     let (mut swtpm, mut tpm) = start();
     let release_key = policy_key(1);
     let pk = PolicyKey::new(*release_key.verifying_key());
-    let blob = tpm.seal_to_policy_key(b"node data key", &pk).unwrap();
+    let blob = tpm.seal_to_policy_key(b"node data key", &pk, 0).unwrap();
     assert_eq!(tpm.floor_provision().unwrap(), 0);
+    assert_eq!(tpm.key_generation_provision().unwrap(), 0);
 
     // Release v1 boots and unseals with its signed policy.
     boot(&mut tpm, "v1");
     let v1 = SignedPcrPolicy::sign(predict("v1"), 1, &release_key).unwrap();
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v1).unwrap(), b"node data key");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v1, 0).unwrap(), b"node data key");
 
     // Reboot into v2: v1's policy no longer matches, v2's newly signed policy unseals the
     // *same* sealed object.
     drop(tpm);
     let mut tpm = reopen(&mut swtpm);
     boot(&mut tpm, "v2");
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v1)), "old policy unsealed new PCRs");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v1, 0)), "old policy unsealed new PCRs");
     let v2 = SignedPcrPolicy::sign(predict("v2"), 2, &release_key).unwrap();
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v2).unwrap(), b"node data key");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &v2, 0).unwrap(), b"node data key");
 
     // A policy for these PCRs signed by another key fails, whether presented with that key
     // (the object is bound to the release key's name) or with the release key (bad signature).
@@ -157,20 +158,20 @@ fn signed_pcr_policy_lets_a_new_signed_release_unseal_and_nothing_else() {
     let attacker_pk = PolicyKey::new(*attacker.verifying_key());
     let forged = SignedPcrPolicy::sign(predict("v2"), 2, &attacker).unwrap();
     assert!(forged.verify(&pk).is_err());
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &forged)), "wrongly signed policy accepted");
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &attacker_pk, &forged)), "attacker key accepted");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &forged, 0)), "wrongly signed policy accepted");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &attacker_pk, &forged, 0)), "attacker key accepted");
 
     // An unsigned policy (signature of zeros) fails.
     let mut unsigned = v2.clone();
     unsigned.signature =
         sovereign_measured_boot::structures::EcdsaSignature { hash: 0x000b, r: vec![0; 32], s: vec![0; 32] }.marshal();
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &unsigned)), "unsigned policy accepted");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &unsigned, 0)), "unsigned policy accepted");
 
     // A tampered image: PCRs that no signed policy covers.
     drop(tpm);
     let mut tpm = reopen(&mut swtpm);
     boot(&mut tpm, "tampered");
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v2)));
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &v2, 0)));
 }
 
 #[test]
@@ -178,31 +179,32 @@ fn the_tpm_refuses_a_release_older_than_the_floor_and_the_floor_never_moves_down
     let (mut swtpm, mut tpm) = start();
     let release_key = policy_key(4);
     let pk = PolicyKey::new(*release_key.verifying_key());
-    let blob = tpm.seal_to_policy_key(b"node keys", &pk).unwrap();
+    let blob = tpm.seal_to_policy_key(b"node keys", &pk, 0).unwrap();
     boot(&mut tpm, "v1");
     // Old and new releases signed the same PCRs (the worst case: only the version differs).
     let release = |v| SignedPcrPolicy::sign(predict("v1"), v, &release_key).unwrap();
 
     // Not provisioned yet: PolicyNV has no index to read, and the TPM refuses.
     assert_eq!(tpm.floor().unwrap(), None);
-    let why = tpm.unseal_with_signed_policy(&blob, &pk, &release(1)).unwrap_err().to_string();
-    assert!(why.contains("anti-rollback floor is not defined"), "{why}");
+    let why = tpm.unseal_with_signed_policy(&blob, &pk, &release(1), 0).unwrap_err().to_string();
+    assert!(why.contains("anti-rollback floor (NV index 0x01805356) is not defined"), "{why}");
     assert_eq!(tpm.floor_provision().unwrap(), 0);
     assert_eq!(tpm.floor_provision().unwrap(), 0, "provisioning again must change nothing");
+    assert_eq!(tpm.key_generation_provision().unwrap(), 0);
 
     // The TPM computes the index's name as the policy digest assumes (or nothing would unseal).
     assert_eq!(tpm.floor_index_name().unwrap(), sovereign_measured_boot::floor::index_name());
     for v in [1, 2, 3] {
-        assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(v)).unwrap(), b"node keys");
+        assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(v), 0).unwrap(), b"node keys");
     }
 
     // Release 2 marked good: the floor moves to 2 and the TPM itself refuses release 1's policy
     // (signed, PCRs matching) while 2 and 3 still unseal.
     assert_eq!(tpm.floor_raise(2).unwrap(), 2);
-    let refused = tpm.unseal_with_signed_policy(&blob, &pk, &release(1));
+    let refused = tpm.unseal_with_signed_policy(&blob, &pk, &release(1), 0);
     assert!(is_refused(refused), "a release older than the floor unsealed");
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(2)).unwrap(), b"node keys");
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3)).unwrap(), b"node keys");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(2), 0).unwrap(), b"node keys");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3), 0).unwrap(), b"node keys");
 
     // The floor survives a power cycle and never moves down.
     drop(tpm);
@@ -210,10 +212,10 @@ fn the_tpm_refuses_a_release_older_than_the_floor_and_the_floor_never_moves_down
     boot(&mut tpm, "v1");
     assert_eq!(tpm.floor().unwrap(), Some(2));
     assert_eq!(tpm.floor_raise(1).unwrap(), 2, "raising to an older release lowered the floor");
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(1))));
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(1), 0)));
     assert_eq!(tpm.floor_raise(3).unwrap(), 3);
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(2))));
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3)).unwrap(), b"node keys");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &release(2), 0)));
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &release(3), 0).unwrap(), b"node keys");
     assert!(tpm.floor_raise(65).is_err(), "a floor beyond 64 releases cannot be expressed");
     assert_eq!(tpm.floor().unwrap(), Some(3));
 
@@ -222,23 +224,77 @@ fn the_tpm_refuses_a_release_older_than_the_floor_and_the_floor_never_moves_down
     assert_eq!(tpm.floor().unwrap(), Some(3));
 }
 
+/// A PCR-policy key rotation, as PID 1 performs it: the node keys sealed to the old key at
+/// generation 0 unseal once through the release's bridge signature, are resealed to the new key
+/// at generation 1, and — the release being good — the generation is raised: from then on no
+/// policy the old key signs opens anything, not even a copy of the old sealed object kept from
+/// before (the TPM refuses it), while the new key's policies open the new one. A TPM whose
+/// generation index is missing refuses outright.
+#[test]
+fn a_rotated_pcr_policy_key_reseals_and_then_the_old_key_opens_nothing() {
+    let (mut swtpm, mut tpm) = start();
+    let (old_key, new_key) = (policy_key(6), policy_key(7));
+    let (old, new) = (PolicyKey::new(*old_key.verifying_key()), PolicyKey::new(*new_key.verifying_key()));
+    let old_copy = tpm.seal_to_policy_key(b"node keys", &old, 0).unwrap();
+    boot(&mut tpm, "v1");
+    tpm.floor_provision().unwrap();
+    let v1 = SignedPcrPolicy::sign(predict("v1"), 1, &old_key).unwrap();
+    let why = tpm.unseal_with_signed_policy(&old_copy, &old, &v1, 0).unwrap_err().to_string();
+    assert!(why.contains("is not defined"), "unsealed without the key-generation index: {why}");
+    assert_eq!(tpm.key_generation_provision().unwrap(), 0);
+    assert_eq!(tpm.key_generation_index_name().unwrap(), sovereign_measured_boot::floor::key_generation_index_name());
+    assert_eq!(tpm.unseal_with_signed_policy(&old_copy, &old, &v1, 0).unwrap(), b"node keys");
+
+    // The rotating release: signed by the new key, bridged by the old one.
+    let mut v2 = SignedPcrPolicy::sign(predict("v1"), 2, &new_key).unwrap();
+    v2.add_bridge(&old_key).unwrap();
+    let bridged = v2.bridged().unwrap();
+    bridged.verify(&old).unwrap();
+    assert!(bridged.verify(&new).is_err());
+    let secret = tpm.unseal_with_signed_policy(&old_copy, &old, &bridged, 0).unwrap();
+    // The new key's own signature does not open the old copy (it names the old key).
+    assert!(is_refused(tpm.unseal_with_signed_policy(&old_copy, &new, &v2, 0)));
+    let new_copy = tpm.seal_to_policy_key(&secret, &new, 1).unwrap();
+    // Presented at the wrong generation, the TPM's policy digest differs: refused.
+    assert!(is_refused(tpm.unseal_with_signed_policy(&new_copy, &new, &v2, 0)));
+    assert_eq!(tpm.unseal_with_signed_policy(&new_copy, &new, &v2, 1).unwrap(), b"node keys");
+    // Before the raise (a trial that may still fail), the old copy still opens: fallback works.
+    assert_eq!(tpm.unseal_with_signed_policy(&old_copy, &old, &v1, 0).unwrap(), b"node keys");
+
+    // The release is good: generation 1. The old copy is dead under every old-key policy,
+    // whatever release it names; the new copy opens; a power cycle changes nothing.
+    assert_eq!(tpm.key_generation_raise(1).unwrap(), 1);
+    drop(tpm);
+    let mut tpm = reopen(&mut swtpm);
+    boot(&mut tpm, "v1");
+    assert_eq!(tpm.key_generation().unwrap(), Some(1));
+    for policy in [&v1, &bridged, &SignedPcrPolicy::sign(predict("v1"), 64, &old_key).unwrap()] {
+        let refused = tpm.unseal_with_signed_policy(&old_copy, &old, policy, 0);
+        assert!(is_refused(refused), "the retired key's copy unsealed");
+    }
+    // The generation never moves down.
+    assert_eq!(tpm.key_generation_raise(0).unwrap(), 1);
+    assert_eq!(tpm.unseal_with_signed_policy(&new_copy, &new, &v2, 1).unwrap(), b"node keys");
+}
+
 #[test]
 fn separator_closes_the_unseal_window_for_this_boot() {
     let (mut swtpm, mut tpm) = start();
     let release_key = policy_key(3);
     let pk = PolicyKey::new(*release_key.verifying_key());
-    let blob = tpm.seal_to_policy_key(b"secret", &pk).unwrap();
+    let blob = tpm.seal_to_policy_key(b"secret", &pk, 0).unwrap();
     tpm.floor_provision().unwrap();
+    tpm.key_generation_provision().unwrap();
     let policy = SignedPcrPolicy::sign(predict("v1"), 1, &release_key).unwrap();
     let mut log = boot(&mut tpm, "v1");
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy).unwrap(), b"secret");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy, 0).unwrap(), b"secret");
     tpm.measure(Measurement::separator(), &mut log).unwrap();
-    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &policy)), "unsealed after the separator");
+    assert!(is_refused(tpm.unseal_with_signed_policy(&blob, &pk, &policy, 0)), "unsealed after the separator");
     // The next boot opens it again.
     drop(tpm);
     let mut tpm = reopen(&mut swtpm);
     boot(&mut tpm, "v1");
-    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy).unwrap(), b"secret");
+    assert_eq!(tpm.unseal_with_signed_policy(&blob, &pk, &policy, 0).unwrap(), b"secret");
 }
 
 struct Quoted {

@@ -24,7 +24,7 @@ use sovereign_audit::store::AuditLog;
 use sovereign_audit::{Entry, EntryKind, Severity};
 use sovereign_boot_contract::{DATA_PARTITION_OFFSET, DATA_PARTITION_SIZE, STATE_PARTITION_OFFSET};
 use sovereign_e2e::{boot_slot, certify_ak, dev_keys, export_from, image, verify_offline};
-use sovereign_init::state::{self, SealedKeys};
+use sovereign_init::state;
 use sovereign_measured_boot::PolicyKey;
 use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
 use sovereign_pipeline::anchor::{StateAnchor, TpmCounter};
@@ -99,7 +99,7 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
             let counter = Box::new(TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX));
             let anchored = StateAnchor::adopt(&tree, &data_key, counter).unwrap();
             assert_eq!(anchored.head.log_size, ENTRIES);
-            tpm.with(|tpm| tpm.seal_to_policy_key(&secret, &policy_key))
+            tpm.with(|tpm| tpm.seal_to_policy_key(&secret, &policy_key, 0))
         })
         .unwrap()
         .unwrap();
@@ -115,10 +115,10 @@ fn a_million_entry_log_comes_down_through_the_real_cli_and_verifies_offline() {
     assert!(status.success(), "mkfs.ext4 -d failed: {status}");
     write_partition(appliance.disk(), DATA_PARTITION_OFFSET, &partition);
 
-    // The sealed keys, in the key area.
+    // The sealed keys (at key generation 0, a TPM never rotated), in the key area's first copy.
     let mut disk = std::fs::OpenOptions::new().write(true).open(appliance.disk()).unwrap();
     disk.seek(SeekFrom::Start(STATE_PARTITION_OFFSET)).unwrap();
-    disk.write_all(&state::encode(&SealedKeys { keys: sealed })).unwrap();
+    disk.write_all(&state::encode(1, &[sealed]).unwrap()).unwrap();
     disk.sync_all().unwrap();
     drop(disk);
 
