@@ -607,6 +607,16 @@ pub fn build_with(
     if with_admin.config.update_root.is_empty() {
         with_admin.config.update_root = hex::encode(keys.update.root.verifying_key().as_bytes());
     }
+    match (&with_admin.config.pcr_policy_rotation, &keys.pcr_policy_rotation) {
+        (None, Some(pending)) => with_admin.config.pcr_policy_rotation = Some(pending.statement.clone()),
+        (Some(given), Some(pending)) if *given == pending.statement => {}
+        (Some(_), _) => {
+            return Err(anyhow!(
+                "the runtime configuration carries a PCR-policy key rotation the key set does not hold (no retiring key to bridge with)"
+            ));
+        }
+        (None, None) => {}
+    }
     let input = &with_admin;
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");
@@ -660,7 +670,12 @@ pub fn build_with(
         loader = sign_uki(&loader_path, key)?;
     }
     let pcrs = predict_seal_pcrs(&uki, &manifest_bytes, &config_bytes(&input.config)?, input.secure_boot.is_some())?;
-    let policy = SignedPcrPolicy::sign(pcrs.clone(), input.version, &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
+    let mut policy =
+        SignedPcrPolicy::sign(pcrs.clone(), input.version, &keys.pcr_policy).map_err(|e| anyhow!("{e}"))?;
+    if let Some(pending) = &keys.pcr_policy_rotation {
+        // Nodes still sealed to the retiring key open their keys once with this signature.
+        policy.add_bridge(&pending.previous).map_err(|e| anyhow!("{e}"))?;
+    }
     let policy_path = out_dir.join("pcr-policy.json");
     fs::write(&policy_path, policy.to_json())?;
     // The reference values add what firmware measures about this UKI (PCR 4: the UKI and its

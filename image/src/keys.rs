@@ -17,6 +17,7 @@ use rand_core::{OsRng, RngCore as _};
 pub const MARKER: &str = "DEVELOPMENT-KEYS.txt";
 
 /// A loaded key set.
+#[derive(Clone)]
 pub struct KeySet {
     /// Signs manifests, bundles, reference values.
     pub release: SigningKey,
@@ -26,6 +27,10 @@ pub struct KeySet {
     pub admin: SigningKey,
     /// The update root and release signers (`update/`).
     pub update: UpdateKeys,
+    /// A PCR-policy key rotation the releases carry (`pcr-policy-rotation.json`, with the
+    /// retiring key in `pcr-policy-previous.key`): every image built with this set bridges
+    /// nodes still sealed to the retiring key.
+    pub pcr_policy_rotation: Option<PendingRotation>,
     /// Where they came from.
     pub dir: PathBuf,
 }
@@ -72,7 +77,76 @@ pub fn generate(dir: &Path) -> anyhow::Result<KeySet> {
     write_file(&dir.join("admin.key"), &format!("{}\n", hex::encode(admin.to_bytes())), 0o600)?;
     write_file(&dir.join("admin.pub"), &format!("{}\n", hex::encode(admin.verifying_key().as_bytes())), 0o644)?;
     let update = update_keys(dir)?;
-    Ok(KeySet { release, pcr_policy, admin, update, dir: dir.to_path_buf() })
+    Ok(KeySet { release, pcr_policy, admin, update, pcr_policy_rotation: None, dir: dir.to_path_buf() })
+}
+
+/// A pending PCR-policy key rotation: the retiring key (bridge signatures) and the signed
+/// statement.
+#[derive(Clone)]
+pub struct PendingRotation {
+    /// The retiring PCR-policy key.
+    pub previous: p256::ecdsa::SigningKey,
+    /// Signed by it and the update root.
+    pub statement: sovereign_boot_contract::rotation::PcrPolicyKeyRotation,
+}
+
+/// The rotation statement's file in a key directory.
+pub const ROTATION_FILE: &str = "pcr-policy-rotation.json";
+
+impl KeySet {
+    /// This key set with its PCR-policy key rotated to `new` at key `generation`: `new` signs
+    /// the releases' policies, the current key becomes the retiring one (bridge signatures),
+    /// and the rotation is signed by it and the update root.
+    pub fn rotated(&self, new: p256::ecdsa::SigningKey, generation: u64) -> KeySet {
+        let statement = sovereign_boot_contract::rotation::PcrPolicyKeyRotation::sign(
+            &self.pcr_policy,
+            new.verifying_key(),
+            generation,
+            &self.update.root,
+        );
+        KeySet {
+            pcr_policy: new,
+            pcr_policy_rotation: Some(PendingRotation { previous: self.pcr_policy.clone(), statement }),
+            ..self.clone()
+        }
+    }
+}
+
+fn p256_hex_pub(key: &p256::ecdsa::SigningKey) -> String {
+    hex::encode(key.verifying_key().to_encoded_point(false).as_bytes())
+}
+
+/// Rotates the PCR-policy key of the key set in `dir` to a fresh key at key `generation`:
+/// the current key moves to `pcr-policy-previous.*`, the new one takes `pcr-policy.*`, and the
+/// signed statement goes to [`ROTATION_FILE`]. Refuses while a rotation is pending.
+pub fn rotate_pcr_policy_key(dir: &Path, generation: u64) -> anyhow::Result<KeySet> {
+    let keys = load(dir)?;
+    if keys.pcr_policy_rotation.is_some() {
+        return Err(anyhow!(
+            "{} already holds a pending PCR-policy key rotation ({ROTATION_FILE}); remove it and pcr-policy-previous.* once every node booted a release that carries it",
+            dir.display()
+        ));
+    }
+    let rotated = keys.rotated(p256::ecdsa::SigningKey::random(&mut OsRng), generation);
+    rotated
+        .pcr_policy_rotation
+        .as_ref()
+        .map(|r| r.statement.verify(&keys.update.root.verifying_key()))
+        .transpose()
+        .map_err(|e| anyhow!("{e}"))?;
+    write_file(&dir.join("pcr-policy-previous.key"), &format!("{}\n", hex::encode(keys.pcr_policy.to_bytes())), 0o600)?;
+    write_file(&dir.join("pcr-policy-previous.pub"), &format!("{}\n", p256_hex_pub(&keys.pcr_policy)), 0o644)?;
+    for (name, text, mode) in [
+        ("pcr-policy.key", hex::encode(rotated.pcr_policy.to_bytes()), 0o600),
+        ("pcr-policy.pub", p256_hex_pub(&rotated.pcr_policy), 0o644),
+    ] {
+        let staged = dir.join(format!("{name}.new"));
+        write_file(&staged, &format!("{text}\n"), mode)?;
+        fs::rename(&staged, dir.join(name)).with_context(|| format!("replacing {name}"))?;
+    }
+    let statement = rotated.pcr_policy_rotation.as_ref().map(|r| &r.statement);
+    write_file(&dir.join(ROTATION_FILE), &serde_json::to_string_pretty(&statement)?, 0o644)?;
+    Ok(rotated)
 }
 
 /// How many development release signers an update key set has, and how many must sign.
@@ -80,6 +154,7 @@ pub const UPDATE_SIGNERS: (usize, u32) = (3, 2);
 
 /// The keys of update bundles: the root (its public half goes into every image) and the N
 /// release signers of key set 1 (threshold M), with `keyset.json` and its root signature.
+#[derive(Clone)]
 pub struct UpdateKeys {
     /// Signs key sets (and rotations).
     pub root: SigningKey,
@@ -140,10 +215,58 @@ pub fn load(dir: &Path) -> anyhow::Result<KeySet> {
     let pcr_policy = p256::ecdsa::SigningKey::from_slice(&secret32(&dir.join("pcr-policy.key"))?)
         .map_err(|e| anyhow!("pcr-policy.key is not a P-256 scalar: {e}"))?;
     let update = update_keys(dir)?;
-    Ok(KeySet { release, pcr_policy, admin, update, dir: dir.to_path_buf() })
+    let pcr_policy_rotation = if dir.join(ROTATION_FILE).exists() {
+        let text = fs::read(dir.join(ROTATION_FILE)).with_context(|| format!("reading {ROTATION_FILE}"))?;
+        let statement: sovereign_boot_contract::rotation::PcrPolicyKeyRotation =
+            serde_json::from_slice(&text).with_context(|| format!("{ROTATION_FILE} does not parse"))?;
+        let previous = p256::ecdsa::SigningKey::from_slice(&secret32(&dir.join("pcr-policy-previous.key"))?)
+            .map_err(|e| anyhow!("pcr-policy-previous.key is not a P-256 scalar: {e}"))?;
+        let verified = statement.verify(&update.root.verifying_key()).map_err(|e| anyhow!("{ROTATION_FILE}: {e}"))?;
+        if verified.from != *previous.verifying_key() || verified.to != *pcr_policy.verifying_key() {
+            return Err(anyhow!("{ROTATION_FILE} does not rotate pcr-policy-previous.key to pcr-policy.key"));
+        }
+        Some(PendingRotation { previous, statement })
+    } else {
+        None
+    };
+    Ok(KeySet { release, pcr_policy, admin, update, pcr_policy_rotation, dir: dir.to_path_buf() })
 }
 
 /// Loads the key set in `dir`, generating a development set first if there is none.
 pub fn load_or_generate(dir: &Path) -> anyhow::Result<KeySet> {
     if dir.join("release.key").exists() { load(dir) } else { generate(dir) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_rotation_moves_the_key_aside_signs_the_statement_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate(dir.path()).unwrap();
+        assert!(first.pcr_policy_rotation.is_none());
+        let rotated = rotate_pcr_policy_key(dir.path(), 1).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.pcr_policy.to_bytes(), rotated.pcr_policy.to_bytes());
+        assert_ne!(loaded.pcr_policy.to_bytes(), first.pcr_policy.to_bytes());
+        let pending = loaded.pcr_policy_rotation.unwrap();
+        assert_eq!(pending.previous.to_bytes(), first.pcr_policy.to_bytes());
+        let verified = pending.statement.verify(&first.update.root.verifying_key()).unwrap();
+        assert_eq!(
+            (verified.from, verified.to, verified.generation),
+            (*first.pcr_policy.verifying_key(), *rotated.pcr_policy.verifying_key(), 1)
+        );
+        // A second rotation while one is pending is refused, and changes nothing.
+        let why = rotate_pcr_policy_key(dir.path(), 2).err().unwrap().to_string();
+        assert!(why.contains("already holds a pending"), "{why}");
+        assert_eq!(load(dir.path()).unwrap().pcr_policy.to_bytes(), rotated.pcr_policy.to_bytes());
+        // A statement that does not match the key files is refused at load.
+        fs::remove_file(dir.path().join("pcr-policy-previous.key")).unwrap();
+        write_file(&dir.path().join("pcr-policy-previous.key"), &format!("{}\n", hex::encode([9u8; 32])), 0o600)
+            .unwrap();
+        let why = load(dir.path()).err().unwrap().to_string();
+        assert!(why.contains("does not rotate"), "{why}");
+    }
 }

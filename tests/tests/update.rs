@@ -25,14 +25,23 @@ const UNAPPROVED_APPLY: Command =
 /// Builds release `version` of the shared image's inputs (changed by `edit`) into `dir` and
 /// returns its bundle, signed by 2 of the 3 development release signers.
 fn release_bundle(dir: &Path, version: u64, edit: &dyn Fn(&mut BuildInput)) -> (Vec<u8>, PathBuf) {
-    let keys = dev_keys();
+    release_bundle_signed(&dev_keys(), dir, version, edit)
+}
+
+/// [`release_bundle`] with another key set (a rotated PCR-policy key).
+fn release_bundle_signed(
+    keys: &sovereign_image::keys::KeySet,
+    dir: &Path,
+    version: u64,
+    edit: &dyn Fn(&mut BuildInput),
+) -> (Vec<u8>, PathBuf) {
     let mut input = base_input();
     input.version = version;
     edit(&mut input);
     let out = dir.join(format!("v{version}"));
-    variant(&input, &keys, &out, &Tamper::default());
+    variant(&input, keys, &out, &Tamper::default());
     let (bundle, written) =
-        sovereign_image::update::bundle(&out, &keys, 2, sovereign_update::PLATFORM_QEMU_X86_64).unwrap();
+        sovereign_image::update::bundle(&out, keys, 2, sovereign_update::PLATFORM_QEMU_X86_64).unwrap();
     assert_eq!(written.refused, None);
     (bundle, out)
 }
@@ -438,4 +447,124 @@ fn an_update_approver_approves_only_a_bundle_that_verifies() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("not approved: the bundle does not verify"), "{stderr}");
     assert!(!refused.exists(), "an approval was written for a bundle that does not verify");
+}
+
+/// The key area's newest copy on `disk`: its sealed objects.
+fn key_copies(disk: &Path) -> Vec<sovereign_measured_boot::sealed::SealedBlob> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = std::fs::File::open(disk).unwrap();
+    f.seek(std::io::SeekFrom::Start(sovereign_boot_contract::STATE_PARTITION_OFFSET)).unwrap();
+    let mut area = vec![0u8; 2 * sovereign_init::state::AREA];
+    f.read_exact(&mut area).unwrap();
+    match sovereign_init::state::decode(&area).unwrap() {
+        sovereign_init::state::KeyArea::Sealed(copy) => copy.blobs,
+        sovereign_init::state::KeyArea::Fresh => panic!("the key area is still fresh"),
+    }
+}
+
+/// A PCR-policy key rotation (issue 15, item 4), end to end: v2 is built from a key set whose
+/// PCR-policy key was rotated (signed by the old key and the update root). Its trial boot opens
+/// the node keys through the bridge signature and reseals them to the new key — and the power is
+/// cut right there: the trial is spent, the loader falls back to v1, which still opens its copy
+/// (a cut mid-rotation boots one of the two ways). Pushed again, v2's trial opens the new copy,
+/// is blessed, floored, and the TPM's key generation is raised (a cut just before that raise is
+/// made up by the next good boot). Then: the node identity never changed, the key area holds the
+/// new key's copy alone, and on the appliance's own TPM a policy signed by the old key — for the
+/// PCRs the TPM holds and a release above the floor — no longer opens the old copy, while the
+/// new key's policy opens the new one.
+#[test]
+fn a_pcr_policy_key_rotation_reseals_survives_a_cut_and_then_the_old_key_opens_nothing() {
+    use sovereign_e2e::{boot_slot, image};
+    use sovereign_measured_boot::policy::{PolicyKey, SignedPcrPolicy};
+
+    let _slot = boot_slot();
+    let releases = tempfile::tempdir().unwrap();
+    let old_keys = dev_keys();
+    let new_key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let rotated = old_keys.rotated(new_key.clone(), 1);
+    let (v2, v2_dir) = release_bundle_signed(&rotated, releases.path(), 2, &|_| {});
+    let v2_policy = SignedPcrPolicy::from_json(&std::fs::read(v2_dir.join("pcr-policy.json")).unwrap()).unwrap();
+    assert!(v2_policy.bridge_signature.is_some(), "the rotating release's policy carries no bridge signature");
+    let mut appliance = sovereign_qemu::Appliance::new(image()).unwrap();
+    let socket = appliance.control_socket();
+
+    // v1: first boot, keys sealed to the old key at generation 0.
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_for("release v1 good: anti-rollback floor at v1").unwrap_or_else(|e| panic!("{e}"));
+    let id = identity(&guest.console());
+    assert!(guest.console().contains("sealed to the release's PCR-policy key (key generation 0)"));
+    let old_copy = key_copies(appliance.disk());
+    assert_eq!(old_copy.len(), 1);
+
+    // v2 installed on trial; its trial reseals — and the power is cut just after.
+    push(&socket, &v2);
+    apply(&socket);
+    guest.wait_for("rebooting: release v2 installed on trial").unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_exit().unwrap();
+    let mut trial = appliance.boot(BOOT_TIMEOUT).unwrap();
+    trial.wait_for("node keys resealed to the new key at key generation 1").unwrap_or_else(|e| panic!("{e}"));
+    drop(trial);
+    assert_eq!(key_copies(appliance.disk()).len(), 2, "the rotation's key area holds the new and the old copy");
+
+    // The spent trial falls back to v1, which opens the old copy: same identity.
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    let console = guest.console();
+    assert!(console.contains("manifest version 1 verified"), "{console}");
+    assert!(console.contains("(this release's PCR-policy key, key generation 0)"), "{console}");
+    assert_eq!(identity(&console), id, "the node identity changed after a cut rotation");
+    let after = state(send(&socket, &Command::UpdateStatus, &[]));
+    assert_eq!(after.boot.and_then(|b| b.failed_update), Some(2), "{console}");
+
+    // v2 again: its trial opens the new copy (made before the cut); blessed, floored; cut just
+    // as the floor moved, before or as the key generation is raised.
+    push(&socket, &v2);
+    apply(&socket);
+    guest.wait_for("rebooting: release v2 installed on trial").unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_exit().unwrap();
+    let mut trial = appliance.boot(BOOT_TIMEOUT).unwrap();
+    trial.wait_for("release v2 good: anti-rollback floor at v2").unwrap_or_else(|e| panic!("{e}"));
+    drop(trial);
+
+    // The next boots are v2, good, on the new key alone.
+    for boot in 0..2 {
+        let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+        guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+        guest.wait_for("release v2 good: anti-rollback floor at v2").unwrap_or_else(|e| panic!("{e}"));
+        if boot == 1 {
+            let console = guest.console();
+            assert!(console.contains("(this release's PCR-policy key, key generation 1)"), "{console}");
+            assert!(!console.contains("FATAL"), "{console}");
+            assert_eq!(identity(&console), id, "the node identity changed across the rotation");
+        }
+        guest.powerdown().unwrap();
+        guest.wait_exit().unwrap();
+    }
+    let copies = key_copies(appliance.disk());
+    assert_eq!(copies.len(), 1, "the retired key's copy is still in the key area");
+    let new_pk = PolicyKey::new(*new_key.verifying_key());
+    let old_pk = PolicyKey::new(*old_keys.pcr_policy.verifying_key());
+    let sealed_to = sovereign_init::state::auth_policy(&copies[0].public).unwrap();
+    assert_eq!(sealed_to, new_pk.sealing_policy(1).unwrap().0);
+
+    // On the appliance's TPM: policies for the PCRs it holds now, release 2 (at the floor).
+    let (old_opens, new_opens, generation) = appliance
+        .tpm_on_host(|tcti| {
+            let mut tpm = sovereign_measured_boot::tpm::Tpm::open(tcti).unwrap();
+            let selection = sovereign_measured_boot::PcrSelection::new([15]).unwrap();
+            let pcrs = tpm.pcr_read(&selection).unwrap();
+            let by_old = SignedPcrPolicy::sign(pcrs.clone(), 2, &old_keys.pcr_policy).unwrap();
+            let by_new = SignedPcrPolicy::sign(pcrs, 2, &new_key).unwrap();
+            (
+                tpm.unseal_with_signed_policy(&old_copy[0], &old_pk, &by_old, 0).map_err(|e| e.to_string()),
+                tpm.unseal_with_signed_policy(&copies[0], &new_pk, &by_new, 1).map(|k| k.len()),
+                tpm.key_generation().unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!(generation, Some(1));
+    assert_eq!(new_opens.unwrap(), 64, "the new key's policy does not open the new copy");
+    let why = old_opens.expect_err("the retired key's policy opened the old copy");
+    assert!(why.contains("key generation"), "{why}");
 }

@@ -25,6 +25,22 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Rotate the PCR-policy key of the key set in KEYS: a fresh key signs the policies of the
+    /// releases built from now on; the current key becomes the retiring one, whose bridge
+    /// signature lets nodes still sealed to it open their keys once and reseal them to the new
+    /// key at GENERATION (one more than the last rotation's; 1 for the first). Once such a
+    /// release is good on a node, the TPM refuses every copy sealed to the retiring key.
+    RotatePcrPolicyKey {
+        /// Key directory (see `keygen`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The TPM key generation to reseal at (1..=64).
+        #[arg(long)]
+        generation: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the update bundle of a built image, signed by release signers of the key set in
     /// KEYS/update/, and check it as a node at the previous version would (exit 1 if refused).
     Bundle {
@@ -47,7 +63,6 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Build an image: initramfs, signed manifest, UKI, PCR policy, reference values, disk.
     /// Writes an OVMF variable store with the Secure Boot keys of DIR (PK.crt, KEK.crt, db.crt)
     /// enrolled and Secure Boot on.
     SecureBootVars {
@@ -61,6 +76,7 @@ enum Cmd {
         #[arg(long, default_value = "firmware/ovmf-vars-secureboot.fd")]
         out: PathBuf,
     },
+    /// Build an image: initramfs, signed manifest, UKI, PCR policy, reference values, disk.
     Build {
         /// Key directory (see `keygen`).
         #[arg(long)]
@@ -149,6 +165,20 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
             }
             return Ok(written.refused.is_none());
+        }
+        Cmd::RotatePcrPolicyKey { keys: dir, generation, json } => {
+            let rotated = keys::rotate_pcr_policy_key(&dir, generation)?;
+            let statement = rotated.pcr_policy_rotation.map(|r| r.statement);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statement)?);
+            } else if let Some(s) = statement {
+                println!("rotated the PCR-policy key in {} at key generation {}", dir.display(), s.generation);
+                println!("  retiring: {}", s.from);
+                println!("  new:      {}", s.to);
+                println!(
+                    "  every image built from this key set now carries the rotation and bridges nodes sealed to the retiring key"
+                );
+            }
         }
         Cmd::Keygen { dir } => {
             keys::generate(&dir)?;
