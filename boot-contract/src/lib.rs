@@ -30,6 +30,9 @@ pub const CONFIG_PATH: &str = "/etc/sovereign/runtime.json";
 pub const MANIFEST_PATH: &str = "/etc/sovereign/manifest.json";
 /// The manifest signature.
 pub const MANIFEST_SIG_PATH: &str = "/etc/sovereign/manifest.sig";
+/// The release's update policy: a policy bundle (Datalog) signed by the release key, which
+/// decides the governed action `update.apply`.
+pub const UPDATE_POLICY_PATH: &str = "/etc/sovereign/update-policy.json";
 /// Where PID 1 puts the reference values it checked, for the runtime's compliance bundles.
 pub const RUN_REFERENCE_PATH: &str = "/run/sovereign/reference-values.json";
 /// Their signature, beside them.

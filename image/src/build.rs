@@ -24,10 +24,13 @@ use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
 use crate::pe;
 
 /// Modules PID 1 loads, by name (dependencies are added in load order).
-pub const MODULES: [&str; 11] = [
+pub const MODULES: [&str; 12] = [
     "virtio_pci",
     "virtio_blk",
     "virtio_console",
+    // The hardware watchdog a trial boot arms (QEMU's i6300esb); before the ESP's modules, so
+    // that it is in when PID 1 learns from the ESP that this boot is a trial.
+    "i6300esb",
     "fat",
     "vfat",
     "nls_cp437",
@@ -37,6 +40,10 @@ pub const MODULES: [&str; 11] = [
     "evdev",
     "ext4",
 ];
+/// The update policy images carry unless the build says otherwise.
+pub const DEFAULT_UPDATE_POLICY: &str = include_str!("../../examples/policies/update.cozo");
+/// The name the update policy is signed under.
+pub const UPDATE_POLICY_NAME: &str = "update";
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0,115200 panic=-1 loglevel=4 lockdown=integrity";
 pub use sovereign_boot_contract::{
@@ -74,6 +81,9 @@ pub struct BuildInput {
     pub cmdline: String,
     /// Runtime configuration.
     pub config: RuntimeConfig,
+    /// The update policy (CozoScript), signed by the release key into
+    /// [`sovereign_boot_contract::UPDATE_POLICY_PATH`]; [`DEFAULT_UPDATE_POLICY`] unless changed.
+    pub update_policy: String,
     /// systemd EFI stub.
     pub stub: PathBuf,
     /// The boot loader (systemd-boot), installed as the firmware's default boot path and
@@ -292,7 +302,7 @@ fn dir_nodes(paths: &BTreeSet<String>) -> Vec<Node> {
 }
 
 /// Assembles the initramfs nodes and the (unsigned) manifest.
-pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
+pub fn initramfs(input: &BuildInput, signed_update_policy: &[u8]) -> anyhow::Result<(Vec<Node>, Manifest)> {
     let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
     files.push(("/init".into(), read(&input.init)?, 0o755));
@@ -312,6 +322,7 @@ pub fn initramfs(input: &BuildInput) -> anyhow::Result<(Vec<Node>, Manifest)> {
     }
     let config = config_bytes(&input.config)?;
     files.push((CONFIG_PATH.into(), config.clone(), 0o644));
+    files.push((sovereign_boot_contract::UPDATE_POLICY_PATH.into(), signed_update_policy.to_vec(), 0o644));
 
     let mut paths: BTreeSet<String> = files.iter().map(|(p, _, _)| p.clone()).collect();
     for extra in ["/dev/console", "/proc/.", "/sys/.", "/run/.", "/esp/.", "/state/.", MANIFEST_PATH] {
@@ -621,7 +632,13 @@ pub fn build_with(
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let work = out_dir.join("work");
     fs::create_dir_all(&work)?;
-    let (mut nodes, manifest) = initramfs(input)?;
+    let update_policy = sovereign_governance::policy::PolicyBundle::sign(
+        UPDATE_POLICY_NAME,
+        input.version,
+        &input.update_policy,
+        &keys.release,
+    );
+    let (mut nodes, manifest) = initramfs(input, &serde_json::to_vec_pretty(&update_policy)?)?;
     let (manifest_bytes, signature) = manifest.sign(&keys.release);
     let (mut shipped_manifest, mut shipped_signature) = (manifest_bytes.clone(), signature.clone());
     if let Some(f) = tamper.manifest {

@@ -55,6 +55,11 @@ const TRIAL_DEADLINE: Duration = Duration::from_secs(180);
 /// Set once PID 1 knows this boot is a release's trial: from then on a fatal refusal reboots
 /// (the boot loader then falls back to the release before) instead of powering off.
 static TRIAL: AtomicBool = AtomicBool::new(false);
+/// The hardware watchdog, open while a trial boot is not yet blessed: should the kernel or PID 1
+/// hang, nobody pets it, it resets the machine, and the boot loader — the trial's one try spent
+/// — falls back to the release that was good.
+static WATCHDOG: std::sync::Mutex<Option<File>> = std::sync::Mutex::new(None);
+const WATCHDOG_DEVICE: &str = "/dev/watchdog";
 
 /// A fatal refusal: what failed and why.
 struct Fatal(String, String);
@@ -255,6 +260,9 @@ fn boot() -> Result<Ending, Fatal> {
         // never blessed and installs no update (nothing to fall back to).
         Err(why) => say(&format!("boot slot unknown ({why}): no update will be installed from this boot")),
     }
+    if TRIAL.load(Ordering::SeqCst) {
+        arm_watchdog()?;
+    }
     hand_over_reference_values(reference, &release_key, &manifest_bytes)?;
     let policy_bytes =
         policy_bytes.map_err(|e| Fatal("reading the signed PCR policy from the ESP".into(), e.to_string()))?;
@@ -304,6 +312,7 @@ fn boot() -> Result<Ending, Fatal> {
     let generation =
         tpm.key_generation_provision().map_err(|e| Fatal("the PCR-policy key generation".into(), e.to_string()))?;
     let (keys, retirement) = unseal_or_provision(&mut tpm, &config, &trusted_keys, &policy, generation)?;
+    pet_watchdog();
     // 7. Close the unseal window for the rest of this boot.
     tpm.measure(Measurement::separator(), &mut log)
         .map_err(|e| Fatal("extending the separator".into(), e.to_string()))?;
@@ -430,6 +439,7 @@ impl Updates {
                     }
                     TRIAL.store(false, Ordering::SeqCst);
                     say(&format!("release v{} blessed: its runtime is healthy; slot {file}", self.running));
+                    disarm_watchdog();
                     if let Ok(report) = serde_json::to_vec_pretty(&*slots) {
                         let _ = fs::write(slots::RUN_BOOT_SLOTS_PATH, report);
                     }
@@ -605,6 +615,39 @@ fn hand_over_reference_values(
     }
     say("release reference values verified (release key, this manifest) and handed to the runtime");
     Ok(())
+}
+
+/// Arms the hardware watchdog for a trial boot. Without one a hang would never fall back, so a
+/// trial refuses to go on (its FATAL reboots, and the loader falls back).
+fn arm_watchdog() -> Result<(), Fatal> {
+    let device = OpenOptions::new().write(true).open(WATCHDOG_DEVICE).map_err(|e| {
+        Fatal(
+            "trial boot".into(),
+            format!("no hardware watchdog ({WATCHDOG_DEVICE}: {e}): a hang could never fall back"),
+        )
+    })?;
+    *WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(device);
+    say(
+        "hardware watchdog armed for the trial: should this boot hang, the machine resets and the boot loader falls back",
+    );
+    Ok(())
+}
+
+/// Tells the watchdog PID 1 is alive (nothing when none is armed).
+fn pet_watchdog() {
+    if let Some(device) = WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+        let _ = device.write_all(b"\0");
+    }
+}
+
+/// Disarms the watchdog (the magic close: 'V', then close).
+fn disarm_watchdog() {
+    if let Some(mut device) = WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        match device.write_all(b"V") {
+            Ok(()) => say("hardware watchdog disarmed: the trial is over"),
+            Err(e) => say(&format!("hardware watchdog NOT disarmed ({e}): it will reset the machine")),
+        }
+    }
 }
 
 fn open_tpm() -> Result<Tpm, Fatal> {
@@ -945,6 +988,7 @@ fn supervise(
     let mut child = supervisor.start()?;
     say(&format!("runtime started (pid {}, uptime {:.3}s; kernel took {kernel_done:.3}s)", child.id(), uptime()));
     loop {
+        pet_watchdog();
         // Health first: the runtime reports it before it says `ready`, so a power button
         // pressed after `ready` never overtakes the blessing and the floor.
         if !healthy && Path::new(slots::RUN_HEALTHY_PATH).exists() {

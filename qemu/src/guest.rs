@@ -246,6 +246,9 @@ impl Appliance {
                 "-no-reboot",
             ])
             .args(["-serial", "stdio"])
+            // The hardware watchdog PID 1 arms on a trial boot: when it fires, the machine
+            // resets (and, with -no-reboot, QEMU exits as for any reboot).
+            .args(["-device", "i6300esb", "-action", "watchdog=reset"])
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={}", self.firmware.code()))
             .arg("-drive")

@@ -16,7 +16,9 @@ use sovereign_qemu::{Appliance, Firmware, Guest};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const IDENTITY: &str = "sovereign-runtime: node identity ";
-const KEY_AREA: std::ops::Range<u64> = STATE_PARTITION_OFFSET..STATE_PARTITION_OFFSET + 64 * 1024;
+/// Both copies of the key area (`init::state`).
+const KEY_AREA: std::ops::Range<u64> =
+    STATE_PARTITION_OFFSET..STATE_PARTITION_OFFSET + 2 * sovereign_init::state::AREA as u64;
 /// What an update keeps: the sealed keys and the data partition (whose state is anchored in
 /// the TPM: a fresh data partition under the same TPM is refused as wiped).
 const KEPT: [std::ops::Range<u64>; 2] = [

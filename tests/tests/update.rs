@@ -137,7 +137,8 @@ fn the_built_images_bundle_is_taken_above_the_floor_and_refused_otherwise() {
 /// floor to 2; the node keeps its identity and attests PASS against v2's reference values (and
 /// FAIL against v1's). Then a v3 whose runtime never becomes healthy (its control port does not
 /// exist) is pushed and applied: its trial boot fails, PID 1 reboots instead of powering off,
-/// the boot loader falls back to v2, which reports the failed update; the floor stays at 2.
+/// the boot loader falls back to v2, which reports the failed update; the floor stays at 2. A v4
+/// whose trial hangs is reset by the hardware watchdog and falls back the same way.
 #[test]
 fn an_update_boots_on_trial_is_blessed_then_floored_and_a_failed_trial_falls_back() {
     use sovereign_e2e::{boot_slot, image, now_unix, operator_trust};
@@ -230,6 +231,36 @@ fn an_update_boots_on_trial_is_blessed_then_floored_and_a_failed_trial_falls_bac
     let fell_back = state(send(&Command::UpdateStatus, &[]));
     let boot = fell_back.boot.clone().unwrap();
     assert_eq!((fell_back.running_version, fell_back.floor, boot.trial, boot.failed_update), (2, 2, false, Some(3)));
+
+    // v4 hangs in its trial: its signed configuration names the console as its state
+    // partition, so PID 1 waits forever for a key area. No FATAL, no reboot of its own: the
+    // hardware watchdog it armed for the trial resets the machine, and the loader falls back.
+    let (v4, _) = release_bundle(releases.path(), 4, &|input| input.config.state_device = "/dev/console".into());
+    push_and_apply(v4);
+    guest
+        .wait_for("sovereign-init: rebooting: release v4 installed on trial beside v2")
+        .unwrap_or_else(|e| panic!("{e}"));
+    guest.wait_exit().unwrap();
+    let mut hung = appliance.boot(BOOT_TIMEOUT).unwrap();
+    hung.wait_for("hardware watchdog armed for the trial").unwrap_or_else(|e| panic!("{e}"));
+    let armed = std::time::Instant::now();
+    hung.wait_exit().unwrap();
+    let console = hung.console();
+    assert!(console.contains("boot slot: release v4 on trial"), "{console}");
+    assert!(!console.contains("FATAL") && !console.contains("rebooting"), "the trial did not hang:\n{console}");
+    eprintln!("the watchdog reset the hung trial {:.0?} after it was armed", armed.elapsed());
+    let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
+    guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+    let console = guest.console();
+    assert!(
+        console.contains("update to release v4 FAILED its trial boot: the boot loader fell back to v2"),
+        "{console}"
+    );
+    let fell_back = state(send(&Command::UpdateStatus, &[]));
+    assert_eq!(
+        (fell_back.running_version, fell_back.floor, fell_back.boot.and_then(|b| b.failed_update)),
+        (2, 2, Some(4))
+    );
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();
 }

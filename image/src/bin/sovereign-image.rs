@@ -93,6 +93,10 @@ enum Cmd {
         /// Image version (monotonic).
         #[arg(long, default_value_t = 1)]
         version: u64,
+        /// The update policy (CozoScript) the image carries, signed with the release key
+        /// (default: `examples/policies/update.cozo`, built in).
+        #[arg(long)]
+        update_policy: Option<PathBuf>,
         /// Kernel command line.
         #[arg(long, default_value = DEFAULT_CMDLINE)]
         cmdline: String,
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime,
             out,
             version,
+            update_policy,
             cmdline,
             kernel,
             modules_root,
@@ -224,6 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 version,
                 cmdline,
                 config: RuntimeConfig::default(),
+                update_policy: match update_policy {
+                    Some(path) => std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading the update policy {}: {e}", path.display()))?,
+                    None => build::DEFAULT_UPDATE_POLICY.into(),
+                },
                 stub,
                 loader,
                 secure_boot,

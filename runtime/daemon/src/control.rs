@@ -161,6 +161,8 @@ impl Outbox {
 
 /// A pipeline command waiting for the engine.
 struct Job {
+    /// The operator who signed the request.
+    operator: [u8; 32],
     digest: [u8; 32],
     command: Command,
     payloads: Payloads,
@@ -324,7 +326,9 @@ impl Server {
             };
             return self.refuse(digest, why);
         };
-        if let Err(busy) = engine.push(request.operator, Job { digest, command, payloads, held }) {
+        if let Err(busy) =
+            engine.push(request.operator, Job { operator: request.operator, digest, command, payloads, held })
+        {
             self.release(held);
             self.refuse(digest, busy);
         }
@@ -353,7 +357,7 @@ fn run_engine(
             serde_json::to_vec(&serde_json::json!({ "evidence": evidence, "ak_certificate": certificate }))
                 .map_err(|e| e.to_string())
         };
-        let answer = engine.handle(job.command, &job.payloads, &mut attest);
+        let answer = engine.handle_for(job.operator, job.command, &job.payloads, &mut attest);
         drop(job.payloads);
         held.fetch_sub(job.held, Ordering::SeqCst);
         let applying = matches!(&answer.reply, Reply::Update(state) if state.applying);

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::process::ExitCode;
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use nix::sys::signal::{SigSet, Signal};
 use sovereign_boot_contract::{BootFacts, Handover, RuntimeConfig};
 use sovereign_measured_boot::tpm::{STATE_ANCHOR_INDEX, SharedTpm};
@@ -59,7 +59,7 @@ fn open_engine(
         measurements: facts.measurements(),
         counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
         reference_values: reference_values(),
-        update: update_trust(config, facts.image_version, tpm),
+        update: update_trust(config, facts.image_version, tpm, &release),
     })
     .map_err(|e| e.to_string())
 }
@@ -70,6 +70,7 @@ fn update_trust(
     config: &RuntimeConfig,
     running_version: u64,
     tpm: &SharedTpm,
+    release: &VerifyingKey,
 ) -> Option<sovereign_pipeline::engine::update::UpdateTrust> {
     let Some(root) = key_from_hex(&config.update_root) else {
         println!("sovereign-runtime: the runtime config names no update root: update bundles will be refused");
@@ -83,7 +84,22 @@ fn update_trust(
         floor: Box::new(move || tpm.with(|t| t.floor()).map(|f| f.unwrap_or(0)).map_err(|e| e.to_string())),
         boot: Box::new(boot_slots),
         approvals: config.update_approvals,
+        policy: update_policy(release),
     })
+}
+
+/// The release's update policy, signed by the release key (in the initramfs, so the manifest
+/// covers it too); why not, said here and in every refused apply.
+fn update_policy(release: &VerifyingKey) -> Result<sovereign_governance::policy::PolicyBundle, String> {
+    use sovereign_boot_contract::UPDATE_POLICY_PATH;
+    let policy = std::fs::read(UPDATE_POLICY_PATH)
+        .map_err(|e| format!("reading {UPDATE_POLICY_PATH}: {e}"))
+        .and_then(|b| sovereign_governance::policy::PolicyBundle::from_json(&b).map_err(|e| e.to_string()))
+        .and_then(|p| p.verify(std::slice::from_ref(release)).map(|()| p).map_err(|e| e.to_string()));
+    if let Err(why) = &policy {
+        println!("sovereign-runtime: no update policy ({why}): every update apply will be refused");
+    }
+    policy
 }
 
 /// PID 1's report of this boot's slot (re-read each time: PID 1 rewrites it when it blesses

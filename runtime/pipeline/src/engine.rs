@@ -180,6 +180,8 @@ pub struct Engine {
     /// What the state anchor found at start.
     anchor_summary: String,
     governor: Option<(Governor, [u8; 32], u64)>,
+    /// The operator whose request is being served ([`Engine::handle_for`]).
+    requester: Option<[u8; 32]>,
     sandbox: Sandbox,
     store: Store,
     release: VerifyingKey,
@@ -245,6 +247,7 @@ impl Engine {
             anchor_failure: None,
             anchor_summary: opened.summary,
             governor: None,
+            requester: None,
             sandbox,
             store,
             release: config.release,
@@ -351,6 +354,22 @@ impl Engine {
     }
 
     /// Answers one command; `payloads` are the request's checked attachments.
+    /// [`Engine::handle`] for a request signed by `operator` (what the update policy sees as
+    /// the principal).
+    pub fn handle_for(
+        &mut self,
+        operator: [u8; 32],
+        command: Command,
+        payloads: &Payloads,
+        attest: Attest<'_>,
+    ) -> Answer {
+        self.requester = Some(operator);
+        let answer = self.handle(command, payloads, attest);
+        self.requester = None;
+        answer
+    }
+
+    /// Serves one command.
     pub fn handle(&mut self, command: Command, payloads: &Payloads, attest: Attest<'_>) -> Answer {
         if let Some(why) = &self.anchor_failure {
             return Answer { reply: refusal(why), payloads: vec![] };

@@ -293,17 +293,36 @@ fn reference_values_the_release_key_did_not_sign_are_refused_at_start() {
     assert_eq!(open(reference_values(&k.release)), Ok(()));
 }
 
+/// The project's update policy (`examples/policies/update.cozo`), signed by the release key of
+/// `sovereign_update::fuzzing`.
+fn update_policy() -> sovereign_governance::policy::PolicyBundle {
+    let program = std::fs::read_to_string(root().join("examples/policies/update.cozo")).unwrap();
+    sovereign_governance::policy::PolicyBundle::sign("update", 1, &program, &sovereign_update::fuzzing::release_key())
+}
+
 /// An engine at release 1 that takes update bundles from `sovereign_update::fuzzing`'s root,
-/// with the floor and PID 1's boot report the test sets, requiring `approvals` update approvers.
+/// with the floor and PID 1's boot report the test sets, requiring `approvals` update approvers,
+/// deciding with the project's update policy on a measured-boot platform.
 fn update_engine(
     machine: &Machine,
     approvals: u32,
     floor: &std::sync::Arc<std::sync::atomic::AtomicU64>,
     boot: &std::sync::Arc<std::sync::Mutex<Option<BootSlots>>>,
 ) -> Engine {
+    update_engine_with(machine, approvals, floor, boot, Ok(update_policy()), measured())
+}
+
+fn update_engine_with(
+    machine: &Machine,
+    approvals: u32,
+    floor: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    boot: &std::sync::Arc<std::sync::Mutex<Option<BootSlots>>>,
+    policy: Result<sovereign_governance::policy::PolicyBundle, String>,
+    measurements: BTreeMap<String, serde_json::Value>,
+) -> Engine {
     use sovereign_update::fuzzing::{release_key, root};
     let (reads, reported) = (std::sync::Arc::clone(floor), std::sync::Arc::clone(boot));
-    let config = config(machine, release_key().verifying_key(), keys().admin.verifying_key(), measured());
+    let config = config(machine, release_key().verifying_key(), keys().admin.verifying_key(), measurements);
     Engine::open(EngineConfig {
         update: Some(sovereign_pipeline::engine::update::UpdateTrust {
             root: root().verifying_key(),
@@ -312,6 +331,7 @@ fn update_engine(
             floor: Box::new(move || Ok(reads.load(std::sync::atomic::Ordering::SeqCst))),
             boot: Box::new(move || reported.lock().unwrap().clone()),
             approvals,
+            policy,
         }),
         ..config
     })
@@ -382,6 +402,67 @@ fn applying_an_update_needs_m_of_n_update_approvers_when_configured() {
     assert!(applied.contains("approved by 2 of 2 required update approvers"), "{applied}");
     assert!(applied.contains(&hex::encode(a.verifying_key().as_bytes())), "{applied}");
     assert_eq!(lines.iter().filter(|l| l.starts_with("update not applied: ")).count(), 7, "{lines:#?}");
+    // The policy decided the apply with the approvals the engine counted.
+    let decision = lines.iter().find(|l| l.contains("\"action\":\"update.apply\"")).expect("no update decision");
+    assert!(decision.contains("with 2 of 2 required approvals"), "{decision}");
+}
+
+/// Applying an update is a governed action: the release's update policy decides it, the
+/// decision and its input are audited (and re-evaluate offline to the same record), and the
+/// policy is kept for compliance bundles. Denied on a platform that is not measured-boot
+/// verified, refused without a policy; allowed otherwise.
+#[test]
+fn the_update_policy_decides_an_apply_and_its_decision_reevaluates_offline() {
+    use sovereign_governance::governor::DecisionEvidence;
+    use sovereign_governance::policy::reevaluate;
+    use sovereign_update::fuzzing::{genuine_bundle, key};
+    let survey = sovereign_boot_contract::slots::survey(["sovereign-v1.efi".to_string()]);
+    let boot = std::sync::Arc::new(std::sync::Mutex::new(Some(BootSlots::of(&survey, 1).unwrap())));
+    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let v2 = genuine_bundle(2, b"the UKI of release 2".to_vec(), &[key(1), key(2)]);
+    let apply = Command::UpdateApply { approvals: vec![], certificates: vec![], revocations: None };
+    let unmeasured = BTreeMap::from([("measured_boot".to_string(), serde_json::json!(false))]);
+    let cases: [(Result<_, String>, _, Option<&str>); 3] = [
+        (
+            Ok(update_policy()),
+            unmeasured,
+            Some("the update policy denies it: the running platform is not measured-boot verified"),
+        ),
+        (
+            Err("reading /etc/sovereign/update-policy.json: not found".into()),
+            measured(),
+            Some("no update policy to decide with (reading"),
+        ),
+        (Ok(update_policy()), measured(), None),
+    ];
+    for (policy, measurements, refusal) in cases {
+        let machine = Machine::new();
+        let mut engine = update_engine_with(&machine, 0, &floor, &boot, policy, measurements);
+        let Reply::Update(_) = engine.ask(Command::UpdatePush { bundle: attach(v2.clone()) }, &mut no_tpm) else {
+            panic!("v2 refused")
+        };
+        match (engine.ask(apply.clone(), &mut no_tpm), refusal) {
+            (Reply::Refused(why), Some(expected)) => assert!(why.contains(expected), "{why}"),
+            (Reply::Update(state), None) => assert!(state.applying),
+            (other, _) => panic!("{other:?} (expected {refusal:?})"),
+        }
+        drop(engine);
+        let bytes = std::fs::read(machine.path().join("audit.log")).unwrap();
+        let entries = sovereign_audit::logfile::decode_entries(&bytes, &DataKey([8; 32])).unwrap();
+        let decisions: Vec<DecisionEvidence> = entries
+            .iter()
+            .filter(|e| e.kind == sovereign_audit::EntryKind::PolicyDecision)
+            .map(|e| serde_json::from_slice(&e.payload).unwrap())
+            .collect();
+        if refusal.is_some_and(|r| r.starts_with("no update policy")) {
+            assert!(decisions.is_empty());
+            continue;
+        }
+        let [evidence] = decisions.as_slice() else { panic!("{} decisions", decisions.len()) };
+        assert_eq!(evidence.input.action, "update.apply");
+        assert_eq!(evidence.input.context["release_version"], serde_json::json!(2));
+        reevaluate(&evidence.record, &update_policy(), &evidence.input).unwrap();
+    }
 }
 
 #[test]

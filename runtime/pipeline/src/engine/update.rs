@@ -13,6 +13,9 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 use sovereign_audit::{EntryKind, Severity};
 use sovereign_governance::approvals::{Approval, Guarded, check_approvals};
+use sovereign_governance::governor::DecisionEvidence;
+use sovereign_governance::kernel::Verdict;
+use sovereign_governance::policy::{PolicyBundle, PolicyEngine, PolicyInput};
 use sovereign_governance::signed::{RevocationList, RoleCertificate};
 use sovereign_protocol::Payloads;
 use sovereign_protocol::pipeline::{StagedUpdate, UPDATE_APPROVER_ROLE, UpdateState, update_apply_digest};
@@ -39,7 +42,13 @@ pub struct UpdateTrust {
     /// How many distinct update approvers must approve applying a bundle
     /// (`RuntimeConfig.update_approvals`).
     pub approvals: u32,
+    /// The release's update policy (signed by the release key), which decides `update.apply`;
+    /// why there is none, when the image carries none that verifies (every apply is refused).
+    pub policy: Result<PolicyBundle, String>,
 }
+
+/// The governed action of applying a staged update.
+pub const UPDATE_APPLY_ACTION: &str = "update.apply";
 
 /// Reads PID 1's boot-slot report (on the appliance; `None` in host tests).
 pub type BootReader = Box<dyn FnMut() -> Option<sovereign_boot_contract::slots::BootSlots> + Send>;
@@ -135,6 +144,11 @@ impl Engine {
                 Err(why) => refusal = Some(why),
             }
         }
+        if refusal.is_none()
+            && let Some(staged) = state.staged.clone()
+        {
+            refusal = self.decide_update(&staged, &state, approved_by.len())?;
+        }
         if let Some(why) = refusal {
             let e = EngineError::invalid(format!("update not applied: {why}"));
             return match self.log(EntryKind::Refusal, Severity::Warning, vec![], e.to_string()) {
@@ -163,6 +177,52 @@ impl Engine {
         }
         state.applying = true;
         Ok(state)
+    }
+
+    /// The update policy's decision on applying `staged`, audited with its input (a compliance
+    /// bundle re-evaluates it offline; the policy is kept for the bundles). `Some(why)`: denied,
+    /// or no policy to decide with.
+    fn decide_update(
+        &mut self,
+        staged: &StagedUpdate,
+        state: &UpdateState,
+        approvals_verified: usize,
+    ) -> Result<Option<String>, EngineError> {
+        let policy = match self.update.as_ref().map(|t| t.policy.clone()) {
+            Some(Ok(policy)) => policy,
+            Some(Err(why)) => return Ok(Some(format!("no update policy to decide with ({why})"))),
+            None => return Ok(Some("this node takes no updates".into())),
+        };
+        let context = [
+            ("running_version", serde_json::json!(state.running_version)),
+            ("release_version", serde_json::json!(staged.release_version)),
+            ("floor", serde_json::json!(state.floor)),
+            ("approvals_required", serde_json::json!(state.approvals_required)),
+            ("approvals_verified", serde_json::json!(approvals_verified)),
+        ];
+        let input = PolicyInput {
+            principal: self.requester.map(hex::encode).unwrap_or_default(),
+            // The control API served the request: its signer is one of the configured admins.
+            roles: vec!["admin".into()],
+            action: UPDATE_APPLY_ACTION.into(),
+            resource: format!("release/v{}/{}", staged.release_version, hex::encode(staged.sha256)),
+            environment: "appliance".into(),
+            context: context.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            signals: Default::default(),
+            measurements: self.measurements.clone(),
+        };
+        let record =
+            PolicyEngine::new().map_err(|e| EngineError::Governance(e.to_string()))?.evaluate_uncached(&policy, &input);
+        let policy_json = serde_json::to_vec(&policy).map_err(EngineError::encode("the update policy"))?;
+        self.store.put_record(&format!("policy-{}", hex::encode(policy.hash())), &policy_json)?;
+        let digests = vec![record.state().record_hash, record.policy_hash, record.input_hash];
+        let allowed = record.verdict == Verdict::Allow;
+        let reasons = record.reasons.join("; ");
+        let evidence = DecisionEvidence { record, input };
+        let payload = serde_json::to_string(&evidence).map_err(EngineError::encode("the update decision"))?;
+        let severity = if allowed { Severity::Info } else { Severity::Notice };
+        self.log(EntryKind::PolicyDecision, severity, digests, payload)?;
+        Ok((!allowed).then(|| format!("the update policy denies it: {reasons}")))
     }
 
     /// Records what PID 1 reports about this boot's slot, once per event, in the audit log (so
