@@ -222,4 +222,30 @@ mod tests {
         three[16] = 3;
         assert!(decode_copy(&three, 0).unwrap_err().contains("3 sealed objects"));
     }
+
+    proptest::proptest! {
+        /// Whatever the disk holds, decoding never panics; a whole copy with any byte changed
+        /// is never taken for a different key area: the other copy, or a refusal.
+        #[test]
+        fn no_bytes_panic_and_no_changed_copy_is_taken(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            at in 0usize..400,
+            flip in 1u8..=255,
+        ) {
+            let mut area = junk.clone();
+            area.resize(2 * AREA, 0);
+            let _ = decode(&area);
+            let _ = decode(&junk);
+            let _ = decode_copy(&junk, 0);
+            let older = encode(1, &[blob(1)]).unwrap();
+            let newer = encode(2, &[blob(2), blob(1)]).unwrap();
+            let mut changed = newer.clone();
+            let at = at % changed.len();
+            changed[at] ^= flip;
+            match decode(&partition([Some(changed), Some(older)])) {
+                Ok(KeyArea::Sealed(c)) => proptest::prop_assert_eq!((c.sequence, c.blobs), (1, vec![blob(1)])),
+                other => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
 }

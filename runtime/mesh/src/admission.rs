@@ -152,6 +152,11 @@ impl Admissions {
             .collect()
     }
 
+    /// The nonce of the challenge outstanding for `peer`, if any.
+    pub fn outstanding(&self, peer: &[u8]) -> Option<[u8; 32]> {
+        self.challenges.get(peer).map(|(nonce, _)| *nonce)
+    }
+
     /// Where `peer` stands.
     pub fn standing(&self, peer: &[u8]) -> Option<&Standing> {
         self.peers.get(peer)

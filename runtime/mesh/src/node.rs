@@ -1,0 +1,512 @@
+//! A mesh node on libp2p 0.57 (tokio): TCP → pnet (the swarm key) → Noise → Yamux, with a
+//! transport timeout (a peer with the wrong key, or one that stalls, can hold an upgrade only
+//! that long), and one request-response protocol ([`crate::wire`]).
+//!
+//! On every new connection the node challenges the peer to attest ([`Request::Challenge`]);
+//! the answer goes to the caller's verifier, and the admission table ([`crate::admission`])
+//! decides. Only an admitted peer is served governance traffic: a witness request from any
+//! other peer is refused with the reason, and checkpoints are sent only to admitted peers. A
+//! peer that does not hold the swarm key never completes the handshake, so no PeerId is learnt
+//! and nothing of the protocol reaches it. Admissions expire and are renewed; a disconnect ends
+//! one.
+//!
+//! The node runs on a thread of its own (a current-thread tokio runtime), driven by commands
+//! and reporting events on channels, so the synchronous runtime can hold it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::core::transport::upgrade::Version;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, Transport as _, identity, noise, pnet, tcp, yamux};
+use rand_core::{OsRng, RngCore as _};
+use sovereign_audit::witness::Witness;
+use tokio::sync::mpsc;
+
+use crate::admission::{Admissions, Attested, Policy, Standing, quote_binding};
+use crate::swarm_key::SwarmKey;
+use crate::wire::{MAX_MESSAGE, PROTOCOL, Request, Response};
+
+/// Produces this node's evidence for a quote binding (`admission::quote_binding`).
+pub type AttestFn = Box<dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String> + Send>;
+/// Verifies a peer's evidence: the binding it must quote (`quote_binding(nonce, its peer ID,
+/// its node identity)`), the node identity it claims, its evidence; what it established, or
+/// why not (one line, e.g. "PCR 1 differs").
+pub type VerifyFn = Box<dyn FnMut(&[u8; 32], &[u8; 32], &[u8]) -> Result<[u8; 32], String> + Send>;
+
+/// How a node runs.
+pub struct MeshConfig {
+    /// Its libp2p identity.
+    pub keypair: identity::Keypair,
+    /// Its node identity (bound in its quotes).
+    pub node_identity: [u8; 32],
+    /// The swarm key.
+    pub swarm_key: SwarmKey,
+    /// Where it listens.
+    pub listen: Multiaddr,
+    /// Peers it dials.
+    pub dial: Vec<Multiaddr>,
+    /// The transport upgrade's limit (pnet + Noise + Yamux).
+    pub handshake_timeout: Duration,
+    /// A request's limit.
+    pub request_timeout: Duration,
+    /// Admission lifetimes.
+    pub admission: Policy,
+}
+
+/// What the node reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// Listening on an address.
+    Listening(Multiaddr),
+    /// A handshake completed (pnet, Noise, Yamux): connected, not admitted.
+    Connected(PeerId),
+    /// A connection ended.
+    Disconnected(PeerId),
+    /// A connection attempt failed before it was established (wrong key, timeout, refused).
+    HandshakeFailed {
+        /// The peer, when known.
+        peer: Option<PeerId>,
+        /// Why.
+        reason: String,
+    },
+    /// A peer's attestation verified: admitted.
+    Admitted {
+        /// The peer.
+        peer: PeerId,
+        /// Its node identity.
+        node_identity: [u8; 32],
+    },
+    /// A peer's attestation failed: refused admission (to audit).
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A peer cosigned this node's checkpoint.
+    Cosigned {
+        /// The witness.
+        peer: PeerId,
+        /// The note with its cosignature.
+        note: String,
+    },
+    /// A peer refused to cosign (e.g. a split view), or the request failed.
+    WitnessRefused {
+        /// The witness.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// This node refused to witness for a peer (not admitted, or the checkpoint failed).
+    RefusedToWitness {
+        /// The asker.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the caller asks the node.
+#[derive(Debug)]
+pub enum MeshCommand {
+    /// Send this node's checkpoint to every admitted peer for cosigning.
+    Witness {
+        /// The signed checkpoint.
+        checkpoint: String,
+        /// The size the proof starts from.
+        old_size: u64,
+        /// The consistency proof.
+        proof: Vec<[u8; 32]>,
+    },
+    /// Stop.
+    Shutdown,
+}
+
+/// A running node.
+pub struct MeshHandle {
+    /// Its libp2p identity.
+    pub peer_id: PeerId,
+    commands: mpsc::UnboundedSender<MeshCommand>,
+    /// Its events.
+    pub events: std_mpsc::Receiver<MeshEvent>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MeshHandle {
+    /// Sends a command (false when the node has stopped).
+    pub fn send(&self, command: MeshCommand) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// The next event within `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<MeshEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for MeshHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(MeshCommand::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// The transport or swarm could not be built.
+    #[error("mesh: building the transport: {0}")]
+    Transport(String),
+    /// It cannot listen.
+    #[error("mesh: cannot listen on {addr}: {why}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        why: String,
+    },
+    /// The runtime could not start.
+    #[error("mesh: {0}")]
+    Runtime(String),
+}
+
+/// The length-prefixed postcard codec of [`crate::wire`]: a u32 length, then at most
+/// [`MAX_MESSAGE`] bytes — checked before anything is allocated.
+#[derive(Debug, Clone, Default)]
+pub struct WireCodec;
+
+async fn read_frame<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a {len}-byte mesh message is over the limit")));
+    }
+    let mut bytes = vec![0u8; len];
+    io.read_exact(&mut bytes).await?;
+    Ok(bytes)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl request_response::Codec for WireCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Request>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Request::decode(&read_frame(io).await?).map_err(invalid)
+    }
+
+    async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<Response>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        Response::decode(&read_frame(io).await?).map_err(invalid)
+    }
+
+    async fn write_request<T>(&mut self, _: &Self::Protocol, io: &mut T, req: Request) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req.encode().map_err(invalid)?).await
+    }
+
+    async fn write_response<T>(&mut self, _: &Self::Protocol, io: &mut T, res: Response) -> io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res.encode().map_err(invalid)?).await
+    }
+}
+
+type Behaviour = request_response::Behaviour<WireCodec>;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn build_swarm(config: &MeshConfig) -> Result<Swarm<Behaviour>, MeshError> {
+    let psk = pnet::PreSharedKey::new(*config.swarm_key.bytes());
+    let handshake_timeout = config.handshake_timeout;
+    let protocol = StreamProtocol::new(PROTOCOL);
+    let behaviour = Behaviour::new(
+        [(protocol, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            let noise = noise::Config::new(key)?;
+            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .and_then(move |socket, _| pnet::PnetConfig::new(psk).handshake(socket))
+                .upgrade(Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .timeout(handshake_timeout))
+        })
+        .map_err(|e| MeshError::Transport(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| MeshError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts a node: listens, dials its peers, challenges every peer that connects, serves and
+/// asks for witnessing. `attest` answers challenges; `verify` judges peers' answers; `witness`
+/// cosigns admitted peers' checkpoints.
+pub fn spawn(
+    config: MeshConfig,
+    attest: AttestFn,
+    verify: VerifyFn,
+    witness: Witness,
+) -> Result<MeshHandle, MeshError> {
+    let peer_id = config.keypair.public().to_peer_id();
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events_tx, events) = std_mpsc::channel();
+    let (ready_tx, ready_rx) = std_mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("mesh-{peer_id}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(MeshError::Runtime(e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut swarm = match build_swarm(&config) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if let Err(e) = swarm.listen_on(config.listen.clone()) {
+                    let _ = ready_tx.send(Err(MeshError::Listen { addr: config.listen.clone(), why: e.to_string() }));
+                    return;
+                }
+                for addr in &config.dial {
+                    if let Err(e) = swarm.dial(addr.clone()) {
+                        let _ = events_tx.send(MeshEvent::HandshakeFailed { peer: None, reason: e.to_string() });
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                let node = Node {
+                    config,
+                    attest,
+                    verify,
+                    witness,
+                    admissions: Admissions::default(),
+                    events: events_tx,
+                    pending_witness: BTreeMap::new(),
+                };
+                node.run(swarm, command_rx).await;
+            });
+        })
+        .map_err(|e| MeshError::Runtime(e.to_string()))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(MeshHandle { peer_id, commands, events, thread: Some(thread) }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(MeshError::Runtime("the mesh thread stopped before it was ready".into())),
+    }
+}
+
+struct Node {
+    config: MeshConfig,
+    attest: AttestFn,
+    verify: VerifyFn,
+    witness: Witness,
+    admissions: Admissions,
+    events: std_mpsc::Sender<MeshEvent>,
+    /// Outstanding witness requests: request ID → the peer asked.
+    pending_witness: BTreeMap<request_response::OutboundRequestId, PeerId>,
+}
+
+impl Node {
+    fn emit(&self, event: MeshEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn challenge(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        self.admissions.challenge(&peer.to_bytes(), nonce, now_ms());
+        swarm.behaviour_mut().send_request(&peer, Request::Challenge { nonce });
+    }
+
+    async fn run(mut self, mut swarm: Swarm<Behaviour>, mut commands: mpsc::UnboundedReceiver<MeshCommand>) {
+        let renew_every = Duration::from_millis((self.config.admission.ttl_ms / 4).max(100));
+        let mut renew = tokio::time::interval(renew_every);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(MeshCommand::Shutdown) => return,
+                    Some(MeshCommand::Witness { checkpoint, old_size, proof }) => {
+                        let now = now_ms();
+                        let admitted: Vec<PeerId> = swarm
+                            .connected_peers()
+                            .filter(|p| self.admissions.admitted(&p.to_bytes(), now))
+                            .copied()
+                            .collect();
+                        for peer in admitted {
+                            let request = Request::Witness { checkpoint: checkpoint.clone(), old_size, proof: proof.clone() };
+                            let id = swarm.behaviour_mut().send_request(&peer, request);
+                            self.pending_witness.insert(id, peer);
+                        }
+                    }
+                },
+                _ = renew.tick() => {
+                    let margin = self.config.admission.ttl_ms / 2;
+                    for peer in self.admissions.due_for_renewal(now_ms(), margin) {
+                        if let Ok(peer) = PeerId::from_bytes(&peer) {
+                            self.challenge(&mut swarm, peer);
+                        }
+                    }
+                }
+                event = swarm.select_next_some() => self.on_event(&mut swarm, event),
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        event: SwarmEvent<request_response::Event<Request, Response>>,
+    ) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.emit(MeshEvent::Listening(address)),
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
+                self.emit(MeshEvent::Connected(peer_id));
+                self.challenge(swarm, peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.admissions.disconnected(&peer_id.to_bytes());
+                self.emit(MeshEvent::Disconnected(peer_id));
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                self.emit(MeshEvent::HandshakeFailed { peer: peer_id, reason: error.to_string() });
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                self.emit(MeshEvent::HandshakeFailed { peer: None, reason: error.to_string() });
+            }
+            SwarmEvent::Behaviour(event) => self.on_message(swarm, event),
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, swarm: &mut Swarm<Behaviour>, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let response = self.serve(peer, request);
+                let _ = swarm.behaviour_mut().send_response(channel, response);
+            }
+            Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
+                if let Some(witness) = self.pending_witness.remove(&request_id) {
+                    match response {
+                        Response::Cosigned { note } => self.emit(MeshEvent::Cosigned { peer: witness, note }),
+                        Response::Refused { reason } => self.emit(MeshEvent::WitnessRefused { peer: witness, reason }),
+                        Response::Evidence { .. } => self.emit(MeshEvent::WitnessRefused {
+                            peer: witness,
+                            reason: "answered a witness request with evidence".into(),
+                        }),
+                    }
+                    return;
+                }
+                self.on_evidence(peer, response);
+            }
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                if self.pending_witness.remove(&request_id).is_some() {
+                    self.emit(MeshEvent::WitnessRefused { peer, reason: error.to_string() });
+                } else {
+                    self.on_evidence(
+                        peer,
+                        Response::Refused { reason: format!("no answer to the challenge: {error}") },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer's answer to this node's challenge.
+    fn on_evidence(&mut self, peer: PeerId, response: Response) {
+        let key = peer.to_bytes();
+        let verdict = match response {
+            Response::Evidence { node_identity, evidence } => match self.admissions.outstanding(&key) {
+                None => Err("an answer to no outstanding challenge".to_string()),
+                Some(nonce) => {
+                    let binding = quote_binding(&nonce, &key, &node_identity);
+                    (self.verify)(&binding, &node_identity, &evidence).map(|boot_id| Attested {
+                        nonce,
+                        node_identity,
+                        boot_id,
+                    })
+                }
+            },
+            Response::Refused { reason } => Err(format!("it would not attest: {reason}")),
+            Response::Cosigned { .. } => Err("answered a challenge with a cosignature".into()),
+        };
+        match self.admissions.answer(&key, verdict, &self.config.admission, now_ms()).clone() {
+            Standing::Admitted { node_identity, .. } => self.emit(MeshEvent::Admitted { peer, node_identity }),
+            Standing::Refused { reason, .. } => self.emit(MeshEvent::Refused { peer, reason }),
+            Standing::Connected => {}
+        }
+    }
+
+    /// A peer's request.
+    fn serve(&mut self, peer: PeerId, request: Request) -> Response {
+        match request {
+            Request::Challenge { nonce } => {
+                let binding = quote_binding(&nonce, &swarm_peer_bytes(&self.config), &self.config.node_identity);
+                match (self.attest)(&binding) {
+                    Ok(evidence) => Response::Evidence { node_identity: self.config.node_identity, evidence },
+                    Err(why) => Response::Refused { reason: format!("cannot attest: {why}") },
+                }
+            }
+            Request::Witness { checkpoint, old_size, proof } => {
+                let refused = |node: &Self, reason: String| {
+                    node.emit(MeshEvent::RefusedToWitness { peer, reason: reason.clone() });
+                    Response::Refused { reason }
+                };
+                if !self.admissions.admitted(&peer.to_bytes(), now_ms()) {
+                    return refused(self, "not admitted: attest first".into());
+                }
+                let now = now_ms() / 1000;
+                match self.witness.add_checkpoint(&checkpoint, old_size, &proof, now) {
+                    Ok(note) => Response::Cosigned { note: note.to_text() },
+                    Err(e) => refused(self, e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+fn swarm_peer_bytes(config: &MeshConfig) -> Vec<u8> {
+    config.keypair.public().to_peer_id().to_bytes()
+}
