@@ -76,6 +76,23 @@ pub enum GuestError {
         /// The console tail.
         console: String,
     },
+    /// QEMU exited before the expected console output appeared (the guest reset or powered
+    /// off, or QEMU failed).
+    #[error(
+        "QEMU exited ({status}) after {seconds}s before {needle:?} appeared; QEMU said: {stderr:?}; console so far:\n{console}"
+    )]
+    Exited {
+        /// What was awaited.
+        needle: String,
+        /// QEMU's exit status.
+        status: String,
+        /// How long after the boot.
+        seconds: u64,
+        /// What QEMU wrote to its standard error.
+        stderr: String,
+        /// The console tail.
+        console: String,
+    },
     /// The QMP conversation failed.
     #[error("QMP: {0}")]
     Qmp(String),
@@ -322,18 +339,31 @@ impl Guest {
             if let Some(line) = console.lines().find(|l| l.contains(needle)) {
                 return Ok(line.to_string());
             }
-            let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if exited || self.started.elapsed() > self.timeout {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || self.started.elapsed() > self.timeout {
                 std::thread::sleep(Duration::from_millis(200));
                 let console = self.console();
                 if let Some(line) = console.lines().find(|l| l.contains(needle)) {
                     return Ok(line.to_string());
                 }
                 let tail: Vec<&str> = console.lines().rev().take(40).collect();
-                return Err(GuestError::Timeout {
-                    needle: needle.into(),
-                    seconds: self.started.elapsed().as_secs(),
-                    console: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                let console = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                let seconds = self.started.elapsed().as_secs();
+                return Err(match exited {
+                    Some(status) => {
+                        let mut stderr = String::new();
+                        if let Some(mut e) = self.child.as_mut().and_then(|c| c.stderr.take()) {
+                            let _ = e.read_to_string(&mut stderr);
+                        }
+                        GuestError::Exited {
+                            needle: needle.into(),
+                            status: status.to_string(),
+                            seconds,
+                            stderr,
+                            console,
+                        }
+                    }
+                    None => GuestError::Timeout { needle: needle.into(), seconds, console },
                 });
             }
             std::thread::sleep(Duration::from_millis(100));

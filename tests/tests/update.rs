@@ -364,6 +364,7 @@ fn power_cuts_at_eight_points_of_an_update_always_come_back_on_a_good_slot_with_
             } else {
                 assert!(line.contains("release v1 good"), "{line}");
                 next.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
+                next.wait_for("release v1 good: anti-rollback floor at v1").unwrap_or_else(|e| panic!("{e}"));
                 let console = next.console();
                 assert!(!console.contains("FATAL") && !console.contains("REFUSING"), "{console}");
                 assert_eq!(identity(&console), id, "the node identity changed");

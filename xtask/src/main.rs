@@ -70,6 +70,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "boot_handover",
     "update_bundle",
     "ledger_headers",
+    "mesh_message",
 ];
 const FUZZ_SECONDS: u32 = 6;
 

@@ -136,7 +136,18 @@ mod tests {
                 checkpoint: "origin\n1\nroot\n\n— key sig\n".into(), old_size: 0, proof: vec![[1; 32]]
             },
         ];
+        // `SOVEREIGN_FUZZ_SEEDS=$PWD/fuzz/seeds cargo test` writes these as the fuzz seeds.
+        let seeds = std::env::var_os("SOVEREIGN_FUZZ_SEEDS").map(|d| std::path::PathBuf::from(d).join("mesh_message"));
+        let mut n = 0;
+        let mut seed = |bytes: &[u8]| {
+            if let Some(dir) = &seeds {
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(dir.join(format!("message-{n}")), bytes).unwrap();
+                n += 1;
+            }
+        };
         for r in requests {
+            seed(&r.encode().unwrap());
             assert_eq!(Request::decode(&r.encode().unwrap()).unwrap(), r);
         }
         let responses = [
@@ -145,6 +156,7 @@ mod tests {
             Response::Refused { reason: "not admitted".into() },
         ];
         for r in responses {
+            seed(&r.encode().unwrap());
             assert_eq!(Response::decode(&r.encode().unwrap()).unwrap(), r);
         }
         let mut trailing = Request::Challenge { nonce: [0; 32] }.encode().unwrap();
