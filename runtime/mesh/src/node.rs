@@ -123,6 +123,12 @@ pub enum MeshCommand {
         /// The consistency proof.
         proof: Vec<[u8; 32]>,
     },
+    /// Challenge a connected peer again now (a renewal on demand); its standing follows the
+    /// answer.
+    Challenge {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Stop.
     Shutdown,
 }
@@ -366,6 +372,11 @@ impl Node {
             tokio::select! {
                 command = commands.recv() => match command {
                     None | Some(MeshCommand::Shutdown) => return,
+                    Some(MeshCommand::Challenge { peer }) => {
+                        if swarm.is_connected(&peer) {
+                            self.challenge(&mut swarm, peer);
+                        }
+                    }
                     Some(MeshCommand::Witness { checkpoint, old_size, proof }) => {
                         let now = now_ms();
                         let admitted: Vec<PeerId> = swarm
