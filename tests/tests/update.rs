@@ -204,6 +204,23 @@ fn an_update_boots_on_trial_is_blessed_then_floored_and_a_failed_trial_falls_bac
     let (_, report) =
         sovereign_cli::attest::attest(&socket, &keys.admin, &operator_trust(&appliance), now_unix(), timeout).unwrap();
     assert_eq!(report.check_passed("pcrs.reference_values"), Some(false), "{}", report.render());
+    // The update is in the node's compliance bundle: the apply, the update policy's decision
+    // (re-evaluated offline from the bundled policy), the trial; verified against the node's
+    // identity.
+    let (reply, payloads) = command(&socket, &keys.admin, None, &Command::ExportBundle, &[]).unwrap();
+    let bundle = sovereign_cli::pipeline::blob_payload(&reply, payloads).unwrap();
+    let node =
+        ed25519_dalek::VerifyingKey::from_bytes(&hex::decode(&v1_identity).unwrap().try_into().unwrap()).unwrap();
+    let decisions = sovereign_cli::decisions::DecisionChecker { policy_signers: vec![keys.release.verifying_key()] };
+    let roles = sovereign_cli::roles::RoleChecker { admin: Some(keys.admin.verifying_key()) };
+    let checkers = sovereign_cli::pipeline::Checkers(vec![&decisions, &roles]);
+    let trusted = sovereign_audit::bundle::TrustedKeys { node: Some(node), witnesses: vec![] };
+    let verified = sovereign_audit::bundle::verify_bundle_with(&bundle, &trusted, Some(&checkers));
+    let decided = verified.check("decisions.reevaluated").expect("no decisions check");
+    assert!(decided.passed() && decided.detail.starts_with("1 decisions recomputed"), "{}", verified.render("bundle"));
+    for line in ["update v2 applying", "\"action\":\"update.apply\"", "update v2 on its trial boot"] {
+        assert!(bundle.windows(line.len()).any(|w| w == line.as_bytes()), "the bundle lacks {line:?}");
+    }
 
     // v3 cannot become healthy: its trial fails and the loader falls back to v2.
     let (v3, _) = release_bundle(releases.path(), 3, &|input| {

@@ -631,7 +631,11 @@ fn bench() -> Result<(), Failure> {
         "governed action (policy, binding, replay store, audit)",
         cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),
     )?;
-    step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))
+    step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))?;
+    step(
+        "mesh: admission, re-attestation and witnessing (swtpm, 127.0.0.1)",
+        cargo().args(["bench", "-p", "sovereign-mesh", "--bench", "mesh"]),
+    )
 }
 
 #[cfg(test)]
