@@ -105,8 +105,27 @@ fn main() {
         events(&c, 3, cosigned);
     }));
 
-    // New peers: each connects to c and is admitted, then leaves.
-    rows.push(time("admission of a new peer (its node started, TCP + pnet + Noise + Yamux, challenge, TPM quote, verify; its node stopped)", 20, || {
+    // A running peer (its AK loaded) connects to c afresh: the handshake, c's challenge, its
+    // quote and c's verification — what admission costs. Then the same with the peer's node
+    // started for it (thread, runtime, listener, its first AK load) and stopped again.
+    let (e, _) = node("e", &platforms[4], &key, vec![c_addr.clone()], trusted.clone(), logs());
+    events(&c, 1, is_admitted(e.peer_id));
+    let gone = |peer: PeerId| move |ev: &MeshEvent| matches!(ev, MeshEvent::Disconnected(p) if *p == peer);
+    let mut admissions = Vec::new();
+    for _ in 0..sovereign_bench::iterations(50) {
+        assert!(e.send(MeshCommand::Disconnect(c.peer_id)));
+        events(&c, 1, gone(e.peer_id));
+        let started = std::time::Instant::now();
+        assert!(e.send(MeshCommand::Dial(c_addr.clone())));
+        events(&c, 1, is_admitted(e.peer_id));
+        admissions.push(started.elapsed());
+    }
+    rows.push(sovereign_bench::Stats {
+        name: "admission (TCP + pnet + Noise + Yamux handshake, challenge, TPM quote, verify)".into(),
+        samples: admissions,
+    });
+    drop(e);
+    rows.push(time("admission of a new peer, its node started for it (first AK load) and stopped", 20, || {
         let (e, _) = node("e", &platforms[4], &key, vec![c_addr.clone()], trusted.clone(), logs());
         events(&c, 1, is_admitted(e.peer_id));
     }));

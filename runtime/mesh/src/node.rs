@@ -129,6 +129,10 @@ pub enum MeshCommand {
         /// The peer.
         peer: PeerId,
     },
+    /// Dial a peer's address (e.g. one that went away).
+    Dial(Multiaddr),
+    /// Close every connection to a peer (its admission ends with them).
+    Disconnect(PeerId),
     /// Stop.
     Shutdown,
 }
@@ -372,6 +376,14 @@ impl Node {
             tokio::select! {
                 command = commands.recv() => match command {
                     None | Some(MeshCommand::Shutdown) => return,
+                    Some(MeshCommand::Dial(addr)) => {
+                        if let Err(e) = swarm.dial(addr) {
+                            self.emit(MeshEvent::HandshakeFailed { peer: None, reason: e.to_string() });
+                        }
+                    }
+                    Some(MeshCommand::Disconnect(peer)) => {
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
                     Some(MeshCommand::Challenge { peer }) => {
                         if swarm.is_connected(&peer) {
                             self.challenge(&mut swarm, peer);

@@ -14,7 +14,7 @@ use sovereign_audit::note::{Checkpoint, NoteVerifier, SignedNote, sign_note};
 use sovereign_audit::witness::{Seen, Witness};
 use sovereign_measured_boot::pcr::{PcrSelection, PcrValues, Sha256Digest};
 use sovereign_measured_boot::structures::EccPublic;
-use sovereign_measured_boot::tpm::Tpm;
+use sovereign_measured_boot::tpm::{AttestationKey, SharedTpm, Tpm, TpmError};
 use sovereign_measured_boot::verify::{Expectations, QuoteEvidence, verify_quote};
 use sovereign_mesh::admission::Policy;
 use sovereign_mesh::node::{MeshConfig, MeshEvent, MeshHandle, spawn};
@@ -64,14 +64,23 @@ pub fn node(
     logs: Vec<(String, NoteVerifier)>,
 ) -> (MeshHandle, SigningKey) {
     let identity = SigningKey::from_bytes(&sovereign_measured_boot::pcr::Sha256Digest::of(name.as_bytes()).0);
-    let tcti = platform.swtpm.tcti();
+    // As the runtime's attestor does: one TPM session for the node's life, the AK loaded once.
+    let tpm = SharedTpm::new(&platform.swtpm.tcti());
     let stored = platform.ak_stored.clone();
+    let mut loaded: Option<AttestationKey> = None;
     let attest = Box::new(move |binding: &[u8; 32]| -> Result<Vec<u8>, String> {
-        let mut tpm = Tpm::open(&tcti).map_err(|e| e.to_string())?;
-        let (ak, _) = tpm.attestation_key(Some(&stored)).map_err(|e| e.to_string())?;
-        let quoted = tpm.quote(&ak, binding, &PcrSelection::new([15]).map_err(|e| e.to_string())?);
-        tpm.release_attestation_key(ak);
-        let q = quoted.map_err(|e| e.to_string())?;
+        let selection = PcrSelection::new([15]).map_err(|e| e.to_string())?;
+        let q = tpm
+            .with(|t| {
+                if loaded.is_none() {
+                    loaded = Some(t.attestation_key(Some(&stored))?.0);
+                }
+                match &loaded {
+                    Some(ak) => t.quote(ak, binding, &selection),
+                    None => Err(TpmError::Invalid("no attestation key".into())),
+                }
+            })
+            .map_err(|e| e.to_string())?;
         let pcr15 = q.pcr_values.get(15).ok_or("no PCR 15")?.0;
         let e = Evidence {
             attest: q.attest,
