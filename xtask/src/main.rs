@@ -48,6 +48,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 /// The venv holding virt-firmware, and its `virt-fw-vars` (the image builder's path).
 const VENV: &str = "/var/cache/sovereign/venv";
 const VIRT_FW_VARS: &str = "/var/cache/sovereign/venv/bin/virt-fw-vars";
+/// ElectrumX 1.18.0 (PyPI `e-x`; 1.19+ refuse bcoin), in the same venv: the Electrum server of
+/// the ledger tests.
+const ELECTRUMX: &str = "/var/cache/sovereign/venv/bin/electrumx_server";
+/// Where bcoin 1.0.2 (npm), the ledger tests' regtest node, is installed.
+const BITCOIN_DIR: &str = "/var/cache/sovereign/bitcoin";
 
 /// Fuzz targets run by the smoke run, and for how long each.
 const FUZZ_TARGETS: &[&str] = &[
@@ -276,6 +281,46 @@ fn setup() -> Result<(), Failure> {
         step(
             "install virt-firmware 26.10 from PyPI",
             Command::new(format!("{VENV}/bin/pip")).args(["install", "--quiet", "virt-firmware==26.10"]),
+        )?;
+    }
+    if !Path::new(ELECTRUMX).exists() {
+        step(
+            "install ElectrumX 1.18.0 from PyPI (the ledger tests' Electrum server)",
+            Command::new(format!("{VENV}/bin/pip")).args(["install", "--quiet", "e-x==1.18.0"]),
+        )?;
+    }
+    if !Path::new(BITCOIN_DIR).join("node_modules/bcoin/bin/node").exists() {
+        let have_npm = Command::new("npm").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        if !have_npm {
+            if !is_root() {
+                return Err(Failure::Environment(
+                    "npm is missing (the ledger tests' regtest node is bcoin from npm): run sudo apt-get install -y nodejs npm".into(),
+                ));
+            }
+            step(
+                "install Node.js and npm (bcoin, the ledger tests' regtest node)",
+                Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "nodejs",
+                    "npm",
+                ]),
+            )?;
+        }
+        std::fs::create_dir_all(BITCOIN_DIR)
+            .map_err(|e| Failure::Environment(format!("creating {BITCOIN_DIR}: {e}")))?;
+        let npm = |args: &[&str]| {
+            let mut c = Command::new("npm");
+            c.current_dir(BITCOIN_DIR).args(args);
+            c
+        };
+        step("npm init (bcoin's directory)", &mut npm(&["init", "-y", "--silent"]))?;
+        step("pin leveldown 6.1.1 for bcoin", &mut npm(&["pkg", "set", "overrides.leveldown=6.1.1"]))?;
+        step(
+            "install bcoin 1.0.2 from npm (the ledger tests' regtest node)",
+            &mut npm(&["install", "--silent", "--ignore-scripts", "bcoin@1.0.2"]),
         )?;
     }
     let wasm_target = Command::new("rustup")

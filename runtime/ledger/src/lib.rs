@@ -3,7 +3,9 @@
 //! with their proof of work, the difficulty rules of the chosen network and cumulative work
 //! ([`chain`]); Merkle branches from a transaction to a header ([`merkle`]); and the licence
 //! rule ([`licence`]); licence proof files for appliances with no network ([`proof`]). The network
-//! edge (Electrum), importing proofs into the appliance and anchoring come later (issue 17).
+//! edge (feature `electrum`): [`electrum`] fetches a licence proof from an Electrum server and
+//! verifies it like an imported one. Importing proofs into the appliance, policy facts, anchoring
+//! and the CLI come later (issue 17).
 //!
 //! Must never: accept a header whose hash is above its target, a target above the network's
 //! limit or other than the difficulty rules demand, a header that does not link to the one
@@ -13,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 pub mod chain;
+#[cfg(feature = "electrum")]
+pub mod electrum;
 pub mod fuzzing;
 pub mod licence;
 pub mod merkle;

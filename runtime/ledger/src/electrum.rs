@@ -1,0 +1,166 @@
+//! The network edge (feature `electrum`): a licence proof fetched from an Electrum server through
+//! bdk_electrum's client. Nothing the server says is trusted: the answers are assembled into the
+//! same [`LicenceProof`] an air-gapped appliance imports, and [`check`] verifies it with
+//! [`crate::proof::verify`] — the header chain from the pinned checkpoint with its proof of work
+//! and difficulty rules, the block's place in it, the Merkle branch to its root, the confirmation
+//! depth and the licence rule. A server that lies, stalls or floods is refused by name: every
+//! call has a timeout, histories and header ranges are bounded, and a transaction whose ID is not
+//! the one asked for is refused.
+
+use bdk_electrum::electrum_client::{Client, ConfigBuilder, ElectrumApi};
+use bitcoin::Network;
+
+use crate::chain::EPOCH;
+use crate::licence::{self, Terms};
+use crate::proof::{self, Licence, LicenceProof, ProofError};
+
+/// The most entries of the developer script's history looked at (a busy script is checked by
+/// txid instead).
+pub const MAX_HISTORY: usize = 1000;
+/// The most headers fetched after the checkpoint (the release pins a recent one).
+pub const MAX_HEADERS: u32 = 8 * EPOCH;
+
+/// Why no proof came back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The server could not be reached or did not answer in time.
+    #[error("electrum server: {0}")]
+    Server(String),
+    /// The server answered something that cannot be right.
+    #[error("electrum server lied or is broken: {0}")]
+    Lied(String),
+    /// More than the bounds allow.
+    #[error("electrum server: {0}")]
+    TooMuch(String),
+    /// No confirmed transaction pays the developer's script with this machine's commitment.
+    #[error("no confirmed licence for this machine ({0})")]
+    NoLicence(String),
+    /// The fetched proof did not verify.
+    #[error("the licence proof the server's answers make does not verify: {0}")]
+    Proof(#[from] ProofError),
+}
+
+fn server(e: impl std::fmt::Display) -> FetchError {
+    FetchError::Server(e.to_string())
+}
+
+/// Connects to `url` (`tcp://host:port`) with `timeout` on every call and no retries.
+pub fn connect(url: &str, timeout: std::time::Duration) -> Result<Client, FetchError> {
+    let config = ConfigBuilder::new().timeout(Some(timeout)).retry(0).build();
+    Client::from_config(url, config).map_err(server)
+}
+
+fn network_name(network: Network) -> &'static str {
+    match network {
+        Network::Bitcoin => "bitcoin",
+        Network::Signet => "signet",
+        _ => "regtest",
+    }
+}
+
+/// Assembles a licence proof from the server's answers: the developer script's confirmed
+/// history above the checkpoint, the first transaction in it that satisfies the licence rule
+/// for `machine_id`, its Merkle branch, and the headers from the checkpoint to the server's tip.
+/// Unverified: [`check`] (or an appliance importing the file) verifies it.
+pub fn fetch_licence_proof(
+    client: &impl ElectrumApi,
+    network: Network,
+    checkpoint_height: u32,
+    terms: &Terms,
+    machine_id: &[u8],
+) -> Result<LicenceProof, FetchError> {
+    let tip = u32::try_from(client.block_headers_subscribe().map_err(server)?.height)
+        .map_err(|_| FetchError::Lied("a tip height beyond u32".into()))?;
+    if tip <= checkpoint_height {
+        return Err(FetchError::Lied(format!("its tip {tip} is not above the checkpoint {checkpoint_height}")));
+    }
+    if tip - checkpoint_height > MAX_HEADERS {
+        return Err(FetchError::TooMuch(format!(
+            "{} headers after the checkpoint, more than {MAX_HEADERS}: pin a newer checkpoint",
+            tip - checkpoint_height
+        )));
+    }
+    let history = client.script_get_history(&terms.script).map_err(server)?;
+    if history.len() > MAX_HISTORY {
+        return Err(FetchError::TooMuch(format!("{} transactions pay the developer's script", history.len())));
+    }
+    let mut seen = Vec::new();
+    for entry in history.iter().filter(|h| h.height > 0) {
+        let height = entry.height as u32;
+        if height <= checkpoint_height || height > tip {
+            seen.push(format!("{} at height {height}: outside the checkpoint..tip range", entry.tx_hash));
+            continue;
+        }
+        let tx = client.transaction_get(&entry.tx_hash).map_err(server)?;
+        if tx.compute_txid() != entry.tx_hash {
+            return Err(FetchError::Lied(format!("asked for {}, got {}", entry.tx_hash, tx.compute_txid())));
+        }
+        if let Err(why) = licence::check(&tx, terms, machine_id) {
+            seen.push(format!("{}: {why}", entry.tx_hash));
+            continue;
+        }
+        let merkle = client.transaction_get_merkle(&entry.tx_hash, height as usize).map_err(server)?;
+        if merkle.block_height != height as usize || merkle.merkle.len() > 32 {
+            return Err(FetchError::Lied(format!(
+                "a Merkle proof for height {} of {} hashes",
+                merkle.block_height,
+                merkle.merkle.len()
+            )));
+        }
+        let headers = headers(client, checkpoint_height, tip)?;
+        return Ok(LicenceProof {
+            network: network_name(network).into(),
+            checkpoint_height,
+            headers: hex::encode(headers),
+            block_height: height,
+            position: u32::try_from(merkle.pos).map_err(|_| FetchError::Lied("a position beyond u32".into()))?,
+            // Electrum gives the branch's hashes in display order; the proof holds them in the
+            // internal order the Merkle tree uses.
+            branch: merkle.merkle.iter().map(|h| hex::encode(h.iter().rev().copied().collect::<Vec<u8>>())).collect(),
+            transaction: hex::encode(bitcoin::consensus::serialize(&tx)),
+        });
+    }
+    let unconfirmed = history.iter().filter(|h| h.height <= 0).count();
+    Err(FetchError::NoLicence(format!(
+        "{} confirmed and {unconfirmed} unconfirmed transactions pay the developer's script{}{}",
+        history.len() - unconfirmed,
+        if seen.is_empty() { "" } else { ": " },
+        seen.join("; ")
+    )))
+}
+
+/// The headers after `checkpoint_height` up to `tip`, concatenated (80 bytes each), fetched in
+/// epochs and counted.
+fn headers(client: &impl ElectrumApi, checkpoint_height: u32, tip: u32) -> Result<Vec<u8>, FetchError> {
+    let mut out = Vec::with_capacity(((tip - checkpoint_height) as usize) * 80);
+    let mut start = checkpoint_height + 1;
+    while start <= tip {
+        let count = (tip - start + 1).min(EPOCH);
+        let got = client.block_headers(start as usize, count as usize).map_err(server)?;
+        if got.headers.len() != count as usize {
+            return Err(FetchError::Lied(format!("asked for {count} headers from {start}, got {}", got.headers.len())));
+        }
+        for header in &got.headers {
+            out.extend_from_slice(&bitcoin::consensus::serialize(header));
+        }
+        start += count;
+    }
+    Ok(out)
+}
+
+/// The licence check online: the proof fetched from the server, then verified like an imported
+/// one. Returns the licence and the proof (to keep, or to carry to an air-gapped appliance).
+pub fn check(
+    client: &impl ElectrumApi,
+    network: Network,
+    checkpoint: &crate::chain::Checkpoint,
+    terms: &Terms,
+    machine_id: &[u8],
+    min_confirmations: u32,
+) -> Result<(Licence, LicenceProof), FetchError> {
+    let fetched = fetch_licence_proof(client, network, checkpoint.height, terms, machine_id)?;
+    let bytes = serde_json::to_vec(&fetched).map_err(|e| FetchError::Lied(e.to_string()))?;
+    let licence = proof::verify(&bytes, network, checkpoint, terms, machine_id, min_confirmations)?;
+    Ok((licence, fetched))
+}
