@@ -178,6 +178,68 @@ pub(crate) enum Command {
     /// Updates: push a signed update bundle, see the node's update state.
     #[command(subcommand)]
     Update(UpdateCommand),
+    /// Bitcoin licences: check one online through an Electrum server (writing the proof an
+    /// air-gapped appliance imports), or verify a proof file offline.
+    #[command(subcommand)]
+    License(LicenseCommand),
+}
+
+/// What a licence must be and for whom.
+#[derive(clap::Args)]
+pub(crate) struct LicenseTerms {
+    /// `bitcoin`, `signet` or `regtest`.
+    #[arg(long, default_value = "bitcoin")]
+    pub(crate) network: String,
+    /// The developer's scriptPubKey (hex).
+    #[arg(long)]
+    pub(crate) script: String,
+    /// The least the developer must be paid, in satoshis.
+    #[arg(long)]
+    pub(crate) amount: u64,
+    /// The machine ID (hex): the node identity the licence is for.
+    #[arg(long)]
+    pub(crate) machine_id: String,
+    /// Confirmations required.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) depth: u32,
+    /// The pinned checkpoint's height (an epoch boundary; 0: genesis).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) checkpoint_height: u32,
+    /// The pinned checkpoint's 80-byte header (hex); default: the network's genesis header.
+    #[arg(long)]
+    pub(crate) checkpoint_header: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LicenseCommand {
+    /// Fetch the licence proof from an Electrum server, verify it like an imported one, and
+    /// write it (exit 1 when there is no valid licence, with the reason).
+    Check {
+        /// The Electrum server (`tcp://host:port`).
+        #[arg(long)]
+        electrum: String,
+        #[command(flatten)]
+        terms: LicenseTerms,
+        /// Seconds each server call may take.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Where to write the proof file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a licence proof file offline.
+    Verify {
+        /// The proof file.
+        proof: PathBuf,
+        #[command(flatten)]
+        terms: LicenseTerms,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The appliance's control port and the operator key that signs requests.

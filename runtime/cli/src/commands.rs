@@ -3,6 +3,7 @@
 pub(crate) mod appliance;
 pub(crate) mod audit;
 pub(crate) mod cert;
+pub(crate) mod license;
 pub(crate) mod offline;
 pub(crate) mod policy;
 pub(crate) mod update;

@@ -104,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyLog { log, data_key, node_key, json } => offline::verify_log(log, data_key, node_key, json),
         Command::Audit(cmd) => commands::audit::audit(cmd),
         Command::Update(cmd) => commands::update::update(cmd),
+        Command::License(cmd) => commands::license::license(cmd),
         Command::Attest {
             socket,
             key,

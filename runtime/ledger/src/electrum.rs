@@ -41,8 +41,9 @@ pub enum FetchError {
     Proof(#[from] ProofError),
 }
 
+/// The client's error on one line (it lists retried attempts on several).
 fn server(e: impl std::fmt::Display) -> FetchError {
-    FetchError::Server(e.to_string())
+    FetchError::Server(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Connects to `url` (`tcp://host:port`) with `timeout` on every call and no retries.
