@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+pub mod network;
 pub mod rotation;
 pub mod slots;
 
@@ -81,6 +82,10 @@ pub struct RuntimeConfig {
     /// Operator keys (Ed25519, hex) allowed to use the control API; the build adds the
     /// release's admin key when the list is empty.
     pub admins: Vec<String>,
+    /// The network and the private mesh; absent, PID 1 configures no interface and the runtime
+    /// opens no socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<network::MeshSettings>,
 }
 
 impl Default for RuntimeConfig {
@@ -96,6 +101,7 @@ impl Default for RuntimeConfig {
             max_restarts: 3,
             control_port: "sovereign.control".into(),
             admins: Vec::new(),
+            mesh: None,
         }
     }
 }

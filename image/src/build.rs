@@ -24,9 +24,10 @@ use crate::manifest::{FileEntry, Manifest, ModuleEntry, NodeKind};
 use crate::pe;
 
 /// Modules PID 1 loads, by name (dependencies are added in load order).
-pub const MODULES: [&str; 12] = [
+pub const MODULES: [&str; 13] = [
     "virtio_pci",
     "virtio_blk",
+    "virtio_net",
     "virtio_console",
     // The hardware watchdog a trial boot arms (QEMU's i6300esb); before the ESP's modules, so
     // that it is in when PID 1 learns from the ESP that this boot is a trial.

@@ -28,6 +28,7 @@
 pub mod audit;
 pub mod esp;
 pub mod loader;
+pub mod network;
 pub mod release;
 pub mod sealing;
 pub mod shutdown;

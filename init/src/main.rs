@@ -337,6 +337,18 @@ fn boot() -> Result<Ending, Fatal> {
     mount_fs(&config.data_device, sovereign_boot_contract::DATA_MOUNT, "ext4", noexec, Some("errors=remount-ro"))?;
     say(&format!("data partition {} mounted on {} (noexec)", config.data_device, sovereign_boot_contract::DATA_MOUNT));
 
+    // The network the signed configuration names: loopback, the interfaces this node has
+    // among those it lists, the routes. No mesh configured: no interface is touched.
+    match &config.mesh {
+        Some(mesh) => {
+            mesh.check().map_err(fatal("runtime configuration"))?;
+            for line in sovereign_init::network::configure(mesh).map_err(fatal("network"))? {
+                say(&format!("network: {line}"));
+            }
+        }
+        None => say("network: none configured (no interface brought up)"),
+    }
+
     // 8. Lock down.
     lockdown()?;
     say("locked down: module loading and kexec disabled, root read-only, writable mounts noexec");

@@ -85,6 +85,17 @@ impl Witness {
         Witness { name: name.into(), key, logs: logs.into_iter().collect(), seen }
     }
 
+    /// Follows (or keeps following) the log `origin`, checked with `verifier`; what it cosigned
+    /// for that origin before is kept.
+    pub fn follow(&mut self, origin: String, verifier: NoteVerifier) {
+        self.logs.insert(origin, verifier);
+    }
+
+    /// Puts back what the witness had cosigned (its state could not be stored durably).
+    pub fn restore(&mut self, seen: Seen) {
+        self.seen = seen;
+    }
+
     /// What the witness has cosigned, to store durably before a cosignature leaves.
     pub fn seen(&self) -> &Seen {
         &self.seen

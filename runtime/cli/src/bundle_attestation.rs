@@ -19,7 +19,7 @@ use sovereign_audit::merkle::root_from_leaves;
 use sovereign_audit::note::{Checkpoint, SignedNote};
 use sovereign_audit::verify::{Report, fail};
 use sovereign_protocol::Evidence;
-use sovereign_protocol::akcert::{AkCertificate, AkFacts};
+use sovereign_protocol::akcert::AkCertificate;
 use sovereign_protocol::pipeline::bundle_attestation_nonce;
 use x509_cert::Certificate;
 
@@ -160,28 +160,8 @@ impl AttestationChecker {
             self.trust.as_ref().ok_or("no attestation trust roots given (--release-key, --platform, --ek-ca)")?;
         let identity = self.identity.ok_or("no node identity pinned (--node-key)")?;
         let ak_ca = self.ak_ca.ok_or("no attestation CA pinned (--ak-ca): the AK cannot be trusted")?;
-        let cert = bundled
-            .ak_certificate
-            .as_ref()
-            .ok_or("ak.certified: the quote's AK is not certified (the bundle carries no AK certificate)")?;
-        let ek_certificate =
-            bundled.evidence.ek_certificate.as_deref().ok_or("ak.certified: the evidence has no EK certificate")?;
-        let facts = AkFacts {
-            ak_public: &bundled.evidence.ak_public,
-            ek_public: &bundled.evidence.ek_public,
-            ek_certificate,
-            node_identity: identity.as_bytes(),
-        };
-        cert.verify(&ak_ca, &facts, written_at).map_err(|e| format!("ak.certified: {e}"))?;
         let (reference_values, reference_signature, _) =
             reference.as_ref().map_err(|(_, why)| format!("not judged: no checked reference values ({why})"))?;
-        let exchange = crate::attest::Exchange {
-            nonce: bundle_attestation_nonce(&bundled.checkpoint),
-            identity: identity.to_bytes(),
-            evidence: bundled.evidence,
-            challenge: [0; 32],
-            released: Err(String::new()),
-        };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let live_trust = crate::attest::Trust {
             release_key: trust.release_key,
@@ -191,24 +171,23 @@ impl AttestationChecker {
             ek_roots: trust.ek_roots.clone(),
             node_identity: Some(identity),
         };
-        let attest = crate::attest::verify_exchange(&exchange, &live_trust, now);
-        let failed: Vec<String> = attest
-            .checks
-            .iter()
-            .filter(|c| !c.passed && c.name != "ak.credential_activation")
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        if !failed.is_empty() {
-            return Err(failed.join("; "));
-        }
-        let passed = attest.checks.iter().filter(|c| c.passed).count();
+        let passed = sovereign_verifier::verify_certified(
+            &bundle_attestation_nonce(&bundled.checkpoint),
+            &bundled.evidence,
+            bundled.ak_certificate.as_ref(),
+            &ak_ca,
+            &live_trust,
+            written_at,
+            now,
+        )?;
+        let serial = bundled.ak_certificate.as_ref().map(|c| c.serial.clone()).unwrap_or_default();
         Ok(format!(
             "TPM quote binds checkpoint {} (root recomputed from the bundle's entries) and node {}; {passed} checks \
              passed (quote, EK chain, event-log replay, the bundle's reference values); the AK is certified by the \
              pinned attestation CA for this node and EK (serial {})",
             cp.size,
             &hex::encode(identity.as_bytes())[..16],
-            cert.serial
+            serial
         ))
     }
 }

@@ -6,12 +6,15 @@
 //! The allow-list is what the runtime's own work needs: files on the data partition, memory
 //! (wasmtime maps and protects JIT code), threads and their synchronisation (rayon, the epoch
 //! ticker), signals for wasmtime's traps and PID 1's SIGTERM, the TPM and the control port
-//! (read/write/ioctl/poll on the two devices PID 1 gave it), clocks and randomness. No network
-//! socket yet: the mesh will add exactly the calls it needs.
+//! (read/write/ioctl/poll on the two devices PID 1 gave it), clocks and randomness, and the
+//! mesh's TCP sockets: `socket` only for IPv4 and IPv6 (no netlink, no packet or unix sockets:
+//! the runtime cannot change or sniff the network, nor reach PID 1 through a socket).
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
 
 use crate::ConfineError;
 
@@ -191,6 +194,21 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("getrusage", libc::SYS_getrusage),
     ("getrlimit", libc::SYS_getrlimit),
     ("prlimit64", libc::SYS_prlimit64),
+    // The mesh's TCP connections (socket itself is checked by family in `program`).
+    ("socket", libc::SYS_socket),
+    ("bind", libc::SYS_bind),
+    ("listen", libc::SYS_listen),
+    ("accept4", libc::SYS_accept4),
+    ("connect", libc::SYS_connect),
+    ("getsockname", libc::SYS_getsockname),
+    ("getpeername", libc::SYS_getpeername),
+    ("setsockopt", libc::SYS_setsockopt),
+    ("getsockopt", libc::SYS_getsockopt),
+    ("sendto", libc::SYS_sendto),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("shutdown", libc::SYS_shutdown),
     // Time and randomness.
     ("clock_gettime", libc::SYS_clock_gettime),
     ("clock_getres", libc::SYS_clock_getres),
@@ -209,7 +227,18 @@ fn program(
     on_match: SeccompAction,
     otherwise: SeccompAction,
 ) -> Result<BpfProgram, ConfineError> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = calls.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = calls.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    // An allowed `socket` is allowed for the internet families only.
+    if on_match == SeccompAction::Allow
+        && let Some(socket) = rules.get_mut(&libc::SYS_socket)
+    {
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let only = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, family as u64)
+                .and_then(|c| SeccompRule::new(vec![c]))
+                .map_err(|e| ConfineError::Compile(e.to_string()))?;
+            socket.push(only);
+        }
+    }
     let filter =
         SeccompFilter::new(rules, otherwise, on_match, ARCH).map_err(|e| ConfineError::Compile(e.to_string()))?;
     BpfProgram::try_from(filter).map_err(|e| ConfineError::Compile(e.to_string()))

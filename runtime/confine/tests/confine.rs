@@ -47,6 +47,24 @@ fn child_entry() {
             assert_eq!(errno, nix::errno::Errno::EPERM);
             std::process::exit(0)
         }
+        "sockets" => {
+            // The mesh's TCP works; a netlink, packet or unix socket is refused with EPERM.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = std::thread::spawn(move || std::net::TcpStream::connect(addr).map(|_| ()));
+            listener.accept().unwrap();
+            client.join().unwrap().unwrap();
+            use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
+            for (family, kind, protocol) in [
+                (AddressFamily::Netlink, SockType::Raw, Some(SockProtocol::NetlinkRoute)),
+                (AddressFamily::Packet, SockType::Raw, None),
+                (AddressFamily::Unix, SockType::Stream, None),
+            ] {
+                let errno = socket(family, kind, SockFlag::empty(), protocol).unwrap_err();
+                assert_eq!(errno, nix::errno::Errno::EPERM, "socket({family:?}, {kind:?}) was not refused with EPERM");
+            }
+            std::process::exit(0)
+        }
         "ordinary-work" => {
             let dir = std::env::temp_dir().join(format!("sovereign-confine-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -79,7 +97,7 @@ fn execve_mount_and_ptrace_kill_the_confined_process() {
 
 #[test]
 fn calls_off_the_allow_list_fail_and_ordinary_work_runs() {
-    for what in ["off-the-list", "ordinary-work"] {
+    for what in ["off-the-list", "ordinary-work", "sockets"] {
         let status = child(what);
         assert!(status.success(), "{what}: {status:?}");
     }

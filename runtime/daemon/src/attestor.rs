@@ -180,7 +180,7 @@ impl Drop for Attestor {
 
 /// Writes `bytes` to `path` so that a power cut leaves the old file or the new one: a
 /// temporary file, fsynced, renamed over, and the directory fsynced.
-fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let result = (|| -> std::io::Result<()> {

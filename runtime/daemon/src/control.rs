@@ -377,12 +377,11 @@ fn run_engine(
 /// session that ended goes to the next one, whose client ignores it (it is bound to a request
 /// that client did not send).
 pub fn serve(
-    node: Node,
+    node: Arc<Node>,
     engine: Option<sovereign_pipeline::Engine>,
     gate: Gate,
     mut link: impl Link,
 ) -> io::Result<()> {
-    let node = Arc::new(node);
     let outbox = Arc::new(Outbox { out: Mutex::new(Box::new(io::sink())) });
     let held = Arc::new(AtomicU64::new(0));
     let jobs = match engine {
@@ -440,7 +439,7 @@ impl Server {
 /// Serves the appliance's virtio-serial port for as long as the runtime runs. `started_ms` is
 /// when this runtime process started.
 pub fn serve_port(
-    node: Node,
+    node: Arc<Node>,
     engine: Option<sovereign_pipeline::Engine>,
     admins: Vec<VerifyingKey>,
     port: PathBuf,

@@ -10,4 +10,5 @@
 pub mod attestor;
 pub mod boot;
 pub mod control;
+pub mod mesh;
 pub mod scheduler;

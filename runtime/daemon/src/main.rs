@@ -209,14 +209,28 @@ fn start(
         }
     };
     println!("sovereign-runtime: control API on {} ({} authorized operator keys)", port.display(), admins.len());
-    let node = control::Node {
+    let node = std::sync::Arc::new(control::Node {
         identity: identity.clone(),
         version,
         manifest,
         manifest_signature,
         attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm.clone())),
         refused: refused.clone(),
-    };
+    });
+    // The mesh, when the configuration names one: it cannot start, the runtime does not either.
+    if let Some(settings) = &config.mesh {
+        let release = RELEASE_KEY
+            .and_then(key_from_hex)
+            .ok_or("mesh: this runtime was built without a valid SOVEREIGN_RELEASE_PUBKEY")?;
+        let reference = reference_values().map(|r| (r.values, r.signature));
+        let audit = engine.as_ref().map(|e| e.audit().clone());
+        let mesh = sovereign_runtime::mesh::start(settings, identity, node.clone(), audit, release, reference)
+            .map_err(|e| format!("mesh: {e}"))?;
+        std::thread::Builder::new()
+            .name("mesh".into())
+            .spawn(move || mesh.run())
+            .map_err(|e| format!("starting the mesh thread: {e}"))?;
+    }
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control::serve_port(node, engine, admins, port, started_ms))

@@ -90,7 +90,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
     let gate = Gate::new(identity.verifying_key().to_bytes(), vec![operator], 120_000);
     let socket = dir.join("control.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    std::thread::spawn(move || serve(node, Some(engine), gate, listener));
+    std::thread::spawn(move || serve(std::sync::Arc::new(node), Some(engine), gate, listener));
     (socket, identity.verifying_key())
 }
 

@@ -15,6 +15,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+/// The libp2p this crate is built on (its identity types appear in [`node`]'s API).
+#[cfg(feature = "net")]
+pub use libp2p;
 #[cfg(feature = "net")]
 pub mod node;
 pub mod swarm_key;

@@ -38,6 +38,12 @@ pub type AttestFn = Box<dyn FnMut(&[u8; 32]) -> Result<Vec<u8>, String> + Send>;
 /// why not (one line, e.g. "PCR 1 differs").
 pub type VerifyFn = Box<dyn FnMut(&[u8; 32], &[u8; 32], &[u8]) -> Result<[u8; 32], String> + Send>;
 
+/// The log an admitted peer keeps, by its node identity: its origin and note verifier (the
+/// witness then follows it).
+pub type LogOf = fn(&[u8; 32]) -> Option<(String, sovereign_audit::note::NoteVerifier)>;
+/// Stores what the witness has cosigned, durably, before a cosignature leaves.
+pub type KeepSeen = Box<dyn FnMut(&sovereign_audit::witness::Seen) -> Result<(), String> + Send>;
+
 /// How a node runs.
 pub struct MeshConfig {
     /// Its libp2p identity.
@@ -56,6 +62,11 @@ pub struct MeshConfig {
     pub request_timeout: Duration,
     /// Admission lifetimes.
     pub admission: Policy,
+    /// When set, the witness follows the log of every peer it admits.
+    pub follow_admitted: Option<LogOf>,
+    /// When set, a refused peer is challenged again this long after its refusal (it may have
+    /// been refused for something it can fix, such as an uncertified AK).
+    pub rechallenge_refused: Option<Duration>,
 }
 
 /// What the node reports.
@@ -116,6 +127,18 @@ pub enum MeshEvent {
 pub enum MeshCommand {
     /// Send this node's checkpoint to every admitted peer for cosigning.
     Witness {
+        /// The signed checkpoint.
+        checkpoint: String,
+        /// The size the proof starts from.
+        old_size: u64,
+        /// The consistency proof.
+        proof: Vec<[u8; 32]>,
+    },
+    /// Send this node's checkpoint to one admitted peer, with a proof from the size it last
+    /// cosigned.
+    WitnessTo {
+        /// The witness.
+        peer: PeerId,
         /// The signed checkpoint.
         checkpoint: String,
         /// The size the proof starts from.
@@ -291,6 +314,18 @@ pub fn spawn(
     verify: VerifyFn,
     witness: Witness,
 ) -> Result<MeshHandle, MeshError> {
+    spawn_keeping(config, attest, verify, witness, None)
+}
+
+/// [`spawn`], with `keep_seen` storing the witness's state durably before each cosignature
+/// leaves (a failure refuses the cosignature and keeps the state it had).
+pub fn spawn_keeping(
+    config: MeshConfig,
+    attest: AttestFn,
+    verify: VerifyFn,
+    witness: Witness,
+    keep_seen: Option<KeepSeen>,
+) -> Result<MeshHandle, MeshError> {
     let peer_id = config.keypair.public().to_peer_id();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events_tx, events) = std_mpsc::channel();
@@ -328,6 +363,7 @@ pub fn spawn(
                     attest,
                     verify,
                     witness,
+                    keep_seen,
                     admissions: Admissions::default(),
                     events: events_tx,
                     pending_witness: BTreeMap::new(),
@@ -351,6 +387,7 @@ struct Node {
     attest: AttestFn,
     verify: VerifyFn,
     witness: Witness,
+    keep_seen: Option<KeepSeen>,
     admissions: Admissions,
     events: std_mpsc::Sender<MeshEvent>,
     /// Outstanding witness requests: request ID → the peer asked.
@@ -389,6 +426,14 @@ impl Node {
                             self.challenge(&mut swarm, peer);
                         }
                     }
+                    Some(MeshCommand::WitnessTo { peer, checkpoint, old_size, proof }) => {
+                        if self.admissions.admitted(&peer.to_bytes(), now_ms()) {
+                            let id = swarm.behaviour_mut().send_request(&peer, Request::Witness { checkpoint, old_size, proof });
+                            self.pending_witness.insert(id, peer);
+                        } else {
+                            self.emit(MeshEvent::WitnessRefused { peer, reason: "not admitted here: not asked to witness".into() });
+                        }
+                    }
                     Some(MeshCommand::Witness { checkpoint, old_size, proof }) => {
                         let now = now_ms();
                         let admitted: Vec<PeerId> = swarm
@@ -407,6 +452,22 @@ impl Node {
                     let margin = self.config.admission.ttl_ms / 2;
                     for peer in self.admissions.due_for_renewal(now_ms(), margin) {
                         if let Ok(peer) = PeerId::from_bytes(&peer) {
+                            self.challenge(&mut swarm, peer);
+                        }
+                    }
+                    if let Some(after) = self.config.rechallenge_refused {
+                        let now = now_ms();
+                        let again: Vec<PeerId> = swarm
+                            .connected_peers()
+                            .filter(|p| {
+                                let key = p.to_bytes();
+                                self.admissions.outstanding(&key).is_none()
+                                    && matches!(self.admissions.standing(&key),
+                                        Some(Standing::Refused { at_ms, .. }) if now.saturating_sub(*at_ms) >= after.as_millis() as u64)
+                            })
+                            .copied()
+                            .collect();
+                        for peer in again {
                             self.challenge(&mut swarm, peer);
                         }
                     }
@@ -496,7 +557,13 @@ impl Node {
             Response::Cosigned { .. } => Err("answered a challenge with a cosignature".into()),
         };
         match self.admissions.answer(&key, verdict, &self.config.admission, now_ms()).clone() {
-            Standing::Admitted { node_identity, .. } => self.emit(MeshEvent::Admitted { peer, node_identity }),
+            Standing::Admitted { node_identity, .. } => {
+                if let Some((origin, verifier)) = self.config.follow_admitted.and_then(|log_of| log_of(&node_identity))
+                {
+                    self.witness.follow(origin, verifier);
+                }
+                self.emit(MeshEvent::Admitted { peer, node_identity })
+            }
             Standing::Refused { reason, .. } => self.emit(MeshEvent::Refused { peer, reason }),
             Standing::Connected => {}
         }
@@ -521,8 +588,15 @@ impl Node {
                     return refused(self, "not admitted: attest first".into());
                 }
                 let now = now_ms() / 1000;
+                let before = self.witness.seen().clone();
                 match self.witness.add_checkpoint(&checkpoint, old_size, &proof, now) {
-                    Ok(note) => Response::Cosigned { note: note.to_text() },
+                    Ok(note) => match self.keep_seen.as_mut().map(|keep| keep(self.witness.seen())) {
+                        Some(Err(why)) => {
+                            self.witness.restore(before);
+                            refused(self, format!("this witness cannot store what it cosigned: {why}"))
+                        }
+                        _ => Response::Cosigned { note: note.to_text() },
+                    },
                     Err(e) => refused(self, e.to_string()),
                 }
             }

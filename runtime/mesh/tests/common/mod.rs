@@ -137,6 +137,8 @@ pub fn node(
         handshake_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
         admission: Policy { ttl_ms: 600_000, challenge_ms: 10_000 },
+        follow_admitted: None,
+        rechallenge_refused: None,
     };
     (spawn(config, attest, verify, witness).unwrap(), identity)
 }

@@ -1,0 +1,379 @@
+//! The runtime's side of the private mesh (`sovereign-mesh`), when the signed configuration
+//! names one: a libp2p node on the mesh port (its libp2p key derived from the node identity, so
+//! its PeerId is stable across boots), which answers peers' challenges with this node's TPM
+//! evidence and AK certificate, admits a peer only when the shared verifier
+//! (`sovereign-verifier`) passes its evidence against this release's signed reference values,
+//! the configured platform profile, EK roots and attestation CA, and witnesses admitted peers'
+//! logs. Every admission and refusal (by this node, or of it) is audited with its reason; this
+//! node's newest checkpoint goes to every admitted peer each interval, and the cosigned
+//! checkpoint is kept beside the audit log (`<log>.witnessed`).
+//!
+//! Must never: admit a peer its evidence did not earn, cosign for a peer not admitted, send a
+//! cosignature before the witness state is stored, or open any socket but the mesh's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+use sovereign_audit::AuditLog;
+use sovereign_audit::entry::{EntryKind, Severity};
+use sovereign_audit::note::{Checkpoint, NoteVerifier, SignedNote, sign_note};
+use sovereign_audit::witness::{Seen, Witness};
+use sovereign_boot_contract::network::{MeshSettings, parse_cidr, parse_mac, peer_address};
+use sovereign_mesh::admission::Policy;
+use sovereign_mesh::libp2p::{Multiaddr, PeerId, identity};
+use sovereign_mesh::node::{MeshCommand, MeshConfig, MeshEvent, MeshHandle, spawn_keeping};
+use sovereign_mesh::swarm_key::SwarmKey;
+use sovereign_protocol::Evidence;
+use sovereign_protocol::akcert::AkCertificate;
+
+use crate::control;
+
+/// What a node sends as its evidence: the quote with its logs and manifest, and the AK's
+/// certificate (the offline proof of the credential activation the attestation CA ran).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MeshEvidence {
+    evidence: Evidence,
+    ak_certificate: Option<AkCertificate>,
+}
+
+/// The origin of the audit log of the node with this identity (as the engine names it).
+pub fn log_origin(identity: &[u8; 32]) -> String {
+    format!("sovereign-appliance/{}", &hex::encode(identity)[..16])
+}
+
+/// The witness name of the node with this identity (its cosignature lines carry it).
+pub fn witness_name(identity: &[u8; 32]) -> String {
+    format!("sovereign-witness/{}", &hex::encode(identity)[..16])
+}
+
+fn log_of(identity: &[u8; 32]) -> Option<(String, NoteVerifier)> {
+    let key = VerifyingKey::from_bytes(identity).ok()?;
+    let origin = log_origin(identity);
+    Some((origin.clone(), NoteVerifier::new(origin, key)))
+}
+
+/// Where the cosigned checkpoint is kept, beside the log.
+pub fn witnessed_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".witnessed");
+    PathBuf::from(p)
+}
+
+fn now_unix() -> u64 {
+    sovereign_canonical::now_ms() / 1000
+}
+
+/// The checks of a peer's evidence: this release's reference values, the platform profile, the
+/// EK roots and the attestation CA.
+struct PeerTrust {
+    release: VerifyingKey,
+    reference: Vec<u8>,
+    reference_signature: Vec<u8>,
+    platform_profile: Vec<u8>,
+    ek_roots: Vec<x509_cert::Certificate>,
+    ak_ca: VerifyingKey,
+}
+
+impl PeerTrust {
+    /// The peer's boot (its TPM's reset and restart counts), or why its evidence fails.
+    fn judge(&self, binding: &[u8; 32], node_identity: &[u8; 32], bytes: &[u8]) -> Result<[u8; 32], String> {
+        let sent: MeshEvidence = postcard::from_bytes(bytes).map_err(|e| format!("evidence does not decode: {e}"))?;
+        let identity = VerifyingKey::from_bytes(node_identity).map_err(|_| "its node identity is not a key")?;
+        let trust = sovereign_verifier::Trust {
+            release_key: self.release,
+            reference_values: self.reference.clone(),
+            reference_signature: self.reference_signature.clone(),
+            platform_profile: self.platform_profile.clone(),
+            ek_roots: self.ek_roots.clone(),
+            node_identity: Some(identity),
+        };
+        let now = now_unix();
+        sovereign_verifier::verify_certified(
+            binding,
+            &sent.evidence,
+            sent.ak_certificate.as_ref(),
+            &self.ak_ca,
+            &trust,
+            now,
+            now,
+        )?;
+        let quote = sovereign_measured_boot::structures::Quote::parse(&sent.evidence.attest)
+            .map_err(|e| format!("quote: {e}"))?;
+        let mut boot = Sha256::new();
+        boot.update(quote.clock_info.reset_count.to_be_bytes());
+        boot.update(quote.clock_info.restart_count.to_be_bytes());
+        Ok(boot.finalize().into())
+    }
+}
+
+/// The node's own addresses (the configured interfaces whose MAC it has): peers at them are not
+/// dialled.
+fn own_addresses(settings: &MeshSettings) -> Vec<std::net::Ipv4Addr> {
+    let macs: Vec<[u8; 6]> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+                .filter_map(|m| parse_mac(&m).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    settings
+        .interfaces
+        .iter()
+        .filter(|i| parse_mac(&i.mac).is_ok_and(|m| macs.contains(&m)))
+        .filter_map(|i| parse_cidr(&i.address).ok().map(|(a, _)| a))
+        .collect()
+}
+
+/// The running mesh.
+pub struct Mesh {
+    handle: MeshHandle,
+    identity: SigningKey,
+    audit: Option<Arc<AuditLog>>,
+    interval: Duration,
+    /// The size each witness last cosigned (learnt from its answers).
+    cosigned: BTreeMap<PeerId, u64>,
+    admitted: BTreeMap<PeerId, [u8; 32]>,
+    /// The checkpoint being witnessed, with the cosignatures collected so far.
+    witnessed: Option<SignedNote>,
+}
+
+/// Starts the mesh. `reference` is this release's signed reference values (PID 1's), which
+/// peers must match; without them no peer can be admitted, so the mesh does not start.
+pub fn start(
+    settings: &MeshSettings,
+    identity: &SigningKey,
+    node: Arc<control::Node>,
+    audit: Option<Arc<AuditLog>>,
+    release: VerifyingKey,
+    reference: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<Mesh, String> {
+    settings.check()?;
+    let (reference, reference_signature) =
+        reference.ok_or("no release reference values from PID 1: no peer could be judged")?;
+    let swarm_key = SwarmKey::parse(settings.swarm_key.as_bytes()).map_err(|e| format!("swarm key: {e}"))?;
+    let ak_ca =
+        sovereign_canonical::ed25519_public_key(&settings.ak_ca).map_err(|e| format!("the attestation CA key: {e}"))?;
+    let ek_roots = sovereign_measured_boot::ekcert::trust_store_from_pem(settings.ek_roots.as_bytes())
+        .map_err(|e| format!("EK roots: {e}"))?;
+    let trust = PeerTrust {
+        release,
+        reference,
+        reference_signature,
+        platform_profile: settings.platform_profile.as_bytes().to_vec(),
+        ek_roots,
+        ak_ca,
+    };
+    let seed = Sha256::new().chain_update(b"sovereign-mesh-libp2p/v1\n").chain_update(identity.to_bytes()).finalize();
+    let keypair =
+        identity::Keypair::ed25519_from_bytes(<[u8; 32]>::from(seed)).map_err(|e| format!("libp2p key: {e}"))?;
+    let own = own_addresses(settings);
+    let dial: Vec<Multiaddr> = settings
+        .peers
+        .iter()
+        .filter(|p| peer_address(p).is_ok_and(|(a, _)| !own.contains(&a)))
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let listen: Multiaddr =
+        format!("/ip4/0.0.0.0/tcp/{}", settings.port).parse().map_err(|e| format!("listen address: {e}"))?;
+    let node_identity = identity.verifying_key().to_bytes();
+    let config = MeshConfig {
+        keypair,
+        node_identity,
+        swarm_key,
+        listen,
+        dial,
+        handshake_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
+        admission: Policy { ttl_ms: settings.admission_ttl_secs * 1000, challenge_ms: 30_000 },
+        follow_admitted: Some(log_of),
+        rechallenge_refused: Some(Duration::from_secs(5)),
+    };
+    let attest_node = node.clone();
+    let attest = Box::new(move |binding: &[u8; 32]| -> Result<Vec<u8>, String> {
+        let evidence = attest_node.evidence(binding)?;
+        let ak_certificate = attest_node.attestor.lock().ok().and_then(|mut a| a.certificate());
+        postcard::to_allocvec(&MeshEvidence { evidence, ak_certificate }).map_err(|e| e.to_string())
+    });
+    let verify = Box::new(move |binding: &[u8; 32], identity: &[u8; 32], evidence: &[u8]| {
+        trust.judge(binding, identity, evidence)
+    });
+    let seen_path = audit.as_ref().map(|a| {
+        let mut p = a.path().as_os_str().to_owned();
+        p.push(".witness-seen");
+        PathBuf::from(p)
+    });
+    let seen: Seen = seen_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let witness = Witness::new(witness_name(&node_identity), identity.clone(), Vec::new(), seen);
+    let keep_seen: Option<sovereign_mesh::node::KeepSeen> = Some(Box::new(move |seen: &Seen| match &seen_path {
+        None => Err("no data partition to keep the witness state on".into()),
+        Some(path) => {
+            let bytes = serde_json::to_vec(seen).map_err(|e| e.to_string())?;
+            crate::attestor::write_durably(path, &bytes)
+        }
+    }));
+    let handle = spawn_keeping(config, attest, verify, witness, keep_seen).map_err(|e| e.to_string())?;
+    println!(
+        "sovereign-runtime: mesh: peer {} listening on port {} (swarm key {}), dialling {} peers",
+        handle.peer_id,
+        settings.port,
+        SwarmKey::parse(settings.swarm_key.as_bytes()).map(|k| k.fingerprint()).unwrap_or_default(),
+        settings.peers.len()
+    );
+    Ok(Mesh {
+        handle,
+        identity: identity.clone(),
+        audit,
+        interval: Duration::from_secs(settings.witness_interval_secs),
+        cosigned: BTreeMap::new(),
+        admitted: BTreeMap::new(),
+        witnessed: None,
+    })
+}
+
+impl Mesh {
+    fn record(&self, kind: EntryKind, severity: Severity, what: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            let payload = serde_json::to_vec(&what).unwrap_or_default();
+            if let Err(e) = audit.append(kind, &payload, severity) {
+                println!("sovereign-runtime: mesh: could not audit {what}: {e}");
+            }
+        }
+    }
+
+    /// Runs the mesh's duties for ever: events audited and said, checkpoints witnessed.
+    pub fn run(mut self) {
+        let mut next_round = Instant::now() + self.interval;
+        loop {
+            let wait = next_round.saturating_duration_since(Instant::now());
+            match self.handle.events.recv_timeout(wait) {
+                Ok(event) => self.on_event(event),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.witness_round();
+                    next_round = Instant::now() + self.interval;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    println!("sovereign-runtime: mesh: FATAL: the mesh node stopped");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: MeshEvent) {
+        match event {
+            MeshEvent::Listening(addr) => println!("sovereign-runtime: mesh: listening on {addr}"),
+            MeshEvent::Connected(peer) => println!("sovereign-runtime: mesh: connected to {peer}, challenged it"),
+            MeshEvent::Disconnected(peer) => {
+                self.admitted.remove(&peer);
+                println!("sovereign-runtime: mesh: {peer} disconnected")
+            }
+            MeshEvent::HandshakeFailed { peer, reason } => println!(
+                "sovereign-runtime: mesh: a connection failed before its handshake completed ({}): {reason}",
+                peer.map(|p| p.to_string()).unwrap_or_else(|| "peer unknown".into())
+            ),
+            MeshEvent::Admitted { peer, node_identity } => {
+                let first = self.admitted.insert(peer, node_identity).is_none();
+                if first {
+                    println!("sovereign-runtime: mesh: admitted {peer} (node {})", &hex::encode(node_identity)[..16]);
+                    self.record(
+                        EntryKind::Attestation,
+                        Severity::Info,
+                        serde_json::json!({"mesh": "admitted", "peer": peer.to_string(), "node": hex::encode(node_identity)}),
+                    );
+                    self.witness_round();
+                }
+            }
+            MeshEvent::Refused { peer, reason } => {
+                self.admitted.remove(&peer);
+                println!("sovereign-runtime: mesh: refused admission to {peer}: {reason}");
+                self.record(
+                    EntryKind::Refusal,
+                    Severity::Warning,
+                    serde_json::json!({"mesh": "admission refused", "peer": peer.to_string(), "reason": reason}),
+                );
+            }
+            MeshEvent::RefusedToWitness { peer, reason } => {
+                println!("sovereign-runtime: mesh: refused to witness for {peer}: {reason}");
+                let split = reason.starts_with("split view");
+                self.record(
+                    EntryKind::Refusal,
+                    if split { Severity::Critical } else { Severity::Warning },
+                    serde_json::json!({"mesh": "witnessing refused", "peer": peer.to_string(), "reason": reason}),
+                );
+            }
+            MeshEvent::WitnessRefused { peer, reason } => {
+                println!("sovereign-runtime: mesh: {peer} did not cosign: {reason}");
+                // "the proof is from size A; this witness last cosigned size B": resume from B.
+                if let Some(size) = reason.rsplit("last cosigned size ").next().and_then(|s| s.trim().parse().ok()) {
+                    self.cosigned.insert(peer, size);
+                }
+            }
+            MeshEvent::Cosigned { peer, note } => self.on_cosigned(peer, &note),
+        }
+    }
+
+    fn on_cosigned(&mut self, peer: PeerId, text: &str) {
+        let Ok(note) = SignedNote::parse(text) else { return };
+        let Ok(cp) = Checkpoint::parse_body(&note.body) else { return };
+        let Some(node_identity) = self.admitted.get(&peer) else { return };
+        let Ok(key) = VerifyingKey::from_bytes(node_identity) else { return };
+        let name = witness_name(node_identity);
+        if NoteVerifier::new(name.clone(), key).verify_cosignature(&note).is_err() {
+            println!("sovereign-runtime: mesh: {peer}'s cosignature does not verify: ignored");
+            return;
+        }
+        self.cosigned.insert(peer, cp.size);
+        let Some(witnessed) = self.witnessed.as_mut().filter(|w| w.body == note.body) else { return };
+        for line in note.signatures.into_iter().filter(|s| s.name == name) {
+            witnessed.signatures.retain(|s| s.name != name);
+            witnessed.signatures.push(line);
+        }
+        let count = witnessed.signatures.len().saturating_sub(1);
+        println!("sovereign-runtime: mesh: checkpoint {} cosigned by {name} ({count} cosignatures)", cp.size);
+        if let Some(audit) = &self.audit
+            && let Err(e) =
+                crate::attestor::write_durably(&witnessed_path(audit.path()), witnessed.to_text().as_bytes())
+        {
+            println!("sovereign-runtime: mesh: could not keep the cosigned checkpoint: {e}");
+        }
+    }
+
+    /// Signs a checkpoint of the log as it stands and sends it to every admitted peer, with a
+    /// consistency proof from the size that peer last cosigned.
+    fn witness_round(&mut self) {
+        let Some(audit) = &self.audit else { return };
+        let body = audit.checkpoint_body();
+        if body.size == 0 {
+            return;
+        }
+        let mut note = SignedNote::new(body.body());
+        sign_note(&mut note, audit.origin(), &self.identity);
+        if self.witnessed.as_ref().is_none_or(|w| w.body != note.body) {
+            self.witnessed = Some(note.clone());
+        }
+        let text = note.to_text();
+        for peer in self.admitted.keys() {
+            let from = self.cosigned.get(peer).copied().unwrap_or(0).min(body.size);
+            if from == body.size && from > 0 {
+                continue;
+            }
+            let proof = match audit.consistency_proof(from, body.size) {
+                Ok(p) => p,
+                Err(e) => {
+                    println!("sovereign-runtime: mesh: no consistency proof {from} → {}: {e}", body.size);
+                    continue;
+                }
+            };
+            self.handle.send(MeshCommand::WitnessTo { peer: *peer, checkpoint: text.clone(), old_size: from, proof });
+        }
+    }
+}
