@@ -193,6 +193,12 @@ impl Appliance {
         self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
 
+    /// Adds QEMU arguments for the next boots (after any set before), e.g. a NIC on a
+    /// [`crate::hub::Hub`].
+    pub fn add_qemu_args(&mut self, args: impl IntoIterator<Item = String>) {
+        self.extra_args.extend(args);
+    }
+
     /// The appliance's disk image (to tamper with between boots in tests).
     pub fn disk(&self) -> &Path {
         &self.disk

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod guest;
+pub mod hub;
 pub mod swtpm;
 
 pub use guest::{Appliance, Firmware, Guest, GuestError};

@@ -138,6 +138,9 @@ pub struct Mesh {
     /// The size each witness last cosigned (learnt from its answers).
     cosigned: BTreeMap<PeerId, u64>,
     admitted: BTreeMap<PeerId, [u8; 32]>,
+    /// The last refusal audited per peer (a peer refused again for the same reason is said on
+    /// the console, not audited again).
+    refusals: BTreeMap<PeerId, String>,
     /// The checkpoint being witnessed, with the cosignatures collected so far.
     witnessed: Option<SignedNote>,
 }
@@ -178,8 +181,11 @@ pub fn start(
         .filter(|p| peer_address(p).is_ok_and(|(a, _)| !own.contains(&a)))
         .filter_map(|p| p.parse().ok())
         .collect();
+    // On the node's own address, not 0.0.0.0: listening on the unspecified address would have
+    // libp2p watch the interfaces through netlink, which the runtime may not open.
+    let address = own.first().ok_or("none of the configured interfaces is this node's")?;
     let listen: Multiaddr =
-        format!("/ip4/0.0.0.0/tcp/{}", settings.port).parse().map_err(|e| format!("listen address: {e}"))?;
+        format!("/ip4/{address}/tcp/{}", settings.port).parse().map_err(|e| format!("listen address: {e}"))?;
     let node_identity = identity.verifying_key().to_bytes();
     let config = MeshConfig {
         keypair,
@@ -191,7 +197,7 @@ pub fn start(
         request_timeout: Duration::from_secs(30),
         admission: Policy { ttl_ms: settings.admission_ttl_secs * 1000, challenge_ms: 30_000 },
         follow_admitted: Some(log_of),
-        rechallenge_refused: Some(Duration::from_secs(5)),
+        rechallenge_refused: Some(Duration::from_secs(10)),
     };
     let attest_node = node.clone();
     let attest = Box::new(move |binding: &[u8; 32]| -> Result<Vec<u8>, String> {
@@ -220,7 +226,8 @@ pub fn start(
             crate::attestor::write_durably(path, &bytes)
         }
     }));
-    let handle = spawn_keeping(config, attest, verify, witness, keep_seen).map_err(|e| e.to_string())?;
+    let handle = spawn_keeping(config, attest, verify, witness, keep_seen)
+        .map_err(|e| e.to_string().trim_start_matches("mesh: ").to_string())?;
     println!(
         "sovereign-runtime: mesh: peer {} listening on port {} (swarm key {}), dialling {} peers",
         handle.peer_id,
@@ -235,6 +242,7 @@ pub fn start(
         interval: Duration::from_secs(settings.witness_interval_secs),
         cosigned: BTreeMap::new(),
         admitted: BTreeMap::new(),
+        refusals: BTreeMap::new(),
         witnessed: None,
     })
 }
@@ -281,6 +289,7 @@ impl Mesh {
                 peer.map(|p| p.to_string()).unwrap_or_else(|| "peer unknown".into())
             ),
             MeshEvent::Admitted { peer, node_identity } => {
+                self.refusals.remove(&peer);
                 let first = self.admitted.insert(peer, node_identity).is_none();
                 if first {
                     println!("sovereign-runtime: mesh: admitted {peer} (node {})", &hex::encode(node_identity)[..16]);
@@ -295,6 +304,10 @@ impl Mesh {
             MeshEvent::Refused { peer, reason } => {
                 self.admitted.remove(&peer);
                 println!("sovereign-runtime: mesh: refused admission to {peer}: {reason}");
+                if self.refusals.get(&peer) == Some(&reason) {
+                    return;
+                }
+                self.refusals.insert(peer, reason.clone());
                 self.record(
                     EntryKind::Refusal,
                     Severity::Warning,
@@ -339,6 +352,11 @@ impl Mesh {
         }
         let count = witnessed.signatures.len().saturating_sub(1);
         println!("sovereign-runtime: mesh: checkpoint {} cosigned by {name} ({count} cosignatures)", cp.size);
+        // The note itself, on one line, for an auditor reading the console.
+        println!(
+            "sovereign-runtime: mesh: witnessed note {}",
+            serde_json::to_string(&witnessed.to_text()).unwrap_or_default()
+        );
         if let Some(audit) = &self.audit
             && let Err(e) =
                 crate::attestor::write_durably(&witnessed_path(audit.path()), witnessed.to_text().as_bytes())

@@ -349,7 +349,8 @@ pub fn spawn_keeping(
                     }
                 };
                 if let Err(e) = swarm.listen_on(config.listen.clone()) {
-                    let _ = ready_tx.send(Err(MeshError::Listen { addr: config.listen.clone(), why: e.to_string() }));
+                    let why = format!("{e} ({e:?})");
+                    let _ = ready_tx.send(Err(MeshError::Listen { addr: config.listen.clone(), why }));
                     return;
                 }
                 for addr in &config.dial {
@@ -407,7 +408,10 @@ impl Node {
     }
 
     async fn run(mut self, mut swarm: Swarm<Behaviour>, mut commands: mpsc::UnboundedReceiver<MeshCommand>) {
-        let renew_every = Duration::from_millis((self.config.admission.ttl_ms / 4).max(100));
+        let mut renew_every = Duration::from_millis((self.config.admission.ttl_ms / 4).max(100));
+        if let Some(again) = self.config.rechallenge_refused {
+            renew_every = renew_every.min(again.max(Duration::from_millis(100)));
+        }
         let mut renew = tokio::time::interval(renew_every);
         loop {
             tokio::select! {

@@ -1,0 +1,200 @@
+//! The private mesh between appliances in QEMU (OVMF + swtpm each), on a private Ethernet
+//! segment whose only host side is unix datagram sockets (`sovereign_qemu::hub`): one image
+//! whose signed configuration names four nodes by MAC, their addresses, the swarm key, the
+//! attestation CA and the EK roots.
+//!
+//! Three appliances bring up their interfaces (PID 1), connect through pnet + Noise, attest to
+//! each other with their TPMs (AK certified by the attestation CA), are admitted, and cosign
+//! each other's checkpoints; a checkpoint cosigned by two witnesses is verified here, offline,
+//! with the witnesses' keys. A fourth appliance, same image and swarm key but another platform
+//! (another SMBIOS serial number, so PCR 1 differs from the platform profile), connects and is
+//! refused admission by every node, naming PCR 1 — audited.
+//!
+//! Not yet passing, and so ignored: with a virtio-net NIC, OVMF measures a boot option that
+//! names the NIC's MAC into PCR 1 even with PXE turned off through fw_cfg, so every node's PCR 1
+//! differs from the platform profile (and from each other's). Everything up to the attestation
+//! works (PID 1 brings the interface up, the runtime listens on the mesh port).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand_core::{OsRng, RngCore as _};
+use sovereign_audit::note::{NoteVerifier, SignedNote};
+use sovereign_boot_contract::network::{Interface, MeshSettings};
+use sovereign_e2e::{PLATFORM_PROFILE, attestation_ca, base_input, dev_keys, image, now_unix, root, variant};
+use sovereign_image::build::Tamper;
+use sovereign_mesh::swarm_key::SwarmKey;
+use sovereign_qemu::Appliance;
+use sovereign_qemu::guest::Guest;
+use sovereign_qemu::hub::Hub;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const NODES: usize = 4;
+const MESH_WAIT: Duration = Duration::from_secs(420);
+
+fn mac(i: usize) -> String {
+    format!("52:54:00:5e:00:{:02x}", i + 1)
+}
+
+/// Waits until `guest`'s console has `count` lines containing every one of `needles`.
+fn wait_lines(guest: &mut Guest, needles: &[&str], count: usize, deadline: Instant) -> Vec<String> {
+    loop {
+        let console = guest.console();
+        let lines: Vec<String> =
+            console.lines().filter(|l| needles.iter().all(|n| l.contains(n))).map(str::to_string).collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline && !guest.finished(),
+            "waiting for {count} console lines with {needles:?}; console:\n{console}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Attests the appliance on `socket` against the mesh image's reference values and has the
+/// attestation CA certify its AK (what the operator does once per node). The node of another
+/// platform fails attestation (PCR 1); its AK is certified all the same — the certificate says
+/// only where the AK lives, and each quote is judged on its own.
+fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bool) {
+    let read = |name: &str| std::fs::read(image_dir.join(name)).unwrap();
+    let ca = appliance.ek_ca_pem().unwrap();
+    let trust = sovereign_cli::attest::Trust {
+        release_key: dev_keys().release.verifying_key(),
+        reference_values: read("reference-values.json"),
+        reference_signature: read("reference-values.sig"),
+        platform_profile: std::fs::read(root().join(PLATFORM_PROFILE)).unwrap(),
+        ek_roots: sovereign_measured_boot::ekcert::trust_store_from_pem(ca.as_bytes()).unwrap(),
+        node_identity: None,
+    };
+    let admin = dev_keys().admin;
+    let timeout = Duration::from_secs(120);
+    let (exchange, report) = sovereign_cli::attest::attest(socket, &admin, &trust, now_unix(), timeout).unwrap();
+    assert_eq!(report.passed(), must_pass, "{}", report.render());
+    sovereign_cli::attest::certify(
+        socket,
+        &admin,
+        &exchange.unwrap(),
+        &attestation_ca().0,
+        now_unix(),
+        86_400,
+        timeout,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "not passing yet: OVMF measures a boot option naming the NIC's MAC into PCR 1, so each node's PCR 1 differs from the platform profile (measured 2026-12-01); see issue 16's notes"]
+fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform_by_name() {
+    let hub = Hub::new(NODES).unwrap();
+    let mut appliances: Vec<Appliance> = (0..NODES).map(|_| Appliance::new(image()).unwrap()).collect();
+    let ek_roots: String = appliances.iter().map(|a| a.ek_ca_pem().unwrap()).collect();
+
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    let mut input = base_input();
+    input.config.mesh = Some(MeshSettings {
+        interfaces: (0..NODES).map(|i| Interface { mac: mac(i), address: format!("10.77.0.{}/24", i + 1) }).collect(),
+        routes: Vec::new(),
+        port: 4001,
+        swarm_key: SwarmKey::from_bytes(key).to_file().to_string(),
+        peers: (0..NODES).map(|i| format!("/ip4/10.77.0.{}/tcp/4001", i + 1)).collect(),
+        ak_ca: attestation_ca().1,
+        ek_roots,
+        platform_profile: std::fs::read_to_string(root().join(PLATFORM_PROFILE)).unwrap(),
+        admission_ttl_secs: 600,
+        witness_interval_secs: 5,
+    });
+    let out = tempfile::tempdir().unwrap();
+    let built = variant(&input, &dev_keys(), out.path(), &Tamper::default());
+    let odd = NODES - 1;
+    for (i, appliance) in appliances.iter_mut().enumerate() {
+        appliance.replace_disk_keeping(&built.disk, &[]).unwrap();
+        if i == odd {
+            appliance.add_qemu_args(["-smbios".to_string(), "type=1,serial=another-platform".to_string()]);
+        }
+        appliance.add_qemu_args(hub.qemu_args(i, &mac(i)));
+    }
+
+    // The three nodes of the platform, then the other one once they are admitted.
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let mut guests: Vec<Guest> = appliances[..odd].iter_mut().map(|a| a.boot(BOOT_TIMEOUT).unwrap()).collect();
+    let mut identities = Vec::new();
+    for (i, guest) in guests.iter_mut().enumerate() {
+        let up = wait_lines(guest, &["network: ", &format!("up with 10.77.0.{}/24", i + 1)], 1, deadline);
+        assert!(up[0].contains(&mac(i)), "{up:?}");
+        wait_lines(guest, &["sovereign-runtime: control: attestation key ready"], 1, deadline);
+        let line = wait_lines(guest, &["sovereign-runtime: node identity "], 1, deadline).remove(0);
+        identities.push(line.rsplit(' ').next().unwrap().trim().to_string());
+        wait_lines(guest, &["sovereign-runtime: mesh: listening on /ip4/10.77.0."], 1, deadline);
+    }
+    for (i, appliance) in appliances[..odd].iter().enumerate() {
+        certify(appliance, &appliance.control_socket(), out.path(), true);
+        println!("node {i} certified");
+    }
+
+    // Every node admits the two others (their refusals for an uncertified AK are retried), and
+    // each node's checkpoint gets cosigned by both others.
+    let mesh_deadline = Instant::now() + MESH_WAIT;
+    for guest in guests.iter_mut() {
+        wait_lines(guest, &["sovereign-runtime: mesh: admitted "], 2, mesh_deadline);
+    }
+    for (i, guest) in guests.iter_mut().enumerate() {
+        let notes = wait_lines(guest, &["sovereign-runtime: mesh: witnessed note "], 1, mesh_deadline);
+        let full = loop {
+            let notes = wait_lines(guest, &["sovereign-runtime: mesh: witnessed note "], 1, mesh_deadline);
+            let last: String =
+                serde_json::from_str(notes.last().unwrap().split("witnessed note ").nth(1).unwrap()).unwrap();
+            let note = SignedNote::parse(&last).unwrap();
+            if note.signatures.len() >= 3 {
+                break note;
+            }
+            assert!(Instant::now() < mesh_deadline, "node {i}: no checkpoint with two cosignatures: {notes:?}");
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        let _ = notes;
+        // Offline: the node's own signature and both witnesses' cosignatures, by their keys.
+        let key = |hex_key: &str| {
+            ed25519_dalek::VerifyingKey::from_bytes(&<[u8; 32]>::try_from(hex::decode(hex_key).unwrap()).unwrap())
+                .unwrap()
+        };
+        let origin = format!("sovereign-appliance/{}", &identities[i][..16]);
+        NoteVerifier::new(origin, key(&identities[i])).verify_signature(&full).unwrap();
+        for (j, witness) in identities.iter().enumerate().filter(|(j, _)| *j != i) {
+            let name = format!("sovereign-witness/{}", &witness[..16]);
+            NoteVerifier::new(name, key(witness))
+                .verify_cosignature(&full)
+                .unwrap_or_else(|e| panic!("node {i}'s checkpoint, witness {j}: {e}"));
+        }
+        // A forged cosignature line does not pass: another key under a witness's name.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert!(
+            NoteVerifier::new(format!("sovereign-witness/{}", &identities[(i + 1) % odd][..16]), other)
+                .verify_cosignature(&full)
+                .is_err()
+        );
+    }
+
+    // The other platform: same image, same swarm key: it connects, and every node refuses it
+    // admission naming PCR 1 (audited), even with its AK certified.
+    let mut odd_guest = appliances[odd].boot(BOOT_TIMEOUT).unwrap();
+    let odd_deadline = Instant::now() + BOOT_TIMEOUT;
+    wait_lines(&mut odd_guest, &["sovereign-runtime: control: attestation key ready"], 1, odd_deadline);
+    certify(&appliances[odd], &appliances[odd].control_socket(), out.path(), false);
+    for guest in guests.iter_mut() {
+        let refused = wait_lines(guest, &["sovereign-runtime: mesh: refused admission to ", "PCR 1 "], 1, odd_deadline);
+        assert!(!refused[0].contains("PCR 0 "), "only the platform's PCR differs: {refused:?}");
+    }
+    // And it admitted no node... nor was admitted by any: the three nodes still have two each.
+    for guest in guests.iter_mut() {
+        let admitted = guest.console().lines().filter(|l| l.contains("sovereign-runtime: mesh: admitted ")).count();
+        assert_eq!(admitted, 2, "a node admitted the other platform");
+    }
+    drop(odd_guest);
+    for guest in &guests {
+        guest.powerdown().unwrap();
+    }
+}
