@@ -187,8 +187,9 @@ impl Appliance {
         Ok(self.tpm.ca_certificates_pem()?)
     }
 
-    /// Extra QEMU arguments for the next boots: a changed platform (e.g. another SMBIOS serial
-    /// number) that firmware measures, for tests of attestation against the platform profile.
+    /// Extra QEMU arguments for the next boots: a changed platform (e.g. a second disk the
+    /// firmware may boot from) that firmware measures, for tests of attestation against the
+    /// platform profile.
     pub fn set_extra_qemu_args(&mut self, args: &[&str]) {
         self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
@@ -276,8 +277,12 @@ impl Appliance {
             .arg(format!("if=pflash,format=raw,readonly=on,file={}", self.firmware.code()))
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
+            // The disk is the only boot device the firmware is told of (bootindex): OVMF then
+            // prunes every other boot option (a NIC's HTTP boot entries, which name its MAC and
+            // would be measured into PCR 1).
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", self.disk.display()))
+            .arg(format!("file={},format=raw,if=none,id=disk0", self.disk.display()))
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"])
             .arg("-chardev")
             .arg(format!("socket,id=chrtpm,path={}", self.tpm.qemu_socket().display()))
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"])

@@ -7,13 +7,9 @@
 //! each other with their TPMs (AK certified by the attestation CA), are admitted, and cosign
 //! each other's checkpoints; a checkpoint cosigned by two witnesses is verified here, offline,
 //! with the witnesses' keys. A fourth appliance, same image and swarm key but another platform
-//! (another SMBIOS serial number, so PCR 1 differs from the platform profile), connects and is
-//! refused admission by every node, naming PCR 1 — audited.
-//!
-//! Not yet passing, and so ignored: with a virtio-net NIC, OVMF measures a boot option that
-//! names the NIC's MAC into PCR 1 even with PXE turned off through fw_cfg, so every node's PCR 1
-//! differs from the platform profile (and from each other's). Everything up to the attestation
-//! works (PID 1 brings the interface up, the runtime listens on the mesh port).
+//! (a second disk the firmware may boot from, so PCR 1 differs from the platform profile),
+//! connects and is refused admission by every node, naming PCR 1 — and the refusal is in the
+//! audit log a compliance bundle exported from a node carries.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -87,7 +83,6 @@ fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bo
 }
 
 #[test]
-#[ignore = "not passing yet: OVMF measures a boot option naming the NIC's MAC into PCR 1, so each node's PCR 1 differs from the platform profile (measured 2026-12-01); see issue 16's notes"]
 fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform_by_name() {
     let hub = Hub::new(NODES).unwrap();
     let mut appliances: Vec<Appliance> = (0..NODES).map(|_| Appliance::new(image()).unwrap()).collect();
@@ -111,10 +106,19 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
     let out = tempfile::tempdir().unwrap();
     let built = variant(&input, &dev_keys(), out.path(), &Tamper::default());
     let odd = NODES - 1;
+    let extra_disk = tempfile::NamedTempFile::new().unwrap();
+    extra_disk.as_file().set_len(4 << 20).unwrap();
     for (i, appliance) in appliances.iter_mut().enumerate() {
         appliance.replace_disk_keeping(&built.disk, &[]).unwrap();
         if i == odd {
-            appliance.add_qemu_args(["-smbios".to_string(), "type=1,serial=another-platform".to_string()]);
+            // Another platform: a second disk the firmware may boot from (a boot option more,
+            // measured into PCR 1).
+            appliance.add_qemu_args([
+                "-drive".to_string(),
+                format!("file={},format=raw,if=none,id=extra", extra_disk.path().display()),
+                "-device".to_string(),
+                "virtio-blk-pci,drive=extra,addr=0x10,bootindex=1".to_string(),
+            ]);
         }
         appliance.add_qemu_args(hub.qemu_args(i, &mac(i)));
     }
@@ -193,6 +197,13 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
         let admitted = guest.console().lines().filter(|l| l.contains("sovereign-runtime: mesh: admitted ")).count();
         assert_eq!(admitted, 2, "a node admitted the other platform");
     }
+    // Audited: the refusal, with its reason, is an entry of node 0's log.
+    let bundle = out.path().join("node0.bundle");
+    sovereign_e2e::export_from(&appliances[0].control_socket(), &bundle);
+    let bytes = std::fs::read(&bundle).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("\"mesh\":\"admission refused\"") && has("PCR 1 differs"), "the refusal is not in node 0's audit log");
+    assert!(has("\"mesh\":\"admitted\""), "the admissions are not in node 0's audit log");
     drop(odd_guest);
     for guest in &guests {
         guest.powerdown().unwrap();

@@ -137,6 +137,8 @@ pub struct Mesh {
     interval: Duration,
     /// The size each witness last cosigned (learnt from its answers).
     cosigned: BTreeMap<PeerId, u64>,
+    /// Witnesses asked and not answered yet (asked again only once they answer).
+    asked: std::collections::BTreeSet<PeerId>,
     admitted: BTreeMap<PeerId, [u8; 32]>,
     /// The last refusal audited per peer (a peer refused again for the same reason is said on
     /// the console, not audited again).
@@ -198,6 +200,7 @@ pub fn start(
         admission: Policy { ttl_ms: settings.admission_ttl_secs * 1000, challenge_ms: 30_000 },
         follow_admitted: Some(log_of),
         rechallenge_refused: Some(Duration::from_secs(10)),
+        redial: Some(Duration::from_secs(5)),
     };
     let attest_node = node.clone();
     let attest = Box::new(move |binding: &[u8; 32]| -> Result<Vec<u8>, String> {
@@ -241,6 +244,7 @@ pub fn start(
         audit,
         interval: Duration::from_secs(settings.witness_interval_secs),
         cosigned: BTreeMap::new(),
+        asked: std::collections::BTreeSet::new(),
         admitted: BTreeMap::new(),
         refusals: BTreeMap::new(),
         witnessed: None,
@@ -282,6 +286,7 @@ impl Mesh {
             MeshEvent::Connected(peer) => println!("sovereign-runtime: mesh: connected to {peer}, challenged it"),
             MeshEvent::Disconnected(peer) => {
                 self.admitted.remove(&peer);
+                self.asked.remove(&peer);
                 println!("sovereign-runtime: mesh: {peer} disconnected")
             }
             MeshEvent::HandshakeFailed { peer, reason } => println!(
@@ -316,6 +321,11 @@ impl Mesh {
             }
             MeshEvent::RefusedToWitness { peer, reason } => {
                 println!("sovereign-runtime: mesh: refused to witness for {peer}: {reason}");
+                // A proof from another size than this witness's is the peer catching up (it
+                // resumes from the size named), not a fault: said, not audited.
+                if reason.starts_with("the proof is from size") {
+                    return;
+                }
                 let split = reason.starts_with("split view");
                 self.record(
                     EntryKind::Refusal,
@@ -324,6 +334,7 @@ impl Mesh {
                 );
             }
             MeshEvent::WitnessRefused { peer, reason } => {
+                self.asked.remove(&peer);
                 println!("sovereign-runtime: mesh: {peer} did not cosign: {reason}");
                 // "the proof is from size A; this witness last cosigned size B": resume from B.
                 if let Some(size) = reason.rsplit("last cosigned size ").next().and_then(|s| s.trim().parse().ok()) {
@@ -335,6 +346,7 @@ impl Mesh {
     }
 
     fn on_cosigned(&mut self, peer: PeerId, text: &str) {
+        self.asked.remove(&peer);
         let Ok(note) = SignedNote::parse(text) else { return };
         let Ok(cp) = Checkpoint::parse_body(&note.body) else { return };
         let Some(node_identity) = self.admitted.get(&peer) else { return };
@@ -379,7 +391,11 @@ impl Mesh {
             self.witnessed = Some(note.clone());
         }
         let text = note.to_text();
+        let mut asked = Vec::new();
         for peer in self.admitted.keys() {
+            if self.asked.contains(peer) {
+                continue;
+            }
             let from = self.cosigned.get(peer).copied().unwrap_or(0).min(body.size);
             if from == body.size && from > 0 {
                 continue;
@@ -392,6 +408,8 @@ impl Mesh {
                 }
             };
             self.handle.send(MeshCommand::WitnessTo { peer: *peer, checkpoint: text.clone(), old_size: from, proof });
+            asked.push(*peer);
         }
+        self.asked.extend(asked);
     }
 }

@@ -67,6 +67,9 @@ pub struct MeshConfig {
     /// When set, a refused peer is challenged again this long after its refusal (it may have
     /// been refused for something it can fix, such as an uncertified AK).
     pub rechallenge_refused: Option<Duration>,
+    /// When set, every address in `dial` with no connection this node dialled is dialled again
+    /// this often (a peer that was not up yet, or went away).
+    pub redial: Option<Duration>,
 }
 
 /// What the node reports.
@@ -368,6 +371,7 @@ pub fn spawn_keeping(
                     admissions: Admissions::default(),
                     events: events_tx,
                     pending_witness: BTreeMap::new(),
+                    dialled: BTreeMap::new(),
                 };
                 node.run(swarm, command_rx).await;
             });
@@ -393,6 +397,8 @@ struct Node {
     events: std_mpsc::Sender<MeshEvent>,
     /// Outstanding witness requests: request ID → the peer asked.
     pending_witness: BTreeMap<request_response::OutboundRequestId, PeerId>,
+    /// The `dial` addresses with a connection this node dialled, and how many.
+    dialled: BTreeMap<Multiaddr, usize>,
 }
 
 impl Node {
@@ -413,6 +419,8 @@ impl Node {
             renew_every = renew_every.min(again.max(Duration::from_millis(100)));
         }
         let mut renew = tokio::time::interval(renew_every);
+        let mut redial = tokio::time::interval(self.config.redial.unwrap_or(Duration::from_secs(3600)));
+        redial.tick().await;
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -476,6 +484,13 @@ impl Node {
                         }
                     }
                 }
+                _ = redial.tick(), if self.config.redial.is_some() => {
+                    for addr in self.config.dial.clone() {
+                        if self.dialled.get(&addr).copied().unwrap_or(0) == 0 {
+                            let _ = swarm.dial(addr);
+                        }
+                    }
+                }
                 event = swarm.select_next_some() => self.on_event(&mut swarm, event),
             }
         }
@@ -488,6 +503,32 @@ impl Node {
     ) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.emit(MeshEvent::Listening(address)),
+            SwarmEvent::ConnectionEstablished {
+                endpoint: libp2p::core::ConnectedPoint::Dialer { address, .. },
+                num_established,
+                peer_id,
+                ..
+            } => {
+                *self.dialled.entry(address).or_insert(0) += 1;
+                if num_established.get() == 1 {
+                    self.emit(MeshEvent::Connected(peer_id));
+                    self.challenge(swarm, peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                endpoint: libp2p::core::ConnectedPoint::Dialer { address, .. },
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if let Some(n) = self.dialled.get_mut(&address) {
+                    *n = n.saturating_sub(1);
+                }
+                if num_established == 0 {
+                    self.admissions.disconnected(&peer_id.to_bytes());
+                    self.emit(MeshEvent::Disconnected(peer_id));
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } if num_established.get() == 1 => {
                 self.emit(MeshEvent::Connected(peer_id));
                 self.challenge(swarm, peer_id);

@@ -139,6 +139,7 @@ pub fn node(
         admission: Policy { ttl_ms: 600_000, challenge_ms: 10_000 },
         follow_admitted: None,
         rechallenge_refused: None,
+        redial: None,
     };
     (spawn(config, attest, verify, witness).unwrap(), identity)
 }
