@@ -610,6 +610,11 @@ pub fn build_with(
     tamper: &Tamper<'_>,
 ) -> anyhow::Result<BuildOutput> {
     let mut with_admin = input.clone();
+    if let Some(mesh) = &input.config.mesh {
+        mesh.check().map_err(|e| anyhow!("the mesh settings: {e}"))?;
+        sovereign_mesh::swarm_key::SwarmKey::parse(mesh.swarm_key.as_bytes())
+            .map_err(|e| anyhow!("the mesh settings: swarm key: {e}"))?;
+    }
     if with_admin.config.admins.is_empty() {
         with_admin.config.admins.push(hex::encode(keys.admin.verifying_key().as_bytes()));
     }

@@ -25,6 +25,13 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Generate a swarm key for a private mesh (the IPFS `swarm.key` format libp2p's pnet
+    /// reads) into OUT, readable by its owner only; prints its fingerprint, never the key.
+    SwarmKey {
+        /// The file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Rotate the PCR-policy key of the key set in KEYS: a fresh key signs the policies of the
     /// releases built from now on; the current key becomes the retiring one, whose bridge
     /// signature lets nodes still sealed to it open their keys once and reseal them to the new
@@ -97,6 +104,16 @@ enum Cmd {
         /// (default: `examples/policies/update.cozo`, built in).
         #[arg(long)]
         update_policy: Option<PathBuf>,
+        /// The private mesh this image's nodes form (JSON: interfaces by MAC with their static
+        /// addresses, routes, port, swarm key, peers, attestation CA, EK roots, platform
+        /// profile, admission lifetime, witness interval; see README "Forming a mesh"). Without
+        /// it the image configures no network interface.
+        #[arg(long)]
+        mesh: Option<PathBuf>,
+        /// The swarm key file (see `swarm-key`) for the mesh settings' `swarm_key`, when they
+        /// leave it empty.
+        #[arg(long, requires = "mesh")]
+        swarm_key: Option<PathBuf>,
         /// Kernel command line.
         #[arg(long, default_value = DEFAULT_CMDLINE)]
         cmdline: String,
@@ -184,6 +201,22 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 );
             }
         }
+        Cmd::SwarmKey { out } => {
+            use rand_core::RngCore as _;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            rand_core::OsRng.fill_bytes(bytes.as_mut());
+            let key = sovereign_mesh::swarm_key::SwarmKey::from_bytes(*bytes);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .and_then(|mut f| f.write_all(key.to_file().as_bytes()).and_then(|()| f.sync_all()))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            println!("wrote a swarm key to {} (fingerprint {})", out.display(), key.fingerprint());
+        }
         Cmd::Keygen { dir } => {
             keys::generate(&dir)?;
             println!("wrote a DEVELOPMENT key set to {} (see {})", dir.display(), keys::MARKER);
@@ -199,6 +232,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             out,
             version,
             update_policy,
+            mesh,
+            swarm_key,
             cmdline,
             kernel,
             modules_root,
@@ -228,7 +263,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 kernel,
                 version,
                 cmdline,
-                config: RuntimeConfig::default(),
+                config: RuntimeConfig {
+                    mesh: mesh_settings(mesh.as_deref(), swarm_key.as_deref())?,
+                    ..RuntimeConfig::default()
+                },
                 update_policy: match update_policy {
                     Some(path) => std::fs::read_to_string(&path)
                         .map_err(|e| anyhow::anyhow!("reading the update policy {}: {e}", path.display()))?,
@@ -248,4 +286,26 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The mesh settings from their JSON file, with the swarm key from its own file when the
+/// settings leave it empty (the two must not disagree).
+fn mesh_settings(
+    path: Option<&std::path::Path>,
+    swarm_key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<sovereign_boot_contract::network::MeshSettings>> {
+    let Some(path) = path else { return Ok(None) };
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading the mesh settings {}: {e}", path.display()))?;
+    let mut settings: sovereign_boot_contract::network::MeshSettings =
+        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("the mesh settings {}: {e}", path.display()))?;
+    if let Some(key_path) = swarm_key {
+        let text = std::fs::read_to_string(key_path)
+            .map_err(|e| anyhow::anyhow!("reading the swarm key {}: {e}", key_path.display()))?;
+        if !settings.swarm_key.is_empty() && settings.swarm_key != text {
+            anyhow::bail!("{} names a swarm key and --swarm-key gives another", path.display());
+        }
+        settings.swarm_key = text;
+    }
+    Ok(Some(settings))
 }
