@@ -182,6 +182,52 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
         );
     }
 
+    // A compliance bundle exported from node 0 carries its checkpoint cosigned by both other
+    // nodes: `sovereign verify --witness NAME=KEY` checks them offline, with every trust root
+    // pinned (the mesh image's reference values, platform, EK CA, attestation CA).
+    let bundle = out.path().join("node0-witnessed.bundle");
+    sovereign_e2e::export_from(&appliances[0].control_socket(), &bundle);
+    let ek_ca = out.path().join("ek-ca-0.pem");
+    std::fs::write(&ek_ca, appliances[0].ek_ca_pem().unwrap()).unwrap();
+    let witness_arg = |j: usize, key: &str| format!("sovereign-witness/{}={key}", &identities[j][..16]);
+    let verify = |witnesses: &[String]| {
+        let keys = sovereign_e2e::build_dir().join("keys");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "verify".into(),
+            bundle.clone().into(),
+            "--node-key".into(),
+            identities[0].clone().into(),
+            "--policy-key".into(),
+            keys.join("release.pub").into(),
+            "--admin-key".into(),
+            keys.join("admin.pub").into(),
+            "--release-key".into(),
+            keys.join("release.pub").into(),
+            "--reference".into(),
+            out.path().join("reference-values.json").into(),
+            "--platform".into(),
+            root().join(PLATFORM_PROFILE).into(),
+            "--ek-ca".into(),
+            ek_ca.clone().into(),
+            "--ak-ca".into(),
+            attestation_ca().1.into(),
+            "--json".into(),
+        ];
+        for w in witnesses {
+            args.push("--witness".into());
+            args.push(w.into());
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        sovereign_e2e::sovereign(&refs)
+    };
+    let both = [witness_arg(1, &identities[1]), witness_arg(2, &identities[2])];
+    let (code, stdout, stderr) = verify(&both);
+    assert_eq!(code, 0, "the bundle with both witnesses pinned did not verify:\n{stdout}\n{stderr}");
+    let forged = [witness_arg(1, &identities[1]), witness_arg(2, &identities[0])];
+    let (code, stdout, _) = verify(&forged);
+    assert_ne!(code, 0, "a witness pinned with another key passed:\n{stdout}");
+    assert!(stdout.contains("checkpoint.cosignatures"), "{stdout}");
+
     // The other platform: same image, same swarm key: it connects, and every node refuses it
     // admission naming PCR 1 (audited), even with its AK certified.
     let mut odd_guest = appliances[odd].boot(BOOT_TIMEOUT).unwrap();

@@ -4,7 +4,7 @@ use ed25519_dalek::SigningKey;
 
 use crate::bundle::{BundleContents, ConsistencyProof, InclusionProof, NamedKey, Proofs, encode_hashes, write_bundle};
 use crate::logfile::{self, DataKey};
-use crate::note::Checkpoint;
+use crate::note::{Checkpoint, SignedNote};
 use crate::store::{AuditLog, StoreError};
 
 /// What to export.
@@ -17,6 +17,11 @@ pub struct ExportOptions {
     /// Files for the attestation/reference-values/policies/decision-inputs/role-certificates
     /// sections: (section, name, bytes).
     pub section_files: Vec<(String, String, Vec<u8>)>,
+    /// A checkpoint the node signed that its witnesses cosigned (`<log>.witnessed`): its
+    /// cosignatures join the bundle's checkpoint when it is the same, or it goes into the
+    /// bundle with a consistency proof to the bundle's checkpoint when it is older. One the log
+    /// does not hold is refused.
+    pub witnessed: Option<SignedNote>,
 }
 
 /// Builds a compliance bundle of `log`. Uses the stored checkpoint when it covers the whole
@@ -52,10 +57,30 @@ pub fn export_bundle(
             )));
         }
     }
-    let (note, earlier) = match (&stored, &stored_cp) {
+    let (mut note, earlier) = match (&stored, &stored_cp) {
         (Some(n), Some(cp)) if cp.size == size => (n.clone(), None),
         _ => (log.checkpoint(node_key)?, stored.clone().zip(stored_cp)),
     };
+    let mut witnessed = None;
+    if let Some(w) = &options.witnessed {
+        let cp = Checkpoint::parse_body(&w.body)
+            .map_err(|e| StoreError::Invalid(format!("the witnessed checkpoint does not parse: {e}")))?;
+        if cp.origin != log.origin() || cp.size > size || log.root_at(cp.size)? != cp.root {
+            return Err(StoreError::Invalid(format!(
+                "the witnessed checkpoint (size {}) is not one of this log's (a log of {size} entries)",
+                cp.size
+            )));
+        }
+        if w.body == note.body {
+            for line in &w.signatures {
+                if !note.signatures.iter().any(|s| s.name == line.name && s.key_id == line.key_id) {
+                    note.signatures.push(line.clone());
+                }
+            }
+        } else if cp.size > 0 {
+            witnessed = Some((w.clone(), cp));
+        }
+    }
     let (start, end) = options.range.unwrap_or((0, size));
     if start > end || end > size {
         return Err(StoreError::Invalid(format!("range {start}..{end} is outside the log's {size} entries")));
@@ -80,14 +105,16 @@ pub fn export_bundle(
             proofs.inclusion.push(InclusionProof { index: i, hashes: encode_hashes(&log.inclusion_proof(i, size)?) });
         }
     }
-    if let Some((old_note, old_cp)) = earlier
-        && old_cp.size > 0
-        && old_cp.size < size
-    {
-        proofs.consistency.push(ConsistencyProof {
-            checkpoint: old_note.to_text(),
-            hashes: encode_hashes(&log.consistency_proof(old_cp.size, size)?),
-        });
+    for (old_note, old_cp) in earlier.into_iter().chain(witnessed) {
+        if old_cp.size > 0
+            && old_cp.size < size
+            && !proofs.consistency.iter().any(|c| c.checkpoint == old_note.to_text())
+        {
+            proofs.consistency.push(ConsistencyProof {
+                checkpoint: old_note.to_text(),
+                hashes: encode_hashes(&log.consistency_proof(old_cp.size, size)?),
+            });
+        }
     }
     write_bundle(
         &BundleContents {

@@ -385,14 +385,30 @@ pub fn checkpoint_path(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
+/// `<log>.witnessed`: the newest checkpoint with the cosignatures the node's witnesses
+/// returned (kept by the runtime's mesh).
+pub fn witnessed_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".witnessed");
+    log.with_file_name(name)
+}
+
+/// Reads `<log>.witnessed` if it exists.
+pub fn read_witnessed(log: &Path) -> Result<Option<SignedNote>, StoreError> {
+    read_note(&witnessed_path(log))
+}
+
 /// Reads `<log>.checkpoint` if it exists.
 pub fn read_checkpoint(log: &Path) -> Result<Option<SignedNote>, StoreError> {
-    let path = checkpoint_path(log);
-    match fs::read_to_string(&path) {
+    read_note(&checkpoint_path(log))
+}
+
+fn read_note(path: &Path) -> Result<Option<SignedNote>, StoreError> {
+    match fs::read_to_string(path) {
         Ok(text) => {
             SignedNote::parse(&text).map(Some).map_err(|e| StoreError::Invalid(format!("{}: {e}", path.display())))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("reading", &path)(e)),
+        Err(e) => Err(io("reading", path)(e)),
     }
 }

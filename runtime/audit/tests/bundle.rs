@@ -231,3 +231,50 @@ fn an_export_from_a_log_cut_below_or_other_than_the_last_signed_checkpoint_is_re
     assert!(report.passed(), "{}", report.render("bundle"));
     assert_eq!(report.check("proofs.consistency").map(|c| c.checked), Some(1), "{}", report.render("bundle"));
 }
+
+#[test]
+fn a_witnessed_checkpoint_joins_the_bundle_cosigned_or_proven_consistent_and_a_forged_one_is_refused() {
+    use sovereign_audit::note::{Checkpoint, SignedNote, sign_note};
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::create(&dir.path().join("audit.log"), ORIGIN, &key()).unwrap();
+    let append = |n: u64| {
+        for i in 0..n {
+            log.append_entry(Entry::new(EntryKind::Attestation, i, Severity::Info, vec![], vec![i as u8])).unwrap();
+        }
+    };
+    append(10);
+    // The mesh's witnesses cosigned the log as it stands: the export's checkpoint carries it.
+    let mut witnessed = SignedNote::new(log.checkpoint_body().body());
+    sign_note(&mut witnessed, ORIGIN, &node());
+    cosign_note(&mut witnessed, WITNESS, &witness(), 1_790_000_000);
+    let with = |w: Option<SignedNote>| ExportOptions { witnessed: w, ..Default::default() };
+    let bundle = export_bundle(&log, &key(), &node(), &with(Some(witnessed.clone()))).unwrap();
+    let report = verify_bundle(&bundle, &trust());
+    assert!(report.passed(), "{}", report.render("bundle"));
+    assert_eq!(report.check("checkpoint.cosignatures").unwrap().checked, 1);
+    // Another witness key under the same name is not that witness.
+    let other = TrustedKeys {
+        node: Some(node().verifying_key()),
+        witnesses: vec![(WITNESS.into(), SigningKey::from_bytes(&[0x33; 32]).verifying_key())],
+    };
+    assert!(verify_bundle(&bundle, &other).check("checkpoint.cosignatures").is_some_and(|c| !c.passed()));
+
+    // The log grew after the witnesses cosigned: the bundle proves its checkpoint extends the
+    // witnessed one, but the witnesses did not cosign the new one — pinned, that is a failure.
+    append(15);
+    let grown = export_bundle(&log, &key(), &node(), &with(Some(witnessed))).unwrap();
+    let report = verify_bundle(&grown, &trust());
+    assert!(
+        report.check("proofs.consistency").is_some_and(|c| c.passed() && c.checked >= 1),
+        "{}",
+        report.render("bundle")
+    );
+    assert!(report.check("checkpoint.cosignatures").is_some_and(|c| !c.passed()), "{}", report.render("bundle"));
+
+    // A witnessed checkpoint the log does not hold (another root at its size) is refused.
+    let mut forged =
+        SignedNote::new(Checkpoint { origin: ORIGIN.into(), size: 10, root: [9; 32], extensions: vec![] }.body());
+    sign_note(&mut forged, ORIGIN, &node());
+    let e = export_bundle(&log, &key(), &node(), &with(Some(forged))).unwrap_err().to_string();
+    assert!(e.contains("not one of this log's"), "{e}");
+}

@@ -193,7 +193,7 @@ fn start(
     let port = control::find_port(&config.control_port)
         .ok_or(format!("no virtio-serial port named {} (the control API's port)", config.control_port))?;
     let tpm = SharedTpm::new(control::TCTI);
-    let (engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
+    let (mut engine, refused) = match open_engine(identity, data_key, &config, &facts, &tpm) {
         Ok(mut engine) => {
             println!("sovereign-runtime: {}", engine.anchor_summary());
             match engine.record_boot() {
@@ -224,8 +224,13 @@ fn start(
             .ok_or("mesh: this runtime was built without a valid SOVEREIGN_RELEASE_PUBKEY")?;
         let reference = reference_values().map(|r| (r.values, r.signature));
         let audit = engine.as_ref().map(|e| e.audit().clone());
-        let mesh = sovereign_runtime::mesh::start(settings, identity, node.clone(), audit, release, reference)
-            .map_err(|e| format!("mesh: {e}"))?;
+        let (mesh, cosigner) =
+            sovereign_runtime::mesh::start(settings, identity, node.clone(), audit, release, reference)
+                .map_err(|e| format!("mesh: {e}"))?;
+        // Exported bundles carry their checkpoint cosigned by the admitted witnesses.
+        if let Some(engine) = engine.as_mut() {
+            engine.set_cosigner(Box::new(move |note| cosigner.cosign(note, std::time::Duration::from_secs(20))));
+        }
         std::thread::Builder::new()
             .name("mesh".into())
             .spawn(move || mesh.run())

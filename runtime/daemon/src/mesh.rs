@@ -12,7 +12,7 @@
 //! cosignature before the witness state is stored, or open any socket but the mesh's.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,13 +54,6 @@ fn log_of(identity: &[u8; 32]) -> Option<(String, NoteVerifier)> {
     let key = VerifyingKey::from_bytes(identity).ok()?;
     let origin = log_origin(identity);
     Some((origin.clone(), NoteVerifier::new(origin, key)))
-}
-
-/// Where the cosigned checkpoint is kept, beside the log.
-pub fn witnessed_path(log: &Path) -> PathBuf {
-    let mut p = log.as_os_str().to_owned();
-    p.push(".witnessed");
-    PathBuf::from(p)
 }
 
 fn now_unix() -> u64 {
@@ -145,6 +138,8 @@ pub struct Mesh {
     refusals: BTreeMap<PeerId, String>,
     /// The checkpoint being witnessed, with the cosignatures collected so far.
     witnessed: Option<SignedNote>,
+    requests: std::sync::mpsc::Receiver<CosignRequest>,
+    wanted: Option<Wanted>,
 }
 
 /// Starts the mesh. `reference` is this release's signed reference values (PID 1's), which
@@ -156,7 +151,7 @@ pub fn start(
     audit: Option<Arc<AuditLog>>,
     release: VerifyingKey,
     reference: Option<(Vec<u8>, Vec<u8>)>,
-) -> Result<Mesh, String> {
+) -> Result<(Mesh, Cosigner), String> {
     settings.check()?;
     let (reference, reference_signature) =
         reference.ok_or("no release reference values from PID 1: no peer could be judged")?;
@@ -238,17 +233,23 @@ pub fn start(
         SwarmKey::parse(settings.swarm_key.as_bytes()).map(|k| k.fingerprint()).unwrap_or_default(),
         settings.peers.len()
     );
-    Ok(Mesh {
-        handle,
-        identity: identity.clone(),
-        audit,
-        interval: Duration::from_secs(settings.witness_interval_secs),
-        cosigned: BTreeMap::new(),
-        asked: std::collections::BTreeSet::new(),
-        admitted: BTreeMap::new(),
-        refusals: BTreeMap::new(),
-        witnessed: None,
-    })
+    let (request_tx, requests) = std::sync::mpsc::channel();
+    Ok((
+        Mesh {
+            handle,
+            identity: identity.clone(),
+            audit,
+            interval: Duration::from_secs(settings.witness_interval_secs),
+            cosigned: BTreeMap::new(),
+            asked: std::collections::BTreeSet::new(),
+            admitted: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            witnessed: None,
+            requests,
+            wanted: None,
+        },
+        Cosigner { requests: request_tx },
+    ))
 }
 
 impl Mesh {
@@ -265,18 +266,79 @@ impl Mesh {
     pub fn run(mut self) {
         let mut next_round = Instant::now() + self.interval;
         loop {
-            let wait = next_round.saturating_duration_since(Instant::now());
+            let wait = next_round.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
             match self.handle.events.recv_timeout(wait) {
                 Ok(event) => self.on_event(event),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    self.witness_round();
-                    next_round = Instant::now() + self.interval;
-                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     println!("sovereign-runtime: mesh: FATAL: the mesh node stopped");
                     std::process::exit(2);
                 }
             }
+            while let Ok(request) = self.requests.try_recv() {
+                self.on_cosign_request(request);
+            }
+            if self.wanted.as_ref().is_some_and(|w| Instant::now() >= w.deadline) {
+                self.answer_wanted();
+            }
+            if Instant::now() >= next_round {
+                // A round would replace the checkpoint an export is waiting on.
+                if self.wanted.is_none() {
+                    self.witness_round();
+                }
+                next_round = Instant::now() + self.interval;
+            }
+        }
+    }
+
+    /// An export's checkpoint: sent to every admitted witness now; answered once all of them
+    /// cosigned it, or at the deadline with the cosignatures there are.
+    fn on_cosign_request(&mut self, request: CosignRequest) {
+        if let Some(w) = self.wanted.take() {
+            let _ = w.reply.send(w.note);
+        }
+        if self.admitted.is_empty() {
+            let _ = request.reply.send(request.note);
+            return;
+        }
+        self.witnessed = Some(request.note.clone());
+        self.wanted = Some(Wanted {
+            note: request.note.clone(),
+            reply: request.reply,
+            deadline: Instant::now() + request.within,
+            reasked: std::collections::BTreeSet::new(),
+        });
+        self.ask(&request.note, None);
+    }
+
+    fn answer_wanted(&mut self) {
+        if let Some(w) = self.wanted.take() {
+            let note = self.witnessed.clone().filter(|n| n.body == w.note.body).unwrap_or(w.note);
+            let _ = w.reply.send(note);
+        }
+    }
+
+    /// A witness answered while an export waits: asked again (once) if it has not cosigned the
+    /// export's checkpoint; the export answered when every admitted witness has.
+    fn after_answer(&mut self, peer: PeerId) {
+        let Some(w) = &self.wanted else { return };
+        let Some(witnessed) = self.witnessed.as_ref().filter(|n| n.body == w.note.body) else { return };
+        let cosigners = witnessed.signatures.len().saturating_sub(1);
+        if cosigners >= self.admitted.len() {
+            self.answer_wanted();
+            return;
+        }
+        let has_cosigned = self
+            .admitted
+            .get(&peer)
+            .map(witness_name)
+            .is_some_and(|name| witnessed.signatures.iter().any(|s| s.name == name));
+        if !has_cosigned
+            && let Some(w) = self.wanted.as_mut()
+            && w.reasked.insert(peer)
+        {
+            let note = w.note.clone();
+            self.ask(&note, Some(peer));
         }
     }
 
@@ -340,8 +402,12 @@ impl Mesh {
                 if let Some(size) = reason.rsplit("last cosigned size ").next().and_then(|s| s.trim().parse().ok()) {
                     self.cosigned.insert(peer, size);
                 }
+                self.after_answer(peer);
             }
-            MeshEvent::Cosigned { peer, note } => self.on_cosigned(peer, &note),
+            MeshEvent::Cosigned { peer, note } => {
+                self.on_cosigned(peer, &note);
+                self.after_answer(peer);
+            }
         }
     }
 
@@ -370,8 +436,10 @@ impl Mesh {
             serde_json::to_string(&witnessed.to_text()).unwrap_or_default()
         );
         if let Some(audit) = &self.audit
-            && let Err(e) =
-                crate::attestor::write_durably(&witnessed_path(audit.path()), witnessed.to_text().as_bytes())
+            && let Err(e) = crate::attestor::write_durably(
+                &sovereign_audit::store::witnessed_path(audit.path()),
+                witnessed.to_text().as_bytes(),
+            )
         {
             println!("sovereign-runtime: mesh: could not keep the cosigned checkpoint: {e}");
         }
@@ -390,20 +458,28 @@ impl Mesh {
         if self.witnessed.as_ref().is_none_or(|w| w.body != note.body) {
             self.witnessed = Some(note.clone());
         }
+        self.ask(&note, None);
+    }
+
+    /// Sends `note` to every admitted peer not already asked (or to `only`), with a consistency
+    /// proof from the size that peer last cosigned.
+    fn ask(&mut self, note: &SignedNote, only: Option<PeerId>) {
+        let Some(audit) = &self.audit else { return };
+        let Ok(cp) = Checkpoint::parse_body(&note.body) else { return };
         let text = note.to_text();
         let mut asked = Vec::new();
-        for peer in self.admitted.keys() {
+        for peer in self.admitted.keys().filter(|p| only.is_none_or(|o| o == **p)) {
             if self.asked.contains(peer) {
                 continue;
             }
-            let from = self.cosigned.get(peer).copied().unwrap_or(0).min(body.size);
-            if from == body.size && from > 0 {
+            let from = self.cosigned.get(peer).copied().unwrap_or(0);
+            if from > cp.size || (from == cp.size && from > 0 && only.is_none()) {
                 continue;
             }
-            let proof = match audit.consistency_proof(from, body.size) {
+            let proof = match audit.consistency_proof(from, cp.size) {
                 Ok(p) => p,
                 Err(e) => {
-                    println!("sovereign-runtime: mesh: no consistency proof {from} → {}: {e}", body.size);
+                    println!("sovereign-runtime: mesh: no consistency proof {from} → {}: {e}", cp.size);
                     continue;
                 }
             };
@@ -411,5 +487,38 @@ impl Mesh {
             asked.push(*peer);
         }
         self.asked.extend(asked);
+    }
+}
+
+/// An export's request to have its checkpoint cosigned.
+pub struct CosignRequest {
+    note: SignedNote,
+    within: Duration,
+    reply: std::sync::mpsc::Sender<SignedNote>,
+}
+
+/// An export waiting on its cosignatures.
+struct Wanted {
+    note: SignedNote,
+    reply: std::sync::mpsc::Sender<SignedNote>,
+    deadline: Instant,
+    reasked: std::collections::BTreeSet<PeerId>,
+}
+
+/// What the engine holds to have an export's checkpoint cosigned by the mesh's witnesses.
+#[derive(Clone)]
+pub struct Cosigner {
+    requests: std::sync::mpsc::Sender<CosignRequest>,
+}
+
+impl Cosigner {
+    /// `note` with the cosignatures the admitted witnesses give within `within` (as it was,
+    /// when none do or the mesh has stopped).
+    pub fn cosign(&self, note: &SignedNote, within: Duration) -> SignedNote {
+        let (reply, answer) = std::sync::mpsc::channel();
+        if self.requests.send(CosignRequest { note: note.clone(), within, reply }).is_err() {
+            return note.clone();
+        }
+        answer.recv_timeout(within + Duration::from_secs(1)).unwrap_or_else(|_| note.clone())
     }
 }

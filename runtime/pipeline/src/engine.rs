@@ -194,7 +194,13 @@ pub struct Engine {
     runs: BTreeMap<String, Run>,
     /// Limits of every WASM stage.
     pub limits: Limits,
+    /// Has a fresh checkpoint cosigned by the node's witnesses (the mesh), for exports.
+    cosign: Option<Cosign>,
 }
+
+/// Returns the checkpoint with the cosignatures its witnesses gave within the cosigner's own
+/// time limit (the checkpoint as it was, when none did).
+pub type Cosign = Box<dyn FnMut(&sovereign_audit::note::SignedNote) -> sovereign_audit::note::SignedNote + Send>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,7 +265,14 @@ impl Engine {
             compiled: HashMap::new(),
             runs: BTreeMap::new(),
             limits: Limits { wall_ms: 20_000, ..Limits::default() },
+            cosign: None,
         })
+    }
+
+    /// Has every exported bundle's checkpoint cosigned through `cosign` (the mesh's witnesses)
+    /// before it is attested and written.
+    pub fn set_cosigner(&mut self, cosign: Cosign) {
+        self.cosign = Some(cosign);
     }
 
     /// The audit log.

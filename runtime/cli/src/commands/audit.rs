@@ -129,7 +129,8 @@ pub(crate) fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow!("{}: {e}", path.display()))?;
                 section_files.push(("policies".to_string(), format!("{}.json", hex::encode(bundle.hash())), bytes));
             }
-            let bytes = export_bundle(&log, &key, &node, &ExportOptions { range, witnesses, section_files })?;
+            let bytes =
+                export_bundle(&log, &key, &node, &ExportOptions { range, witnesses, section_files, witnessed: None })?;
             fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({} bytes, entries {}..{} of {size})",

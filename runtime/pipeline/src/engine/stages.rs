@@ -250,7 +250,14 @@ impl Engine {
     /// decision) and the role certificates and revocation lists the decisions depended on.
     pub fn export_bundle(&mut self, attest: Attest<'_>) -> Result<Vec<u8>, EngineError> {
         let policies = self.policies()?;
-        let note = self.audit.checkpoint(&self.identity).map_err(|e| EngineError::Audit(e.to_string()))?;
+        let mut note = self.audit.checkpoint(&self.identity).map_err(|e| EngineError::Audit(e.to_string()))?;
+        if let Some(cosign) = self.cosign.as_mut() {
+            let cosigned = cosign(&note);
+            // Only cosignatures of this very checkpoint are kept.
+            if cosigned.body == note.body && cosigned.signatures.first() == note.signatures.first() {
+                note = cosigned;
+            }
+        }
         self.audit.store_checkpoint(&note).map_err(|e| EngineError::Audit(e.to_string()))?;
         let nonce = bundle_attestation_nonce(&note.to_text());
         let attestation = attest(&nonce).map_err(EngineError::Attestation)?;
@@ -270,7 +277,12 @@ impl Engine {
         for (name, bytes) in self.role_evidence()? {
             section_files.push(("role-certificates".into(), name, bytes));
         }
-        let options = sovereign_audit::export::ExportOptions { range: None, witnesses: vec![], section_files };
+        // The newest checkpoint the mesh's witnesses cosigned, if any (unreadable: said in the
+        // refusal, never silently left out).
+        let witnessed = sovereign_audit::store::read_witnessed(self.audit.path())
+            .map_err(|e| EngineError::Audit(format!("the witnessed checkpoint: {e}")))?;
+        let options =
+            sovereign_audit::export::ExportOptions { range: None, witnesses: vec![], section_files, witnessed };
         sovereign_audit::export::export_bundle(&self.audit, &self.data_key, &self.identity, &options)
             .map_err(|e| EngineError::Audit(format!("export: {e}")))
     }
