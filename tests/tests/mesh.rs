@@ -3,7 +3,8 @@
 //! whose signed configuration names four nodes by MAC, their addresses, the swarm key, the
 //! attestation CA and the EK roots.
 //!
-//! Three appliances bring up their interfaces (PID 1), connect through pnet + Noise, attest to
+//! Three appliances bring up their interfaces (PID 1; a probe on the segment finds only the mesh
+//! port open among all 65,535), connect through pnet + Noise, attest to
 //! each other with their TPMs (AK certified by the attestation CA), are admitted, and cosign
 //! each other's checkpoints; a checkpoint cosigned by two witnesses is verified here, offline,
 //! with the witnesses' keys. A fourth appliance, same image and swarm key but another platform
@@ -181,6 +182,13 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
                 .is_err()
         );
     }
+
+    // From outside, on the segment: of node 0's 65,535 TCP ports only the mesh's answers
+    // SYN-ACK; every other one answers RST (so each was reached, and is closed).
+    let mac0 = sovereign_boot_contract::network::parse_mac(&mac(0)).unwrap();
+    let (open, answered) = hub.scan_tcp(0, mac0, "10.77.0.1".parse().unwrap(), Duration::from_secs(120));
+    assert_eq!(open.into_iter().collect::<Vec<_>>(), vec![4001], "open TCP ports on node 0");
+    assert_eq!(answered, usize::from(u16::MAX), "ports that answered the probe at all");
 
     // A compliance bundle exported from node 0 carries its checkpoint cosigned by both other
     // nodes: `sovereign verify --witness NAME=KEY` checks them offline, with every trust root

@@ -7,8 +7,9 @@
 //! (wasmtime maps and protects JIT code), threads and their synchronisation (rayon, the epoch
 //! ticker), signals for wasmtime's traps and PID 1's SIGTERM, the TPM and the control port
 //! (read/write/ioctl/poll on the two devices PID 1 gave it), clocks and randomness, and the
-//! mesh's TCP sockets: `socket` only for IPv4 and IPv6 (no netlink, no packet or unix sockets:
-//! the runtime cannot change or sniff the network, nor reach PID 1 through a socket).
+//! mesh's TCP sockets: `socket` only for TCP over IPv4 and IPv6 (no UDP, no netlink, no packet
+//! or unix sockets: the runtime cannot change or sniff the network, open another kind of port,
+//! nor reach PID 1 through a socket).
 
 use std::collections::BTreeMap;
 
@@ -194,7 +195,7 @@ pub const ALLOWED: &[(&str, i64)] = &[
     ("getrusage", libc::SYS_getrusage),
     ("getrlimit", libc::SYS_getrlimit),
     ("prlimit64", libc::SYS_prlimit64),
-    // The mesh's TCP connections (socket itself is checked by family in `program`).
+    // The mesh's TCP connections (socket itself is checked by family and type in `program`).
     ("socket", libc::SYS_socket),
     ("bind", libc::SYS_bind),
     ("listen", libc::SYS_listen),
@@ -228,13 +229,22 @@ fn program(
     otherwise: SeccompAction,
 ) -> Result<BpfProgram, ConfineError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = calls.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
-    // An allowed `socket` is allowed for the internet families only.
+    // An allowed `socket` is allowed for TCP over the internet families only.
     if on_match == SeccompAction::Allow
         && let Some(socket) = rules.get_mut(&libc::SYS_socket)
     {
         for family in [libc::AF_INET, libc::AF_INET6] {
             let only = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, family as u64)
-                .and_then(|c| SeccompRule::new(vec![c]))
+                .and_then(|f| {
+                    // TCP only: the type's low bits (the flags above them may vary).
+                    let stream = SeccompCondition::new(
+                        1,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::MaskedEq(0xf),
+                        libc::SOCK_STREAM as u64,
+                    )?;
+                    SeccompRule::new(vec![f, stream])
+                })
                 .map_err(|e| ConfineError::Compile(e.to_string()))?;
             socket.push(only);
         }

@@ -48,7 +48,7 @@ fn child_entry() {
             std::process::exit(0)
         }
         "sockets" => {
-            // The mesh's TCP works; a netlink, packet or unix socket is refused with EPERM.
+            // The mesh's TCP works; UDP, raw, netlink, packet and unix sockets are refused with EPERM.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let client = std::thread::spawn(move || std::net::TcpStream::connect(addr).map(|_| ()));
@@ -59,6 +59,9 @@ fn child_entry() {
                 (AddressFamily::Netlink, SockType::Raw, Some(SockProtocol::NetlinkRoute)),
                 (AddressFamily::Packet, SockType::Raw, None),
                 (AddressFamily::Unix, SockType::Stream, None),
+                (AddressFamily::Inet, SockType::Datagram, None),
+                (AddressFamily::Inet6, SockType::Datagram, None),
+                (AddressFamily::Inet, SockType::Raw, Some(SockProtocol::Icmp)),
             ] {
                 let errno = socket(family, kind, SockFlag::empty(), protocol).unwrap_err();
                 assert_eq!(errno, nix::errno::Errno::EPERM, "socket({family:?}, {kind:?}) was not refused with EPERM");
