@@ -71,6 +71,23 @@ fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bo
     let timeout = Duration::from_secs(120);
     let (exchange, report) = sovereign_cli::attest::attest(socket, &admin, &trust, now_unix(), timeout).unwrap();
     assert_eq!(report.passed(), must_pass, "{}", report.render());
+    // `SOVEREIGN_RECORD_EVIDENCE=DIR`: keep a real appliance's evidence and what it is judged
+    // against, for the verifier's benchmark (runtime/verifier/benches/fixtures).
+    if let (Some(dir), true, Some(exchange)) = (std::env::var_os("SOVEREIGN_RECORD_EVIDENCE"), must_pass, &exchange) {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = serde_json::json!({
+            "nonce": hex::encode(exchange.nonce),
+            "identity": hex::encode(exchange.identity),
+            "evidence": exchange.evidence,
+            "release_key": hex::encode(dev_keys().release.verifying_key().as_bytes()),
+        });
+        std::fs::write(dir.join("evidence.json"), serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+        std::fs::write(dir.join("reference-values.json"), &trust.reference_values).unwrap();
+        std::fs::write(dir.join("reference-values.sig"), &trust.reference_signature).unwrap();
+        std::fs::write(dir.join("platform.json"), &trust.platform_profile).unwrap();
+        std::fs::write(dir.join("ek-ca.pem"), &ca).unwrap();
+    }
     sovereign_cli::attest::certify(
         socket,
         &admin,

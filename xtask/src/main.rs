@@ -680,6 +680,10 @@ fn bench() -> Result<(), Failure> {
     step(
         "mesh: admission, re-attestation and witnessing (swtpm, 127.0.0.1)",
         cargo().args(["bench", "-p", "sovereign-mesh", "--bench", "mesh"]),
+    )?;
+    step(
+        "the verifier on a real appliance's evidence (a mesh peer's admission)",
+        cargo().args(["bench", "-p", "sovereign-verifier", "--bench", "verify"]),
     )
 }
 
