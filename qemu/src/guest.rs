@@ -279,10 +279,10 @@ impl Appliance {
             .arg(format!("if=pflash,format=raw,file={}", self.vars.display()))
             // The disk is the only boot device the firmware is told of (bootindex): OVMF then
             // prunes every other boot option (a NIC's HTTP boot entries, which name its MAC and
-            // would be measured into PCR 1).
+            // would be measured into PCR 1). Index 1: QEMU gives 0 to `-kernel` when a test uses it.
             .arg("-drive")
             .arg(format!("file={},format=raw,if=none,id=disk0", self.disk.display()))
-            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"])
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
             .arg("-chardev")
             .arg(format!("socket,id=chrtpm,path={}", self.tpm.qemu_socket().display()))
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"])

@@ -142,7 +142,7 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     let extra_disk = tempfile::NamedTempFile::new().unwrap();
     extra_disk.as_file().set_len(4 << 20).unwrap();
     let drive = format!("file={},format=raw,if=none,id=extra", extra_disk.path().display());
-    appliance.set_extra_qemu_args(&["-drive", &drive, "-device", "virtio-blk-pci,drive=extra,addr=0x10,bootindex=1"]);
+    appliance.set_extra_qemu_args(&["-drive", &drive, "-device", "virtio-blk-pci,drive=extra,addr=0x10,bootindex=2"]);
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("the changed platform did not boot: {e}"));
     let (changed, report) = attest(&socket, &admin, &trust, now_unix(), TIMEOUT).unwrap();

@@ -10,7 +10,8 @@
 //! with the witnesses' keys. A fourth appliance, same image and swarm key but another platform
 //! (a second disk the firmware may boot from, so PCR 1 differs from the platform profile),
 //! connects and is refused admission by every node, naming PCR 1 — and the refusal is in the
-//! audit log a compliance bundle exported from a node carries.
+//! audit log a compliance bundle exported from a node carries. A fifth, with another swarm key,
+//! dials them all and never completes a handshake: no node learns its peer ID.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -28,7 +29,8 @@ use sovereign_qemu::guest::Guest;
 use sovereign_qemu::hub::Hub;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-const NODES: usize = 4;
+/// Three nodes of the platform, one of another platform, one with another swarm key.
+const NODES: usize = 5;
 const MESH_WAIT: Duration = Duration::from_secs(420);
 
 fn mac(i: usize) -> String {
@@ -101,8 +103,9 @@ fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bo
 }
 
 #[test]
-fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform_by_name() {
+fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_and_another_key_out() {
     let hub = Hub::new(NODES).unwrap();
+    let (odd, stranger) = (3, 4);
     let mut appliances: Vec<Appliance> = (0..NODES).map(|_| Appliance::new(image()).unwrap()).collect();
     let ek_roots: String = appliances.iter().map(|a| a.ek_ca_pem().unwrap()).collect();
 
@@ -110,11 +113,13 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
     OsRng.fill_bytes(&mut key);
     let mut input = base_input();
     input.config.mesh = Some(MeshSettings {
-        interfaces: (0..NODES).map(|i| Interface { mac: mac(i), address: format!("10.77.0.{}/24", i + 1) }).collect(),
+        interfaces: (0..stranger)
+            .map(|i| Interface { mac: mac(i), address: format!("10.77.0.{}/24", i + 1) })
+            .collect(),
         routes: Vec::new(),
         port: 4001,
         swarm_key: SwarmKey::from_bytes(key).to_file().to_string(),
-        peers: (0..NODES).map(|i| format!("/ip4/10.77.0.{}/tcp/4001", i + 1)).collect(),
+        peers: (0..stranger).map(|i| format!("/ip4/10.77.0.{}/tcp/4001", i + 1)).collect(),
         ak_ca: attestation_ca().1,
         ek_roots,
         platform_profile: std::fs::read_to_string(root().join(PLATFORM_PROFILE)).unwrap(),
@@ -123,11 +128,21 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
     });
     let out = tempfile::tempdir().unwrap();
     let built = variant(&input, &dev_keys(), out.path(), &Tamper::default());
-    let odd = NODES - 1;
+    // The stranger: the same release and mesh but another swarm key, and its own address.
+    let mut other_key = [0u8; 32];
+    OsRng.fill_bytes(&mut other_key);
+    let mut stranger_input = input.clone();
+    if let Some(mesh) = stranger_input.config.mesh.as_mut() {
+        mesh.swarm_key = SwarmKey::from_bytes(other_key).to_file().to_string();
+        mesh.interfaces.push(Interface { mac: mac(stranger), address: "10.77.0.5/24".into() });
+    }
+    let stranger_out = tempfile::tempdir().unwrap();
+    let stranger_built = variant(&stranger_input, &dev_keys(), stranger_out.path(), &Tamper::default());
     let extra_disk = tempfile::NamedTempFile::new().unwrap();
     extra_disk.as_file().set_len(4 << 20).unwrap();
     for (i, appliance) in appliances.iter_mut().enumerate() {
-        appliance.replace_disk_keeping(&built.disk, &[]).unwrap();
+        let disk = if i == stranger { &stranger_built.disk } else { &built.disk };
+        appliance.replace_disk_keeping(disk, &[]).unwrap();
         if i == odd {
             // Another platform: a second disk the firmware may boot from (a boot option more,
             // measured into PCR 1).
@@ -135,7 +150,7 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
                 "-drive".to_string(),
                 format!("file={},format=raw,if=none,id=extra", extra_disk.path().display()),
                 "-device".to_string(),
-                "virtio-blk-pci,drive=extra,addr=0x10,bootindex=1".to_string(),
+                "virtio-blk-pci,drive=extra,addr=0x10,bootindex=2".to_string(),
             ]);
         }
         appliance.add_qemu_args(hub.qemu_args(i, &mac(i)));
@@ -254,8 +269,10 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
     assert!(stdout.contains("checkpoint.cosignatures"), "{stdout}");
 
     // The other platform: same image, same swarm key: it connects, and every node refuses it
-    // admission naming PCR 1 (audited), even with its AK certified.
+    // admission naming PCR 1 (audited), even with its AK certified. Beside it, the stranger with
+    // another swarm key: its dials never complete a handshake.
     let mut odd_guest = appliances[odd].boot(BOOT_TIMEOUT).unwrap();
+    let mut stranger_guest = appliances[stranger].boot(BOOT_TIMEOUT).unwrap();
     let odd_deadline = Instant::now() + BOOT_TIMEOUT;
     wait_lines(&mut odd_guest, &["sovereign-runtime: control: attestation key ready"], 1, odd_deadline);
     certify(&appliances[odd], &appliances[odd].control_socket(), out.path(), false);
@@ -268,6 +285,32 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_refuse_another_platform
         let admitted = guest.console().lines().filter(|l| l.contains("sovereign-runtime: mesh: admitted ")).count();
         assert_eq!(admitted, 2, "a node admitted the other platform");
     }
+    // The stranger tried every node, again and again, and never got past pnet: no node ever
+    // saw it connected, and it saw no node.
+    let stranger_deadline = Instant::now() + BOOT_TIMEOUT;
+    let line = wait_lines(
+        &mut stranger_guest,
+        &["sovereign-runtime: mesh: peer ", " listening on port 4001"],
+        1,
+        stranger_deadline,
+    )
+    .remove(0);
+    let stranger_peer = line.split("mesh: peer ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    wait_lines(
+        &mut stranger_guest,
+        &["sovereign-runtime: mesh: a connection failed before its handshake completed"],
+        6,
+        stranger_deadline,
+    );
+    assert!(
+        !stranger_guest.console().contains("sovereign-runtime: mesh: connected to"),
+        "the node with another swarm key connected:\n{}",
+        stranger_guest.console()
+    );
+    for (i, guest) in guests.iter_mut().enumerate() {
+        assert!(!guest.console().contains(&stranger_peer), "node {i} learnt the stranger's peer ID");
+    }
+    drop(stranger_guest);
     // Audited: the refusal, with its reason, is an entry of node 0's log.
     let bundle = out.path().join("node0.bundle");
     sovereign_e2e::export_from(&appliances[0].control_socket(), &bundle);

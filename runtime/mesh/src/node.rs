@@ -275,7 +275,21 @@ impl request_response::Codec for WireCodec {
     }
 }
 
-type Behaviour = request_response::Behaviour<WireCodec>;
+/// Connections kept in their handshake at once; more are closed as they arrive (a flood, or
+/// peers stalling mid-handshake, cost at most this many sockets for a transport timeout each).
+pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Established incoming connections at once.
+pub const MAX_ESTABLISHED_INCOMING: u32 = 128;
+/// Connections with one peer at once (a dial each way, and one more while a redial races).
+pub const MAX_PER_PEER: u32 = 3;
+
+/// Connection limits first (a connection over them is denied before its handshake), then the
+/// one request-response protocol.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
+    wire: request_response::Behaviour<WireCodec>,
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -285,10 +299,17 @@ fn build_swarm(config: &MeshConfig) -> Result<Swarm<Behaviour>, MeshError> {
     let psk = pnet::PreSharedKey::new(*config.swarm_key.bytes());
     let handshake_timeout = config.handshake_timeout;
     let protocol = StreamProtocol::new(PROTOCOL);
-    let behaviour = Behaviour::new(
-        [(protocol, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(config.request_timeout),
-    );
+    let limits = libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+        .with_max_established_per_peer(Some(MAX_PER_PEER));
+    let behaviour = Behaviour {
+        limits: libp2p::connection_limits::Behaviour::new(limits),
+        wire: request_response::Behaviour::new(
+            [(protocol, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        ),
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -410,7 +431,7 @@ impl Node {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
         self.admissions.challenge(&peer.to_bytes(), nonce, now_ms());
-        swarm.behaviour_mut().send_request(&peer, Request::Challenge { nonce });
+        swarm.behaviour_mut().wire.send_request(&peer, Request::Challenge { nonce });
     }
 
     async fn run(mut self, mut swarm: Swarm<Behaviour>, mut commands: mpsc::UnboundedReceiver<MeshCommand>) {
@@ -440,7 +461,7 @@ impl Node {
                     }
                     Some(MeshCommand::WitnessTo { peer, checkpoint, old_size, proof }) => {
                         if self.admissions.admitted(&peer.to_bytes(), now_ms()) {
-                            let id = swarm.behaviour_mut().send_request(&peer, Request::Witness { checkpoint, old_size, proof });
+                            let id = swarm.behaviour_mut().wire.send_request(&peer, Request::Witness { checkpoint, old_size, proof });
                             self.pending_witness.insert(id, peer);
                         } else {
                             self.emit(MeshEvent::WitnessRefused { peer, reason: "not admitted here: not asked to witness".into() });
@@ -455,7 +476,7 @@ impl Node {
                             .collect();
                         for peer in admitted {
                             let request = Request::Witness { checkpoint: checkpoint.clone(), old_size, proof: proof.clone() };
-                            let id = swarm.behaviour_mut().send_request(&peer, request);
+                            let id = swarm.behaviour_mut().wire.send_request(&peer, request);
                             self.pending_witness.insert(id, peer);
                         }
                     }
@@ -496,11 +517,7 @@ impl Node {
         }
     }
 
-    fn on_event(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        event: SwarmEvent<request_response::Event<Request, Response>>,
-    ) {
+    fn on_event(&mut self, swarm: &mut Swarm<Behaviour>, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.emit(MeshEvent::Listening(address)),
             SwarmEvent::ConnectionEstablished {
@@ -543,7 +560,7 @@ impl Node {
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 self.emit(MeshEvent::HandshakeFailed { peer: None, reason: error.to_string() });
             }
-            SwarmEvent::Behaviour(event) => self.on_message(swarm, event),
+            SwarmEvent::Behaviour(BehaviourEvent::Wire(event)) => self.on_message(swarm, event),
             _ => {}
         }
     }
@@ -553,7 +570,7 @@ impl Node {
         match event {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                 let response = self.serve(peer, request);
-                let _ = swarm.behaviour_mut().send_response(channel, response);
+                let _ = swarm.behaviour_mut().wire.send_response(channel, response);
             }
             Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
                 if let Some(witness) = self.pending_witness.remove(&request_id) {

@@ -61,14 +61,14 @@ fn record(firmware: Firmware, dir: &std::path::Path) -> anyhow::Result<()> {
     let (out, platform, code, vars, vars_path) = match firmware {
         Firmware::SecureBoot => (
             dir.join("qemu-ovmf-secureboot.json"),
-            "qemu-system-x86_64 -machine q35,smm=on -cpu max, OVMF with Secure Boot (Debian ovmf, OVMF_CODE_4M.secboot.fd), Secure Boot on with the project's DEVELOPMENT PK/KEK/db enrolled (firmware/secure-boot/), swtpm (tpm-crb), virtio-blk disk as the only boot device (bootindex 0: OVMF prunes other boot options, so a virtio-net NIC leaves no measured trace), virtio-serial control port",
+            "qemu-system-x86_64 -machine q35,smm=on -cpu max, OVMF with Secure Boot (Debian ovmf, OVMF_CODE_4M.secboot.fd), Secure Boot on with the project's DEVELOPMENT PK/KEK/db enrolled (firmware/secure-boot/), swtpm (tpm-crb), virtio-blk disk as the only boot device (bootindex 1, the only one QEMU names: OVMF prunes other boot options, so a virtio-net NIC leaves no measured trace), virtio-serial control port",
             sovereign_qemu::guest::OVMF_CODE_SECURE_BOOT,
             sovereign_qemu::guest::SECURE_BOOT_VARS,
             "firmware/ovmf-vars-secureboot.fd",
         ),
         Firmware::SecureBootOff => (
             dir.join("qemu-ovmf.json"),
-            "qemu-system-x86_64 -machine q35 -cpu max, OVMF (Debian ovmf), Secure Boot off, swtpm (tpm-crb), virtio-blk disk as the only boot device (bootindex 0: OVMF prunes other boot options, so a virtio-net NIC leaves no measured trace), virtio-serial control port",
+            "qemu-system-x86_64 -machine q35 -cpu max, OVMF (Debian ovmf), Secure Boot off, swtpm (tpm-crb), virtio-blk disk as the only boot device (bootindex 1, the only one QEMU names: OVMF prunes other boot options, so a virtio-net NIC leaves no measured trace), virtio-serial control port",
             sovereign_qemu::guest::OVMF_CODE,
             sovereign_qemu::guest::OVMF_VARS,
             sovereign_qemu::guest::OVMF_VARS,
