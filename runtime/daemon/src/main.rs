@@ -8,7 +8,9 @@
 //! and power-off rule — except state on the data partition that the TPM-anchored check
 //! refuses (cut, rolled back, missing, an older copy): then one `REFUSING` line, no `ready`,
 //! and the control API answers `status` (with the refusal) and attestation, and refuses every
-//! governed action. It exits cleanly on SIGTERM.
+//! governed action. When the signed configuration names a mesh, it runs the mesh node too
+//! (`sovereign_runtime::mesh`): a mesh that cannot start is a refusal to start. It exits
+//! cleanly on SIGTERM.
 //!
 //! Must never: write the keys anywhere, execute anything, answer a request the gate refused, or
 //! say `ready` while a part of it is missing.
