@@ -301,14 +301,39 @@ impl Mesh {
             let _ = request.reply.send(request.note);
             return;
         }
-        self.witnessed = Some(request.note.clone());
+        // The cosignatures already collected for this very checkpoint are kept.
+        if self.witnessed.as_ref().is_none_or(|w| w.body != request.note.body) {
+            self.witnessed = Some(request.note.clone());
+        }
         self.wanted = Some(Wanted {
             note: request.note.clone(),
             reply: request.reply,
             deadline: Instant::now() + request.within,
             reasked: std::collections::BTreeSet::new(),
         });
-        self.ask(&request.note, None);
+        let missing = self.not_cosigned(&request.note);
+        if missing.is_empty() {
+            self.answer_wanted();
+            return;
+        }
+        // Asked one by one: a witness is asked even if it cosigned this size already (it
+        // cosigns the same checkpoint again).
+        for peer in missing {
+            self.ask(&request.note, Some(peer));
+        }
+    }
+
+    /// The admitted peers whose cosignature of `note` has not been collected.
+    fn not_cosigned(&self, note: &SignedNote) -> Vec<PeerId> {
+        let collected = self.witnessed.as_ref().filter(|w| w.body == note.body);
+        self.admitted
+            .iter()
+            .filter(|(_, id)| {
+                let name = witness_name(id);
+                !collected.is_some_and(|w| w.signatures.iter().any(|s| s.name == name))
+            })
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     fn answer_wanted(&mut self) {
@@ -321,23 +346,13 @@ impl Mesh {
     /// A witness answered while an export waits: asked again (once) if it has not cosigned the
     /// export's checkpoint; the export answered when every admitted witness has.
     fn after_answer(&mut self, peer: PeerId) {
-        let Some(w) = &self.wanted else { return };
-        let Some(witnessed) = self.witnessed.as_ref().filter(|n| n.body == w.note.body) else { return };
-        let cosigners = witnessed.signatures.len().saturating_sub(1);
-        if cosigners >= self.admitted.len() {
+        let Some(note) = self.wanted.as_ref().map(|w| w.note.clone()) else { return };
+        let missing = self.not_cosigned(&note);
+        if missing.is_empty() {
             self.answer_wanted();
             return;
         }
-        let has_cosigned = self
-            .admitted
-            .get(&peer)
-            .map(witness_name)
-            .is_some_and(|name| witnessed.signatures.iter().any(|s| s.name == name));
-        if !has_cosigned
-            && let Some(w) = self.wanted.as_mut()
-            && w.reasked.insert(peer)
-        {
-            let note = w.note.clone();
+        if missing.contains(&peer) && self.wanted.as_mut().is_some_and(|w| w.reasked.insert(peer)) {
             self.ask(&note, Some(peer));
         }
     }
