@@ -52,6 +52,8 @@ fn settings() -> MeshSettings {
 fn a_build_refuses_mesh_settings_that_do_not_check_naming_the_field() {
     let keys_dir = tempfile::tempdir().unwrap();
     let keys = sovereign_image::keys::generate(&keys_dir.path().join("keys")).unwrap();
+    // Every input file is one that does not exist (binaries, kernel, the EFI stub, the boot
+    // loader): the mesh settings must be refused before any of them is read.
     let missing = PathBuf::from("/nonexistent");
     let input = |mesh: MeshSettings| BuildInput {
         init: missing.clone(),

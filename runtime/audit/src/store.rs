@@ -393,6 +393,14 @@ pub fn witnessed_path(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
+/// `<log>.witness-seen`: what this node, as a witness, has cosigned for other logs (kept by the
+/// runtime's mesh, written before each cosignature leaves).
+pub fn witness_seen_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".witness-seen");
+    log.with_file_name(name)
+}
+
 /// Reads `<log>.witnessed` if it exists.
 pub fn read_witnessed(log: &Path) -> Result<Option<SignedNote>, StoreError> {
     read_note(&witnessed_path(log))

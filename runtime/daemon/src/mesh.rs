@@ -12,7 +12,6 @@
 //! cosignature before the witness state is stored, or open any socket but the mesh's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +57,18 @@ fn log_of(identity: &[u8; 32]) -> Option<(String, NoteVerifier)> {
 
 fn now_unix() -> u64 {
     sovereign_canonical::now_ms() / 1000
+}
+
+/// What this node, as a witness, cosigned before: none when the file does not exist yet; a file
+/// that cannot be read or parsed is a refusal (starting afresh would let the witness cosign a
+/// log's rollback or second history).
+fn read_seen(path: &std::path::Path) -> Result<Seen, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the witness state {} does not parse: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Seen::default()),
+        Err(e) => Err(format!("reading the witness state {}: {e}", path.display())),
+    }
 }
 
 /// The checks of a peer's evidence: this release's reference values, the platform profile, the
@@ -206,16 +217,11 @@ pub fn start(
     let verify = Box::new(move |binding: &[u8; 32], identity: &[u8; 32], evidence: &[u8]| {
         trust.judge(binding, identity, evidence)
     });
-    let seen_path = audit.as_ref().map(|a| {
-        let mut p = a.path().as_os_str().to_owned();
-        p.push(".witness-seen");
-        PathBuf::from(p)
-    });
-    let seen: Seen = seen_path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let seen_path = audit.as_ref().map(|a| sovereign_audit::store::witness_seen_path(a.path()));
+    let seen = match &seen_path {
+        None => Seen::default(),
+        Some(path) => read_seen(path)?,
+    };
     let witness = Witness::new(witness_name(&node_identity), identity.clone(), Vec::new(), seen);
     let keep_seen: Option<sovereign_mesh::node::KeepSeen> = Some(Box::new(move |seen: &Seen| match &seen_path {
         None => Err("no data partition to keep the witness state on".into()),
@@ -224,13 +230,14 @@ pub fn start(
             crate::attestor::write_durably(path, &bytes)
         }
     }));
+    let fingerprint = config.swarm_key.fingerprint();
     let handle = spawn_keeping(config, attest, verify, witness, keep_seen)
         .map_err(|e| e.to_string().trim_start_matches("mesh: ").to_string())?;
     println!(
         "sovereign-runtime: mesh: peer {} listening on port {} (swarm key {}), dialling {} peers",
         handle.peer_id,
         settings.port,
-        SwarmKey::parse(settings.swarm_key.as_bytes()).map(|k| k.fingerprint()).unwrap_or_default(),
+        fingerprint,
         settings.peers.len()
     );
     let (request_tx, requests) = std::sync::mpsc::channel();
@@ -535,5 +542,24 @@ impl Cosigner {
             return note.clone();
         }
         answer.recv_timeout(within + Duration::from_secs(1)).unwrap_or_else(|_| note.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn witness_state_missing_is_fresh_and_unreadable_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.log.witness-seen");
+        assert_eq!(read_seen(&path), Ok(Seen::default()));
+        let mut seen = Seen::default();
+        seen.0.insert("sovereign-appliance/0123456789abcdef".into(), (7, [3; 32]));
+        std::fs::write(&path, serde_json::to_vec(&seen).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_seen(&path), Ok(seen));
+        std::fs::write(&path, b"{ torn").unwrap_or_else(|e| panic!("{e}"));
+        let refused = read_seen(&path).unwrap_err();
+        assert!(refused.contains("witness state") && refused.contains("does not parse"), "{refused}");
     }
 }
