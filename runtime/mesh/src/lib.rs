@@ -5,7 +5,9 @@
 //! admission table that gives a peer governance traffic only while a verified attestation is
 //! fresh. Its network edge (feature `net`): [`node`], a libp2p 0.57 node — TCP → pnet → Noise →
 //! Yamux with a transport timeout — that challenges every peer that connects, admits it only on
-//! the caller's verifier's word, and witnesses (cosigns) admitted peers' checkpoints.
+//! the caller's verifier's word, and witnesses (cosigns) admitted peers' checkpoints; and
+//! [`control`], the control API's byte streams over the same transport (served to any peer
+//! that holds the swarm key; the API's signed-request gate decides the rest).
 //!
 //! Must never: print or log the swarm key (only its fingerprint), admit a peer without a
 //! verified attestation, serve governance traffic (witnessing) to a peer not admitted, keep one
@@ -15,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+#[cfg(feature = "net")]
+pub mod control;
 /// The libp2p this crate is built on (its identity types appear in [`node`]'s API).
 #[cfg(feature = "net")]
 pub use libp2p;

@@ -52,8 +52,8 @@ pub struct MeshConfig {
     pub node_identity: [u8; 32],
     /// The swarm key.
     pub swarm_key: SwarmKey,
-    /// Where it listens.
-    pub listen: Multiaddr,
+    /// Where it listens (every address; at least one).
+    pub listen: Vec<Multiaddr>,
     /// Peers it dials.
     pub dial: Vec<Multiaddr>,
     /// The transport upgrade's limit (pnet + Noise + Yamux).
@@ -95,6 +95,9 @@ pub enum MeshEvent {
         /// Its node identity.
         node_identity: [u8; 32],
     },
+    /// A peer that speaks no mesh protocol (it could not be challenged): a client, such as an
+    /// operator's CLI on the control API. It is neither admitted nor challenged again.
+    Client(PeerId),
     /// A peer's attestation failed: refused admission (to audit).
     Refused {
         /// The peer.
@@ -167,6 +170,10 @@ pub enum MeshCommand {
 pub struct MeshHandle {
     /// Its libp2p identity.
     pub peer_id: PeerId,
+    /// Opens and accepts raw streams ([`crate::control`]).
+    streams: libp2p_stream::Control,
+    /// The node's tokio runtime (raw streams are driven by it).
+    runtime: tokio::runtime::Handle,
     commands: mpsc::UnboundedSender<MeshCommand>,
     /// Its events.
     pub events: std_mpsc::Receiver<MeshEvent>,
@@ -182,6 +189,18 @@ impl MeshHandle {
     /// The next event within `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<MeshEvent> {
         self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Accepts the control API's streams ([`crate::control::CONTROL_PROTOCOL`]) from any peer
+    /// that completed the handshake (the control API's own gate decides what it answers); once
+    /// only.
+    pub fn accept_control(&self) -> Result<crate::control::ControlListener, MeshError> {
+        let incoming = self
+            .streams
+            .clone()
+            .accept(StreamProtocol::new(crate::control::CONTROL_PROTOCOL))
+            .map_err(|e| MeshError::Runtime(format!("the control protocol: {e}")))?;
+        Ok(crate::control::ControlListener::new(incoming, self.runtime.clone()))
     }
 }
 
@@ -204,6 +223,14 @@ pub enum MeshError {
     /// It cannot listen.
     #[error("mesh: cannot listen on {addr}: {why}")]
     Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        why: String,
+    },
+    /// A peer could not be reached.
+    #[error("mesh: cannot reach {addr}: {why}")]
+    Dial {
         /// The address.
         addr: Multiaddr,
         /// Why.
@@ -284,11 +311,12 @@ pub const MAX_ESTABLISHED_INCOMING: u32 = 128;
 pub const MAX_PER_PEER: u32 = 3;
 
 /// Connection limits first (a connection over them is denied before its handshake), then the
-/// one request-response protocol.
+/// one request-response protocol, then raw streams (the control API, [`crate::control`]).
 #[derive(libp2p::swarm::NetworkBehaviour)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     wire: request_response::Behaviour<WireCodec>,
+    pub(crate) streams: libp2p_stream::Behaviour,
 }
 
 fn now_ms() -> u64 {
@@ -296,8 +324,6 @@ fn now_ms() -> u64 {
 }
 
 fn build_swarm(config: &MeshConfig) -> Result<Swarm<Behaviour>, MeshError> {
-    let psk = pnet::PreSharedKey::new(*config.swarm_key.bytes());
-    let handshake_timeout = config.handshake_timeout;
     let protocol = StreamProtocol::new(PROTOCOL);
     let limits = libp2p::connection_limits::ConnectionLimits::default()
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
@@ -309,8 +335,21 @@ fn build_swarm(config: &MeshConfig) -> Result<Swarm<Behaviour>, MeshError> {
             [(protocol, ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         ),
+        streams: libp2p_stream::Behaviour::new(),
     };
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+    swarm_with(&config.keypair, &config.swarm_key, config.handshake_timeout, behaviour)
+}
+
+/// A swarm on the mesh's transport (TCP → pnet with `swarm_key` → Noise → Yamux, the upgrade
+/// bounded by `handshake_timeout`) running `behaviour`.
+pub(crate) fn swarm_with<B: libp2p::swarm::NetworkBehaviour>(
+    keypair: &identity::Keypair,
+    swarm_key: &SwarmKey,
+    handshake_timeout: Duration,
+    behaviour: B,
+) -> Result<Swarm<B>, MeshError> {
+    let psk = pnet::PreSharedKey::new(*swarm_key.bytes());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
             let noise = noise::Config::new(key)?;
@@ -353,7 +392,8 @@ pub fn spawn_keeping(
     let peer_id = config.keypair.public().to_peer_id();
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events_tx, events) = std_mpsc::channel();
-    let (ready_tx, ready_rx) = std_mpsc::channel();
+    let (ready_tx, ready_rx) =
+        std_mpsc::channel::<Result<(libp2p_stream::Control, tokio::runtime::Handle), MeshError>>();
     let thread = std::thread::Builder::new()
         .name(format!("mesh-{peer_id}"))
         .spawn(move || {
@@ -372,17 +412,19 @@ pub fn spawn_keeping(
                         return;
                     }
                 };
-                if let Err(e) = swarm.listen_on(config.listen.clone()) {
-                    let why = format!("{e} ({e:?})");
-                    let _ = ready_tx.send(Err(MeshError::Listen { addr: config.listen.clone(), why }));
-                    return;
+                for addr in &config.listen {
+                    if let Err(e) = swarm.listen_on(addr.clone()) {
+                        let why = format!("{e} ({e:?})");
+                        let _ = ready_tx.send(Err(MeshError::Listen { addr: addr.clone(), why }));
+                        return;
+                    }
                 }
                 for addr in &config.dial {
                     if let Err(e) = swarm.dial(addr.clone()) {
                         let _ = events_tx.send(MeshEvent::HandshakeFailed { peer: None, reason: e.to_string() });
                     }
                 }
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok((swarm.behaviour().streams.new_control(), tokio::runtime::Handle::current())));
                 let node = Node {
                     config,
                     attest,
@@ -399,7 +441,9 @@ pub fn spawn_keeping(
         })
         .map_err(|e| MeshError::Runtime(e.to_string()))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(MeshHandle { peer_id, commands, events, thread: Some(thread) }),
+        Ok(Ok((streams, runtime))) => {
+            Ok(MeshHandle { peer_id, streams, runtime, commands, events, thread: Some(thread) })
+        }
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -589,6 +633,10 @@ impl Node {
             Event::OutboundFailure { peer, request_id, error, .. } => {
                 if self.pending_witness.remove(&request_id).is_some() {
                     self.emit(MeshEvent::WitnessRefused { peer, reason: error.to_string() });
+                } else if matches!(error, request_response::OutboundFailure::UnsupportedProtocols) {
+                    // Not a mesh node: it gets nothing but what the control API's gate allows.
+                    self.admissions.disconnected(&peer.to_bytes());
+                    self.emit(MeshEvent::Client(peer));
                 } else {
                     self.on_evidence(
                         peer,

@@ -185,3 +185,55 @@ fn a_flood_of_stalled_connections_is_bounded_and_admitted_peers_are_still_served
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(still_open(&stalled), 0, "stalled connections kept past the transport timeout");
 }
+
+#[test]
+fn an_operator_with_the_swarm_key_opens_a_control_stream_and_is_never_admitted() {
+    use sovereign_mesh::control::{blocking, dial_control};
+    use std::io::{Read as _, Write as _};
+    let key = SwarmKey::from_bytes([0x3c; 32]);
+    let good = platform("release v1");
+    let (a, _) = node("control-a", &good, &key, vec![], vec![good.ak_public.clone()], vec![]);
+    let a_addr = listening(&a);
+    // The node's side: each stream answers what it reads, upper-cased, until it ends.
+    let mut listener = a.accept_control().unwrap();
+    assert!(a.accept_control().is_err(), "the control protocol was accepted twice");
+    let server = std::thread::spawn(move || {
+        let mut sessions = 0;
+        while let Some((_peer, stream)) = listener.accept() {
+            sessions += 1;
+            let (mut reader, mut writer) = blocking(stream, listener.runtime(), Some(Duration::from_secs(10)));
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).unwrap();
+            writer.write_all(&bytes.to_ascii_uppercase()).unwrap();
+            if sessions == 2 {
+                return sessions;
+            }
+        }
+        sessions
+    });
+    let session = |payload: &[u8]| {
+        let mut connection = dial_control(&key, &a_addr, Duration::from_secs(10)).unwrap();
+        assert_eq!(connection.peer, a.peer_id, "the stream reached another peer");
+        connection.writer.write_all(payload).unwrap();
+        connection.writer.close_write().unwrap();
+        let mut answer = Vec::new();
+        connection.reader.read_to_end(&mut answer).unwrap();
+        answer
+    };
+    // A payload larger than any one Yamux frame, through the blocking halves.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    assert_eq!(session(b"status"), b"STATUS");
+    assert_eq!(session(&big), big.to_ascii_uppercase());
+    assert_eq!(server.join().unwrap(), 2);
+
+    // The node challenged the client, which speaks no mesh protocol: a client, not a refusal
+    // to audit, and never admitted.
+    let mut at_a = Vec::new();
+    until(&a, &mut at_a, "a seeing the operator as a client", |s| s.iter().any(|e| matches!(e, MeshEvent::Client(_))));
+    assert!(!at_a.iter().any(|e| matches!(e, MeshEvent::Admitted { .. } | MeshEvent::Refused { .. })), "{at_a:#?}");
+
+    // Another swarm key: no handshake, no stream, said by name.
+    let wrong = dial_control(&SwarmKey::from_bytes([0x3d; 32]), &a_addr, Duration::from_secs(3));
+    let why = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(why.contains("cannot reach"), "a client with another swarm key: {why:?}");
+}

@@ -132,7 +132,7 @@ pub fn node(
         keypair: libp2p::identity::Keypair::generate_ed25519(),
         node_identity: identity.verifying_key().to_bytes(),
         swarm_key: SwarmKey::from_bytes(*key.bytes()),
-        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         dial,
         handshake_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(10),
