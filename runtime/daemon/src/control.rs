@@ -1,5 +1,8 @@
-//! The control API server: signed requests in, node-signed responses out, over a byte stream
-//! (the virtio-serial port named in the runtime configuration; a socket in the host tests).
+//! The control API server: signed requests in, node-signed responses out, over byte streams
+//! (the virtio-serial port named in the runtime configuration; control streams over the mesh
+//! when it runs, [`crate::mesh`]; a socket in the host tests). Every transport shares one gate
+//! (one replay store: a request admitted on one is never admitted again on another) and one
+//! engine.
 //!
 //! One thread reads frames. Every request passes the gate first (addressed to this node,
 //! authorized operator key, valid signature, fresh timestamp, unused nonce); its attachments'
@@ -161,6 +164,8 @@ impl Outbox {
 
 /// A pipeline command waiting for the engine.
 struct Job {
+    /// Where its answer goes: the session that asked.
+    outbox: Arc<Outbox>,
     /// The operator who signed the request.
     operator: [u8; 32],
     digest: [u8; 32],
@@ -228,29 +233,83 @@ impl Link for std::os::unix::net::UnixListener {
     }
 }
 
-/// The server's state on the reading thread.
-struct Server {
+/// What every session shares: the node, the gate (one replay store for every transport), the
+/// engine's queue and the payload bytes held.
+struct Shared {
     node: Arc<Node>,
-    gate: Gate,
-    outbox: Arc<Outbox>,
+    gate: Mutex<Gate>,
     engine: Option<Arc<Scheduler<Job>>>,
     held: Arc<AtomicU64>,
+}
+
+/// The control API: one gate and one engine behind any number of sessions, from any transport
+/// (the virtio-serial port, one session at a time; the mesh, a thread per stream).
+#[derive(Clone)]
+pub struct ControlServer {
+    shared: Arc<Shared>,
+}
+
+impl ControlServer {
+    /// Starts the engine's thread (when `engine` is given) and returns the server.
+    pub fn start(node: Arc<Node>, engine: Option<sovereign_pipeline::Engine>, gate: Gate) -> io::Result<Self> {
+        let held = Arc::new(AtomicU64::new(0));
+        let jobs = match engine {
+            None => None,
+            Some(engine) => {
+                let jobs = Arc::new(Scheduler::default());
+                let (j, n, h) = (jobs.clone(), node.clone(), held.clone());
+                std::thread::Builder::new().name("engine".into()).spawn(move || run_engine(engine, j, n, h))?;
+                Some(jobs)
+            }
+        };
+        Ok(ControlServer { shared: Arc::new(Shared { node, gate: Mutex::new(gate), engine: jobs, held }) })
+    }
+
+    /// Serves the sessions of `link`, one after another, until the link fails.
+    pub fn serve(&self, mut link: impl Link) -> io::Result<()> {
+        loop {
+            let (mut input, output) = link.next_session()?;
+            self.session(&mut input, output);
+        }
+    }
+
+    /// Serves one session on this thread until its input ends. Answers the engine gives after
+    /// that are dropped (the session's client is gone).
+    pub fn session(&self, input: &mut dyn Read, output: Box<dyn Write + Send>) {
+        let mut session = Server {
+            shared: self.shared.clone(),
+            outbox: Arc::new(Outbox { out: Mutex::new(output) }),
+            receiving: std::collections::BTreeMap::new(),
+        };
+        session.session(input);
+        session.forget_partial();
+    }
+}
+
+/// One session's state on its reading thread.
+struct Server {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
     receiving: std::collections::BTreeMap<[u8; 32], Receiving>,
 }
 
 impl Server {
     fn refuse(&self, digest: [u8; 32], why: String) {
-        self.outbox.respond(&self.node, digest, Response::Refused(why), &[]);
+        self.outbox.respond(&self.shared.node, digest, Response::Refused(why), &[]);
     }
 
     fn release(&self, bytes: u64) {
-        self.held.fetch_sub(bytes, Ordering::SeqCst);
+        self.shared.held.fetch_sub(bytes, Ordering::SeqCst);
     }
 
     fn on_request(&mut self, request: SignedRequest) {
         let digest = request.digest();
-        if let Err(refusal) = self.gate.admit(&request, now_ms()) {
-            return self.refuse(digest, refusal.to_string());
+        let admitted = match self.shared.gate.lock() {
+            Ok(mut gate) => gate.admit(&request, now_ms()).map_err(|refusal| refusal.to_string()),
+            Err(_) => Err("the control API's gate is poisoned".to_string()),
+        };
+        if let Err(refusal) = admitted {
+            return self.refuse(digest, refusal);
         }
         let takes_payloads =
             matches!(&request.request, Request::Pipeline(Command::Start(_) | Command::UpdatePush { .. }));
@@ -262,7 +321,7 @@ impl Server {
             Err(refusal) => return self.refuse(digest, refusal.to_string()),
         };
         let need = assembly.remaining();
-        let held = self.held.fetch_add(need, Ordering::SeqCst);
+        let held = self.shared.held.fetch_add(need, Ordering::SeqCst);
         if held.saturating_add(need) > MAX_HELD_PAYLOAD {
             self.release(need);
             return self.refuse(
@@ -312,23 +371,23 @@ impl Server {
             other => {
                 self.release(held);
                 let response = self
+                    .shared
                     .node
                     .answer_at_once(&other)
                     .unwrap_or_else(|| Response::Refused("request not supported by this runtime version".into()));
-                return self.outbox.respond(&self.node, digest, response, &[]);
+                return self.outbox.respond(&self.shared.node, digest, response, &[]);
             }
         };
-        let Some(engine) = &self.engine else {
+        let Some(engine) = &self.shared.engine else {
             self.release(held);
-            let why = match &self.node.refused {
+            let why = match &self.shared.node.refused {
                 Some(why) => format!("this node refuses every governed action: {why}"),
                 None => "pipelines are not part of this node".into(),
             };
             return self.refuse(digest, why);
         };
-        if let Err(busy) =
-            engine.push(request.operator, Job { operator: request.operator, digest, command, payloads, held })
-        {
+        let job = Job { outbox: self.outbox.clone(), operator: request.operator, digest, command, payloads, held };
+        if let Err(busy) = engine.push(request.operator, job) {
             self.release(held);
             self.refuse(digest, busy);
         }
@@ -347,7 +406,6 @@ fn run_engine(
     mut engine: sovereign_pipeline::Engine,
     jobs: Arc<Scheduler<Job>>,
     node: Arc<Node>,
-    outbox: Arc<Outbox>,
     held: Arc<AtomicU64>,
 ) {
     while let Some(job) = jobs.next() {
@@ -361,7 +419,7 @@ fn run_engine(
         drop(job.payloads);
         held.fetch_sub(job.held, Ordering::SeqCst);
         let applying = matches!(&answer.reply, Reply::Update(state) if state.applying);
-        outbox.respond(&node, job.digest, Response::Pipeline(answer.reply), &answer.payloads);
+        job.outbox.respond(&node, job.digest, Response::Pipeline(answer.reply), &answer.payloads);
         if applying {
             // Answered, audited and durable (the engine's state advances before it answers):
             // the runtime stops here so that PID 1 installs the staged bundle and reboots.
@@ -373,36 +431,16 @@ fn run_engine(
 }
 
 /// Serves the sessions of `link`, one after another, until the link fails. Pipeline commands
-/// run on a thread of their own when `engine` is given, across sessions: an answer for a
-/// session that ended goes to the next one, whose client ignores it (it is bound to a request
-/// that client did not send).
+/// run on a thread of their own when `engine` is given; each answer goes to the session that
+/// asked (on the virtio-serial port, a session that ended and the next share the port: its
+/// client ignores an answer bound to a request it did not send).
 pub fn serve(
     node: Arc<Node>,
     engine: Option<sovereign_pipeline::Engine>,
     gate: Gate,
-    mut link: impl Link,
+    link: impl Link,
 ) -> io::Result<()> {
-    let outbox = Arc::new(Outbox { out: Mutex::new(Box::new(io::sink())) });
-    let held = Arc::new(AtomicU64::new(0));
-    let jobs = match engine {
-        None => None,
-        Some(engine) => {
-            let jobs = Arc::new(Scheduler::default());
-            let (j, n, o, h) = (jobs.clone(), node.clone(), outbox.clone(), held.clone());
-            std::thread::Builder::new().name("engine".into()).spawn(move || run_engine(engine, j, n, o, h))?;
-            Some(jobs)
-        }
-    };
-    let mut server = Server { node, gate, outbox, engine: jobs, held, receiving: std::collections::BTreeMap::new() };
-    loop {
-        let (mut input, output) = link.next_session()?;
-        match server.outbox.out.lock() {
-            Ok(mut out) => *out = output,
-            Err(_) => return Err(io::Error::other("the control port's writer is poisoned")),
-        }
-        server.session(&mut input);
-        server.forget_partial();
-    }
+    ControlServer::start(node, engine, gate)?.serve(link)
 }
 
 impl Server {
@@ -436,24 +474,23 @@ impl Server {
     }
 }
 
-/// Serves the appliance's virtio-serial port for as long as the runtime runs. `started_ms` is
-/// when this runtime process started.
-pub fn serve_port(
-    node: Arc<Node>,
-    engine: Option<sovereign_pipeline::Engine>,
-    admins: Vec<VerifyingKey>,
-    port: PathBuf,
-    started_ms: u64,
-) {
-    // Nonces live in memory: nothing signed before this runtime started is admitted, so a
-    // restart never re-opens a request captured before it. (The process's start, not this
-    // thread's: a request signed once the runtime said its port is up is admitted.)
-    let gate = Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS).admitting_from(started_ms);
-    match node.attestor.lock().map_err(|_| "poisoned".to_string()).and_then(|mut a| a.warm_up()) {
+/// This runtime's gate: requests addressed to `node`, signed by one of `admins`, fresh, and
+/// signed after `started_ms` (when this runtime process started). Nonces live in memory:
+/// nothing signed before this runtime started is admitted, so a restart never re-opens a
+/// request captured before it. (The process's start, not a thread's: a request signed once the
+/// runtime said its port is up is admitted.)
+pub fn gate(node: &Node, admins: Vec<VerifyingKey>, started_ms: u64) -> Gate {
+    Gate::new(node.identity.verifying_key().to_bytes(), admins, WINDOW_MS).admitting_from(started_ms)
+}
+
+/// Serves the appliance's virtio-serial port for as long as the runtime runs.
+pub fn serve_port(server: ControlServer, port: PathBuf) {
+    let warmed = server.shared.node.attestor.lock().map_err(|_| "poisoned".to_string()).and_then(|mut a| a.warm_up());
+    match warmed {
         Ok(()) => println!("sovereign-runtime: control: attestation key ready"),
         Err(e) => println!("sovereign-runtime: control: attestation unavailable for now: {e}"),
     }
-    if let Err(e) = serve(node, engine, gate, VirtioPort::new(port)) {
+    if let Err(e) = server.serve(VirtioPort::new(port)) {
         // Without its control API the runtime is of no use: exit, and PID 1 applies its rule.
         println!("sovereign-runtime: FATAL: the control API stopped: {e}");
         std::process::exit(2);

@@ -220,6 +220,7 @@ fn start(
         refused: refused.clone(),
     });
     // The mesh, when the configuration names one: it cannot start, the runtime does not either.
+    let mut mesh_thread = None;
     if let Some(settings) = &config.mesh {
         let release = RELEASE_KEY
             .and_then(key_from_hex)
@@ -233,6 +234,13 @@ fn start(
         if let Some(engine) = engine.as_mut() {
             engine.set_cosigner(Box::new(move |note| cosigner.cosign(note, std::time::Duration::from_secs(20))));
         }
+        mesh_thread = Some(mesh);
+    }
+    let gate = control::gate(&node, admins, started_ms);
+    let server = control::ControlServer::start(node, engine, gate).map_err(|e| format!("starting the engine: {e}"))?;
+    if let Some(mesh) = mesh_thread {
+        // Operators holding the swarm key reach the same control API over the mesh.
+        mesh.serve_control(server.clone())?;
         std::thread::Builder::new()
             .name("mesh".into())
             .spawn(move || mesh.run())
@@ -240,7 +248,7 @@ fn start(
     }
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || control::serve_port(node, engine, admins, port, started_ms))
+        .spawn(move || control::serve_port(server, port))
         .map_err(|e| format!("starting the control thread: {e}"))?;
     if refused.is_none() {
         say_healthy();

@@ -8,8 +8,13 @@
 //! node's newest checkpoint goes to every admitted peer each interval, and the cosigned
 //! checkpoint is kept beside the audit log (`<log>.witnessed`).
 //!
+//! The control API is served over the mesh too ([`Mesh::serve_control`]): a control stream from
+//! any peer that holds the swarm key goes to the same server (gate, engine) as the
+//! virtio-serial port.
+//!
 //! Must never: admit a peer its evidence did not earn, cosign for a peer not admitted, send a
-//! cosignature before the witness state is stored, or open any socket but the mesh's.
+//! cosignature before the witness state is stored, answer a control request the control API's
+//! gate did not admit, or open any socket but the mesh's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,11 +194,16 @@ pub fn start(
         .filter(|p| peer_address(p).is_ok_and(|(a, _)| !own.contains(&a)))
         .filter_map(|p| p.parse().ok())
         .collect();
-    // On the node's own address, not 0.0.0.0: listening on the unspecified address would have
+    // On the node's own addresses, not 0.0.0.0: listening on the unspecified address would have
     // libp2p watch the interfaces through netlink, which the runtime may not open.
-    let address = own.first().ok_or("none of the configured interfaces is this node's")?;
-    let listen: Multiaddr =
-        format!("/ip4/{address}/tcp/{}", settings.port).parse().map_err(|e| format!("listen address: {e}"))?;
+    if own.is_empty() {
+        return Err("none of the configured interfaces is this node's".into());
+    }
+    let listen = own
+        .iter()
+        .map(|address| format!("/ip4/{address}/tcp/{}", settings.port).parse::<Multiaddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("listen address: {e}"))?;
     let node_identity = identity.verifying_key().to_bytes();
     let config = MeshConfig {
         keypair,
@@ -259,7 +269,57 @@ pub fn start(
     ))
 }
 
+/// Most control sessions over the mesh at once; a stream over it is answered with a one-line
+/// refusal and closed.
+pub const MAX_CONTROL_SESSIONS: usize = 8;
+/// A control stream over the mesh: each read and write is bounded by this (a session whose
+/// client sends nothing this long ends; answers the engine still owes it are still written).
+pub const CONTROL_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Mesh {
+    /// Serves the control API (`server`, the same gate and engine as the virtio-serial port's)
+    /// to control streams over the mesh: any peer that completed the handshake (it holds the
+    /// swarm key) may send requests; only those the gate admits are answered with more than a
+    /// refusal. At most [`MAX_CONTROL_SESSIONS`] at once, each on a thread of its own.
+    pub fn serve_control(&self, server: control::ControlServer) -> Result<(), String> {
+        use std::io::Write as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut listener = self.handle.accept_control().map_err(|e| e.to_string())?;
+        let active = Arc::new(AtomicUsize::new(0));
+        let accept = move || {
+            while let Some((peer, stream)) = listener.accept() {
+                let (mut reader, mut writer) =
+                    sovereign_mesh::control::blocking(stream, listener.runtime(), Some(CONTROL_STREAM_TIMEOUT));
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONTROL_SESSIONS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    println!(
+                        "sovereign-runtime: mesh: refused a control session from {peer}: {MAX_CONTROL_SESSIONS} open"
+                    );
+                    let busy =
+                        format!("busy: {MAX_CONTROL_SESSIONS} control sessions over the mesh are open; try again");
+                    let _ = writer.write_all(&sovereign_protocol::frame(&sovereign_protocol::Frame::Refused(busy)));
+                    continue;
+                }
+                println!("sovereign-runtime: mesh: control session from {peer}");
+                let (server, active) = (server.clone(), active.clone());
+                let session = move || {
+                    server.session(&mut reader, Box::new(writer));
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    println!("sovereign-runtime: mesh: control session from {peer} ended");
+                };
+                if let Err(e) = std::thread::Builder::new().name("mesh-session".into()).spawn(session) {
+                    println!("sovereign-runtime: mesh: could not start a control session: {e}");
+                }
+            }
+            println!("sovereign-runtime: mesh: control streams stopped (the mesh node stopped)");
+        };
+        std::thread::Builder::new()
+            .name("mesh-control".into())
+            .spawn(accept)
+            .map(|_| ())
+            .map_err(|e| format!("starting the mesh's control thread: {e}"))
+    }
+
     fn record(&self, kind: EntryKind, severity: Severity, what: serde_json::Value) {
         if let Some(audit) = &self.audit {
             let payload = serde_json::to_vec(&what).unwrap_or_default();
@@ -368,6 +428,9 @@ impl Mesh {
         match event {
             MeshEvent::Listening(addr) => println!("sovereign-runtime: mesh: listening on {addr}"),
             MeshEvent::Connected(peer) => println!("sovereign-runtime: mesh: connected to {peer}, challenged it"),
+            MeshEvent::Client(peer) => {
+                println!("sovereign-runtime: mesh: {peer} speaks no mesh protocol: a client (control API only)")
+            }
             MeshEvent::Disconnected(peer) => {
                 self.admitted.remove(&peer);
                 self.asked.remove(&peer);

@@ -9,6 +9,9 @@
 //!   verifies offline.
 //! - A frame over the limit, a frame that does not decode, a changed chunk and a request over
 //!   the payload limit each get a one-line refusal, and the connection stays usable.
+//! - Sessions at once (as over the mesh) share one gate and one engine: a request admitted on
+//!   one is refused as a replay on another, and the engine's answer goes to the session that
+//!   asked, while the other is served.
 //!
 //! The appliance in QEMU runs the same server (`tests/tests/stream.rs` sends a 100 MiB dataset
 //! through the real `sovereign` binary); a log of a million entries cannot be made there
@@ -35,7 +38,7 @@ use sovereign_protocol::{
     frame, frame_len,
 };
 use sovereign_qemu::Swtpm;
-use sovereign_runtime::control::{Attestor, Node, serve};
+use sovereign_runtime::control::{Attestor, ControlServer, Node};
 
 const OPERATOR: [u8; 32] = [0x22; 32];
 const IDENTITY: [u8; 32] = [0x33; 32];
@@ -90,7 +93,16 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
     let gate = Gate::new(identity.verifying_key().to_bytes(), vec![operator], 120_000);
     let socket = dir.join("control.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    std::thread::spawn(move || serve(std::sync::Arc::new(node), Some(engine), gate, listener));
+    // Sessions at once, each on a thread of its own, as the runtime serves control streams over
+    // the mesh (the virtio-serial port's are one after another: `serve`).
+    let server = ControlServer::start(std::sync::Arc::new(node), Some(engine), gate).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let server = server.clone();
+            std::thread::spawn(move || server.session(&mut stream.try_clone().unwrap(), Box::new(stream)));
+        }
+    });
     (socket, identity.verifying_key())
 }
 
@@ -181,6 +193,41 @@ fn status_and_attest_are_answered_while_the_engine_exports_a_large_log() {
     }
     let names: Vec<&str> = order.iter().map(|(n, _)| *n).collect();
     assert_eq!(names.last(), Some(&"export"), "status and attest waited for the export: {order:?}");
+}
+
+#[test]
+fn sessions_at_once_share_one_gate_and_each_gets_its_own_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let swtpm = Swtpm::start().unwrap();
+    let (socket, node) = runtime(dir.path(), &swtpm, 200_000);
+    let (mut first, mut second) = (Raw::connect(&socket), Raw::connect(&socket));
+    let export = signed(Request::Pipeline(Command::ExportBundle), &node, &[]);
+    first.send(&Frame::Request(Box::new(export.clone())));
+    // While the engine exports for the first session, the second is answered.
+    let status = signed(Request::Status, &node, &[]);
+    second.send(&Frame::Request(Box::new(status.clone())));
+    let answer = second.response();
+    assert!(matches!(answer.verify(&status, &node).unwrap(), Response::Status(_)), "{answer:?}");
+    // The same signed request again, on the other session: one gate, one replay store.
+    first.send(&Frame::Request(Box::new(status.clone())));
+    let mut refused = None;
+    let mut exported = false;
+    while refused.is_none() || !exported {
+        let response = first.response();
+        if response.request_digest == status.digest() {
+            refused = Some(response.verify(&status, &node).unwrap().clone());
+        } else {
+            assert_eq!(response.request_digest, export.digest(), "an answer to a request this session did not send");
+            assert!(matches!(response.verify(&export, &node).unwrap(), Response::Pipeline(_)));
+            exported = true;
+        }
+    }
+    match refused {
+        Some(Response::Refused(why)) => assert!(why.contains("replay"), "{why}"),
+        other => panic!("a replayed request was answered: {other:?}"),
+    }
+    // Nothing of the export reached the second session: its next answer is its own.
+    second.still_answers(&node);
 }
 
 #[test]
