@@ -43,10 +43,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let started = Instant::now();
         let cmd = Command::UpdatePush { bundle: sovereign_protocol::Blob::of(&v2) };
-        let (reply, _) = sovereign_cli::pipeline::command(&socket, &keys.admin, None, &cmd, std::slice::from_ref(&v2))?;
+        let (reply, _) = sovereign_cli::pipeline::command(
+            &sovereign_cli::Endpoint::from(&socket),
+            &keys.admin,
+            None,
+            &cmd,
+            std::slice::from_ref(&v2),
+        )?;
         let Reply::Update(_) = reply else { return Err(format!("push refused: {reply:?}").into()) };
         let pushed = started.elapsed();
-        let (reply, _) = sovereign_cli::pipeline::command(&socket, &keys.admin, None, &UNAPPROVED_APPLY, &[])?;
+        let (reply, _) = sovereign_cli::pipeline::command(
+            &sovereign_cli::Endpoint::from(&socket),
+            &keys.admin,
+            None,
+            &UNAPPROVED_APPLY,
+            &[],
+        )?;
         let Reply::Update(_) = reply else { return Err(format!("apply refused: {reply:?}").into()) };
         guest.wait_for("rebooting: release v2 installed on trial")?;
         guest.wait_exit()?;

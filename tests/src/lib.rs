@@ -184,13 +184,26 @@ pub fn attestation_ca() -> (ed25519_dalek::SigningKey, String) {
 pub fn certify_ak(appliance: &sovereign_qemu::Appliance, socket: &Path) -> sovereign_protocol::akcert::AkCertificate {
     let admin = dev_keys().admin;
     let timeout = std::time::Duration::from_secs(120);
-    let (exchange, report) =
-        sovereign_cli::attest::attest(socket, &admin, &operator_trust(appliance), now_unix(), timeout)
-            .unwrap_or_else(|e| panic!("attest: {e:#}"));
+    let (exchange, report) = sovereign_cli::attest::attest(
+        &sovereign_cli::Endpoint::from(socket),
+        &admin,
+        &operator_trust(appliance),
+        now_unix(),
+        timeout,
+    )
+    .unwrap_or_else(|e| panic!("attest: {e:#}"));
     assert!(report.passed(), "{}", report.render());
     let exchange = exchange.unwrap_or_else(|| panic!("no exchange"));
-    sovereign_cli::attest::certify(socket, &admin, &exchange, &attestation_ca().0, now_unix(), 86_400, timeout)
-        .unwrap_or_else(|e| panic!("certify: {e:#}"))
+    sovereign_cli::attest::certify(
+        &sovereign_cli::Endpoint::from(socket),
+        &admin,
+        &exchange,
+        &attestation_ca().0,
+        now_unix(),
+        86_400,
+        timeout,
+    )
+    .unwrap_or_else(|e| panic!("certify: {e:#}"))
 }
 
 /// The release build of the operator CLI `sovereign` (beside this test binary, or one level up

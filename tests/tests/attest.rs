@@ -35,7 +35,8 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("{e}"));
     let socket = appliance.control_socket();
-    let (exchange, report) = attest(&socket, &admin, &trust, now_unix(), TIMEOUT).unwrap();
+    let (exchange, report) =
+        attest(&sovereign_cli::Endpoint::from(&socket), &admin, &trust, now_unix(), TIMEOUT).unwrap();
     let exchange = exchange.expect("the appliance answered");
     assert!(report.passed(), "{}", report.render());
     for check in [
@@ -57,7 +58,8 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     assert_eq!(quoted, sovereign_protocol::ATTESTED_PCRS.to_vec());
 
     // A second attestation uses a fresh nonce and passes too.
-    let (second, report2) = attest(&socket, &admin, &trust, now_unix(), TIMEOUT).unwrap();
+    let (second, report2) =
+        attest(&sovereign_cli::Endpoint::from(&socket), &admin, &trust, now_unix(), TIMEOUT).unwrap();
     assert!(report2.passed(), "{}", report2.render());
     assert_ne!(second.unwrap().nonce, exchange.nonce);
 
@@ -126,11 +128,16 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
     let node = ed25519_dalek::VerifyingKey::from_bytes(&exchange.identity).unwrap();
     let request = sovereign_cli::sign(Request::Attest { nonce: [1; 32] }, &node, &[], &stranger);
-    match sovereign_cli::send(&socket, &request, TIMEOUT).unwrap().verify(&request, &node).unwrap() {
+    match sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &request, TIMEOUT)
+        .unwrap()
+        .verify(&request, &node)
+        .unwrap()
+    {
         Response::Refused(reason) => assert!(reason.contains("is not authorized"), "{reason}"),
         other => panic!("a non-admin attestation request was answered: {other:?}"),
     }
-    let (none, refused) = attest(&socket, &stranger, &trust, now_unix(), TIMEOUT).unwrap();
+    let (none, refused) =
+        attest(&sovereign_cli::Endpoint::from(&socket), &stranger, &trust, now_unix(), TIMEOUT).unwrap();
     assert!(none.is_none() && !refused.passed(), "{}", refused.render());
 
     guest.powerdown().unwrap();
@@ -145,7 +152,8 @@ fn attestation_passes_on_a_good_boot_and_names_every_failure() {
     appliance.set_extra_qemu_args(&["-drive", &drive, "-device", "virtio-blk-pci,drive=extra,addr=0x10,bootindex=2"]);
     let mut guest = appliance.boot(BOOT_TIMEOUT).unwrap();
     guest.wait_for(READY).unwrap_or_else(|e| panic!("the changed platform did not boot: {e}"));
-    let (changed, report) = attest(&socket, &admin, &trust, now_unix(), TIMEOUT).unwrap();
+    let (changed, report) =
+        attest(&sovereign_cli::Endpoint::from(&socket), &admin, &trust, now_unix(), TIMEOUT).unwrap();
     assert!(!report.passed(), "a changed platform attested PASS:\n{}", report.render());
     assert_eq!(failed(&report), vec!["pcrs.reference_values".to_string()], "{}", report.render());
     let pcrs: Vec<u8> = report.reference_mismatches.iter().map(|m| m.pcr).collect();

@@ -58,9 +58,9 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
     )
     .unwrap();
     // The identity a client without a pinned key learns is the one the console printed.
-    assert_eq!(sovereign_cli::discover(&socket, &admin, timeout).unwrap(), node);
+    assert_eq!(sovereign_cli::discover(&sovereign_cli::Endpoint::from(&socket), &admin, timeout).unwrap(), node);
     let request = sovereign_cli::sign(Request::Status, &node, &[], &admin);
-    let response = sovereign_cli::send(&socket, &request, timeout).unwrap();
+    let response = sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &request, timeout).unwrap();
     match response.verify(&request, &node).unwrap() {
         Response::Status(st) => {
             assert_eq!(hex::encode(st.identity), identity);
@@ -77,14 +77,18 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
         }
         other => panic!("status refused: {other:?}"),
     }
-    let replay = sovereign_cli::send(&socket, &request, timeout).unwrap();
+    let replay = sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &request, timeout).unwrap();
     assert_eq!(
         replay.verify(&request, &node).unwrap(),
         &Response::Refused("request nonce already used (replay)".into())
     );
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x33; 32]);
     let foreign = sovereign_cli::sign(Request::Status, &node, &[], &stranger);
-    match sovereign_cli::send(&socket, &foreign, timeout).unwrap().verify(&foreign, &node).unwrap() {
+    match sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &foreign, timeout)
+        .unwrap()
+        .verify(&foreign, &node)
+        .unwrap()
+    {
         Response::Refused(reason) => assert!(reason.contains("is not authorized"), "{reason}"),
         other => panic!("a non-admin request was answered: {other:?}"),
     }
@@ -94,13 +98,21 @@ fn boot_with_control_checks(appliance: &mut Appliance) -> (String, String) {
     guest.wait_for("sovereign-init: Ctrl-Alt-Del ignored").unwrap_or_else(|e| panic!("{e}"));
     // A request an admin signed for another appliance is refused by this one, by name.
     let elsewhere = sovereign_cli::sign(Request::Status, &stranger.verifying_key(), &[], &admin);
-    match sovereign_cli::send(&socket, &elsewhere, timeout).unwrap().verify(&elsewhere, &node).unwrap() {
+    match sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &elsewhere, timeout)
+        .unwrap()
+        .verify(&elsewhere, &node)
+        .unwrap()
+    {
         Response::Refused(reason) => assert!(reason.starts_with("request is addressed to node "), "{reason}"),
         other => panic!("a request for another node was answered: {other:?}"),
     }
 
     let after = sovereign_cli::sign(Request::Status, &node, &[], &admin);
-    match sovereign_cli::send(&socket, &after, timeout).unwrap().verify(&after, &node).unwrap() {
+    match sovereign_cli::send(&sovereign_cli::Endpoint::from(&socket), &after, timeout)
+        .unwrap()
+        .verify(&after, &node)
+        .unwrap()
+    {
         Response::Status(_) => {}
         other => panic!("status after Ctrl-Alt-Del: {other:?}"),
     }

@@ -12,6 +12,11 @@
 //! connects and is refused admission by every node, naming PCR 1 — and the refusal is in the
 //! audit log a compliance bundle exported from a node carries. A fifth, with another swarm key,
 //! dials them all and never completes a handshake: no node learns its peer ID.
+//!
+//! The operator reaches node 1 over the mesh (`sovereign status|audit export --mesh
+//! /ip4/127.0.0.1/tcp/P --swarm-key F`): its second interface is QEMU's restricted user-mode
+//! network whose one way in is a forward from 127.0.0.1 to the mesh port. The status and the
+//! exported bundle verify; another swarm key gets no handshake.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -32,6 +37,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Three nodes of the platform, one of another platform, one with another swarm key.
 const NODES: usize = 5;
 const MESH_WAIT: Duration = Duration::from_secs(420);
+
+/// The node the operator reaches over the mesh, and its second interface: QEMU's user-mode
+/// network, restricted (no guest packet leaves it), whose only way in is a forward from
+/// 127.0.0.1 on the host to the node's mesh port.
+const OPERATOR_NODE: usize = 1;
+const OPERATOR_MAC: &str = "52:54:00:5e:01:02";
 
 fn mac(i: usize) -> String {
     format!("52:54:00:5e:00:{:02x}", i + 1)
@@ -71,7 +82,9 @@ fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bo
     };
     let admin = dev_keys().admin;
     let timeout = Duration::from_secs(120);
-    let (exchange, report) = sovereign_cli::attest::attest(socket, &admin, &trust, now_unix(), timeout).unwrap();
+    let (exchange, report) =
+        sovereign_cli::attest::attest(&sovereign_cli::Endpoint::from(socket), &admin, &trust, now_unix(), timeout)
+            .unwrap();
     assert_eq!(report.passed(), must_pass, "{}", report.render());
     // `SOVEREIGN_RECORD_EVIDENCE=DIR`: keep a real appliance's evidence and what it is judged
     // against, for the verifier's benchmark (runtime/verifier/benches/fixtures).
@@ -91,7 +104,7 @@ fn certify(appliance: &Appliance, socket: &Path, image_dir: &Path, must_pass: bo
         std::fs::write(dir.join("ek-ca.pem"), &ca).unwrap();
     }
     sovereign_cli::attest::certify(
-        socket,
+        &sovereign_cli::Endpoint::from(socket),
         &admin,
         &exchange.unwrap(),
         &attestation_ca().0,
@@ -115,6 +128,7 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     input.config.mesh = Some(MeshSettings {
         interfaces: (0..stranger)
             .map(|i| Interface { mac: mac(i), address: format!("10.77.0.{}/24", i + 1) })
+            .chain([Interface { mac: OPERATOR_MAC.into(), address: "10.0.2.15/24".into() }])
             .collect(),
         routes: Vec::new(),
         port: 4001,
@@ -138,6 +152,7 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     }
     let stranger_out = tempfile::tempdir().unwrap();
     let stranger_built = variant(&stranger_input, &dev_keys(), stranger_out.path(), &Tamper::default());
+    let operator_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let extra_disk = tempfile::NamedTempFile::new().unwrap();
     extra_disk.as_file().set_len(4 << 20).unwrap();
     for (i, appliance) in appliances.iter_mut().enumerate() {
@@ -154,6 +169,16 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
             ]);
         }
         appliance.add_qemu_args(hub.qemu_args(i, &mac(i)));
+        if i == OPERATOR_NODE {
+            appliance.add_qemu_args([
+                "-netdev".to_string(),
+                format!(
+                    "user,id=operator,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{operator_port}-10.0.2.15:4001"
+                ),
+                "-device".to_string(),
+                format!("virtio-net-pci,netdev=operator,mac={OPERATOR_MAC},romfile="),
+            ]);
+        }
     }
 
     // The three nodes of the platform, then the other one once they are admitted.
@@ -227,16 +252,19 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     // pinned (the mesh image's reference values, platform, EK CA, attestation CA).
     let bundle = out.path().join("node0-witnessed.bundle");
     sovereign_e2e::export_from(&appliances[0].control_socket(), &bundle);
-    let ek_ca = out.path().join("ek-ca-0.pem");
-    std::fs::write(&ek_ca, appliances[0].ek_ca_pem().unwrap()).unwrap();
+    let ek_ca = |i: usize| {
+        let path = out.path().join(format!("ek-ca-{i}.pem"));
+        std::fs::write(&path, appliances[i].ek_ca_pem().unwrap()).unwrap();
+        path
+    };
     let witness_arg = |j: usize, key: &str| format!("sovereign-witness/{}={key}", &identities[j][..16]);
-    let verify = |witnesses: &[String]| {
+    let verify_from = |bundle: &Path, node: usize, witnesses: &[String]| {
         let keys = sovereign_e2e::build_dir().join("keys");
         let mut args: Vec<std::ffi::OsString> = vec![
             "verify".into(),
-            bundle.clone().into(),
+            bundle.into(),
             "--node-key".into(),
-            identities[0].clone().into(),
+            identities[node].clone().into(),
             "--policy-key".into(),
             keys.join("release.pub").into(),
             "--admin-key".into(),
@@ -248,7 +276,7 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
             "--platform".into(),
             root().join(PLATFORM_PROFILE).into(),
             "--ek-ca".into(),
-            ek_ca.clone().into(),
+            ek_ca(node).into(),
             "--ak-ca".into(),
             attestation_ca().1.into(),
             "--json".into(),
@@ -260,6 +288,7 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         sovereign_e2e::sovereign(&refs)
     };
+    let verify = |witnesses: &[String]| verify_from(&bundle, 0, witnesses);
     let both = [witness_arg(1, &identities[1]), witness_arg(2, &identities[2])];
     let (code, stdout, stderr) = verify(&both);
     assert_eq!(code, 0, "the bundle with both witnesses pinned did not verify:\n{stdout}\n{stderr}");
@@ -267,6 +296,52 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     let (code, stdout, _) = verify(&forged);
     assert_ne!(code, 0, "a witness pinned with another key passed:\n{stdout}");
     assert!(stdout.contains("checkpoint.cosignatures"), "{stdout}");
+
+    // The operator over the mesh: node 1's mesh port, reached from 127.0.0.1 through the
+    // forward of its restricted user-mode network, with the swarm key — the same signed
+    // requests as over its serial port. Its status, then a compliance bundle that verifies
+    // offline with both other nodes' cosignatures.
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let swarm_key_file = out.path().join("swarm.key");
+    std::fs::write(&swarm_key_file, SwarmKey::from_bytes(key).to_file().as_bytes()).unwrap();
+    let other_key_file = out.path().join("other-swarm.key");
+    std::fs::write(&other_key_file, SwarmKey::from_bytes(other_key).to_file().as_bytes()).unwrap();
+    let admin_key = sovereign_e2e::build_dir().join("keys/admin.key");
+    let over_mesh = |command: &[&str], swarm_key: &Path| {
+        let mut args: Vec<std::ffi::OsString> = command.iter().map(|a| os(a)).collect();
+        for (flag, value) in [
+            ("--mesh", os(&format!("/ip4/127.0.0.1/tcp/{operator_port}"))),
+            ("--swarm-key", swarm_key.into()),
+            ("--key", admin_key.clone().into()),
+        ] {
+            args.push(os(flag));
+            args.push(value);
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        sovereign_e2e::sovereign(&refs)
+    };
+    let (code, stdout, stderr) =
+        over_mesh(&["status", "--json", "--node-key", &identities[OPERATOR_NODE]], &swarm_key_file);
+    assert_eq!(code, 0, "status over the mesh:\n{stdout}\n{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["identity"], identities[OPERATOR_NODE], "{stdout}");
+    assert_eq!(status["response_signature"], "verified", "{stdout}");
+    let mesh_bundle = out.path().join("node1-over-the-mesh.bundle");
+    let (code, stdout, stderr) =
+        over_mesh(&["audit", "export", "--out", mesh_bundle.to_str().unwrap()], &swarm_key_file);
+    assert_eq!(code, 0, "audit export over the mesh:\n{stdout}\n{stderr}");
+    let (code, stdout, stderr) =
+        verify_from(&mesh_bundle, OPERATOR_NODE, &[witness_arg(0, &identities[0]), witness_arg(2, &identities[2])]);
+    assert_eq!(code, 0, "the bundle exported over the mesh did not verify:\n{stdout}\n{stderr}");
+    let seen_deadline = Instant::now() + Duration::from_secs(60);
+    wait_lines(&mut guests[OPERATOR_NODE], &["sovereign-runtime: mesh: control session from "], 2, seen_deadline);
+    // With another swarm key the operator gets no handshake, and says so.
+    let (code, stdout, stderr) = over_mesh(&["status", "--json"], &other_key_file);
+    assert_ne!(code, 0, "status over the mesh with another swarm key:\n{stdout}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    // An operator is not a mesh node: node 1 admitted no more than the two others.
+    let admitted = guests[OPERATOR_NODE].console().matches("sovereign-runtime: mesh: admitted ").count();
+    assert_eq!(admitted, 2, "the operator's client was admitted to the mesh");
 
     // The other platform: same image, same swarm key: it connects, and every node refuses it
     // admission naming PCR 1 (audited), even with its AK certified. Beside it, the stranger with

@@ -52,17 +52,18 @@ type Module = (ModuleFile, Vec<u8>);
 
 impl Operator {
     fn send(&self, cmd: &Command) -> Reply {
-        command(&self.socket, &self.admin, None, cmd, &[]).unwrap().0
+        command(&sovereign_cli::Endpoint::from(&self.socket), &self.admin, None, cmd, &[]).unwrap().0
     }
 
     fn fetch(&self, cmd: &Command) -> Vec<u8> {
-        let (reply, payloads) = command(&self.socket, &self.admin, None, cmd, &[]).unwrap();
+        let (reply, payloads) =
+            command(&sovereign_cli::Endpoint::from(&self.socket), &self.admin, None, cmd, &[]).unwrap();
         blob_payload(&reply, payloads).unwrap()
     }
 
     fn start(&self, yaml: &str, modules: Vec<Module>) -> Reply {
         let (start, payloads) = self.start_request(yaml, modules);
-        command(&self.socket, &self.admin, None, &start, &payloads).unwrap().0
+        command(&sovereign_cli::Endpoint::from(&self.socket), &self.admin, None, &start, &payloads).unwrap().0
     }
 
     fn start_request(&self, yaml: &str, modules: Vec<Module>) -> (Command, Vec<Vec<u8>>) {
@@ -195,7 +196,9 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     // as a new execution. The audit log, cut mid-run, keeps verifying (the bundles below).
     let (socket, admin, cut_start) =
         (op.socket.clone(), op.admin.clone(), op.start_request(&hostile_yaml, hostile_modules));
-    let cut_sender = std::thread::spawn(move || command(&socket, &admin, None, &cut_start.0, &cut_start.1));
+    let cut_sender = std::thread::spawn(move || {
+        command(&sovereign_cli::Endpoint::from(&socket), &admin, None, &cut_start.0, &cut_start.1)
+    });
     std::thread::sleep(cut_at);
     drop(guest); // QEMU killed: the power cut
     let unanswered = cut_sender.join().unwrap();
@@ -337,7 +340,7 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let platform = sovereign_update::PLATFORM_QEMU_X86_64;
     let push = |bytes: Vec<u8>| {
         let cmd = Command::UpdatePush { bundle: sovereign_protocol::stream::Blob::of(&bytes) };
-        command(&op.socket, &op.admin, None, &cmd, &[bytes]).unwrap().0
+        command(&sovereign_cli::Endpoint::from(&op.socket), &op.admin, None, &cmd, &[bytes]).unwrap().0
     };
     let (v1, _) = sovereign_image::update::bundle(&image, &keys, 2, platform).unwrap();
     match push(v1) {
@@ -388,7 +391,10 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let refused = status["refused"].as_str().unwrap_or_default();
     assert!(refused.contains("older copy") && refused.contains("TPM counter"), "{status}");
-    let why = command(&op.socket, &op.admin, None, &Command::Runs, &[]).map(|r| r.0).unwrap_err().to_string();
+    let why = command(&sovereign_cli::Endpoint::from(&op.socket), &op.admin, None, &Command::Runs, &[])
+        .map(|r| r.0)
+        .unwrap_err()
+        .to_string();
     assert!(why.contains("refuses every governed action") && why.contains("older copy"), "{why}");
     guest.powerdown().unwrap();
     guest.wait_exit().unwrap();

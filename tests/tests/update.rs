@@ -48,7 +48,7 @@ fn release_bundle_signed(
 
 /// One signed request to the appliance on `socket`, as its admin.
 fn send(socket: &Path, cmd: &Command, payloads: &[Vec<u8>]) -> Reply {
-    command(socket, &dev_keys().admin, None, cmd, payloads).unwrap().0
+    command(&sovereign_cli::Endpoint::from(socket), &dev_keys().admin, None, cmd, payloads).unwrap().0
 }
 
 fn state(reply: Reply) -> UpdateState {
@@ -199,15 +199,29 @@ fn an_update_boots_on_trial_is_blessed_then_floored_and_a_failed_trial_falls_bac
     v2_trust.reference_values = read(v2_dir.join("reference-values.json"));
     v2_trust.reference_signature = read(v2_dir.join("reference-values.sig"));
     let timeout = Duration::from_secs(60);
-    let (_, report) = sovereign_cli::attest::attest(&socket, &keys.admin, &v2_trust, now_unix(), timeout).unwrap();
+    let (_, report) = sovereign_cli::attest::attest(
+        &sovereign_cli::Endpoint::from(&socket),
+        &keys.admin,
+        &v2_trust,
+        now_unix(),
+        timeout,
+    )
+    .unwrap();
     assert!(report.passed(), "{}", report.render());
-    let (_, report) =
-        sovereign_cli::attest::attest(&socket, &keys.admin, &operator_trust(&appliance), now_unix(), timeout).unwrap();
+    let (_, report) = sovereign_cli::attest::attest(
+        &sovereign_cli::Endpoint::from(&socket),
+        &keys.admin,
+        &operator_trust(&appliance),
+        now_unix(),
+        timeout,
+    )
+    .unwrap();
     assert_eq!(report.check_passed("pcrs.reference_values"), Some(false), "{}", report.render());
     // The update is in the node's compliance bundle: the apply, the update policy's decision
     // (re-evaluated offline from the bundled policy), the trial; verified against the node's
     // identity.
-    let (reply, payloads) = command(&socket, &keys.admin, None, &Command::ExportBundle, &[]).unwrap();
+    let (reply, payloads) =
+        command(&sovereign_cli::Endpoint::from(&socket), &keys.admin, None, &Command::ExportBundle, &[]).unwrap();
     let bundle = sovereign_cli::pipeline::blob_payload(&reply, payloads).unwrap();
     let node =
         ed25519_dalek::VerifyingKey::from_bytes(&hex::decode(&v1_identity).unwrap().try_into().unwrap()).unwrap();
@@ -335,7 +349,13 @@ fn power_cuts_at_eight_points_of_an_update_always_come_back_on_a_good_slot_with_
         let v2 = &v2;
         scope.spawn(move || {
             let cmd = Command::UpdatePush { bundle: sovereign_protocol::Blob::of(v2) };
-            let _ = command(socket, &dev_keys().admin, None, &cmd, std::slice::from_ref(v2));
+            let _ = command(
+                &sovereign_cli::Endpoint::from(socket),
+                &dev_keys().admin,
+                None,
+                &cmd,
+                std::slice::from_ref(v2),
+            );
         });
         std::thread::sleep(push_time / 2);
         drop(guest);

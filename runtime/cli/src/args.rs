@@ -136,9 +136,8 @@ pub(crate) enum Command {
     /// Attest a running appliance: fresh-nonce TPM quote, credential activation, EK chain,
     /// event-log replay and every PCR against the signed reference values, verified offline.
     Attest {
-        /// The appliance's control socket.
-        #[arg(long)]
-        socket: PathBuf,
+        #[command(flatten)]
+        port: ControlPort,
         /// The operator's Ed25519 secret key file (hex).
         #[arg(long)]
         key: PathBuf,
@@ -242,12 +241,53 @@ pub(crate) enum LicenseCommand {
     },
 }
 
+/// Where the appliance's control API is reached: its control socket, or its mesh address with
+/// the swarm key.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ControlPort {
+    /// The appliance's control socket (QEMU: the appliance directory's control.sock).
+    #[arg(long, required_unless_present = "mesh", conflicts_with = "mesh")]
+    pub(crate) socket: Option<PathBuf>,
+    /// The appliance's mesh address, e.g. /ip4/10.0.0.2/tcp/4001 (with --swarm-key).
+    #[arg(long, requires = "swarm_key")]
+    pub(crate) mesh: Option<String>,
+    /// The mesh's swarm key file (the IPFS swarm.key format), with --mesh.
+    #[arg(long, requires = "mesh")]
+    pub(crate) swarm_key: Option<PathBuf>,
+}
+
+impl ControlPort {
+    /// The endpoint these options name.
+    pub(crate) fn endpoint(&self) -> anyhow::Result<sovereign_cli::Endpoint> {
+        endpoint(self.socket.as_deref(), self.mesh.as_deref(), self.swarm_key.as_deref())
+    }
+}
+
+/// The endpoint `--socket`, or `--mesh` with `--swarm-key`, name.
+pub(crate) fn endpoint(
+    socket: Option<&std::path::Path>,
+    mesh: Option<&str>,
+    swarm_key: Option<&std::path::Path>,
+) -> anyhow::Result<sovereign_cli::Endpoint> {
+    use anyhow::Context as _;
+    match (socket, mesh, swarm_key) {
+        (Some(socket), None, _) => Ok(sovereign_cli::Endpoint::Socket(socket.to_path_buf())),
+        (None, Some(address), Some(key_file)) => {
+            let address = address.parse().with_context(|| format!("--mesh {address:?} is not a multiaddr"))?;
+            let text = std::fs::read(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+            let swarm_key = sovereign_mesh::swarm_key::SwarmKey::parse(&text)
+                .with_context(|| format!("the swarm key {}", key_file.display()))?;
+            Ok(sovereign_cli::Endpoint::Mesh { address, swarm_key })
+        }
+        _ => anyhow::bail!("give the appliance's --socket, or its --mesh address with --swarm-key"),
+    }
+}
+
 /// The appliance's control port and the operator key that signs requests.
 #[derive(clap::Args)]
 pub(crate) struct ApplianceArgs {
-    /// The appliance's control socket (QEMU: the appliance directory's control.sock).
-    #[arg(long)]
-    pub(crate) socket: PathBuf,
+    #[command(flatten)]
+    pub(crate) port: ControlPort,
     /// The operator's Ed25519 secret key file (hex).
     #[arg(long)]
     pub(crate) key: PathBuf,
@@ -541,19 +581,25 @@ pub(crate) enum AuditCommand {
     /// file (--log, --data-key, --node-key-file).
     Export {
         /// The appliance's control socket.
-        #[arg(long, conflicts_with_all = ["log", "data_key", "node_key_file"], requires = "key")]
+        #[arg(long, conflicts_with_all = ["log", "data_key", "node_key_file", "mesh"], requires = "key")]
         socket: Option<PathBuf>,
-        /// The operator's secret key file (with --socket).
+        /// The appliance's mesh address (with --swarm-key and --key), instead of --socket.
+        #[arg(long, conflicts_with_all = ["log", "data_key", "node_key_file"], requires_all = ["key", "swarm_key"])]
+        mesh: Option<String>,
+        /// The mesh's swarm key file, with --mesh.
+        #[arg(long, requires = "mesh")]
+        swarm_key: Option<PathBuf>,
+        /// The operator's secret key file (with --socket or --mesh).
         #[arg(long)]
         key: Option<PathBuf>,
         /// The log file.
-        #[arg(long, required_unless_present = "socket")]
+        #[arg(long, required_unless_present_any = ["socket", "mesh"])]
         log: Option<PathBuf>,
         /// File holding the data key.
-        #[arg(long, required_unless_present = "socket")]
+        #[arg(long, required_unless_present_any = ["socket", "mesh"])]
         data_key: Option<PathBuf>,
         /// File holding the node identity secret key.
-        #[arg(long, required_unless_present = "socket")]
+        #[arg(long, required_unless_present_any = ["socket", "mesh"])]
         node_key_file: Option<PathBuf>,
         /// Output bundle.
         #[arg(long)]

@@ -19,11 +19,11 @@ use sovereign_protocol::akcert::{AkCertificate, AkFacts};
 use sovereign_protocol::{Evidence, Request, Response, attest_qualifying_data};
 pub use sovereign_verifier::{AttestReport, Exchange, Trust, verify_exchange};
 
-/// Asks the appliance on `socket` for evidence (fresh nonce), runs the credential challenge,
+/// Asks the appliance at `endpoint` for evidence (fresh nonce), runs the credential challenge,
 /// and verifies. Transport errors are `Err`; anything the appliance answered is judged in the
 /// report (a wrongly signed or refused answer is a failed check, never PASS).
 pub fn attest(
-    socket: &Path,
+    endpoint: &crate::Endpoint,
     operator: &ed25519_dalek::SigningKey,
     trust: &Trust,
     now_unix: u64,
@@ -38,13 +38,13 @@ pub fn attest(
     };
     // The request names the node: the pinned identity, or the one the node states (the
     // evidence must then bind it, and the report says whether it was pinned).
-    let identity_key = match crate::node_identity(socket, operator, trust.node_identity.as_ref(), timeout) {
+    let identity_key = match crate::node_identity(endpoint, operator, trust.node_identity.as_ref(), timeout) {
         Ok(k) => k,
         Err(e) => return Ok(fail("response.signature", format!("learning the node identity: {e:#}"))),
     };
     let identity = identity_key.to_bytes();
     let request = crate::sign(Request::Attest { nonce }, &identity_key, &[], operator);
-    let response = crate::send(socket, &request, timeout)?;
+    let response = crate::send(endpoint, &request, timeout)?;
     let evidence = match response.verify(&request, &identity_key) {
         Err(e) => return Ok(fail("response.signature", format!("attestation response: {e}"))),
         Ok(Response::Evidence(e)) => (**e).clone(),
@@ -57,7 +57,7 @@ pub fn attest(
         Err(e) => Err(e),
         Ok(request) => {
             let signed = crate::sign(request, &identity_key, &[], operator);
-            let response = crate::send(socket, &signed, timeout)?;
+            let response = crate::send(endpoint, &signed, timeout)?;
             match response.verify(&signed, &identity_key) {
                 Err(e) => Err(format!("activation response: {e}")),
                 Ok(Response::Credential(secret)) => Ok(secret.clone()),
@@ -79,7 +79,7 @@ const CLOCK_SKEW_SECS: u64 = 300;
 /// valid from five minutes before `now_unix` (clock skew) until `validity_secs` after it, and
 /// has the appliance store it.
 pub fn certify(
-    socket: &Path,
+    endpoint: &crate::Endpoint,
     operator: &ed25519_dalek::SigningKey,
     exchange: &Exchange,
     ca: &ed25519_dalek::SigningKey,
@@ -103,7 +103,7 @@ pub fn certify(
     let cert = AkCertificate::issue(ca, &facts, serial, not_before, now_unix.saturating_add(validity_secs));
     let identity = VerifyingKey::from_bytes(&exchange.identity)?;
     let request = crate::sign(Request::CertifyAk(Box::new(cert.clone())), &identity, &[], operator);
-    let response = crate::send(socket, &request, timeout)?;
+    let response = crate::send(endpoint, &request, timeout)?;
     match response.verify(&request, &identity).map_err(|e| anyhow::anyhow!("certification response: {e}"))? {
         Response::AkCertified { serial } if *serial == cert.serial => Ok(cert),
         Response::Refused(why) => anyhow::bail!("the appliance refused the certificate: {why}"),

@@ -5,10 +5,13 @@
 //!
 //! Sending runs on its own thread while this one reads, so a refusal the appliance sends early
 //! (say, a request over its limits) is seen at once, and the upload stops.
+//!
+//! The appliance is reached at an [`Endpoint`]: the unix socket of its virtio-serial port, or
+//! (feature `net`) its mesh address with the swarm key — the same frames either way.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,22 +58,100 @@ pub struct Answer {
     pub payloads: Vec<Vec<u8>>,
 }
 
-/// Sends `request` with `payloads` (the ones its attachment manifests describe, in order) over
-/// the control socket and reads the response and its payloads. `timeout` bounds each read and
-/// write.
+/// Where the appliance's control API is reached.
+#[derive(Debug)]
+pub enum Endpoint {
+    /// The unix socket of its virtio-serial port (QEMU: the appliance directory's
+    /// `control.sock`).
+    Socket(PathBuf),
+    /// Its mesh address (`/ip4/A/tcp/P`), over the mesh's transport with the swarm key.
+    #[cfg(feature = "net")]
+    Mesh {
+        /// The node's mesh address.
+        address: sovereign_mesh::libp2p::Multiaddr,
+        /// The mesh's swarm key.
+        swarm_key: sovereign_mesh::swarm_key::SwarmKey,
+    },
+}
+
+impl From<&Path> for Endpoint {
+    fn from(socket: &Path) -> Self {
+        Endpoint::Socket(socket.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for Endpoint {
+    fn from(socket: &PathBuf) -> Self {
+        Endpoint::Socket(socket.clone())
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Socket(path) => write!(f, "the control port {}", path.display()),
+            #[cfg(feature = "net")]
+            Endpoint::Mesh { address, swarm_key } => {
+                write!(f, "the mesh address {address} (swarm key {})", swarm_key.fingerprint())
+            }
+        }
+    }
+}
+
+/// One open connection to the control API.
+enum Connection {
+    Socket {
+        reader: UnixStream,
+        writer: UnixStream,
+    },
+    #[cfg(feature = "net")]
+    Mesh(Box<sovereign_mesh::control::ControlConnection>),
+}
+
+impl Connection {
+    fn open(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Self> {
+        match endpoint {
+            Endpoint::Socket(path) => {
+                let stream = UnixStream::connect(path).with_context(|| format!("connecting to {endpoint}"))?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                let writer = stream.try_clone().context("cloning the control socket")?;
+                Ok(Connection::Socket { reader: stream, writer })
+            }
+            #[cfg(feature = "net")]
+            Endpoint::Mesh { address, swarm_key } => {
+                let connection = sovereign_mesh::control::dial_control(swarm_key, address, timeout)
+                    .with_context(|| format!("connecting to {endpoint}"))?;
+                Ok(Connection::Mesh(Box::new(connection)))
+            }
+        }
+    }
+
+    fn halves(&mut self) -> (&mut (dyn Read + Send), &mut (dyn Write + Send)) {
+        match self {
+            Connection::Socket { reader, writer } => (reader, writer),
+            #[cfg(feature = "net")]
+            Connection::Mesh(c) => {
+                let c = &mut **c;
+                (&mut c.reader, &mut c.writer)
+            }
+        }
+    }
+}
+
+/// Sends `request` with `payloads` (the ones its attachment manifests describe, in order) to
+/// the control API at `endpoint` and reads the response and its payloads. `timeout` bounds each
+/// read and write.
 pub fn exchange(
-    socket: &Path,
+    endpoint: &Endpoint,
     request: &SignedRequest,
     payloads: &[Vec<u8>],
     timeout: Duration,
     progress: &mut dyn FnMut(Transfer),
 ) -> anyhow::Result<Answer> {
-    let stream =
-        UnixStream::connect(socket).with_context(|| format!("connecting to the control port {}", socket.display()))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut writer = stream.try_clone().context("cloning the control socket")?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, stream);
+    let mut connection = Connection::open(endpoint, timeout)?;
+    let (reader, writer) = connection.halves();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
     let digest = request.digest();
     let stop = AtomicBool::new(false);
     let total: u64 = payloads.iter().map(|p| p.len() as u64).sum();
@@ -151,36 +232,55 @@ fn receive(
     Ok(Answer { response, payloads })
 }
 
-/// Sends a request without payloads and returns its (unverified) response.
-pub fn send(socket: &Path, request: &SignedRequest, timeout: Duration) -> anyhow::Result<SignedResponse> {
-    exchange(socket, request, &[], timeout, &mut |_| {}).map(|a| a.response)
+/// Signings of one request at most ([`sign_again`]).
+pub const SIGNING_ATTEMPTS: u32 = 3;
+
+/// Whether a request refused with `why` on its `attempt`-th signing is to be signed again (a
+/// second later): the appliance refuses requests signed before its runtime started, and right
+/// after a reboot this machine's clock may run that moment behind the appliance's (set from
+/// its RTC, in whole seconds). Any other refusal stands.
+pub fn sign_again(why: &str, attempt: u32) -> bool {
+    let again = why.ends_with("sign it again") && attempt < SIGNING_ATTEMPTS;
+    if again {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    again
 }
 
-/// Learns the identity of the node on `socket` (trust on first use: a `status` addressed to
+/// Sends a request without payloads and returns its (unverified) response.
+pub fn send(endpoint: &Endpoint, request: &SignedRequest, timeout: Duration) -> anyhow::Result<SignedResponse> {
+    exchange(endpoint, request, &[], timeout, &mut |_| {}).map(|a| a.response)
+}
+
+/// Learns the identity of the node at `endpoint` (trust on first use: a `status` addressed to
 /// any node, whose answer is signed by the identity it names). Pin the identity instead
 /// wherever it is known.
-pub fn discover(socket: &Path, operator: &SigningKey, timeout: Duration) -> anyhow::Result<VerifyingKey> {
-    let request = sign_addressed(Request::Status, ANY_NODE, &[], operator);
-    let response = send(socket, &request, timeout)?;
-    let claimed = VerifyingKey::from_bytes(&response.identity).map_err(|e| anyhow!("node identity: {e}"))?;
-    match response.verify(&request, &claimed).map_err(|e| anyhow!("status response: {e}"))? {
-        Response::Status(st) if st.identity == claimed.to_bytes() => Ok(claimed),
-        Response::Status(_) => bail!("the node's status names another identity than the key that signed it"),
-        Response::Refused(why) => bail!("the appliance refused: {why}"),
-        other => bail!("unexpected answer {other:?}"),
+pub fn discover(endpoint: &Endpoint, operator: &SigningKey, timeout: Duration) -> anyhow::Result<VerifyingKey> {
+    for attempt in 1.. {
+        let request = sign_addressed(Request::Status, ANY_NODE, &[], operator);
+        let response = send(endpoint, &request, timeout)?;
+        let claimed = VerifyingKey::from_bytes(&response.identity).map_err(|e| anyhow!("node identity: {e}"))?;
+        match response.verify(&request, &claimed).map_err(|e| anyhow!("status response: {e}"))? {
+            Response::Status(st) if st.identity == claimed.to_bytes() => return Ok(claimed),
+            Response::Status(_) => bail!("the node's status names another identity than the key that signed it"),
+            Response::Refused(why) if sign_again(why, attempt) => continue,
+            Response::Refused(why) => bail!("the appliance refused: {why}"),
+            other => bail!("unexpected answer {other:?}"),
+        }
     }
+    unreachable!("the attempts above return")
 }
 
 /// The identity to address: `pinned`, or else the one [`discover`] learns.
 pub fn node_identity(
-    socket: &Path,
+    endpoint: &Endpoint,
     operator: &SigningKey,
     pinned: Option<&VerifyingKey>,
     timeout: Duration,
 ) -> anyhow::Result<VerifyingKey> {
     match pinned {
         Some(k) => Ok(*k),
-        None => discover(socket, operator, timeout),
+        None => discover(endpoint, operator, timeout),
     }
 }
 

@@ -2,7 +2,8 @@
 //! by the end-to-end tests), attestation ([`attest`]), the attestation a compliance bundle carries
 //! ([`bundle_attestation`]), pipelines ([`pipeline`]) and the offline
 //! re-evaluation of decisions ([`decisions`]). The transport is a byte stream to the
-//! appliance's control port — today the unix socket QEMU exposes for the virtio-serial port.
+//! appliance's control API ([`Endpoint`]): the unix socket QEMU exposes for its virtio-serial
+//! port, or (feature `net`) a control stream over the private mesh with the swarm key.
 //!
 //! Must never: accept a response it has not verified against the node identity and its own
 //! request, send an unsigned request, or treat a check it could not complete as passed.
@@ -17,4 +18,4 @@ pub mod deployment;
 pub mod pipeline;
 pub mod roles;
 
-pub use client::{Answer, Transfer, discover, exchange, node_identity, send, sign};
+pub use client::{Answer, Endpoint, Transfer, discover, exchange, node_identity, send, sign};

@@ -106,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(cmd) => commands::update::update(cmd),
         Command::License(cmd) => commands::license::license(cmd),
         Command::Attest {
-            socket,
+            port,
             key,
             release_key,
             reference,
@@ -118,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ak_cert_days,
             json,
         } => appliance::attest(
-            socket,
+            port,
             key,
             appliance::AttestRoots { release_key, reference, platform, ek_ca, node_key },
             save,

@@ -31,22 +31,26 @@ pub const ROLE_SIGNATURE_TTL_MS: u64 = 10 * 60 * 1000;
 /// with the payloads its blobs refer to. The response's signature is verified against that
 /// identity; each payload chunk against the signed manifest.
 pub fn command(
-    socket: &Path,
+    endpoint: &crate::Endpoint,
     operator: &SigningKey,
     node: Option<&VerifyingKey>,
     cmd: &Command,
     payloads: &[Vec<u8>],
 ) -> anyhow::Result<(Reply, Vec<Vec<u8>>)> {
     let timeout = Duration::from_secs(600);
-    let identity = crate::node_identity(socket, operator, node, Duration::from_secs(60))?;
-    let request = crate::sign(Request::Pipeline(cmd.clone()), &identity, payloads, operator);
+    let identity = crate::node_identity(endpoint, operator, node, Duration::from_secs(60))?;
     let mut progress = crate::client::progress_on_terminal();
-    let answer = crate::exchange(socket, &request, payloads, timeout, &mut progress)?;
-    match answer.response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))? {
-        Response::Pipeline(reply) => Ok((reply.clone(), answer.payloads)),
-        Response::Refused(why) => bail!("the appliance refused the request: {why}"),
-        other => bail!("unexpected response {other:?}"),
+    for attempt in 1.. {
+        let request = crate::sign(Request::Pipeline(cmd.clone()), &identity, payloads, operator);
+        let answer = crate::exchange(endpoint, &request, payloads, timeout, &mut progress)?;
+        match answer.response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))? {
+            Response::Pipeline(reply) => return Ok((reply.clone(), answer.payloads)),
+            Response::Refused(why) if crate::client::sign_again(why, attempt) => continue,
+            Response::Refused(why) => bail!("the appliance refused the request: {why}"),
+            other => bail!("unexpected response {other:?}"),
+        }
     }
+    unreachable!("the attempts above return")
 }
 
 /// The payload a reply's blob names, checked against it.

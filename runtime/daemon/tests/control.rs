@@ -236,8 +236,14 @@ fn a_million_entry_log_is_exported_through_the_cli_client_and_verifies() {
     let swtpm = Swtpm::start().unwrap();
     let (socket, node) = runtime(dir.path(), &swtpm, 1_000_000);
     let operator = SigningKey::from_bytes(&OPERATOR);
-    let (reply, payloads) =
-        sovereign_cli::pipeline::command(&socket, &operator, None, &Command::ExportBundle, &[]).unwrap();
+    let (reply, payloads) = sovereign_cli::pipeline::command(
+        &sovereign_cli::Endpoint::from(&socket),
+        &operator,
+        None,
+        &Command::ExportBundle,
+        &[],
+    )
+    .unwrap();
     let bundle = sovereign_cli::pipeline::blob_payload(&reply, payloads).unwrap();
     assert!(bundle.len() > 4 * MAX_FRAME, "the export ({} bytes) is larger than several frames", bundle.len());
     let report = verify_bundle_with(&bundle, &TrustedKeys { node: Some(node), witnesses: vec![] }, None);

@@ -16,7 +16,7 @@ pub(crate) fn runs(appliance: ApplianceArgs, json: bool) -> anyhow::Result<ExitC
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
     let runs = match sovereign_cli::pipeline::command(
-        &appliance.socket,
+        &appliance.port.endpoint()?,
         &operator,
         node.as_ref(),
         &PipelineCommand::Runs,
@@ -47,7 +47,7 @@ pub(crate) struct AttestRoots {
 }
 
 pub(crate) fn attest(
-    socket: PathBuf,
+    port: ControlPort,
     key: PathBuf,
     roots: AttestRoots,
     save: Option<PathBuf>,
@@ -72,6 +72,7 @@ pub(crate) fn attest(
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let timeout = std::time::Duration::from_secs(60);
+    let socket = port.endpoint()?;
     let (exchange, report) = sovereign_cli::attest::attest(&socket, &operator, &trust, now, timeout)?;
     if let (Some(dir), Some(exchange)) = (&save, &exchange) {
         sovereign_cli::attest::save(dir, exchange, &report)?;
@@ -111,18 +112,30 @@ pub(crate) fn attest(
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub(crate) fn status(ApplianceArgs { socket, key, node_key }: ApplianceArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn status(ApplianceArgs { port, key, node_key }: ApplianceArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let endpoint = port.endpoint()?;
     let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
     let pinned = node_key.as_deref().map(public_key).transpose()?;
     // Without a pinned identity the status is addressed to any node, which answers it
     // signed by the identity it names (trust on first use).
     let addressed = pinned.map(|k| k.to_bytes()).unwrap_or(sovereign_protocol::ANY_NODE);
-    let request = sovereign_cli::client::sign_addressed(sovereign_protocol::Request::Status, addressed, &[], &operator);
-    let response = sovereign_cli::send(&socket, &request, std::time::Duration::from_secs(30))?;
-    let identity = match node_key.as_deref() {
-        Some(k) => public_key(k)?,
-        None => VerifyingKey::from_bytes(&response.identity)
-            .map_err(|e| anyhow!("node identity is not a valid key: {e}"))?,
+    let mut attempt = 0;
+    let (request, response, identity) = loop {
+        attempt += 1;
+        let request =
+            sovereign_cli::client::sign_addressed(sovereign_protocol::Request::Status, addressed, &[], &operator);
+        let response = sovereign_cli::send(&endpoint, &request, std::time::Duration::from_secs(30))?;
+        let identity = match pinned {
+            Some(k) => k,
+            None => VerifyingKey::from_bytes(&response.identity)
+                .map_err(|e| anyhow!("node identity is not a valid key: {e}"))?,
+        };
+        match response.verify(&request, &identity) {
+            Ok(sovereign_protocol::Response::Refused(why)) if sovereign_cli::client::sign_again(why, attempt) => {
+                continue;
+            }
+            _ => break (request, response, identity),
+        }
     };
     let verified = response.verify(&request, &identity).map_err(|e| anyhow!("response: {e}"))?;
     match verified {
@@ -198,7 +211,7 @@ pub(crate) fn run_pipeline(
             (p::resume_request(run_id, &pipeline, certificate, &operator), vec![])
         }
     };
-    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &command, &payloads)?.0 {
+    let report = match p::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &payloads)?.0 {
         Reply::Run(r) => *r,
         Reply::Refused(why) => {
             eprintln!("sovereign: the appliance refused the run: {why}");
@@ -212,7 +225,7 @@ pub(crate) fn run_pipeline(
         fs::write(dir.join(format!("run-{}.json", report.run_id)), serde_json::to_vec_pretty(&report)?)?;
         if let Some(hash) = report.bundle {
             let fetch = PipelineCommand::Artifact { run_id: report.run_id.clone(), sha256: hash };
-            let (reply, payloads) = p::command(&appliance.socket, &operator, node.as_ref(), &fetch, &[])?;
+            let (reply, payloads) = p::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &fetch, &[])?;
             if !matches!(&reply, Reply::Blob(b) if b.sha256 == hash) {
                 bail!("fetching the bundle: the appliance answered {reply:?}, not the bundle the run recorded");
             }
@@ -251,7 +264,7 @@ pub(crate) fn approve(
         serde_json::from_slice(&fs::read(certificate).with_context(|| format!("reading {}", certificate.display()))?)
             .with_context(|| format!("{} is not a role certificate", certificate.display()))?;
     let status = PipelineCommand::Status { run_id: run.into() };
-    let report = match p::command(&appliance.socket, &operator, node.as_ref(), &status, &[])?.0 {
+    let report = match p::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &status, &[])?.0 {
         Reply::Run(r) => *r,
         Reply::Refused(why) => bail!("the appliance refused: {why}"),
         other => bail!("unexpected reply {other:?}"),
@@ -261,7 +274,7 @@ pub(crate) fn approve(
     };
     let approval = sovereign_governance::approvals::Approval::sign(digest, now_ms() + 24 * 3_600_000, &approver);
     let cmd = PipelineCommand::Approve { run_id: run.into(), approval, certificate };
-    match p::command(&appliance.socket, &operator, node.as_ref(), &cmd, &[])?.0 {
+    match p::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &cmd, &[])?.0 {
         Reply::Approved { have, need } => {
             if json {
                 println!(

@@ -86,9 +86,12 @@ pub(crate) fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             print!("{}", note.to_text());
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Export { socket: Some(socket), key: Some(key), out, .. } => {
+        AuditCommand::Export { socket, mesh, swarm_key, key: Some(key), out, .. }
+            if socket.is_some() || mesh.is_some() =>
+        {
+            let endpoint = crate::args::endpoint(socket.as_deref(), mesh.as_deref(), swarm_key.as_deref())?;
             let operator = SigningKey::from_bytes(&read_hex32(&key, "operator key")?);
-            match sovereign_cli::pipeline::command(&socket, &operator, None, &PipelineCommand::ExportBundle, &[])? {
+            match sovereign_cli::pipeline::command(&endpoint, &operator, None, &PipelineCommand::ExportBundle, &[])? {
                 (reply @ Reply::Blob(_), payloads) => {
                     let bytes = sovereign_cli::pipeline::blob_payload(&reply, payloads)?;
                     fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
@@ -108,7 +111,9 @@ pub(crate) fn audit(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Export { log, data_key, node_key_file, out, from, to, witnesses, policies, .. } => {
             let (Some(log), Some(data_key), Some(node_key_file)) = (log, data_key, node_key_file) else {
-                bail!("audit export needs --socket and --key, or --log, --data-key and --node-key-file")
+                bail!(
+                    "audit export needs --socket (or --mesh and --swarm-key) and --key, or --log, --data-key and --node-key-file"
+                )
             };
             let key = DataKey(read_hex32(&data_key, "data key")?);
             let (log, _) = AuditLog::open(&log, &key)?;

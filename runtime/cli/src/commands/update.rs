@@ -41,7 +41,7 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
         (None, None) => (PipelineCommand::UpdateStatus, vec![]),
     };
     let (reply, _) =
-        sovereign_cli::pipeline::command(&appliance.socket, &operator, node.as_ref(), &command, &payloads)?;
+        sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &payloads)?;
     let state = match reply {
         Reply::Update(state) => state,
         Reply::Refused(why) => {
