@@ -86,6 +86,32 @@ pub struct RuntimeConfig {
     /// opens no socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh: Option<network::MeshSettings>,
+    /// The Bitcoin licence rule this node's licence proofs are judged by; absent, the node
+    /// takes no licence and its policies see no `licensed` fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<LicenceSettings>,
+}
+
+/// A node's Bitcoin licence rule (seed 001): a licence is a transaction, buried at least
+/// `depth` blocks deep in a chain from the pinned checkpoint, that pays at least `amount_sat` to
+/// `script` and carries `OP_RETURN SHA256("LICENSE" || machine_id)` — the machine ID being the
+/// node identity's public key (TPM-sealed, so not copyable to another machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenceSettings {
+    /// `bitcoin`, `signet` or `regtest`.
+    pub network: String,
+    /// The pinned checkpoint's height (an epoch boundary, or 0 for genesis).
+    pub checkpoint_height: u32,
+    /// The pinned checkpoint's 80-byte header (hex); absent at height 0: the network's genesis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_header: Option<String>,
+    /// The developer's scriptPubKey (hex).
+    pub script: String,
+    /// The least the developer must be paid, in satoshis.
+    pub amount_sat: u64,
+    /// Confirmations required.
+    pub depth: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -102,6 +128,7 @@ impl Default for RuntimeConfig {
             control_port: "sovereign.control".into(),
             admins: Vec::new(),
             mesh: None,
+            licence: None,
         }
     }
 }

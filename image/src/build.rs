@@ -610,6 +610,11 @@ pub fn build_with(
     tamper: &Tamper<'_>,
 ) -> anyhow::Result<BuildOutput> {
     let mut with_admin = input.clone();
+    if let Some(l) = &input.config.licence {
+        let header = l.checkpoint_header.as_deref();
+        sovereign_ledger::rule::parse(&l.network, l.checkpoint_height, header, &l.script, l.amount_sat, l.depth)
+            .map_err(|e| anyhow!("the licence rule: {e}"))?;
+    }
     if let Some(mesh) = &input.config.mesh {
         mesh.check().map_err(|e| anyhow!("the mesh settings: {e}"))?;
         sovereign_mesh::swarm_key::SwarmKey::parse(mesh.swarm_key.as_bytes())

@@ -114,6 +114,11 @@ enum Cmd {
         /// leave it empty.
         #[arg(long, requires = "mesh")]
         swarm_key: Option<PathBuf>,
+        /// The Bitcoin licence rule this image's nodes judge imported licence proofs by (JSON:
+        /// network, checkpoint_height, checkpoint_header, script, amount_sat, depth; see README
+        /// "Licences"). Without it the nodes take no licence.
+        #[arg(long)]
+        licence: Option<PathBuf>,
         /// Kernel command line.
         #[arg(long, default_value = DEFAULT_CMDLINE)]
         cmdline: String,
@@ -234,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             update_policy,
             mesh,
             swarm_key,
+            licence,
             cmdline,
             kernel,
             modules_root,
@@ -265,6 +271,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 cmdline,
                 config: RuntimeConfig {
                     mesh: mesh_settings(mesh.as_deref(), swarm_key.as_deref())?,
+                    licence: licence
+                        .map(|path| -> anyhow::Result<_> {
+                            let bytes = std::fs::read(&path)
+                                .map_err(|e| anyhow::anyhow!("reading the licence rule {}: {e}", path.display()))?;
+                            serde_json::from_slice(&bytes)
+                                .map_err(|e| anyhow::anyhow!("the licence rule {}: {e}", path.display()))
+                        })
+                        .transpose()?,
                     ..RuntimeConfig::default()
                 },
                 update_policy: match update_policy {

@@ -239,6 +239,25 @@ pub(crate) enum LicenseCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Import a licence proof file into the appliance, which verifies it offline against its
+    /// own configured rule for its own identity before keeping it (exit 1 with the refusal).
+    Import {
+        /// The proof file (`sovereign license check --out`).
+        proof: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The appliance's licence as its policies see it (exit 1 when not licensed).
+    Status {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the appliance's control API is reached: its control socket, or its mesh address with

@@ -311,8 +311,10 @@ impl Server {
         if let Err(refusal) = admitted {
             return self.refuse(digest, refusal);
         }
-        let takes_payloads =
-            matches!(&request.request, Request::Pipeline(Command::Start(_) | Command::UpdatePush { .. }));
+        let takes_payloads = matches!(
+            &request.request,
+            Request::Pipeline(Command::Start(_) | Command::UpdatePush { .. } | Command::LicenceImport { .. })
+        );
         if !request.attachments.is_empty() && !takes_payloads {
             return self.refuse(digest, "payload refused: this request takes no attachments".into());
         }

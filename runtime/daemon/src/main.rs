@@ -51,6 +51,15 @@ fn open_engine(
     let admin =
         key_from_hex(&config.admin_root).ok_or("runtime config: admin_root is not an Ed25519 key".to_string())?;
     let identity_hex = hex::encode(identity.verifying_key().as_bytes());
+    let licence = config
+        .licence
+        .as_ref()
+        .map(|l| {
+            let header = l.checkpoint_header.as_deref();
+            sovereign_ledger::rule::parse(&l.network, l.checkpoint_height, header, &l.script, l.amount_sat, l.depth)
+        })
+        .transpose()
+        .map_err(|e| format!("runtime config: licence rule: {e}"))?;
     sovereign_pipeline::Engine::open(sovereign_pipeline::EngineConfig {
         identity: identity.clone(),
         data_key: sovereign_audit::DataKey(*data_key),
@@ -62,6 +71,7 @@ fn open_engine(
         counter: Box::new(sovereign_pipeline::anchor::TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
         reference_values: reference_values(),
         update: update_trust(config, facts.image_version, tpm, &release),
+        licence,
     })
     .map_err(|e| e.to_string())
 }

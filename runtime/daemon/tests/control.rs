@@ -62,6 +62,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         counter: Box::new(TpmCounter::new(tpm.clone(), STATE_ANCHOR_INDEX)),
         reference_values: None,
         update: None,
+        licence: None,
     })
     .unwrap();
     let audit = engine.audit().clone();

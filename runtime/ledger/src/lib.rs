@@ -4,8 +4,9 @@
 //! ([`chain`]); Merkle branches from a transaction to a header ([`merkle`]); and the licence
 //! rule ([`licence`]); licence proof files for appliances with no network ([`proof`]). The network
 //! edge (feature `electrum`): [`electrum`] fetches a licence proof from an Electrum server and
-//! verifies it like an imported one. Importing proofs into the appliance, policy facts, anchoring
-//! and the CLI come later (issue 17).
+//! verifies it like an imported one. [`rule`] parses a node's licence rule (network, pinned
+//! checkpoint, developer script, amount, depth) for the CLI and the appliance alike; feature
+//! `testing` adds [`regtest`], proofs on a regtest chain mined in memory for host tests.
 //!
 //! Must never: accept a header whose hash is above its target, a target above the network's
 //! limit or other than the difficulty rules demand, a header that does not link to the one
@@ -21,5 +22,8 @@ pub mod fuzzing;
 pub mod licence;
 pub mod merkle;
 pub mod proof;
+#[cfg(any(test, feature = "testing"))]
+pub mod regtest;
+pub mod rule;
 
 pub use bitcoin;

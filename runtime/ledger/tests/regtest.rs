@@ -236,6 +236,29 @@ fn a_licence_counts_only_paid_in_full_to_the_developer_for_this_machine_and_buri
     let why = check(wrong_hash, 1).unwrap_err().to_string();
     assert!(why.contains("no OP_RETURN output carries"), "{why}");
     assert!(check(machine, 3).is_ok(), "the genuine licence stopped counting");
+
+    // A reorganisation takes the licence's block away: the node invalidates it (its mempool is
+    // reset, so the payment is in no block of the new chain) and mines a longer chain without
+    // it. The Electrum server follows the reorganisation, and the licence no longer counts —
+    // though the proof file taken before it still verifies offline on its own (an air-gapped
+    // appliance cannot know of a reorganisation: the confirmation depth is its margin).
+    let licence_block = chain.rpc("getblockhash", serde_json::json!([mined_at]));
+    let tip_before = chain.height();
+    chain.rpc("invalidateblock", serde_json::json!([licence_block]));
+    assert_eq!(chain.height(), u64::from(mined_at) - 1, "the licence's block was not taken away");
+    chain.mine((tip_before - u64::from(mined_at) + 2) as u32);
+    assert!(chain.height() > tip_before, "the new chain is not longer than the old one");
+    chain.synced();
+    chain.wait("the Electrum server following the reorganisation", || check(machine, 3).is_err());
+    match check(machine, 3) {
+        // Every payment to the developer's script was in the blocks taken away.
+        Err(FetchError::NoLicence(why)) => assert!(why.starts_with("0 confirmed"), "{why}"),
+        other => panic!("after the reorganisation the licence still counts: {other:?}"),
+    }
+    assert!(
+        sovereign_ledger::proof::verify(&bytes, Network::Regtest, &checkpoint, &terms, machine, 3).is_ok(),
+        "the proof taken before the reorganisation is self-consistent"
+    );
 }
 
 /// A server that is not there, or answers nothing, is a named failure within the timeout.

@@ -95,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )),
         reference_values: None,
         update: None,
+        licence: None,
     })?;
     let ak = tpm.with(|t| t.create_attestation_key())?;
     let selection = sovereign_measured_boot::PcrSelection::new(sovereign_protocol::ATTESTED_PCRS)?;

@@ -9,8 +9,10 @@
 //! Rooms: this file holds the engine's types, opening, and the dispatch of commands;
 //! `engine/records.rs` what is kept on the data partition (runs, deployment, policies);
 //! `engine/lifecycle.rs` a run's life (load, approvals, advance, recovery); `engine/stages.rs`
-//! each stage's work in the sandbox and the compliance bundle.
+//! each stage's work in the sandbox and the compliance bundle; `engine/update.rs` update
+//! bundles; `engine/licence.rs` the Bitcoin licence and its policy facts.
 
+mod licence;
 mod lifecycle;
 mod records;
 mod stages;
@@ -143,6 +145,9 @@ pub struct EngineConfig<'a> {
     pub reference_values: Option<ReleaseReference>,
     /// What pushed update bundles are checked against; `None`: the node takes none.
     pub update: Option<update::UpdateTrust>,
+    /// The licence rule imported proofs are judged by; `None`: the node takes none and its
+    /// decisions see no `licensed` fact.
+    pub licence: Option<sovereign_ledger::rule::Rule>,
 }
 
 /// The release's reference values (`reference-values.json`) and their detached Ed25519
@@ -189,6 +194,7 @@ pub struct Engine {
     measurements: BTreeMap<String, serde_json::Value>,
     reference_values: Option<ReleaseReference>,
     update: Option<update::UpdateTrust>,
+    licence: Option<sovereign_ledger::rule::Rule>,
     state_dir: std::path::PathBuf,
     compiled: HashMap<[u8; 32], LoadedModule>,
     runs: BTreeMap<String, Run>,
@@ -243,7 +249,7 @@ impl Engine {
         let audit = opened.audit;
         let store = Store::open(&dir.join("store"), &config.data_key)?;
         let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| EngineError::Sandbox(e.to_string()))?;
-        Ok(Engine {
+        let mut engine = Engine {
             identity: config.identity,
             data_key: config.data_key,
             audit: Arc::new(audit),
@@ -261,12 +267,16 @@ impl Engine {
             measurements: config.measurements,
             reference_values: config.reference_values,
             update: config.update,
+            licence: config.licence,
             state_dir: dir.to_path_buf(),
             compiled: HashMap::new(),
             runs: BTreeMap::new(),
             limits: Limits { wall_ms: 20_000, ..Limits::default() },
             cosign: None,
-        })
+        };
+        // The kept licence proof, judged by this release's rule, gives every decision its facts.
+        engine.refresh_licence_facts()?;
+        Ok(engine)
     }
 
     /// Has every exported bundle's checkpoint cosigned through `cosign` (the mesh's witnesses)
@@ -493,6 +503,14 @@ impl Engine {
                     Err(e) => refusal(e),
                 }
             }
+            Command::LicenceImport { proof } => match self.licence_import(&proof, payloads) {
+                Ok(state) => Reply::Licence(state),
+                Err(e) => refusal(e),
+            },
+            Command::LicenceStatus => match self.licence_state() {
+                Ok(state) => Reply::Licence(state),
+                Err(e) => refusal(e),
+            },
         }
     }
 }

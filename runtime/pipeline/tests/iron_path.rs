@@ -158,6 +158,7 @@ fn config(
         counter: Box::new(TpmCounter::new(SharedTpm::new(&machine.tpm.tcti()), STATE_ANCHOR_INDEX)),
         reference_values: None,
         update: None,
+        licence: None,
     }
 }
 
@@ -198,8 +199,13 @@ fn certificate(k: &Keys) -> RoleCertificate {
 }
 
 fn start(yaml: &str, k: &Keys) -> StartRun {
+    start_with(yaml, k, "")
+}
+
+/// [`start`] with `more` appended to the Iron Path's policy.
+fn start_with(yaml: &str, k: &Keys, more: &str) -> StartRun {
     let pipeline = Pipeline::parse(yaml.as_bytes()).unwrap();
-    let policy = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap();
+    let policy = std::fs::read_to_string(root().join("examples/policies/iron-path.cozo")).unwrap() + more;
     StartRun {
         pipeline_yaml: yaml.as_bytes().to_vec(),
         dataset: attach(std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap()),
@@ -274,6 +280,75 @@ fn a_boot_that_is_not_measured_is_denied_by_the_policy() {
     let mut measured = engine_with(&dir, &k, facts(true).measurements());
     let report = run_report(measured.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
     assert!(matches!(report.status, RunStatus::AwaitingApprovals { .. }), "{:?}", report.status);
+}
+
+/// A node whose signed configuration states a licence rule: its decisions see `licensed`, and a
+/// policy with `examples/policies/licensed.cozo` denies the Iron Path until a proof for this
+/// node passes the rule. Proofs mined on a regtest chain here (`sovereign_ledger::regtest`):
+/// another machine's, too little paid and too shallow are each refused by name, audited, and
+/// not kept; the genuine one is kept, survives a restart, and the run goes ahead.
+#[test]
+fn a_licensed_policy_lets_the_iron_path_run_only_once_a_valid_licence_proof_is_imported() {
+    use sovereign_ledger::bitcoin::Amount;
+    use sovereign_ledger::regtest::{licence_transaction, proof_of};
+    let k = keys();
+    let machine = Machine::new();
+    let rule =
+        sovereign_ledger::rule::parse("regtest", 0, None, &format!("0014{}", "d3".repeat(20)), 50_000, 3).unwrap();
+    let open = || {
+        let config = config(&machine, k.release.verifying_key(), k.admin.verifying_key(), measured());
+        Engine::open(EngineConfig { licence: Some(rule.clone()), ..config }).unwrap()
+    };
+    let licence_status = |engine: &mut Engine| match engine.ask(Command::LicenceStatus, &mut no_tpm) {
+        Reply::Licence(state) => state,
+        other => panic!("expected the licence state, got {other:?}"),
+    };
+    let licensed_policy = std::fs::read_to_string(root().join("examples/policies/licensed.cozo")).unwrap();
+    let mut engine = open();
+    let state = licence_status(&mut engine);
+    assert!(state.configured && !state.licensed, "{state:?}");
+    assert_eq!(state.reason.as_deref(), Some("no licence proof imported"));
+    let report =
+        run_report(engine.ask(Command::Start(Box::new(start_with(&iron_path(), &k, &licensed_policy))), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "prepare");
+    assert!(reason.contains("this node has no valid Bitcoin licence"), "{reason}");
+
+    // This node's machine ID is its identity's public key (the tests' identity).
+    let node = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
+    let proof = |machine_id: &[u8], sat: u64, on_top: u32| {
+        serde_json::to_vec(&proof_of(&licence_transaction(&rule.terms, Amount::from_sat(sat), machine_id), on_top))
+            .unwrap()
+    };
+    for (bytes, why) in [
+        (proof(b"another appliance", 50_000, 2), "OP_RETURN"),
+        (proof(&node, 49_999, 2), "0.00049999 BTC"),
+        (proof(&node, 50_000, 1), "2 confirmations"),
+        (b"{\"network\":\"regtest\"}".to_vec(), "not a licence proof"),
+    ] {
+        let proof = attach(bytes);
+        match engine.ask(Command::LicenceImport { proof }, &mut no_tpm) {
+            Reply::Refused(reason) => assert!(reason.contains(why), "expected {why:?} in {reason:?}"),
+            other => panic!("a bad licence proof was imported: {other:?}"),
+        }
+        assert!(!licence_status(&mut engine).licensed);
+    }
+    let genuine = attach(proof(&node, 50_000, 2));
+    let Reply::Licence(state) = engine.ask(Command::LicenceImport { proof: genuine }, &mut no_tpm) else {
+        panic!("the genuine proof was refused")
+    };
+    assert!(state.licensed && state.confirmations == Some(3) && state.height == Some(1), "{state:?}");
+
+    // Kept across a restart; every import audited (four refusals, one import).
+    drop(engine);
+    let mut engine = open();
+    assert!(licence_status(&mut engine).licensed);
+    let report =
+        run_report(engine.ask(Command::Start(Box::new(start_with(&iron_path(), &k, &licensed_policy))), &mut no_tpm));
+    assert!(matches!(report.status, RunStatus::AwaitingApprovals { .. }), "{:?}", report.status);
+    let payloads: Vec<String> = audit_lines(machine.path()).into_iter().filter(|p| p.contains("\"licence\"")).collect();
+    assert_eq!(payloads.iter().filter(|p| p.contains("import refused")).count(), 4, "{payloads:#?}");
+    assert_eq!(payloads.iter().filter(|p| p.contains("\"imported\"")).count(), 1, "{payloads:#?}");
 }
 
 #[test]
@@ -1271,6 +1346,7 @@ fn sigkill_child() {
         counter: Box::new(TpmCounter::new(SharedTpm::new(&tcti), STATE_ANCHOR_INDEX)),
         reference_values: None,
         update: None,
+        licence: None,
     })
     .unwrap();
     say("started".into());

@@ -114,6 +114,33 @@ pub enum Command {
         /// The admin root's current revocation list (required when approvals are).
         revocations: Option<RevocationList>,
     },
+    /// Import a Bitcoin licence proof file (the request's attachment): verified offline
+    /// against the node's configured rule for this node's identity (chain from the pinned
+    /// checkpoint with its proof of work, depth, Merkle branch, payment and commitment) before
+    /// it is kept; audited either way. Its facts (`licensed`, …) go to every later decision.
+    LicenceImport {
+        /// The proof file (JSON, `sovereign license check --out`).
+        proof: Blob,
+    },
+    /// The node's licence: configured or not, and the kept proof's facts.
+    LicenceStatus,
+}
+
+/// The node's licence as its policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenceState {
+    /// Whether the node's configuration has a licence rule.
+    pub configured: bool,
+    /// Whether a kept proof passes that rule.
+    pub licensed: bool,
+    /// The licence transaction (txid, display order hex).
+    pub txid: Option<String>,
+    /// The height it was mined at.
+    pub height: Option<u32>,
+    /// Its confirmations in the proof (an air-gapped node cannot count more).
+    pub confirmations: Option<u32>,
+    /// Why the node is not licensed, when it is not.
+    pub reason: Option<String>,
 }
 
 /// The role whose holders approve applying an update (distinct from a pipeline's approvers).
@@ -204,6 +231,8 @@ pub enum Reply {
     Update(UpdateState),
     /// Refused; one line.
     Refused(String),
+    /// The licence state (after an import: with the proof just kept).
+    Licence(LicenceState),
 }
 
 /// Where a run stands.

@@ -1,52 +1,30 @@
-//! `sovereign license check|verify`: a Bitcoin licence checked online through an Electrum server
-//! (the proof assembled from its answers and verified like an imported one, then written for an
-//! air-gapped appliance) or a proof file verified offline. Exit 1 with the reason when there is
-//! no valid licence.
+//! `sovereign license check|verify|import|status`: a Bitcoin licence checked online through an
+//! Electrum server (the proof assembled from its answers and verified like an imported one, then
+//! written for an air-gapped appliance), a proof file verified offline, imported into an
+//! appliance (which verifies it against its own rule), or the appliance's licence state. Exit 1
+//! with the reason when there is no valid licence.
 
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
-use sovereign_ledger::bitcoin::consensus::Decodable as _;
-use sovereign_ledger::bitcoin::{Amount, Network, ScriptBuf};
-use sovereign_ledger::chain::Checkpoint;
-use sovereign_ledger::licence::Terms;
+use ed25519_dalek::SigningKey;
 use sovereign_ledger::proof::Licence;
+use sovereign_protocol::pipeline::{Command as PipelineCommand, LicenceState, Reply};
 
-use crate::args::{LicenseCommand, LicenseTerms};
+use crate::args::{ApplianceArgs, LicenseCommand, LicenseTerms};
+use crate::{public_key, read_hex32};
 
 struct Rule {
-    network: Network,
-    checkpoint: Checkpoint,
-    terms: Terms,
+    rule: sovereign_ledger::rule::Rule,
     machine_id: Vec<u8>,
-    depth: u32,
 }
 
 fn rule(t: &LicenseTerms) -> anyhow::Result<Rule> {
-    let network = match t.network.as_str() {
-        "bitcoin" => Network::Bitcoin,
-        "signet" => Network::Signet,
-        "regtest" => Network::Regtest,
-        other => return Err(anyhow!("network {other:?} is not bitcoin, signet or regtest")),
-    };
-    let header = match &t.checkpoint_header {
-        Some(h) => {
-            let bytes = hex::decode(h).context("--checkpoint-header is not hex")?;
-            sovereign_ledger::bitcoin::block::Header::consensus_decode(&mut bytes.as_slice())
-                .map_err(|e| anyhow!("--checkpoint-header is not an 80-byte header: {e}"))?
-        }
-        None if t.checkpoint_height == 0 => sovereign_ledger::bitcoin::constants::genesis_block(network).header,
-        None => return Err(anyhow!("a checkpoint above genesis needs --checkpoint-header")),
-    };
+    let header = t.checkpoint_header.as_deref();
     Ok(Rule {
-        network,
-        checkpoint: Checkpoint { height: t.checkpoint_height, header },
-        terms: Terms {
-            script: ScriptBuf::from_bytes(hex::decode(&t.script).context("--script is not hex")?),
-            amount: Amount::from_sat(t.amount),
-        },
+        rule: sovereign_ledger::rule::parse(&t.network, t.checkpoint_height, header, &t.script, t.amount, t.depth)
+            .map_err(|e| anyhow!("{e}"))?,
         machine_id: hex::decode(&t.machine_id).context("--machine-id is not hex")?,
-        depth: t.depth,
     })
 }
 
@@ -80,7 +58,15 @@ pub(crate) fn license(cmd: LicenseCommand) -> anyhow::Result<ExitCode> {
             let r = rule(&terms)?;
             let client = sovereign_ledger::electrum::connect(&electrum, std::time::Duration::from_secs(timeout));
             let checked = client.and_then(|c| {
-                sovereign_ledger::electrum::check(&c, r.network, &r.checkpoint, &r.terms, &r.machine_id, r.depth)
+                let rule = &r.rule;
+                sovereign_ledger::electrum::check(
+                    &c,
+                    rule.network,
+                    &rule.checkpoint,
+                    &rule.terms,
+                    &r.machine_id,
+                    rule.depth,
+                )
             });
             let outcome = match checked {
                 Ok((licence, proof)) => {
@@ -97,10 +83,57 @@ pub(crate) fn license(cmd: LicenseCommand) -> anyhow::Result<ExitCode> {
         LicenseCommand::Verify { proof, terms, json } => {
             let r = rule(&terms)?;
             let bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
-            let outcome =
-                sovereign_ledger::proof::verify(&bytes, r.network, &r.checkpoint, &r.terms, &r.machine_id, r.depth)
-                    .map_err(|e| e.to_string());
+            let outcome = r.rule.verify(&bytes, &r.machine_id).map_err(|e| e.to_string());
             Ok(report(outcome, json))
         }
+        LicenseCommand::Import { proof, appliance, json } => {
+            let bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
+            let command = PipelineCommand::LicenceImport { proof: sovereign_protocol::Blob::of(&bytes) };
+            appliance_licence(&appliance, &command, &[bytes], json)
+        }
+        LicenseCommand::Status { appliance, json } => {
+            appliance_licence(&appliance, &PipelineCommand::LicenceStatus, &[], json)
+        }
+    }
+}
+
+/// Sends a licence command to the appliance and reports the state it answers.
+fn appliance_licence(
+    appliance: &ApplianceArgs,
+    command: &PipelineCommand,
+    payloads: &[Vec<u8>],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
+    let node = appliance.node_key.as_deref().map(public_key).transpose()?;
+    let endpoint = appliance.port.endpoint()?;
+    let state = match sovereign_cli::pipeline::command(&endpoint, &operator, node.as_ref(), command, payloads)?.0 {
+        Reply::Licence(state) => state,
+        Reply::Refused(why) => {
+            if json {
+                println!("{}", serde_json::json!({ "licensed": false, "refused": why }));
+            } else {
+                eprintln!("sovereign: the appliance refused: {why}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        other => anyhow::bail!("unexpected reply {other:?}"),
+    };
+    print_state(&state, json);
+    Ok(if state.licensed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_state(state: &LicenceState, json: bool) {
+    if json {
+        println!("{}", serde_json::json!(state));
+    } else if state.licensed {
+        println!(
+            "licensed: transaction {} at height {}, {} confirmations in the proof",
+            state.txid.as_deref().unwrap_or("?"),
+            state.height.unwrap_or(0),
+            state.confirmations.unwrap_or(0)
+        );
+    } else {
+        println!("NOT licensed: {}", state.reason.as_deref().unwrap_or("no reason given"));
     }
 }
