@@ -1,6 +1,6 @@
 //! The image tool's side of the mesh: `sovereign-image swarm-key` writes a key libp2p's pnet
-//! reads (owner-only, never over an existing file), and a build refuses mesh settings that do
-//! not check before it reads a single input.
+//! reads (owner-only, never over an existing file), and a build refuses mesh settings (and a
+//! licence rule) that do not check before it reads a single input.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -83,4 +83,27 @@ fn a_build_refuses_mesh_settings_that_do_not_check_naming_the_field() {
     // Settings that check get past that point (and fail on the missing binaries instead).
     let e = refusal(settings());
     assert!(!e.contains("the mesh settings"), "{e}");
+
+    // A licence rule that does not parse is refused the same way, by what is wrong with it.
+    let licence = |network: &str, script: &str, depth: u32| sovereign_boot_contract::LicenceSettings {
+        network: network.into(),
+        checkpoint_height: 0,
+        checkpoint_header: None,
+        script: script.into(),
+        amount_sat: 50_000,
+        depth,
+    };
+    let refusal = |l| {
+        let mut with = input(settings());
+        with.config.licence = Some(l);
+        format!("{:#}", build::build_with(&with, &keys, out.path(), &Tamper::default()).unwrap_err())
+    };
+    let e = refusal(licence("testnet", "0014", 6));
+    assert!(e.contains("the licence rule: network \"testnet\""), "{e}");
+    let e = refusal(licence("bitcoin", "zz", 6));
+    assert!(e.contains("the licence rule: the developer's script is not hex"), "{e}");
+    let e = refusal(licence("bitcoin", "0014", 0));
+    assert!(e.contains("the licence rule: a licence needs at least one confirmation"), "{e}");
+    let e = refusal(licence("regtest", "0014", 6));
+    assert!(!e.contains("the licence rule"), "{e}");
 }

@@ -94,6 +94,26 @@ fn production_needs_approvals_example() {
     assert_eq!(decide(&b, &input(&["operator"], "promote", "model", "staging")).verdict, Verdict::Allow);
 }
 
+/// `licensed.cozo` appended to the Iron Path's policy: the same request is denied without the
+/// licence fact (or with it false), allowed with it, and the record re-evaluates offline.
+#[test]
+fn the_licensed_example_denies_a_governed_action_without_a_licence() {
+    let program = example("iron-path.cozo") + example("licensed.cozo").as_str();
+    let b = PolicyBundle::sign("iron-path-licensed", 1, &program, &release());
+    let mut i = input(&["pipeline-operator"], "pipeline.model_training", "model", "iron-path");
+    i.measurements.insert("measured_boot".into(), json!(true));
+    let denied = "this node has no valid Bitcoin licence (import one: sovereign license import)".to_string();
+    let r = decide(&b, &i);
+    assert_eq!((r.verdict, r.reasons), (Verdict::Deny, vec![denied.clone()]));
+    i.measurements.insert("licensed".into(), json!(false));
+    assert_eq!(decide(&b, &i).reasons, vec![denied]);
+    i.measurements.insert("licensed".into(), json!(true));
+    i.measurements.insert("licence_confirmations".into(), json!(6));
+    let r = decide(&b, &i);
+    assert_eq!(r.verdict, Verdict::Allow, "{:?}", r.reasons);
+    reevaluate(&r, &b, &i).unwrap();
+}
+
 #[test]
 fn every_policy_or_input_error_is_a_deny_with_its_reason() {
     let deny_reason = |program: &str, i: &PolicyInput| {
