@@ -16,7 +16,9 @@
 //! The operator reaches node 1 over the mesh (`sovereign status|audit export --mesh
 //! /ip4/127.0.0.1/tcp/P --swarm-key F`): its second interface is QEMU's restricted user-mode
 //! network whose one way in is a forward from 127.0.0.1 to the mesh port. The status and the
-//! exported bundle verify; another swarm key gets no handshake.
+//! exported bundle verify; another swarm key gets no handshake. Node 1 is also licensed over
+//! the mesh: a Bitcoin licence proof (mined on a regtest chain for its identity) imported and
+//! kept, another node's refused by name.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -139,6 +141,16 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
         platform_profile: std::fs::read_to_string(root().join(PLATFORM_PROFILE)).unwrap(),
         admission_ttl_secs: 600,
         witness_interval_secs: 5,
+    });
+    // The nodes take Bitcoin licences (regtest, from genesis, 3 confirmations): node 1 gets one
+    // over the mesh below.
+    input.config.licence = Some(sovereign_boot_contract::LicenceSettings {
+        network: "regtest".into(),
+        checkpoint_height: 0,
+        checkpoint_header: None,
+        script: format!("0014{}", "d3".repeat(20)),
+        amount_sat: 50_000,
+        depth: 3,
     });
     let out = tempfile::tempdir().unwrap();
     let built = variant(&input, &dev_keys(), out.path(), &Tamper::default());
@@ -335,6 +347,37 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     assert_eq!(code, 0, "the bundle exported over the mesh did not verify:\n{stdout}\n{stderr}");
     let seen_deadline = Instant::now() + Duration::from_secs(60);
     wait_lines(&mut guests[OPERATOR_NODE], &["sovereign-runtime: mesh: control session from "], 2, seen_deadline);
+    // A licence for node 1, carried to it over the mesh as to an air-gapped node: a proof mined
+    // on a regtest chain for its identity, verified by the node against its own rule and kept.
+    // Another node's proof is refused by name.
+    let rule = input.config.licence.as_ref().unwrap();
+    let terms =
+        sovereign_ledger::rule::parse(&rule.network, 0, None, &rule.script, rule.amount_sat, rule.depth).unwrap().terms;
+    let proof_for = |node: usize, name: &str| {
+        let machine_id = hex::decode(&identities[node]).unwrap();
+        let tx = sovereign_ledger::regtest::licence_transaction(
+            &terms,
+            sovereign_ledger::bitcoin::Amount::from_sat(50_000),
+            &machine_id,
+        );
+        let path = out.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(&sovereign_ledger::regtest::proof_of(&tx, 2)).unwrap()).unwrap();
+        path
+    };
+    let (code, stdout, _) = over_mesh(&["license", "status", "--json"], &swarm_key_file);
+    assert_eq!(code, 1, "an unlicensed node's status: {stdout}");
+    assert!(stdout.contains("no licence proof imported"), "{stdout}");
+    let foreign = proof_for(0, "licence-node0.json");
+    let (code, stdout, stderr) = over_mesh(&["license", "import", foreign.to_str().unwrap()], &swarm_key_file);
+    assert_eq!(code, 1, "node 0's licence was imported by node 1: {stdout}");
+    assert!(stderr.contains("no OP_RETURN output carries"), "{stderr}");
+    let own = proof_for(OPERATOR_NODE, "licence-node1.json");
+    let (code, stdout, stderr) = over_mesh(&["license", "import", own.to_str().unwrap(), "--json"], &swarm_key_file);
+    assert_eq!(code, 0, "node 1's own licence:\n{stdout}\n{stderr}");
+    let (code, stdout, _) = over_mesh(&["license", "status", "--json"], &swarm_key_file);
+    assert_eq!(code, 0, "{stdout}");
+    let state: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((state["licensed"].as_bool(), state["confirmations"].as_u64()), (Some(true), Some(3)), "{stdout}");
     // With another swarm key the operator gets no handshake, and says so.
     let (code, stdout, stderr) = over_mesh(&["status", "--json"], &other_key_file);
     assert_ne!(code, 0, "status over the mesh with another swarm key:\n{stdout}");
