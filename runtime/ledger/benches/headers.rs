@@ -4,7 +4,11 @@
 //! checks written the obvious way — decode each header from its bytes, hash it once to check its
 //! proof of work and again when the next header links to it, add its work.
 //!
-//! Run: `cargo bench -p sovereign-ledger --bench headers` (prints a Markdown table).
+//! Then a licence check end to end, as a node imports a proof (`Rule::verify`: JSON, hex, every
+//! header of a chain of weeks, depth, Merkle branch, the rule), beside the least any check of
+//! the file must do: parse its JSON and decode its hex.
+//!
+//! Run: `cargo bench -p sovereign-ledger --bench headers` (prints Markdown tables).
 
 use std::time::Instant;
 
@@ -63,6 +67,7 @@ fn main() {
         assert!(work > sovereign_ledger::bitcoin::pow::Work::from_be_bytes([0; 32]));
         naive_best = naive_best.min(t.elapsed().as_secs_f64());
     }
+    licence_end_to_end(rounds);
     println!("| benchmark | headers | best of {rounds} s | headers/s |");
     println!("| --- | ---: | ---: | ---: |");
     println!("| decode + verify_chain (link, target, PoW, work) | {n} | {best:.3} | {:.0} |", n as f64 / best);
@@ -70,4 +75,42 @@ fn main() {
         "| baseline: decode, hash twice, validate_pow, work | {n} | {naive_best:.3} | {:.0} |",
         n as f64 / naive_best
     );
+}
+
+/// A licence proof with `on_top` headers above the licence's block, verified end to end.
+fn licence_end_to_end(rounds: usize) {
+    use sovereign_ledger::bitcoin::Amount;
+    let on_top = if sovereign_bench::measuring() { 10_079 } else { 200 };
+    let rule = sovereign_ledger::rule::parse("regtest", 0, None, &format!("0014{}", "d3".repeat(20)), 50_000, 6)
+        .expect("rule");
+    let machine = [7u8; 32];
+    let tx = sovereign_ledger::regtest::licence_transaction(&rule.terms, Amount::from_sat(50_000), &machine);
+    let bytes = serde_json::to_vec(&sovereign_ledger::regtest::proof_of(&tx, on_top)).expect("proof");
+    let (mut best, mut floor) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds.max(3) {
+        let t = Instant::now();
+        let licence = rule.verify(&bytes, &machine).expect("licence");
+        assert_eq!(licence.confirmations, on_top + 1);
+        best = best.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let proof: sovereign_ledger::proof::LicenceProof = serde_json::from_slice(&bytes).expect("json");
+        let decoded = hex::decode(&proof.headers).expect("hex");
+        assert_eq!(decoded.len(), (on_top as usize + 1) * 80);
+        floor = floor.min(t.elapsed().as_secs_f64());
+    }
+    println!("| licence check end to end | proof bytes | headers | best ms |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| Rule::verify (JSON, hex, chain, depth, branch, rule) | {} | {} | {:.2} |",
+        bytes.len(),
+        on_top + 1,
+        best * 1e3
+    );
+    println!(
+        "| baseline: parse the JSON and decode the headers' hex | {} | {} | {:.2} |",
+        bytes.len(),
+        on_top + 1,
+        floor * 1e3
+    );
+    println!();
 }

@@ -5,8 +5,9 @@
 //! rule ([`licence`]); licence proof files for appliances with no network ([`proof`]). The network
 //! edge (feature `electrum`): [`electrum`] fetches a licence proof from an Electrum server and
 //! verifies it like an imported one. [`rule`] parses a node's licence rule (network, pinned
-//! checkpoint, developer script, amount, depth) for the CLI and the appliance alike; feature
-//! `testing` adds [`regtest`], proofs on a regtest chain mined in memory for host tests.
+//! checkpoint, developer script, amount, depth) for the CLI and the appliance alike; [`regtest`]
+//! mines proofs on a regtest chain in memory for host tests and the benchmark (nothing in the
+//! appliance calls it).
 //!
 //! Must never: accept a header whose hash is above its target, a target above the network's
 //! limit or other than the difficulty rules demand, a header that does not link to the one
@@ -22,7 +23,6 @@ pub mod fuzzing;
 pub mod licence;
 pub mod merkle;
 pub mod proof;
-#[cfg(any(test, feature = "testing"))]
 pub mod regtest;
 pub mod rule;
 

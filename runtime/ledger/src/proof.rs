@@ -15,8 +15,10 @@ use crate::chain::{ChainError, Checkpoint, decode_headers, verify_chain};
 use crate::licence::{LicenceError, Terms, check};
 use crate::merkle::{BranchError, verify_branch};
 
-/// The largest proof file taken (a header chain of ~2 epochs and a large transaction).
-pub const MAX_PROOF_BYTES: usize = 2 * 1024 * 1024;
+/// The largest proof file taken: a header chain of about 200,000 headers after the pinned
+/// checkpoint (160 hex digits each: some four years of blocks, so a release's checkpoint stays
+/// usable for that long) and a large transaction. Verified in well under a second.
+pub const MAX_PROOF_BYTES: usize = 32 * 1024 * 1024;
 
 /// The proof file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Licence proofs on a regtest chain mined here, in memory (regtest's minimum difficulty takes a
 //! few hashes a header): what the appliance's host tests and benchmarks import, with the same
 //! bytes a regtest node and Electrum server would give (`electrum::check` writes the same
-//! format). Feature `testing` only; nothing in a release build mines.
+//! format). Nothing in the appliance calls it: a node only verifies.
 
 use bitcoin::block::{Header, Version};
 use bitcoin::consensus::encode::serialize;
