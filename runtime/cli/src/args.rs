@@ -181,6 +181,52 @@ pub(crate) enum Command {
     /// air-gapped appliance imports), or verify a proof file offline.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Audit checkpoints anchored in Bitcoin: the unfunded PSBT for a bundle's checkpoint, and
+    /// the offline check that it was mined.
+    #[command(subcommand)]
+    Anchor(AnchorCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AnchorCommand {
+    /// Write the anchoring transaction for a compliance bundle's checkpoint as an unsigned,
+    /// unfunded PSBT (base64): one zero-value `OP_RETURN SHA256("sovereign-anchor/v1\n" ||
+    /// checkpoint body)` output, for a wallet to fund, sign and broadcast.
+    Prepare {
+        /// The compliance bundle.
+        bundle: PathBuf,
+        /// Where to write the PSBT (base64).
+        #[arg(long)]
+        out: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check offline that a bundle's checkpoint was anchored: the proof file (header chain
+    /// from the pinned checkpoint, branch, transaction; the licence proof's format) shows a
+    /// transaction carrying its commitment at least --depth blocks deep (exit 1 otherwise).
+    Verify {
+        /// The anchor proof file.
+        proof: PathBuf,
+        /// The compliance bundle whose checkpoint was anchored.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// `bitcoin`, `signet` or `regtest`.
+        #[arg(long, default_value = "bitcoin")]
+        network: String,
+        /// Confirmations required.
+        #[arg(long, default_value_t = 6)]
+        depth: u32,
+        /// The pinned checkpoint's height (an epoch boundary; 0: genesis).
+        #[arg(long, default_value_t = 0)]
+        checkpoint_height: u32,
+        /// The pinned checkpoint's 80-byte header (hex); default: the network's genesis header.
+        #[arg(long)]
+        checkpoint_header: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What a licence must be and for whom.

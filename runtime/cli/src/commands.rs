@@ -1,5 +1,6 @@
 //! One room per group of commands.
 
+pub(crate) mod anchor;
 pub(crate) mod appliance;
 pub(crate) mod audit;
 pub(crate) mod cert;

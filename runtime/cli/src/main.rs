@@ -105,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => commands::audit::audit(cmd),
         Command::Update(cmd) => commands::update::update(cmd),
         Command::License(cmd) => commands::license::license(cmd),
+        Command::Anchor(cmd) => commands::anchor::anchor(cmd),
         Command::Attest {
             port,
             key,

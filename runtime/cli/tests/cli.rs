@@ -1,5 +1,8 @@
 //! The README's audit workflow through the real `sovereign` binary: init, append, checkpoint,
-//! cosign, export, verify (text and JSON), verify-log, and the failure exit codes.
+//! cosign, export, verify (text and JSON), verify-log, and the failure exit codes; then the
+//! bundle's checkpoint anchored: `anchor prepare` writes the unfunded PSBT, a wallet's funding
+//! of it is mined on a regtest chain (`sovereign_ledger::regtest`), and `anchor verify` checks
+//! the proof offline (too shallow, and another bundle's checkpoint, fail).
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -129,4 +132,82 @@ fn export_and_verify_workflow() {
     let wrong = sovereign(&["verify-log", &s("audit.log"), "--data-key", &s("node.key")]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stdout).contains("wrong data key"));
+
+    // Anchoring the bundle's checkpoint.
+    use base64::Engine as _;
+    use sovereign_ledger::bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Witness, psbt::Psbt};
+    let prepared = ok(&["anchor", "prepare", &s("bundle.tar"), "--out", &s("anchor.psbt"), "--json"]);
+    let prepared: serde_json::Value = serde_json::from_str(&prepared).unwrap();
+    let psbt = base64::engine::general_purpose::STANDARD.decode(read(&d.join("anchor.psbt"))).unwrap();
+    let mut funded = Psbt::deserialize(&psbt).unwrap().unsigned_tx;
+    assert!(funded.input.is_empty() && funded.output.len() == 1, "{funded:?}");
+    let commitment = hex::decode(prepared["commitment"].as_str().unwrap()).unwrap();
+    assert_eq!(funded.output[0].script_pubkey, ScriptBuf::new_op_return(<[u8; 32]>::try_from(commitment).unwrap()));
+    // What a wallet adds: an input and change.
+    funded.input.push(TxIn {
+        previous_output: OutPoint::null(),
+        script_sig: ScriptBuf::new(),
+        sequence: Sequence::MAX,
+        witness: Witness::new(),
+    });
+    funded.output.push(TxOut { value: Amount::from_sat(90_000), script_pubkey: ScriptBuf::new() });
+    let proof = serde_json::to_vec(&sovereign_ledger::regtest::proof_of(&funded, 5)).unwrap();
+    std::fs::write(d.join("anchor-proof.json"), proof).unwrap();
+    let anchor_verify = |bundle: &str, depth: &str| {
+        sovereign(&[
+            "anchor",
+            "verify",
+            &s("anchor-proof.json"),
+            "--bundle",
+            &s(bundle),
+            "--network",
+            "regtest",
+            "--depth",
+            depth,
+        ])
+    };
+    let out = anchor_verify("bundle.tar", "6");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the checkpoint existed by block 1"));
+    let out = anchor_verify("bundle.tar", "7");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 confirmations, 7 needed"));
+    // A later bundle of the same log has another checkpoint: this anchor is not its.
+    ok(&[
+        "audit",
+        "append",
+        "--log",
+        &s("audit.log"),
+        "--data-key",
+        &s("data.key"),
+        "--kind",
+        "artifact",
+        "--payload",
+        "later",
+    ]);
+    ok(&[
+        "audit",
+        "checkpoint",
+        "--log",
+        &s("audit.log"),
+        "--data-key",
+        &s("data.key"),
+        "--node-key-file",
+        &s("node.key"),
+    ]);
+    ok(&[
+        "audit",
+        "export",
+        "--log",
+        &s("audit.log"),
+        "--data-key",
+        &s("data.key"),
+        "--node-key-file",
+        &s("node.key"),
+        "--out",
+        &s("later.tar"),
+    ]);
+    let out = anchor_verify("later.tar", "6");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("carries no OP_RETURN with this checkpoint's commitment"));
 }

@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod chain;
 #[cfg(feature = "electrum")]
 pub mod electrum;

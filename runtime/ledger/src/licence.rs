@@ -45,7 +45,7 @@ pub fn commitment(machine_id: &[u8]) -> [u8; 32] {
 }
 
 /// Whether `script` is `OP_RETURN <exactly these 32 bytes>`.
-fn commits_to(script: &bitcoin::Script, expected: &[u8; 32]) -> bool {
+pub(crate) fn commits_to(script: &bitcoin::Script, expected: &[u8; 32]) -> bool {
     let mut instructions = script.instructions();
     matches!(instructions.next(), Some(Ok(Instruction::Op(op))) if op == OP_RETURN)
         && matches!(instructions.next(), Some(Ok(Instruction::PushBytes(data))) if data.as_bytes() == expected)

@@ -59,7 +59,7 @@ pub enum ProofError {
     #[error("the proof is {0} bytes, more than {MAX_PROOF_BYTES}")]
     TooLarge(usize),
     /// Not a proof file.
-    #[error("not a licence proof: {0}")]
+    #[error("not a proof file: {0}")]
     Malformed(String),
     /// For another network than the node's.
     #[error("the proof is for {proof}, this node checks {node}")]
@@ -91,7 +91,7 @@ pub enum ProofError {
         tip: u32,
     },
     /// Not buried deep enough.
-    #[error("{confirmations} confirmations, the licence needs {needed}")]
+    #[error("{confirmations} confirmations, {needed} needed")]
     TooShallow {
         /// Confirmations the chain shows.
         confirmations: u32,
@@ -104,6 +104,22 @@ pub enum ProofError {
     /// The transaction is not a licence for this machine.
     #[error("licence rule: {0}")]
     Rule(#[from] LicenceError),
+    /// The transaction does not carry the anchor's commitment.
+    #[error("anchor: {0}")]
+    Anchor(String),
+}
+
+/// A transaction the proof shows in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Included {
+    /// The transaction.
+    pub transaction: Transaction,
+    /// Its ID.
+    pub txid: Txid,
+    /// The block height it was mined at.
+    pub height: u32,
+    /// Blocks on top of it, its own included.
+    pub confirmations: u32,
 }
 
 fn hex_bytes(what: &str, text: &str) -> Result<Vec<u8>, ProofError> {
@@ -129,6 +145,20 @@ pub fn verify(
     machine_id: &[u8],
     min_confirmations: u32,
 ) -> Result<Licence, ProofError> {
+    let included = verify_inclusion(bytes, network, checkpoint, min_confirmations)?;
+    check(&included.transaction, terms, machine_id)?;
+    Ok(Licence { txid: included.txid, height: included.height, confirmations: included.confirmations })
+}
+
+/// Verifies that a proof file shows its transaction in a chain from the pinned checkpoint at
+/// least `min_confirmations` deep: network, checkpoint, every header, the block's place, depth,
+/// the Merkle branch. What the transaction must be is the caller's rule (a licence, an anchor).
+pub fn verify_inclusion(
+    bytes: &[u8],
+    network: Network,
+    checkpoint: &Checkpoint,
+    min_confirmations: u32,
+) -> Result<Included, ProofError> {
     if bytes.len() > MAX_PROOF_BYTES {
         return Err(ProofError::TooLarge(bytes.len()));
     }
@@ -169,6 +199,5 @@ pub fn verify(
         .collect::<Result<Vec<_>, ProofError>>()?;
     let txid = tx.compute_txid();
     verify_branch(txid, proof.position, &branch, block.merkle_root)?;
-    check(&tx, terms, machine_id)?;
-    Ok(Licence { txid, height: proof.block_height, confirmations })
+    Ok(Included { transaction: tx, txid, height: proof.block_height, confirmations })
 }

@@ -324,7 +324,7 @@ fn a_licensed_policy_lets_the_iron_path_run_only_once_a_valid_licence_proof_is_i
         (proof(b"another appliance", 50_000, 2), "OP_RETURN"),
         (proof(&node, 49_999, 2), "0.00049999 BTC"),
         (proof(&node, 50_000, 1), "2 confirmations"),
-        (b"{\"network\":\"regtest\"}".to_vec(), "not a licence proof"),
+        (b"{\"network\":\"regtest\"}".to_vec(), "not a proof file"),
     ] {
         let proof = attach(bytes);
         match engine.ask(Command::LicenceImport { proof }, &mut no_tpm) {
