@@ -397,6 +397,10 @@ fn test() -> Result<(), Failure> {
     )?;
     image(&root().join("build"))?;
     modules()?;
+    // The fuzz build (a second build of every dependency, with the sanitizers: minutes cold)
+    // runs beside the tests at the lowest CPU priority: TCG guests leave the cores idle while
+    // they wait (swtpm, images being built, consoles), and the build takes only those cycles.
+    let fuzz_build = BackgroundStep::start("fuzz targets build (beside the tests, nice 19)", &mut fuzz_build())?;
     // The one release build (shared with the image, the CLI and the benchmarks); every
     // benchmark runs one short iteration of each row (`sovereign-bench`: no `--bench`).
     step(
@@ -407,24 +411,92 @@ fn test() -> Result<(), Failure> {
     demo()?;
     // The README's update command (two more boots): push, apply, trial, blessing, floor.
     update_demo()?;
-    fuzz_smoke(FUZZ_SECONDS)
+    fuzz_build.finish()?;
+    fuzz_runs(FUZZ_SECONDS)
+}
+
+/// The fuzz targets' build. cargo-fuzz needs unstable compiler flags (sanitizers, coverage);
+/// the pinned stable toolchain accepts them with RUSTC_BOOTSTRAP=1. Only the fuzz build uses
+/// this. `--dev`: unoptimised (with debug assertions), which compiles wasmtime and CozoDB with
+/// the sanitizers in far less time than `--release`; a smoke run needs coverage, not speed.
+fn fuzz_build() -> Command {
+    let mut cmd = cargo();
+    cmd.env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .current_dir(root().join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "build", "--dev"]);
+    cmd
+}
+
+/// A step that runs while others do, at the lowest CPU priority, its output kept in a file
+/// (shown when it fails) so it does not interleave with theirs. Killed if dropped unfinished.
+struct BackgroundStep {
+    name: String,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    start: Instant,
+}
+
+impl BackgroundStep {
+    fn start(name: &str, cmd: &mut Command) -> Result<Self, Failure> {
+        let log = target_dir().join(format!("{}.log", name.split(' ').take(2).collect::<Vec<_>>().join("-")));
+        let file = std::fs::File::create(&log)
+            .map_err(|e| Failure::Environment(format!("{name}: creating {}: {e}", log.display())))?;
+        let err = file.try_clone().map_err(|e| Failure::Environment(format!("{name}: {e}")))?;
+        let mut niced = Command::new("nice");
+        niced.arg("-n").arg("19").arg(cmd.get_program()).args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            niced.current_dir(dir);
+        }
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(v) => niced.env(key, v),
+                None => niced.env_remove(key),
+            };
+        }
+        eprintln!("\n==> {name} (started; its output: {})\n    $ nice -n 19 {}", log.display(), render(cmd));
+        let child = niced
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Failure::Environment(format!("{name}: cannot start {}: {e}", render(cmd))))?;
+        Ok(BackgroundStep { name: name.into(), child: Some(child), log, start: Instant::now() })
+    }
+
+    /// Waits for it; a failure shows the end of its output.
+    fn finish(mut self) -> Result<(), Failure> {
+        let name = self.name.clone();
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let status = child.wait().map_err(|e| Failure::Environment(format!("{name}: waiting: {e}")))?;
+        if status.success() {
+            eprintln!("    ok: {name} (done {:.1}s after it started)", self.start.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = output.lines().rev().take(40).collect();
+        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        Err(Failure::Step(format!("{name} ({status}; its output: {})", self.log.display())))
+    }
+}
+
+impl Drop for BackgroundStep {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn fuzz_smoke(seconds: u32) -> Result<(), Failure> {
+    step("fuzz targets build", &mut fuzz_build())?;
+    fuzz_runs(seconds)
+}
+
+/// A smoke run of every fuzz target (built already).
+fn fuzz_runs(seconds: u32) -> Result<(), Failure> {
     let fuzz_dir = root().join("fuzz");
-    // cargo-fuzz needs unstable compiler flags (sanitizers, coverage); the pinned stable
-    // toolchain accepts them with RUSTC_BOOTSTRAP=1. Only the fuzz build uses this.
-    // `--dev`: unoptimised (with debug assertions), which compiles wasmtime and CozoDB with
-    // the sanitizers in far less time than `--release`; a smoke run needs coverage, not speed.
-    step(
-        "fuzz targets build",
-        cargo()
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CLIPPY_ARGS")
-            .current_dir(&fuzz_dir)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "build", "--dev"]),
-    )?;
     for target in FUZZ_TARGETS {
         // Work corpus (ignored by git) first, then the committed seeds from real artifacts.
         let corpus = fuzz_dir.join("corpus").join(target);
