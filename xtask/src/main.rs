@@ -468,9 +468,14 @@ impl BackgroundStep {
     fn finish(mut self) -> Result<(), Failure> {
         let name = self.name.clone();
         let Some(mut child) = self.child.take() else { return Ok(()) };
+        let waiting = Instant::now();
         let status = child.wait().map_err(|e| Failure::Environment(format!("{name}: waiting: {e}")))?;
         if status.success() {
-            eprintln!("    ok: {name} (done {:.1}s after it started)", self.start.elapsed().as_secs_f64());
+            eprintln!(
+                "    ok: {name} (started {:.1}s ago; {:.1}s of waiting for it after the steps beside it)",
+                self.start.elapsed().as_secs_f64(),
+                waiting.elapsed().as_secs_f64()
+            );
             return Ok(());
         }
         let output = std::fs::read_to_string(&self.log).unwrap_or_default();
