@@ -173,40 +173,15 @@ fn export_and_verify_workflow() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("6 confirmations, 7 needed"));
     // A later bundle of the same log has another checkpoint: this anchor is not its.
-    ok(&[
-        "audit",
-        "append",
-        "--log",
-        &s("audit.log"),
-        "--data-key",
-        &s("data.key"),
-        "--kind",
-        "artifact",
-        "--payload",
-        "later",
-    ]);
-    ok(&[
-        "audit",
-        "checkpoint",
-        "--log",
-        &s("audit.log"),
-        "--data-key",
-        &s("data.key"),
-        "--node-key-file",
-        &s("node.key"),
-    ]);
-    ok(&[
-        "audit",
-        "export",
-        "--log",
-        &s("audit.log"),
-        "--data-key",
-        &s("data.key"),
-        "--node-key-file",
-        &s("node.key"),
-        "--out",
-        &s("later.tar"),
-    ]);
+    let (log, data_key, node_key) = (s("audit.log"), s("data.key"), s("node.key"));
+    let on_log = |command: &str, more: &[&str]| {
+        let mut args = vec!["audit", command, "--log", &log, "--data-key", &data_key];
+        args.extend_from_slice(more);
+        ok(&args)
+    };
+    on_log("append", &["--kind", "artifact", "--payload", "later"]);
+    on_log("checkpoint", &["--node-key-file", &node_key]);
+    on_log("export", &["--node-key-file", &node_key, "--out", &s("later.tar")]);
     let out = anchor_verify("later.tar", "6");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("carries no OP_RETURN with this checkpoint's commitment"));

@@ -32,16 +32,13 @@ pub fn network(name: &str) -> Result<Network, String> {
     }
 }
 
-/// Parses a rule: `checkpoint_header` is the pinned checkpoint's 80-byte header in hex (`None`:
-/// the network's genesis, only at height 0), `script_hex` the developer's scriptPubKey.
-pub fn parse(
+/// The network called `network_name` and the checkpoint pinned on it: `checkpoint_header` is its
+/// 80-byte header in hex (`None`: the network's genesis, only at height 0).
+pub fn pinned(
     network_name: &str,
     checkpoint_height: u32,
     checkpoint_header: Option<&str>,
-    script_hex: &str,
-    amount_sat: u64,
-    depth: u32,
-) -> Result<Rule, String> {
+) -> Result<(Network, Checkpoint), String> {
     let network = network(network_name)?;
     let header = match checkpoint_header {
         Some(h) => {
@@ -55,6 +52,20 @@ pub fn parse(
         None if checkpoint_height == 0 => bitcoin::constants::genesis_block(network).header,
         None => return Err("a checkpoint above genesis needs its header".into()),
     };
+    Ok((network, Checkpoint { height: checkpoint_height, header }))
+}
+
+/// Parses a rule: the network and pinned checkpoint as [`pinned`] reads them, `script_hex` the
+/// developer's scriptPubKey.
+pub fn parse(
+    network_name: &str,
+    checkpoint_height: u32,
+    checkpoint_header: Option<&str>,
+    script_hex: &str,
+    amount_sat: u64,
+    depth: u32,
+) -> Result<Rule, String> {
+    let (network, checkpoint) = pinned(network_name, checkpoint_height, checkpoint_header)?;
     let script = hex::decode(script_hex).map_err(|_| "the developer's script is not hex".to_string())?;
     if script.is_empty() {
         return Err("the developer's script is empty".into());
@@ -64,7 +75,7 @@ pub fn parse(
     }
     Ok(Rule {
         network,
-        checkpoint: Checkpoint { height: checkpoint_height, header },
+        checkpoint,
         terms: Terms { script: ScriptBuf::from_bytes(script), amount: Amount::from_sat(amount_sat) },
         depth,
     })

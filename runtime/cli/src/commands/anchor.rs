@@ -52,13 +52,11 @@ pub(crate) fn anchor(cmd: AnchorCommand) -> anyhow::Result<ExitCode> {
         AnchorCommand::Verify { proof, bundle, network, depth, checkpoint_height, checkpoint_header, json } => {
             let note = bundle_checkpoint(&bundle)?;
             let commitment = sovereign_ledger::anchor::commitment(&note.body);
-            // The rule parser reads the network and the pinned checkpoint; an anchor pays no
-            // one, so its script and amount are placeholders.
-            let header = checkpoint_header.as_deref();
-            let rule = sovereign_ledger::rule::parse(&network, checkpoint_height, header, "6a", 0, depth)
-                .map_err(|e| anyhow!("{e}"))?;
+            let (network, pinned) =
+                sovereign_ledger::rule::pinned(&network, checkpoint_height, checkpoint_header.as_deref())
+                    .map_err(|e| anyhow!("{e}"))?;
             let bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
-            let outcome = sovereign_ledger::anchor::verify(&bytes, rule.network, &rule.checkpoint, &commitment, depth);
+            let outcome = sovereign_ledger::anchor::verify(&bytes, network, &pinned, &commitment, depth);
             match (&outcome, json) {
                 (Ok(a), true) => println!(
                     "{}",
