@@ -109,6 +109,26 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// Replaces the file at `path` with `bytes` so that a crash or a concurrent reader sees either
+/// the old contents or the new, never a mixture: written to `<file name>.tmp` beside it, synced,
+/// renamed into place, the directory synced. The temporary name keeps the whole file name, so
+/// two files of one directory (`audit.log.witnessed`, `audit.log.witness-seen`) written at
+/// once by two threads never share one.
+pub fn replace_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = temporary_path(path);
+    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io("writing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
+    sync_dir(path)
+}
+
+/// Where [`replace_durably`] writes before the rename: `<file name>.tmp` in the same directory.
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing directory of", path))
@@ -310,13 +330,7 @@ impl AuditLog {
 
     /// Stores a (possibly cosigned) checkpoint atomically as the latest one.
     pub fn store_checkpoint(&self, note: &SignedNote) -> Result<(), StoreError> {
-        let path = checkpoint_path(&self.path);
-        let tmp = path.with_extension("checkpoint.tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(note.to_text().as_bytes()).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-        sync_dir(&path)
+        replace_durably(&checkpoint_path(&self.path), note.to_text().as_bytes())
     }
 
     /// The latest stored checkpoint, if any.

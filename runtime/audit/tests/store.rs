@@ -216,3 +216,40 @@ fn checkpoints_are_signed_stored_and_checked() {
     let report = verify_log_bytes(&bytes[..offs[11]], &key(), Some(&verifier), Some(&note));
     assert_eq!(report.check("checkpoint.root").map(|c| c.passed()), Some(false), "{}", report.render("log"));
 }
+
+/// The files kept beside a log (checkpoint, witnessed note, witness state) are replaced by
+/// different threads at once on an appliance; each must only ever hold what was written to it.
+/// (Regression: all three were once written through one shared `audit.log.tmp`, and a witnessed
+/// note was found holding the witness state's JSON.)
+#[test]
+fn files_beside_a_log_written_at_once_never_hold_each_others_bytes() {
+    use sovereign_audit::store::{checkpoint_path, replace_durably, temporary_path, witness_seen_path, witnessed_path};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let paths = [checkpoint_path(&log), witnessed_path(&log), witness_seen_path(&log)];
+    let temporaries: std::collections::BTreeSet<_> = paths.iter().map(|p| temporary_path(p)).collect();
+    assert_eq!(temporaries.len(), paths.len(), "each file has its own temporary name: {temporaries:?}");
+    assert!(temporaries.iter().all(|t| t.parent() == Some(dir.path())), "temporaries stay in the log's directory");
+
+    std::thread::scope(|scope| {
+        for (writer, path) in paths.iter().enumerate() {
+            scope.spawn(move || {
+                for round in 0..200 {
+                    let bytes = format!("writer {writer} round {round}\n").repeat(64);
+                    replace_durably(path, bytes.as_bytes()).unwrap();
+                    let read = fs::read_to_string(path).unwrap();
+                    assert!(
+                        read.starts_with(&format!("writer {writer} round ")),
+                        "{} holds another file's bytes: {:?}",
+                        path.display(),
+                        read.lines().next()
+                    );
+                }
+            });
+        }
+    });
+    for (writer, path) in paths.iter().enumerate() {
+        assert_eq!(fs::read_to_string(path).unwrap(), format!("writer {writer} round 199\n").repeat(64));
+        assert!(!temporary_path(path).exists(), "no temporary left behind");
+    }
+}

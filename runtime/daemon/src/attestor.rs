@@ -181,16 +181,7 @@ impl Drop for Attestor {
 /// Writes `bytes` to `path` so that a power cut leaves the old file or the new one: a
 /// temporary file, fsynced, renamed over, and the directory fsynced.
 pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(path.parent().unwrap_or(std::path::Path::new(".")))?.sync_all()
-    })();
-    result.map_err(|e| format!("writing {}: {e}", path.display()))
+    sovereign_audit::store::replace_durably(path, bytes).map_err(|e| e.to_string())
 }
 
 /// The signed manifest the node booted, as evidence carries it.

@@ -12,8 +12,7 @@
 //! crash-safe: temporary file, `fsync`, rename, directory `fsync`; a write returns only once
 //! durable. What is visible without the key: file names (artifact hashes, run IDs) and sizes.
 
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
@@ -103,12 +102,14 @@ impl Store {
     }
 
     fn write_durable(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io("writing", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("renaming into", path))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing", dir))
+        sovereign_audit::store::replace_durably(path, bytes).map_err(|e| match e {
+            sovereign_audit::store::StoreError::Io { action, path, source } => StoreError::Io { action, path, source },
+            other => StoreError::Io {
+                action: "writing",
+                path: path.into(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })
     }
 
     fn read_limited(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {

@@ -6,8 +6,6 @@
 //! the runtime stops: installing the bundle into the other boot slot on trial is PID 1's, which
 //! verifies it again (the data partition is the runtime's to write).
 
-use std::fs::File;
-use std::io::Write as _;
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
@@ -56,12 +54,7 @@ pub type BootReader = Box<dyn FnMut() -> Option<sovereign_boot_contract::slots::
 use sovereign_boot_contract::slots::{STAGED_BUNDLE, STAGED_RECORD};
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    let written = File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    written.map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("renaming {} into place: {e}", tmp.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+    sovereign_audit::store::replace_durably(path, bytes).map_err(|e| e.to_string())
 }
 
 impl Engine {
