@@ -519,6 +519,25 @@ pub(crate) enum UpdateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Have the appliance pull an update bundle from another node of its mesh that has it
+    /// staged (pushed there, or pulled in turn): the appliance fetches it, by SHA-256, from
+    /// that peer only if it admitted the peer (its TPM attestation verified), then verifies it
+    /// completely as a push before writing any of it, stages it, and audits the pull either
+    /// way. Exit 1 if refused.
+    Pull {
+        /// The node identity (Ed25519 public key, hex or a file holding it) of the peer that
+        /// has the bundle staged (its `sovereign status` shows it).
+        #[arg(long)]
+        from: String,
+        /// The bundle's SHA-256 (hex), as that node's `update status` shows it staged.
+        #[arg(long)]
+        sha256: String,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve applying an update bundle, offline, as one update approver: verifies the bundle
     /// completely first (update root, key set, M-of-N release signatures, every byte, the
     /// payload's signatures), then signs its release version and SHA-256 with the approver's

@@ -243,7 +243,13 @@ fn start(
         // Exported bundles carry their checkpoint cosigned by the admitted witnesses.
         if let Some(engine) = engine.as_mut() {
             engine.set_cosigner(Box::new(move |note| cosigner.cosign(note, std::time::Duration::from_secs(20))));
+            // Update bundles pulled from admitted peers (`UpdatePull`), verified by the engine.
+            let puller = mesh.puller();
+            engine.set_bundle_fetcher(Box::new(move |from, sha256| puller.pull(from, sha256)));
         }
+        // This node's staged bundle, served to admitted peers that pull it.
+        let state_dir = std::path::Path::new(sovereign_boot_contract::DATA_MOUNT);
+        mesh.serve_updates(move |sha256| sovereign_pipeline::engine::update::staged_bundle(state_dir, sha256))?;
         mesh_thread = Some(mesh);
     }
     let gate = control::gate(&node, admins, started_ms);

@@ -10,9 +10,13 @@
 //!
 //! The control API is served over the mesh too ([`Mesh::serve_control`]): a control stream from
 //! any peer that holds the swarm key goes to the same server (gate, engine) as the
-//! virtio-serial port.
+//! virtio-serial port. Update bundles travel between nodes ([`Mesh::serve_updates`],
+//! [`BundlePuller`]): a node serves its staged bundle, asked for by digest, to admitted peers
+//! only; a node told to pull (a signed `UpdatePull`) fetches it from the admitted peer named and
+//! hands it to its engine, which verifies it as a push.
 //!
-//! Must never: admit a peer its evidence did not earn, cosign for a peer not admitted, send a
+//! Must never: admit a peer its evidence did not earn, cosign for a peer not admitted, serve
+//! an update bundle to a peer not admitted, pull one from a peer not admitted, send a
 //! cosignature before the witness state is stored, answer a control request the control API's
 //! gate did not admit, or open any socket but the mesh's.
 
@@ -149,6 +153,8 @@ pub struct Mesh {
     /// Witnesses asked and not answered yet (asked again only once they answer).
     asked: std::collections::BTreeSet<PeerId>,
     admitted: BTreeMap<PeerId, [u8; 32]>,
+    /// `admitted`, for the threads that serve and pull update bundles.
+    admitted_now: Admitted,
     /// The last refusal audited per peer (a peer refused again for the same reason is said on
     /// the console, not audited again).
     refusals: BTreeMap<PeerId, String>,
@@ -260,6 +266,7 @@ pub fn start(
             cosigned: BTreeMap::new(),
             asked: std::collections::BTreeSet::new(),
             admitted: BTreeMap::new(),
+            admitted_now: Admitted::default(),
             refusals: BTreeMap::new(),
             witnessed: None,
             requests,
@@ -318,6 +325,88 @@ impl Mesh {
             .spawn(accept)
             .map(|_| ())
             .map_err(|e| format!("starting the mesh's control thread: {e}"))
+    }
+
+    /// Serves update bundles to admitted peers: each stream asks for one by SHA-256 and gets
+    /// `staged(sha256)` (the bundle staged on this node, if it is that one) or a one-line
+    /// refusal; a peer not admitted gets only the refusal. At most
+    /// [`MAX_UPDATE_TRANSFERS`] at once; each served bundle is audited.
+    pub fn serve_updates(
+        &self,
+        staged: impl Fn(&[u8; 32]) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    ) -> Result<(), String> {
+        use sovereign_mesh::transfer::{read_request, write_bundle, write_refusal};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut listener = self.handle.accept_updates().map_err(|e| e.to_string())?;
+        let (admitted, audit) = (self.admitted_now.clone(), self.audit.clone());
+        let staged = Arc::new(staged);
+        let active = Arc::new(AtomicUsize::new(0));
+        let accept = move || {
+            while let Some((peer, stream)) = listener.accept() {
+                let (mut reader, mut writer) =
+                    sovereign_mesh::control::blocking(stream, listener.runtime(), Some(UPDATE_STREAM_TIMEOUT));
+                let Some(node) = admitted.node_of(&peer) else {
+                    println!("sovereign-runtime: mesh: refused an update transfer to {peer}: not admitted");
+                    let _ = write_refusal(&mut writer, "not admitted here: attest first");
+                    continue;
+                };
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_UPDATE_TRANSFERS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    let _ = write_refusal(&mut writer, "busy: other transfers are running; try again");
+                    continue;
+                }
+                let (staged, audit, active) = (staged.clone(), audit.clone(), active.clone());
+                let serve = move || {
+                    let node16 = &hex::encode(node)[..16];
+                    let served =
+                        read_request(&mut reader).map_err(|e| e.to_string()).and_then(|sha256| match staged(&sha256) {
+                            Ok(bundle) => write_bundle(&mut writer, &bundle)
+                                .map(|()| (sha256, bundle.len()))
+                                .map_err(|e| e.to_string()),
+                            Err(why) => {
+                                let _ = write_refusal(&mut writer, &why);
+                                Err(why)
+                            }
+                        });
+                    match served {
+                        Ok((sha256, len)) => {
+                            let line = format!(
+                                "update bundle {} ({len} bytes) served to node {node16} over the mesh",
+                                hex::encode(sha256)
+                            );
+                            println!("sovereign-runtime: mesh: {line}");
+                            if let Some(audit) = audit
+                                && let Err(e) = audit.append(EntryKind::Update, line.as_bytes(), Severity::Info)
+                            {
+                                println!("sovereign-runtime: mesh: could not audit {line}: {e}");
+                            }
+                        }
+                        Err(why) => println!("sovereign-runtime: mesh: no update bundle for node {node16}: {why}"),
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                };
+                if let Err(e) = std::thread::Builder::new().name("mesh-update".into()).spawn(serve) {
+                    println!("sovereign-runtime: mesh: could not start an update transfer: {e}");
+                }
+            }
+            println!("sovereign-runtime: mesh: update streams stopped (the mesh node stopped)");
+        };
+        std::thread::Builder::new()
+            .name("mesh-updates".into())
+            .spawn(accept)
+            .map(|_| ())
+            .map_err(|e| format!("starting the mesh's update thread: {e}"))
+    }
+
+    /// What the engine holds to pull update bundles from admitted peers.
+    pub fn puller(&self) -> BundlePuller {
+        BundlePuller { opener: self.handle.opener(), admitted: self.admitted_now.clone() }
+    }
+
+    fn publish_admitted(&self) {
+        if let Ok(mut now) = self.admitted_now.0.lock() {
+            now.clone_from(&self.admitted);
+        }
     }
 
     fn record(&self, kind: EntryKind, severity: Severity, what: serde_json::Value) {
@@ -433,6 +522,7 @@ impl Mesh {
             }
             MeshEvent::Disconnected(peer) => {
                 self.admitted.remove(&peer);
+                self.publish_admitted();
                 self.asked.remove(&peer);
                 println!("sovereign-runtime: mesh: {peer} disconnected")
             }
@@ -443,6 +533,7 @@ impl Mesh {
             MeshEvent::Admitted { peer, node_identity } => {
                 self.refusals.remove(&peer);
                 let first = self.admitted.insert(peer, node_identity).is_none();
+                self.publish_admitted();
                 if first {
                     println!("sovereign-runtime: mesh: admitted {peer} (node {})", &hex::encode(node_identity)[..16]);
                     self.record(
@@ -455,6 +546,7 @@ impl Mesh {
             }
             MeshEvent::Refused { peer, reason } => {
                 self.admitted.remove(&peer);
+                self.publish_admitted();
                 println!("sovereign-runtime: mesh: refused admission to {peer}: {reason}");
                 if self.refusals.get(&peer) == Some(&reason) {
                     return;
@@ -572,6 +664,65 @@ impl Mesh {
             asked.push(*peer);
         }
         self.asked.extend(asked);
+    }
+}
+
+/// Most update bundles served at once.
+pub const MAX_UPDATE_TRANSFERS: usize = 2;
+/// Each read and write of an update stream is bounded by this.
+pub const UPDATE_STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// A whole pull (a bundle of up to `sovereign_update::MAX_BUNDLE_BYTES`) must finish within
+/// this.
+pub const UPDATE_PULL_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The peers admitted now, by libp2p identity, with their node identities (shared with the
+/// threads that serve and pull update bundles).
+#[derive(Clone, Default)]
+struct Admitted(Arc<std::sync::Mutex<BTreeMap<PeerId, [u8; 32]>>>);
+
+impl Admitted {
+    fn node_of(&self, peer: &PeerId) -> Option<[u8; 32]> {
+        self.0.lock().ok()?.get(peer).copied()
+    }
+
+    fn peer_of(&self, node: &[u8; 32]) -> Option<PeerId> {
+        self.0.lock().ok()?.iter().find(|(_, n)| *n == node).map(|(p, _)| *p)
+    }
+}
+
+/// Pulls update bundles from admitted peers (the engine's `UpdatePull`).
+#[derive(Clone)]
+pub struct BundlePuller {
+    opener: sovereign_mesh::control::StreamOpener,
+    admitted: Admitted,
+}
+
+impl BundlePuller {
+    /// The bundle with `sha256` from the admitted peer whose node identity is `from`: at most
+    /// `sovereign_update::MAX_BUNDLE_BYTES`, within [`UPDATE_PULL_DEADLINE`], its digest
+    /// checked; progress said on the console each quarter. Why not, in one line.
+    pub fn pull(&self, from: &[u8; 32], sha256: &[u8; 32]) -> Result<Vec<u8>, String> {
+        use sovereign_mesh::transfer::{UPDATE_PROTOCOL, read_bundle, write_request};
+        let node16 = &hex::encode(from)[..16];
+        let peer =
+            self.admitted.peer_of(from).ok_or_else(|| format!("node {node16} is not a peer this node has admitted"))?;
+        let (mut reader, mut writer) = self.opener.open(peer, UPDATE_PROTOCOL, UPDATE_STREAM_TIMEOUT)?;
+        write_request(&mut writer, sha256).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + UPDATE_PULL_DEADLINE;
+        let mut said = 0;
+        let limit = sovereign_update::MAX_BUNDLE_BYTES as u64;
+        let bundle = read_bundle(&mut reader, sha256, limit, deadline, &mut |received, total| {
+            let quarter = received.saturating_mul(4) / total.max(1);
+            if quarter > said {
+                said = quarter;
+                println!(
+                    "sovereign-runtime: mesh: pulling update {}: {received} of {total} bytes",
+                    &hex::encode(sha256)[..16]
+                );
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(bundle)
     }
 }
 

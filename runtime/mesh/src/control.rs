@@ -98,15 +98,16 @@ pub fn blocking(
     (StreamReader { half: read, runtime: runtime.clone(), timeout }, StreamWriter { half: write, runtime, timeout })
 }
 
-/// The control streams peers open to this node.
-pub struct ControlListener {
+/// The streams of one protocol peers open to this node (the control API's, or update
+/// distribution's).
+pub struct StreamListener {
     incoming: libp2p_stream::IncomingStreams,
     runtime: tokio::runtime::Handle,
 }
 
-impl ControlListener {
+impl StreamListener {
     pub(crate) fn new(incoming: libp2p_stream::IncomingStreams, runtime: tokio::runtime::Handle) -> Self {
-        ControlListener { incoming, runtime }
+        StreamListener { incoming, runtime }
     }
 
     /// Waits for the next stream: the peer that opened it, and the stream (see [`blocking`]);
@@ -118,6 +119,34 @@ impl ControlListener {
     /// The runtime that drives the streams.
     pub fn runtime(&self) -> tokio::runtime::Handle {
         self.runtime.clone()
+    }
+}
+
+/// Opens streams from this node to its peers (update distribution's, [`crate::transfer`]).
+#[derive(Clone)]
+pub struct StreamOpener {
+    pub(crate) streams: libp2p_stream::Control,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl StreamOpener {
+    /// Opens a `protocol` stream to `peer` (connected, or dialled at an address the node knows),
+    /// within `timeout`; its halves' reads and writes are each bounded by `timeout` too.
+    pub fn open(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+        timeout: Duration,
+    ) -> Result<(StreamReader, StreamWriter), String> {
+        let mut streams = self.streams.clone();
+        let opened = self
+            .runtime
+            .block_on(async {
+                tokio::time::timeout(timeout, streams.open_stream(peer, StreamProtocol::new(protocol))).await
+            })
+            .map_err(|_| format!("{peer} did not open a {protocol} stream within {} s", timeout.as_secs()))?
+            .map_err(|e| format!("{peer} did not open a {protocol} stream: {e}"))?;
+        Ok(blocking(opened, self.runtime.clone(), Some(timeout)))
     }
 }
 

@@ -7,7 +7,9 @@
 //! Yamux with a transport timeout — that challenges every peer that connects, admits it only on
 //! the caller's verifier's word, and witnesses (cosigns) admitted peers' checkpoints; and
 //! [`control`], the control API's byte streams over the same transport (served to any peer
-//! that holds the swarm key; the API's signed-request gate decides the rest).
+//! that holds the swarm key; the API's signed-request gate decides the rest) and streams
+//! between nodes. [`transfer`] frames update bundles pulled from one node by another (asked
+//! for by digest, bounded, the digest checked; served to admitted peers only).
 //!
 //! Must never: print or log the swarm key (only its fingerprint), admit a peer without a
 //! verified attestation, serve governance traffic (witnessing) to a peer not admitted, keep one
@@ -25,4 +27,5 @@ pub use libp2p;
 #[cfg(feature = "net")]
 pub mod node;
 pub mod swarm_key;
+pub mod transfer;
 pub mod wire;

@@ -194,13 +194,29 @@ impl MeshHandle {
     /// Accepts the control API's streams ([`crate::control::CONTROL_PROTOCOL`]) from any peer
     /// that completed the handshake (the control API's own gate decides what it answers); once
     /// only.
-    pub fn accept_control(&self) -> Result<crate::control::ControlListener, MeshError> {
+    pub fn accept_control(&self) -> Result<crate::control::StreamListener, MeshError> {
+        self.accept(crate::control::CONTROL_PROTOCOL)
+    }
+
+    /// Accepts update distribution's streams ([`crate::transfer::UPDATE_PROTOCOL`]) from any
+    /// peer that completed the handshake: whoever serves them answers admitted peers only; once
+    /// only.
+    pub fn accept_updates(&self) -> Result<crate::control::StreamListener, MeshError> {
+        self.accept(crate::transfer::UPDATE_PROTOCOL)
+    }
+
+    fn accept(&self, protocol: &'static str) -> Result<crate::control::StreamListener, MeshError> {
         let incoming = self
             .streams
             .clone()
-            .accept(StreamProtocol::new(crate::control::CONTROL_PROTOCOL))
-            .map_err(|e| MeshError::Runtime(format!("the control protocol: {e}")))?;
-        Ok(crate::control::ControlListener::new(incoming, self.runtime.clone()))
+            .accept(StreamProtocol::new(protocol))
+            .map_err(|e| MeshError::Runtime(format!("the protocol {protocol}: {e}")))?;
+        Ok(crate::control::StreamListener::new(incoming, self.runtime.clone()))
+    }
+
+    /// Opens streams to peers (e.g. to pull an update bundle from an admitted one).
+    pub fn opener(&self) -> crate::control::StreamOpener {
+        crate::control::StreamOpener { streams: self.streams.clone(), runtime: self.runtime.clone() }
     }
 }
 

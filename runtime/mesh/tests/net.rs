@@ -237,3 +237,58 @@ fn an_operator_with_the_swarm_key_opens_a_control_stream_and_is_never_admitted()
     let why = wrong.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(why.contains("cannot reach"), "a client with another swarm key: {why:?}");
 }
+
+/// Update distribution's streams between two attested nodes: b pulls a bundle of several
+/// megabytes from a by its digest, over the mesh's transport, and gets exactly it; asked for a
+/// digest a does not hold, a answers with a refusal that b reads as such.
+#[test]
+fn a_node_pulls_a_bundle_from_an_admitted_peer_by_digest() {
+    use sha2::{Digest as _, Sha256};
+    use sovereign_mesh::control::blocking;
+    use sovereign_mesh::transfer::{
+        TransferError, UPDATE_PROTOCOL, read_bundle, read_request, write_bundle, write_refusal,
+    };
+    let key = SwarmKey::from_bytes([0x4e; 32]);
+    let good: Vec<Platform> = (0..2).map(|_| platform("release v1")).collect();
+    let trusted: Vec<Vec<u8>> = good.iter().map(|p| p.ak_public.clone()).collect();
+    let (a, _) = node("update-a", &good[0], &key, vec![], trusted.clone(), vec![]);
+    let a_addr = listening(&a);
+    let (b, _) = node("update-b", &good[1], &key, vec![a_addr], trusted, vec![]);
+    let mut at_b = Vec::new();
+    until(&b, &mut at_b, "b admitting a", |s| admitted(s, &a.peer_id));
+
+    let bundle: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let sha256: [u8; 32] = Sha256::digest(&bundle).into();
+    let mut listener = a.accept_updates().unwrap();
+    assert!(a.accept_updates().is_err(), "the update protocol was accepted twice");
+    let held = bundle.clone();
+    let server = std::thread::spawn(move || {
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            let Some((peer, stream)) = listener.accept() else { break };
+            let (mut reader, mut writer) = blocking(stream, listener.runtime(), Some(Duration::from_secs(10)));
+            let asked = read_request(&mut reader).unwrap();
+            if asked == sha256 {
+                write_bundle(&mut writer, &held).unwrap();
+            } else {
+                write_refusal(&mut writer, "no update with that digest is staged here").unwrap();
+            }
+            served.push(peer);
+        }
+        served
+    });
+    let pull = |digest: &[u8; 32]| {
+        let (mut reader, mut writer) = b.opener().open(a.peer_id, UPDATE_PROTOCOL, Duration::from_secs(10)).unwrap();
+        sovereign_mesh::transfer::write_request(&mut writer, digest).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut chunks = 0;
+        let got = read_bundle(&mut reader, digest, 64 << 20, deadline, &mut |_, _| chunks += 1);
+        (got, chunks)
+    };
+    let (got, chunks) = pull(&sha256);
+    assert!(got.as_ref().is_ok_and(|g| *g == bundle), "the bundle did not arrive whole");
+    assert!(chunks > 10, "progress was reported {chunks} times");
+    let (refused, _) = pull(&[0x99; 32]);
+    assert_eq!(refused, Err(TransferError::Refused("no update with that digest is staged here".into())));
+    assert_eq!(server.join().unwrap(), vec![b.peer_id, b.peer_id]);
+}

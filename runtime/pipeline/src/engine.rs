@@ -202,6 +202,8 @@ pub struct Engine {
     pub limits: Limits,
     /// Has a fresh checkpoint cosigned by the node's witnesses (the mesh), for exports.
     cosign: Option<Cosign>,
+    /// Fetches a staged update bundle from an admitted mesh peer (`UpdatePull`).
+    fetch_bundle: Option<update::BundleFetcher>,
 }
 
 /// Returns the checkpoint with the cosignatures its witnesses gave within the cosigner's own
@@ -273,6 +275,7 @@ impl Engine {
             runs: BTreeMap::new(),
             limits: Limits { wall_ms: 20_000, ..Limits::default() },
             cosign: None,
+            fetch_bundle: None,
         };
         // The kept licence proof, judged by this release's rule, gives every decision its facts.
         engine.refresh_licence_facts()?;
@@ -283,6 +286,12 @@ impl Engine {
     /// before it is attested and written.
     pub fn set_cosigner(&mut self, cosign: Cosign) {
         self.cosign = Some(cosign);
+    }
+
+    /// Pulls update bundles from mesh peers through `fetch` (`UpdatePull`); without it a pull
+    /// is refused (no mesh).
+    pub fn set_bundle_fetcher(&mut self, fetch: update::BundleFetcher) {
+        self.fetch_bundle = Some(fetch);
     }
 
     /// The audit log.
@@ -490,6 +499,10 @@ impl Engine {
                 Err(e) => refusal(format!("listing runs: {e}")),
             },
             Command::UpdatePush { bundle } => match self.update_push(&bundle, payloads) {
+                Ok(state) => Reply::Update(state),
+                Err(e) => refusal(e),
+            },
+            Command::UpdatePull { from, sha256 } => match self.update_pull(&from, &sha256) {
                 Ok(state) => Reply::Update(state),
                 Err(e) => refusal(e),
             },

@@ -636,6 +636,92 @@ fn pushed_update_bundles_are_verified_before_a_byte_is_written_and_audited_eithe
     assert!(updates[6].starts_with("update v2 applying: bundle "), "{updates:#?}");
 }
 
+/// A pull from a mesh peer is a push whose bytes came from the peer: without a mesh, from a
+/// peer that fails, with bytes that are not the digest asked for, or a bundle that does not
+/// verify, it is refused by name, audited, and nothing is written; a genuine one is staged and
+/// the audit line names the node it came from. The holder serves only the bundle it staged.
+#[test]
+fn update_bundles_pulled_from_a_peer_are_verified_as_pushes_and_audited_either_way() {
+    use sovereign_pipeline::engine::update::staged_bundle;
+    use sovereign_update::fuzzing::{genuine_bundle, key};
+    let machine = Machine::new();
+    let floor = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let boot = std::sync::Arc::new(std::sync::Mutex::new(None::<BootSlots>));
+    let mut engine = update_engine(&machine, 0, &floor, &boot);
+    let v2 = genuine_bundle(2, b"the UKI of release 2".to_vec(), &[key(1), key(3)]);
+    let v2_sha = Blob::of(&v2).sha256;
+    let holder = [0x5a; 32];
+    let pull =
+        |engine: &mut Engine, sha256: [u8; 32]| engine.ask(Command::UpdatePull { from: holder, sha256 }, &mut no_tpm);
+    let refused = |reply: Reply| match reply {
+        Reply::Refused(why) => why,
+        other => panic!("accepted: {other:?}"),
+    };
+    assert_eq!(
+        refused(pull(&mut engine, v2_sha)),
+        "update not pulled from node 5a5a5a5a5a5a5a5a: this node has no mesh to pull an update from"
+    );
+
+    // What the peer answers, by the digest asked for.
+    let mut forged = genuine_bundle(3, b"the UKI of release 3".to_vec(), &[key(1), key(2)]);
+    let last = forged.len() - 2048;
+    forged[last] ^= 1;
+    let forged_sha = Blob::of(&forged).sha256;
+    let answers = std::collections::BTreeMap::from([(v2_sha, v2.clone()), (forged_sha, forged.clone())]);
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    engine.set_bundle_fetcher(Box::new(move |from, sha256| {
+        seen.lock().unwrap().push(*from);
+        match sha256 {
+            [0xee, ..] => Ok(b"not what was asked for".to_vec()),
+            _ => answers.get(sha256).cloned().ok_or_else(|| "no update is staged here".to_string()),
+        }
+    }));
+    assert_eq!(
+        refused(pull(&mut engine, [0x11; 32])),
+        "update not pulled from node 5a5a5a5a5a5a5a5a: no update is staged here"
+    );
+    let wrong = refused(pull(&mut engine, [0xee; 32]));
+    assert!(wrong.contains("the bundle received has SHA-256 ") && wrong.contains("not the eeee"), "{wrong}");
+    assert!(refused(pull(&mut engine, forged_sha)).starts_with("update refused: "));
+    assert!(!machine.path().join("update").exists(), "a refused pull left bytes behind");
+
+    // The genuine one: staged as a push would be.
+    let Reply::Update(state) = pull(&mut engine, v2_sha) else { panic!("the genuine bundle was refused") };
+    let staged = state.staged.expect("staged");
+    assert_eq!((staged.release_version, staged.sha256, staged.size), (2, v2_sha, v2.len() as u64));
+    assert_eq!(std::fs::read(machine.path().join("update/staged.bundle")).unwrap(), v2);
+    assert!(asked.lock().unwrap().iter().all(|from| *from == holder));
+
+    // This node now serves exactly that bundle to a peer pulling it, and nothing else.
+    assert_eq!(staged_bundle(machine.path(), &v2_sha), Ok(v2.clone()));
+    let other = staged_bundle(machine.path(), &forged_sha).unwrap_err();
+    assert!(other.starts_with("the update staged here is v2 with SHA-256 "), "{other}");
+    assert_eq!(staged_bundle(&machine.path().join("nowhere"), &v2_sha).unwrap_err(), "no update is staged here");
+    let mut damaged = v2.clone();
+    damaged[10] ^= 1;
+    std::fs::write(machine.path().join("update/staged.bundle"), &damaged).unwrap();
+    assert_eq!(
+        staged_bundle(machine.path(), &v2_sha).unwrap_err(),
+        "the staged bundle on disk does not match its record"
+    );
+
+    drop(engine);
+    let lines = audit_lines(machine.path());
+    let updates: Vec<&String> = lines.iter().filter(|l| l.starts_with("update ")).collect();
+    assert_eq!(updates.len(), 5, "{updates:#?}");
+    assert!(
+        updates[..3].iter().all(|l| l.starts_with("update not pulled from node 5a5a5a5a5a5a5a5a: ")),
+        "{updates:#?}"
+    );
+    assert!(updates[3].starts_with("update refused: "), "{updates:#?}");
+    assert!(
+        updates[4].starts_with("update v2 staged: bundle ")
+            && updates[4].ends_with(", pulled from node 5a5a5a5a5a5a5a5a"),
+        "{updates:#?}"
+    );
+}
+
 #[test]
 fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let dir = Machine::new();

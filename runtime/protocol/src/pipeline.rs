@@ -99,6 +99,17 @@ pub enum Command {
         /// The bundle.
         bundle: Blob,
     },
+    /// Pull the update bundle with this SHA-256 from an admitted mesh peer that has it staged
+    /// (one node fetched it, the others pull from it) and stage it exactly as a push: verified
+    /// completely before a byte of it is written; refused (and audited) with the reason
+    /// otherwise — a node not admitted, nothing with that digest there, a bundle that does not
+    /// verify.
+    UpdatePull {
+        /// The node identity (Ed25519 public key) of the peer to pull from.
+        from: [u8; 32],
+        /// SHA-256 of the bundle (as the holder's `update status` shows it staged).
+        sha256: [u8; 32],
+    },
     /// The node's update state: running release, floor, staged bundle, boot slots.
     UpdateStatus,
     /// Apply the staged bundle: the runtime answers, then stops; PID 1 verifies the bundle

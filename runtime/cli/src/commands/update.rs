@@ -1,6 +1,7 @@
-//! `sovereign update push|status|apply`: update bundles streamed to the appliance over the
-//! signed control API (with progress on a terminal), its update state, and applying the staged
-//! bundle (the appliance reboots into the new release on trial).
+//! `sovereign update push|pull|status|apply`: update bundles streamed to the appliance over the
+//! signed control API (with progress on a terminal) or pulled by it from a mesh peer that has
+//! one staged, its update state, and applying the staged bundle (the appliance reboots into the
+//! new release on trial).
 
 use anyhow::{Context as _, bail};
 use ed25519_dalek::SigningKey;
@@ -12,8 +13,13 @@ use crate::args::*;
 use crate::{public_key, read_hex32};
 
 pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
-    let (appliance, json, push, apply) = match cmd {
+    let (appliance, json, push, other) = match cmd {
         UpdateCommand::Push { bundle, appliance, json } => (appliance, json, Some(bundle), None),
+        UpdateCommand::Pull { from, sha256, appliance, json } => {
+            let from = public_key(&from)?.to_bytes();
+            let sha256 = sovereign_canonical::hex32(&sha256).map_err(|e| anyhow::anyhow!("--sha256 is {e}"))?;
+            (appliance, json, None, Some(PipelineCommand::UpdatePull { from, sha256 }))
+        }
         UpdateCommand::Status { appliance, json } => (appliance, json, None, None),
         UpdateCommand::Apply { approvals, certificates, revocations, appliance, json } => {
             (appliance, json, None, Some(apply_command(&approvals, &certificates, revocations.as_deref())?))
@@ -32,12 +38,13 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
     };
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
-    let (command, payloads) = match (&push, apply) {
+    let pulled = matches!(other, Some(PipelineCommand::UpdatePull { .. }));
+    let (command, payloads) = match (&push, other) {
         (Some(path), _) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             (PipelineCommand::UpdatePush { bundle: Blob::of(&bytes) }, vec![bytes])
         }
-        (None, Some(apply)) => (apply, vec![]),
+        (None, Some(other)) => (other, vec![]),
         (None, None) => (PipelineCommand::UpdateStatus, vec![]),
     };
     let (reply, _) =
@@ -57,7 +64,7 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&state)?);
     } else {
-        print!("{}", render(&state, push.is_some()));
+        print!("{}", render(&state, push.is_some() || pulled));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
-//! Update bundles pushed to the node: verified completely (`sovereign_update::verify`) against
+//! Update bundles pushed to the node, or pulled from an admitted mesh peer that has one staged
+//! (`UpdatePull`, through the daemon's fetcher): verified completely (`sovereign_update::verify`) against
 //! the node's update root, release key, anti-rollback floor and platform while in memory; only a
 //! bundle that passed is written, durably, to the data partition (`update/staged.bundle`, then
-//! `update/staged.json`), replacing any staged before. Every push is audited: the staged release
+//! `update/staged.json`), replacing any staged before. Every push and pull is audited: the staged release
 //! or the refusal with its reason. Applying it (`UpdateApply`) is audited, answered, and then
 //! the runtime stops: installing the bundle into the other boot slot on trial is PID 1's, which
 //! verifies it again (the data partition is the runtime's to write).
@@ -47,6 +48,35 @@ pub struct UpdateTrust {
 
 /// The governed action of applying a staged update.
 pub const UPDATE_APPLY_ACTION: &str = "update.apply";
+
+/// Fetches the staged update bundle with this SHA-256 (second argument) from the admitted mesh
+/// peer with this node identity (first): its bytes, or why not (one line).
+pub type BundleFetcher = Box<dyn FnMut(&[u8; 32], &[u8; 32]) -> Result<Vec<u8>, String> + Send>;
+
+/// The bundle staged under `state_dir`, if it is the one with `sha256` (what a node serves to
+/// an admitted peer pulling it): read whole and its digest checked against the staged record
+/// and the request. Why not, in one line, otherwise.
+pub fn staged_bundle(state_dir: &Path, sha256: &[u8; 32]) -> Result<Vec<u8>, String> {
+    let record = match std::fs::read(state_dir.join(STAGED_RECORD)) {
+        Ok(bytes) => serde_json::from_slice::<StagedUpdate>(&bytes)
+            .map_err(|e| format!("the staged update record does not parse: {e}"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no update is staged here".into()),
+        Err(e) => return Err(format!("reading the staged update record: {e}")),
+    };
+    if &record.sha256 != sha256 {
+        return Err(format!(
+            "the update staged here is v{} with SHA-256 {}, not {}",
+            record.release_version,
+            hex::encode(record.sha256),
+            hex::encode(sha256)
+        ));
+    }
+    let bytes = std::fs::read(state_dir.join(STAGED_BUNDLE)).map_err(|e| format!("reading the staged bundle: {e}"))?;
+    if Blob::of(&bytes).sha256 != *sha256 {
+        return Err("the staged bundle on disk does not match its record".into());
+    }
+    Ok(bytes)
+}
 
 /// Reads PID 1's boot-slot report (on the appliance; `None` in host tests).
 pub type BootReader = Box<dyn FnMut() -> Option<sovereign_boot_contract::slots::BootSlots> + Send>;
@@ -262,6 +292,44 @@ impl Engine {
     /// Verifies the pushed bundle and stages it; audits either way.
     pub(super) fn update_push(&mut self, bundle: &Blob, payloads: &Payloads) -> Result<UpdateState, EngineError> {
         let bytes = payloads.get(bundle, "update bundle").map_err(|e| EngineError::invalid(e.to_string()))?;
+        self.stage_bundle(bytes, bundle.sha256, "")
+    }
+
+    /// Pulls the bundle with `sha256` from the admitted mesh peer `from` and stages it as a
+    /// push would (verified before a byte is written); audits either way.
+    pub(super) fn update_pull(&mut self, from: &[u8; 32], sha256: &[u8; 32]) -> Result<UpdateState, EngineError> {
+        let node = &hex::encode(from)[..16];
+        let fetched = match self.fetch_bundle.as_mut() {
+            None => Err("this node has no mesh to pull an update from".to_string()),
+            Some(fetch) => fetch(from, sha256),
+        };
+        let fetched = fetched.and_then(|bytes| {
+            let got = Blob::of(&bytes).sha256;
+            if &got == sha256 {
+                Ok(bytes)
+            } else {
+                Err(format!(
+                    "the bundle received has SHA-256 {}, not the {} asked for",
+                    hex::encode(got),
+                    hex::encode(sha256)
+                ))
+            }
+        });
+        match fetched {
+            Ok(bytes) => self.stage_bundle(&bytes, *sha256, &format!(", pulled from node {node}")),
+            Err(why) => {
+                let e = EngineError::invalid(format!("update not pulled from node {node}: {why}"));
+                match self.log(EntryKind::Refusal, Severity::Warning, vec![*sha256], e.to_string()) {
+                    Ok(_) => Err(e),
+                    Err(audit) => Err(EngineError::invalid(format!("{e}; and {audit}"))),
+                }
+            }
+        }
+    }
+
+    /// Verifies `bytes` (SHA-256 `sha256`) as an update for this node and stages them; audits
+    /// either way (`source`: where they came from, for the audit line).
+    fn stage_bundle(&mut self, bytes: &[u8], sha256: [u8; 32], source: &str) -> Result<UpdateState, EngineError> {
         let verified = (|| {
             let (trust, release_key) = self.update_trust()?;
             let floor =
@@ -281,7 +349,7 @@ impl Engine {
             Ok(v) => v,
             Err(e) => {
                 let line = e.to_string();
-                return match self.log(EntryKind::Refusal, Severity::Warning, vec![bundle.sha256], line) {
+                return match self.log(EntryKind::Refusal, Severity::Warning, vec![sha256], line) {
                     Ok(_) => Err(e),
                     Err(audit) => Err(EngineError::invalid(format!("{e}; and {audit}"))),
                 };
@@ -289,8 +357,8 @@ impl Engine {
         };
         let staged = StagedUpdate {
             release_version: verified.release_version,
-            sha256: bundle.sha256,
-            size: bundle.len,
+            sha256,
+            size: bytes.len() as u64,
             signers: verified.signers.clone(),
             keyset_serial: verified.keyset.serial,
             staged_ms: sovereign_canonical::now_ms(),
@@ -303,14 +371,14 @@ impl Engine {
         write_durably(&self.state_dir.join(STAGED_BUNDLE), bytes).map_err(EngineError::invalid)?;
         write_durably(&self.state_dir.join(STAGED_RECORD), &record).map_err(EngineError::invalid)?;
         let line = format!(
-            "update v{} staged: bundle {} ({} bytes), signed by {} release keys of key set {}",
+            "update v{} staged: bundle {} ({} bytes), signed by {} release keys of key set {}{source}",
             staged.release_version,
             hex::encode(staged.sha256),
             staged.size,
             staged.signers.len(),
             staged.keyset_serial
         );
-        self.log(EntryKind::Update, Severity::Info, vec![bundle.sha256], line)?;
+        self.log(EntryKind::Update, Severity::Info, vec![sha256], line)?;
         self.update_state()
     }
 }
