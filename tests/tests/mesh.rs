@@ -18,7 +18,9 @@
 //! network whose one way in is a forward from 127.0.0.1 to the mesh port. The status and the
 //! exported bundle verify; another swarm key gets no handshake. Node 1 is also licensed over
 //! the mesh: a Bitcoin licence proof (mined on a regtest chain for its identity) imported and
-//! kept, another node's refused by name.
+//! kept, another node's refused by name. An update bundle (release v2) pushed to node 0 is
+//! pulled over the mesh by node 1 from node 0 and by node 2 from node 1, each verifying it
+//! before writing a byte; pulls before it is there, or from a node not admitted, are refused.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -378,6 +380,60 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     assert_eq!(code, 0, "{stdout}");
     let state: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((state["licensed"].as_bool(), state["confirmations"].as_u64()), (Some(true), Some(3)), "{stdout}");
+    // Update distribution over the mesh: release v2 of this configuration, pushed to node 0
+    // over its serial port, pulled by node 1 from node 0 (the operator asking over the mesh) and
+    // by node 2 from node 1 — each node verifying it completely before writing a byte. Before
+    // node 0 has it, and from a node it has not admitted, a pull is refused by name.
+    let mut v2_input = input.clone();
+    v2_input.version = 2;
+    let v2_out = tempfile::tempdir().unwrap();
+    variant(&v2_input, &dev_keys(), v2_out.path(), &Tamper::default());
+    let (v2, _) =
+        sovereign_image::update::bundle(v2_out.path(), &dev_keys(), 2, sovereign_update::PLATFORM_QEMU_X86_64).unwrap();
+    let v2_file = out.path().join("v2.bundle");
+    std::fs::write(&v2_file, &v2).unwrap();
+    let v2_sha = hex::encode(sovereign_protocol::Blob::of(&v2).sha256);
+    let over_socket = |node: usize, command: &[&str]| {
+        let socket = appliances[node].control_socket();
+        let mut args: Vec<std::ffi::OsString> = command.iter().map(|a| os(a)).collect();
+        args.extend([os("--socket"), socket.into(), os("--key"), admin_key.clone().into()]);
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        sovereign_e2e::sovereign(&refs)
+    };
+    let pull_from = |from: usize| ["update", "pull", "--from", &identities[from], "--sha256", &v2_sha, "--json"].map(String::from);
+    fn as_strs(v: &[String; 7]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let (code, stdout, _) = over_mesh(&as_strs(&pull_from(0)), &swarm_key_file);
+    assert_eq!(code, 1, "node 1 pulled from node 0 before it had anything: {stdout}");
+    assert!(stdout.contains("no update is staged here"), "{stdout}");
+    let stranger_identity = hex::encode(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key().as_bytes());
+    let (code, stdout, _) = over_mesh(
+        &["update", "pull", "--from", &stranger_identity, "--sha256", &v2_sha, "--json"],
+        &swarm_key_file,
+    );
+    assert_eq!(code, 1, "a pull from a node not admitted: {stdout}");
+    assert!(stdout.contains("is not a peer this node has admitted"), "{stdout}");
+    let (code, stdout, stderr) = over_socket(0, &["update", "push", v2_file.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "pushing v2 to node 0:\n{stdout}\n{stderr}");
+    let staged_sha = |stdout: &str| {
+        let state: serde_json::Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        let sha: Vec<u8> = serde_json::from_value(state["staged"]["sha256"].clone()).unwrap_or_default();
+        (state["staged"]["release_version"].as_u64(), hex::encode(sha))
+    };
+    assert_eq!(staged_sha(&stdout), (Some(2), v2_sha.clone()));
+    let pulled = Instant::now();
+    let (code, stdout, stderr) = over_mesh(&as_strs(&pull_from(0)), &swarm_key_file);
+    assert_eq!(code, 0, "node 1 pulling v2 from node 0:\n{stdout}\n{stderr}");
+    assert_eq!(staged_sha(&stdout), (Some(2), v2_sha.clone()));
+    println!("node 1 pulled {} bytes from node 0 in {:.1} s", v2.len(), pulled.elapsed().as_secs_f64());
+    let (code, stdout, stderr) = over_socket(2, &as_strs(&pull_from(OPERATOR_NODE)));
+    assert_eq!(code, 0, "node 2 pulling v2 from node 1:\n{stdout}\n{stderr}");
+    assert_eq!(staged_sha(&stdout), (Some(2), v2_sha.clone()));
+    let served = format!("update bundle {v2_sha} ({} bytes) served to node ", v2.len());
+    let served_deadline = Instant::now() + Duration::from_secs(30);
+    wait_lines(&mut guests[0], &[&served, &identities[OPERATOR_NODE][..16]], 1, served_deadline);
+    wait_lines(&mut guests[OPERATOR_NODE], &[&served, &identities[2][..16]], 1, served_deadline);
     // With another swarm key the operator gets no handshake, and says so.
     let (code, stdout, stderr) = over_mesh(&["status", "--json"], &other_key_file);
     assert_ne!(code, 0, "status over the mesh with another swarm key:\n{stdout}");
