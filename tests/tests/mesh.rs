@@ -400,7 +400,8 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         sovereign_e2e::sovereign(&refs)
     };
-    let pull_from = |from: usize| ["update", "pull", "--from", &identities[from], "--sha256", &v2_sha, "--json"].map(String::from);
+    let pull_from =
+        |from: usize| ["update", "pull", "--from", &identities[from], "--sha256", &v2_sha, "--json"].map(String::from);
     fn as_strs(v: &[String; 7]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
     }
@@ -408,10 +409,8 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     assert_eq!(code, 1, "node 1 pulled from node 0 before it had anything: {stdout}");
     assert!(stdout.contains("no update is staged here"), "{stdout}");
     let stranger_identity = hex::encode(ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key().as_bytes());
-    let (code, stdout, _) = over_mesh(
-        &["update", "pull", "--from", &stranger_identity, "--sha256", &v2_sha, "--json"],
-        &swarm_key_file,
-    );
+    let (code, stdout, _) =
+        over_mesh(&["update", "pull", "--from", &stranger_identity, "--sha256", &v2_sha, "--json"], &swarm_key_file);
     assert_eq!(code, 1, "a pull from a node not admitted: {stdout}");
     assert!(stdout.contains("is not a peer this node has admitted"), "{stdout}");
     let (code, stdout, stderr) = over_socket(0, &["update", "push", v2_file.to_str().unwrap(), "--json"]);

@@ -143,14 +143,15 @@ pub fn read_bundle(
     if announced > limit {
         return Err(TransferError::TooLarge { announced, limit });
     }
-    let mut bundle = Vec::with_capacity(usize::try_from(announced).unwrap_or(usize::MAX).min(CHUNK));
-    let mut chunk = vec![0u8; CHUNK];
+    let first = usize::try_from(announced).unwrap_or(usize::MAX).min(CHUNK);
+    let mut bundle = Vec::with_capacity(first);
+    let mut chunk = vec![0u8; first];
     let mut hasher = Sha256::new();
     while (bundle.len() as u64) < announced {
         if Instant::now() > deadline {
             return Err(TransferError::TooSlow { received: bundle.len() as u64, announced });
         }
-        let want = usize::try_from(announced - bundle.len() as u64).unwrap_or(CHUNK).min(CHUNK);
+        let want = usize::try_from(announced - bundle.len() as u64).unwrap_or(CHUNK).min(chunk.len());
         let got = input.read(&mut chunk[..want]).map_err(io_error)?;
         if got == 0 {
             return Err(TransferError::Io(format!("the stream ended after {} of {announced} bytes", bundle.len())));
