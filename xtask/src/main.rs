@@ -53,6 +53,9 @@ const VIRT_FW_VARS: &str = "/var/cache/sovereign/venv/bin/virt-fw-vars";
 const ELECTRUMX: &str = "/var/cache/sovereign/venv/bin/electrumx_server";
 /// Where bcoin 1.0.2 (npm), the ledger tests' regtest node, is installed.
 const BITCOIN_DIR: &str = "/var/cache/sovereign/bitcoin";
+/// Where js-libp2p (npm, `runtime/mesh/tests/interop/package-lock.json`), the mesh's interop
+/// test's other libp2p implementation, is installed.
+const JS_LIBP2P_DIR: &str = "/var/cache/sovereign/js-libp2p";
 
 /// Fuzz targets run by the smoke run, and for how long each.
 const FUZZ_TARGETS: &[&str] = &[
@@ -321,6 +324,23 @@ fn setup() -> Result<(), Failure> {
         step(
             "install bcoin 1.0.2 from npm (the ledger tests' regtest node)",
             &mut npm(&["install", "--silent", "--ignore-scripts", "bcoin@1.0.2"]),
+        )?;
+    }
+    // js-libp2p, exactly as the committed lockfile pins it (installed again when it changes).
+    let interop = root().join("runtime/mesh/tests/interop");
+    let lock = std::fs::read(interop.join("package-lock.json"))
+        .map_err(|e| Failure::Environment(format!("reading the interop test's package-lock.json: {e}")))?;
+    let installed = Path::new(JS_LIBP2P_DIR);
+    if std::fs::read(installed.join("package-lock.json")).ok().as_deref() != Some(lock.as_slice())
+        || !installed.join("node_modules/libp2p/package.json").exists()
+    {
+        std::fs::create_dir_all(installed)
+            .and_then(|()| std::fs::copy(interop.join("package.json"), installed.join("package.json")))
+            .and_then(|_| std::fs::write(installed.join("package-lock.json"), &lock))
+            .map_err(|e| Failure::Environment(format!("preparing {JS_LIBP2P_DIR}: {e}")))?;
+        step(
+            "install js-libp2p 2.10.0 from npm (the mesh's interop test)",
+            Command::new("npm").current_dir(installed).args(["ci", "--silent", "--ignore-scripts"]),
         )?;
     }
     let wasm_target = Command::new("rustup")

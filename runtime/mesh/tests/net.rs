@@ -292,3 +292,56 @@ fn a_node_pulls_a_bundle_from_an_admitted_peer_by_digest() {
     assert_eq!(refused, Err(TransferError::Refused("no update with that digest is staged here".into())));
     assert_eq!(server.join().unwrap(), vec![b.peer_id, b.peer_id]);
 }
+
+/// Where `cargo xtask setup` installs js-libp2p (npm, pinned versions) for the interop test.
+const JS_LIBP2P: &str = "/var/cache/sovereign/js-libp2p";
+
+/// Another implementation that speaks pnet: a js-libp2p node (TCP → pnet → Noise → Yamux) with
+/// the swarm key dials a mesh node and completes the handshake (it reaches this node's peer ID;
+/// the node sees a client — it speaks no mesh protocol — and admits nothing); with another key
+/// it fails, and the node never learns of it.
+#[test]
+fn a_js_libp2p_node_with_the_swarm_key_completes_the_handshake_and_one_without_does_not() {
+    let dir = std::path::Path::new(JS_LIBP2P);
+    assert!(
+        dir.join("node_modules/libp2p/package.json").exists(),
+        "js-libp2p is not installed in {JS_LIBP2P}: run `cargo xtask setup`"
+    );
+    let script = dir.join("dial.mjs");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/dial.mjs"), &script).unwrap();
+    let key = SwarmKey::from_bytes([0x6b; 32]);
+    let good = platform("release v1");
+    let (a, _) = node("interop-a", &good, &key, vec![], vec![good.ak_public.clone()], vec![]);
+    let a_addr = listening(&a);
+    let keys = tempfile::tempdir().unwrap();
+    let dial = |swarm_key: &SwarmKey| {
+        let file = keys.path().join("swarm.key");
+        std::fs::write(&file, swarm_key.to_file().as_bytes()).unwrap();
+        let out = std::process::Command::new("node").arg(&script).arg(a_addr.to_string()).arg(&file).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default().to_string();
+        (out.status.code(), line, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, line, stderr) = dial(&key);
+    assert_eq!(code, Some(0), "js-libp2p with the swarm key: {line}\n{stderr}");
+    assert_eq!(line, format!("{{\"connected\":\"{}\"}}", a.peer_id), "{stderr}");
+    let mut at_a = Vec::new();
+    until(&a, &mut at_a, "a seeing the js-libp2p node as a client", |s| {
+        s.iter().any(|e| matches!(e, MeshEvent::Client(_)))
+    });
+    assert!(!at_a.iter().any(|e| matches!(e, MeshEvent::Admitted { .. })), "{at_a:#?}");
+    let clients = at_a.iter().filter(|e| matches!(e, MeshEvent::Connected(_))).count();
+
+    let (code, line, _) = dial(&SwarmKey::from_bytes([0x6c; 32]));
+    assert_eq!(code, Some(1), "js-libp2p with another swarm key: {line}");
+    assert!(line.starts_with("{\"failed\":"), "{line}");
+    std::thread::sleep(Duration::from_secs(1));
+    while let Some(e) = a.next_event(Duration::from_millis(100)) {
+        at_a.push(e);
+    }
+    assert_eq!(
+        at_a.iter().filter(|e| matches!(e, MeshEvent::Connected(_))).count(),
+        clients,
+        "the node learnt of a peer with another key: {at_a:#?}"
+    );
+}
