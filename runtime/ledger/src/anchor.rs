@@ -7,14 +7,46 @@
 //! broadcast. Once mined, the proof of it — the same file format as a licence proof (header
 //! chain from the pinned checkpoint, branch, transaction) — is checked by [`verify`]: the
 //! transaction is in the chain, deep enough, and carries this checkpoint's commitment as an
-//! `OP_RETURN`'s only push.
+//! `OP_RETURN`'s only push. An [`AnchorFile`] keeps the anchored checkpoint's body beside its
+//! proof, so that a later log head can be shown consistent with the anchored one
+//! (`sovereign verify --anchor`).
 
 use bitcoin::psbt::Psbt;
 use bitcoin::{Amount, Network, ScriptBuf, Transaction, TxOut, Txid, absolute, transaction};
 use sha2::{Digest as _, Sha256};
 
 use crate::chain::Checkpoint;
-use crate::proof::{ProofError, verify_inclusion};
+use crate::proof::{LicenceProof, MAX_PROOF_BYTES, ProofError, verify_inclusion};
+
+/// An anchor as kept and carried: the body of the checkpoint anchored
+/// (`origin\nsize\nbase64(root)\n`) and the proof that a transaction carrying its commitment
+/// was mined (the licence proof's format). JSON, at most [`MAX_PROOF_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorFile {
+    /// The anchored checkpoint's body.
+    pub checkpoint: String,
+    /// The proof of the anchoring transaction.
+    pub proof: LicenceProof,
+}
+
+/// Verifies an [`AnchorFile`]: its proof shows a transaction carrying the commitment to its
+/// checkpoint body, at least `min_confirmations` deep in a chain from the pinned checkpoint.
+/// Returns the anchor and the anchored body (whose consistency with a log the caller checks).
+pub fn verify_file(
+    bytes: &[u8],
+    network: Network,
+    checkpoint: &Checkpoint,
+    min_confirmations: u32,
+) -> Result<(Anchored, String), ProofError> {
+    if bytes.len() > MAX_PROOF_BYTES {
+        return Err(ProofError::TooLarge(bytes.len()));
+    }
+    let file: AnchorFile = serde_json::from_slice(bytes).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    let proof = serde_json::to_vec(&file.proof).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    let anchored = verify(&proof, network, checkpoint, &commitment(&file.checkpoint), min_confirmations)?;
+    Ok((anchored, file.checkpoint))
+}
 
 /// What the commitment hashes before the checkpoint's body (its domain).
 pub const DOMAIN: &[u8] = b"sovereign-anchor/v1\n";

@@ -36,6 +36,9 @@ pub enum FetchError {
     /// No confirmed transaction pays the developer's script with this machine's commitment.
     #[error("no confirmed licence for this machine ({0})")]
     NoLicence(String),
+    /// The anchoring transaction is not in a block the server knows of.
+    #[error("the anchoring transaction is not confirmed ({0})")]
+    NotConfirmed(String),
     /// The fetched proof did not verify.
     #[error("the licence proof the server's answers make does not verify: {0}")]
     Proof(#[from] ProofError),
@@ -71,17 +74,7 @@ pub fn fetch_licence_proof(
     terms: &Terms,
     machine_id: &[u8],
 ) -> Result<LicenceProof, FetchError> {
-    let tip = u32::try_from(client.block_headers_subscribe().map_err(server)?.height)
-        .map_err(|_| FetchError::Lied("a tip height beyond u32".into()))?;
-    if tip <= checkpoint_height {
-        return Err(FetchError::Lied(format!("its tip {tip} is not above the checkpoint {checkpoint_height}")));
-    }
-    if tip - checkpoint_height > MAX_HEADERS {
-        return Err(FetchError::TooMuch(format!(
-            "{} headers after the checkpoint, more than {MAX_HEADERS}: pin a newer checkpoint",
-            tip - checkpoint_height
-        )));
-    }
+    let tip = tip_above(client, checkpoint_height)?;
     let history = client.script_get_history(&terms.script).map_err(server)?;
     if history.len() > MAX_HISTORY {
         return Err(FetchError::TooMuch(format!("{} transactions pay the developer's script", history.len())));
@@ -101,26 +94,7 @@ pub fn fetch_licence_proof(
             seen.push(format!("{}: {why}", entry.tx_hash));
             continue;
         }
-        let merkle = client.transaction_get_merkle(&entry.tx_hash, height as usize).map_err(server)?;
-        if merkle.block_height != height as usize || merkle.merkle.len() > 32 {
-            return Err(FetchError::Lied(format!(
-                "a Merkle proof for height {} of {} hashes",
-                merkle.block_height,
-                merkle.merkle.len()
-            )));
-        }
-        let headers = headers(client, checkpoint_height, tip)?;
-        return Ok(LicenceProof {
-            network: network_name(network).into(),
-            checkpoint_height,
-            headers: hex::encode(headers),
-            block_height: height,
-            position: u32::try_from(merkle.pos).map_err(|_| FetchError::Lied("a position beyond u32".into()))?,
-            // Electrum gives the branch's hashes in display order; the proof holds them in the
-            // internal order the Merkle tree uses.
-            branch: merkle.merkle.iter().map(|h| hex::encode(h.iter().rev().copied().collect::<Vec<u8>>())).collect(),
-            transaction: hex::encode(bitcoin::consensus::serialize(&tx)),
-        });
+        return assemble(client, network, checkpoint_height, tip, &tx, height);
     }
     let unconfirmed = history.iter().filter(|h| h.height <= 0).count();
     Err(FetchError::NoLicence(format!(
@@ -129,6 +103,128 @@ pub fn fetch_licence_proof(
         if seen.is_empty() { "" } else { ": " },
         seen.join("; ")
     )))
+}
+
+/// The proof of `tx`, mined at `height`: its Merkle branch and the headers from the checkpoint
+/// to `tip`. Unverified.
+fn assemble(
+    client: &impl ElectrumApi,
+    network: Network,
+    checkpoint_height: u32,
+    tip: u32,
+    tx: &bitcoin::Transaction,
+    height: u32,
+) -> Result<LicenceProof, FetchError> {
+    let txid = tx.compute_txid();
+    let merkle = client.transaction_get_merkle(&txid, height as usize).map_err(server)?;
+    if merkle.block_height != height as usize || merkle.merkle.len() > 32 {
+        return Err(FetchError::Lied(format!(
+            "a Merkle proof for height {} of {} hashes",
+            merkle.block_height,
+            merkle.merkle.len()
+        )));
+    }
+    let headers = headers(client, checkpoint_height, tip)?;
+    Ok(LicenceProof {
+        network: network_name(network).into(),
+        checkpoint_height,
+        headers: hex::encode(headers),
+        block_height: height,
+        position: u32::try_from(merkle.pos).map_err(|_| FetchError::Lied("a position beyond u32".into()))?,
+        // Electrum gives the branch's hashes in display order; the proof holds them in the
+        // internal order the Merkle tree uses.
+        branch: merkle.merkle.iter().map(|h| hex::encode(h.iter().rev().copied().collect::<Vec<u8>>())).collect(),
+        transaction: hex::encode(bitcoin::consensus::serialize(tx)),
+    })
+}
+
+/// The server's tip, checked to be above the checkpoint and within [`MAX_HEADERS`] of it.
+fn tip_above(client: &impl ElectrumApi, checkpoint_height: u32) -> Result<u32, FetchError> {
+    let tip = u32::try_from(client.block_headers_subscribe().map_err(server)?.height)
+        .map_err(|_| FetchError::Lied("a tip height beyond u32".into()))?;
+    if tip <= checkpoint_height {
+        return Err(FetchError::Lied(format!("its tip {tip} is not above the checkpoint {checkpoint_height}")));
+    }
+    if tip - checkpoint_height > MAX_HEADERS {
+        return Err(FetchError::TooMuch(format!(
+            "{} headers after the checkpoint, more than {MAX_HEADERS}: pin a newer checkpoint",
+            tip - checkpoint_height
+        )));
+    }
+    Ok(tip)
+}
+
+/// Assembles the proof of an anchoring transaction, found by its ID. Electrum indexes
+/// transactions by the scripts they pay, and an `OP_RETURN` output has none: the block it was
+/// mined in is found through the history of the transaction's other outputs (the change a
+/// funding wallet adds), unless `height` names it. Unverified: [`check_anchor`] verifies it.
+pub fn fetch_anchor_proof(
+    client: &impl ElectrumApi,
+    network: Network,
+    checkpoint_height: u32,
+    txid: &bitcoin::Txid,
+    height: Option<u32>,
+) -> Result<LicenceProof, FetchError> {
+    let tip = tip_above(client, checkpoint_height)?;
+    let tx = client.transaction_get(txid).map_err(server)?;
+    if tx.compute_txid() != *txid {
+        return Err(FetchError::Lied(format!("asked for {txid}, got {}", tx.compute_txid())));
+    }
+    let height = match height {
+        Some(h) => h,
+        None => {
+            let mut found = None;
+            for output in tx.output.iter().filter(|o| !o.script_pubkey.is_op_return()).take(8) {
+                let history = client.script_get_history(&output.script_pubkey).map_err(server)?;
+                if history.len() > MAX_HISTORY {
+                    return Err(FetchError::TooMuch(format!(
+                        "{} transactions pay one of its outputs' scripts: give the height",
+                        history.len()
+                    )));
+                }
+                found = history.iter().find(|h| h.tx_hash == *txid).map(|h| h.height);
+                if found.is_some() {
+                    break;
+                }
+            }
+            match found {
+                Some(h) if h > 0 => u32::try_from(h).map_err(|_| FetchError::Lied("a height beyond u32".into()))?,
+                Some(_) => {
+                    return Err(FetchError::NotConfirmed(format!("{txid} is in the mempool, not in a block yet")));
+                }
+                None => {
+                    return Err(FetchError::NotConfirmed(format!(
+                        "{txid} is in no history of its outputs' scripts (no change output to find it by? give the height)"
+                    )));
+                }
+            }
+        }
+    };
+    if height <= checkpoint_height || height > tip {
+        return Err(FetchError::NotConfirmed(format!(
+            "{txid} at height {height}: outside the checkpoint {checkpoint_height} .. tip {tip}"
+        )));
+    }
+    assemble(client, network, checkpoint_height, tip, &tx, height)
+}
+
+/// An anchor checked online: the proof of `txid` fetched from the server, then verified like
+/// an imported one, for the checkpoint with this body. Returns the anchor and the anchor file
+/// (to keep beside the bundle, for `sovereign verify --anchor`).
+pub fn check_anchor(
+    client: &impl ElectrumApi,
+    network: Network,
+    checkpoint: &crate::chain::Checkpoint,
+    checkpoint_body: &str,
+    txid: &bitcoin::Txid,
+    height: Option<u32>,
+    min_confirmations: u32,
+) -> Result<(crate::anchor::Anchored, crate::anchor::AnchorFile), FetchError> {
+    let proof = fetch_anchor_proof(client, network, checkpoint.height, txid, height)?;
+    let file = crate::anchor::AnchorFile { checkpoint: checkpoint_body.to_string(), proof };
+    let bytes = serde_json::to_vec(&file).map_err(|e| FetchError::Lied(e.to_string()))?;
+    let (anchored, _) = crate::anchor::verify_file(&bytes, network, checkpoint, min_confirmations)?;
+    Ok((anchored, file))
 }
 
 /// The headers after `checkpoint_height` up to `tip`, concatenated (80 bytes each), fetched in

@@ -4,8 +4,9 @@
 //! and `OP_RETURN SHA256("LICENSE" || machine_id)` — and the check must find it valid only once
 //! it has the required confirmations, and invalid with the wrong amount, script or commitment.
 //! Every proof the check accepts is the one an air-gapped appliance would import, verified by the
-//! same code. (A reorganisation that takes the licence's block away is not staged yet: bcoin
-//! re-mines the transaction from its mempool into the replacing chain.)
+//! same code. A reorganisation that takes the licence's block away makes it stop counting. An
+//! audit checkpoint's anchor is funded by the node's wallet from its unfunded PSBT, found
+//! through the Electrum server by txid, and verified offline.
 
 #![allow(clippy::unwrap_used)] // test code
 
@@ -278,4 +279,62 @@ fn an_unreachable_or_silent_server_fails_by_name_in_time() {
     assert!(matches!(why, FetchError::Server(_)), "{why}");
     assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not hold");
     drop(silent);
+}
+
+/// An audit checkpoint anchored end to end: the unfunded PSBT for its commitment, funded and
+/// broadcast by the node's wallet as an external wallet would (its inputs and change added, the
+/// anchor output kept), mined; the anchor is found through the Electrum server by its txid
+/// alone (the block through its change output's history), verified offline for that
+/// checkpoint only, and only once deep enough.
+#[test]
+fn an_anchored_checkpoint_is_found_through_electrum_and_verifies_offline() {
+    use sovereign_ledger::anchor;
+    let chain = Regtest::start();
+    chain.mine(110);
+    let checkpoint = Checkpoint { height: 0, header: bitcoin::constants::genesis_block(Network::Regtest).header };
+    let body = "sovereign-appliance/0123456789abcdef\n42\nq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n";
+    let psbt = anchor::psbt(&anchor::commitment(body)).unwrap();
+    let unsigned =
+        bitcoin::psbt::Psbt::deserialize(&base64::engine::general_purpose::STANDARD.decode(psbt).unwrap()).unwrap();
+    let outputs: Vec<(u64, ScriptBuf)> =
+        unsigned.unsigned_tx.output.iter().map(|o| (o.value.to_sat(), o.script_pubkey.clone())).collect();
+    let anchored_tx = chain.pay(&outputs);
+    let client = || electrum::connect(&chain.url(), Duration::from_secs(10)).unwrap();
+    let check =
+        |depth: u32| electrum::check_anchor(&client(), Network::Regtest, &checkpoint, body, &anchored_tx, None, depth);
+    chain.synced();
+    chain.wait(
+        "ElectrumX seeing the anchor in the mempool",
+        || matches!(check(1), Err(FetchError::NotConfirmed(m)) if m.contains("mempool")),
+    );
+    let mined_at = chain.height() as u32 + 1;
+    chain.mine(1);
+    chain.synced();
+    assert_eq!(check(2).unwrap_err(), FetchError::Proof(ProofError::TooShallow { confirmations: 1, needed: 2 }));
+    chain.mine(1);
+    chain.synced();
+    let (found, file) = check(2).unwrap();
+    assert_eq!((found.txid, found.height, found.confirmations), (anchored_tx, mined_at, 2));
+
+    // Offline, as an auditor checks it: the file verifies for its own checkpoint; the same
+    // proof under another checkpoint's body does not.
+    let bytes = serde_json::to_vec(&file).unwrap();
+    let (offline, anchored_body) = anchor::verify_file(&bytes, Network::Regtest, &checkpoint, 2).unwrap();
+    assert_eq!((offline, anchored_body.as_str()), (found.clone(), body));
+    let other = anchor::AnchorFile { checkpoint: body.replace("\n42\n", "\n43\n"), proof: file.proof.clone() };
+    let why = anchor::verify_file(&serde_json::to_vec(&other).unwrap(), Network::Regtest, &checkpoint, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("carries no OP_RETURN with this checkpoint's commitment"), "{why}");
+    assert!(anchor::verify_file(&bytes, Network::Regtest, &checkpoint, 3).is_err(), "3 confirmations were not there");
+    // With the height given, found the same; a height it is not at, refused by the server's
+    // own answer; a transaction the server does not have, named.
+    let given = electrum::check_anchor(&client(), Network::Regtest, &checkpoint, body, &anchored_tx, Some(mined_at), 2);
+    assert_eq!(given.map(|(a, _)| a), Ok(found));
+    let wrong_height =
+        electrum::check_anchor(&client(), Network::Regtest, &checkpoint, body, &anchored_tx, Some(mined_at - 1), 1);
+    assert!(wrong_height.is_err(), "a proof at the wrong height verified");
+    let unknown: Txid = "11".repeat(32).parse().unwrap();
+    let why = electrum::check_anchor(&client(), Network::Regtest, &checkpoint, body, &unknown, None, 1).unwrap_err();
+    assert!(matches!(why, FetchError::Server(_)), "{why}");
 }
