@@ -17,22 +17,12 @@ pub(crate) enum Command {
     Verify {
         /// The bundle file.
         bundle: PathBuf,
-        /// The node identity public key (64 hex characters, or a file holding them).
-        #[arg(long)]
-        node_key: Option<String>,
-        /// A witness that must have cosigned the checkpoint: NAME=HEXKEY (repeatable).
-        #[arg(long = "witness")]
-        witnesses: Vec<String>,
-        /// A key trusted to sign policies (hex or file; repeatable): the bundle's decisions are
-        /// re-evaluated against the policies it carries that these keys signed.
-        #[arg(long = "policy-key")]
-        policy_keys: Vec<String>,
-        /// The admin root key (hex or file): the bundle's role certificates and revocation
-        /// lists must be signed by it, and every decision's roles granted by one of them.
-        #[arg(long)]
-        admin_key: Option<String>,
+        #[command(flatten)]
+        keys: VerifyKeys,
         #[command(flatten)]
         attestation: AttestTrustArgs,
+        #[command(flatten)]
+        anchor: VerifyAnchorArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -202,31 +192,110 @@ pub(crate) enum AnchorCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check offline that a bundle's checkpoint was anchored: the proof file (header chain
-    /// from the pinned checkpoint, branch, transaction; the licence proof's format) shows a
-    /// transaction carrying its commitment at least --depth blocks deep (exit 1 otherwise).
-    Verify {
-        /// The anchor proof file.
-        proof: PathBuf,
-        /// The compliance bundle whose checkpoint was anchored.
+    /// Find a mined anchor through an Electrum server by its transaction ID (the block through
+    /// the funding wallet's change output, or --height), verify it like an offline proof for
+    /// the bundle's checkpoint, and write the anchor file (the checkpoint's body and the proof)
+    /// for `anchor verify` and `sovereign verify --anchor`. Exit 1 with the reason otherwise.
+    Check {
+        /// The compliance bundle whose checkpoint was anchored (`anchor prepare`'s).
         #[arg(long)]
         bundle: PathBuf,
-        /// `bitcoin`, `signet` or `regtest`.
-        #[arg(long, default_value = "bitcoin")]
-        network: String,
-        /// Confirmations required.
-        #[arg(long, default_value_t = 6)]
-        depth: u32,
-        /// The pinned checkpoint's height (an epoch boundary; 0: genesis).
-        #[arg(long, default_value_t = 0)]
-        checkpoint_height: u32,
-        /// The pinned checkpoint's 80-byte header (hex); default: the network's genesis header.
+        /// The anchoring transaction's ID (as the wallet that broadcast it shows it).
         #[arg(long)]
-        checkpoint_header: Option<String>,
+        txid: String,
+        /// The Electrum server (`tcp://host:port`).
+        #[arg(long)]
+        electrum: String,
+        /// The height of the block that holds it, when it has no change output to find it by.
+        #[arg(long)]
+        height: Option<u32>,
+        #[command(flatten)]
+        chain: AnchorChain,
+        /// Seconds each server call may take.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Where to write the anchor file.
+        #[arg(long)]
+        out: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
+    /// Check offline that a bundle's own checkpoint was anchored: the anchor file (`anchor
+    /// check`'s) shows a transaction carrying its commitment at least --depth blocks deep in a
+    /// chain from the pinned checkpoint (exit 1 otherwise). For an earlier checkpoint of the
+    /// same log, `sovereign verify BUNDLE --anchor FILE` checks it is consistent with the
+    /// bundle's.
+    Verify {
+        /// The anchor file.
+        anchor: PathBuf,
+        /// The compliance bundle whose checkpoint was anchored.
+        #[arg(long)]
+        bundle: PathBuf,
+        #[command(flatten)]
+        chain: AnchorChain,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The chain an anchor must be in, and how deep.
+#[derive(clap::Args)]
+pub(crate) struct AnchorChain {
+    /// `bitcoin`, `signet` or `regtest`.
+    #[arg(long, default_value = "bitcoin")]
+    pub(crate) network: String,
+    /// Confirmations required.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) depth: u32,
+    /// The pinned checkpoint's height (an epoch boundary; 0: genesis).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) checkpoint_height: u32,
+    /// The pinned checkpoint's 80-byte header (hex); default: the network's genesis header.
+    #[arg(long)]
+    pub(crate) checkpoint_header: Option<String>,
+}
+
+/// The keys `sovereign verify` trusts.
+#[derive(clap::Args)]
+pub(crate) struct VerifyKeys {
+    /// The node identity public key (64 hex characters, or a file holding them).
+    #[arg(long)]
+    pub(crate) node_key: Option<String>,
+    /// A witness that must have cosigned the checkpoint: NAME=HEXKEY (repeatable).
+    #[arg(long = "witness")]
+    pub(crate) witnesses: Vec<String>,
+    /// A key trusted to sign policies (hex or file; repeatable): the bundle's decisions are
+    /// re-evaluated against the policies it carries that these keys signed.
+    #[arg(long = "policy-key")]
+    pub(crate) policy_keys: Vec<String>,
+    /// The admin root key (hex or file): the bundle's role certificates and revocation
+    /// lists must be signed by it, and every decision's roles granted by one of them.
+    #[arg(long)]
+    pub(crate) admin_key: Option<String>,
+}
+
+/// `sovereign verify --anchor`: a checkpoint of the bundle's log anchored in Bitcoin.
+#[derive(clap::Args)]
+pub(crate) struct VerifyAnchorArgs {
+    /// An anchor file (`sovereign anchor check`): its checkpoint must be of the bundle's log —
+    /// the bundle's own, or an earlier one its entries are consistent with — and anchored at
+    /// least --anchor-depth blocks deep.
+    #[arg(long)]
+    pub(crate) anchor: Option<PathBuf>,
+    /// The anchor's network: `bitcoin`, `signet` or `regtest`.
+    #[arg(long, default_value = "bitcoin")]
+    pub(crate) anchor_network: String,
+    /// Confirmations the anchor needs.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) anchor_depth: u32,
+    /// The anchor chain's pinned checkpoint height (an epoch boundary; 0: genesis).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) anchor_checkpoint_height: u32,
+    /// The anchor chain's pinned checkpoint header (hex); default: the network's genesis.
+    #[arg(long)]
+    pub(crate) anchor_checkpoint_header: Option<String>,
 }
 
 /// What a licence must be and for whom.

@@ -83,8 +83,8 @@ pub(crate) fn report_out(report: &Report, title: &str, json: bool) -> anyhow::Re
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { bundle, node_key, witnesses, policy_keys, admin_key, attestation, json } => {
-            offline::verify(bundle, node_key, witnesses, policy_keys, admin_key, attestation, json)
+        Command::Verify { bundle, keys, attestation, anchor, json } => {
+            offline::verify(bundle, keys, attestation, &anchor, json)
         }
         Command::Policy(cmd) => commands::policy::policy(cmd),
         Command::Run { pipeline, appliance, dataset, modules, policy, certificate, revocations, resume, out, json } => {

@@ -2,7 +2,9 @@
 //! cosign, export, verify (text and JSON), verify-log, and the failure exit codes; then the
 //! bundle's checkpoint anchored: `anchor prepare` writes the unfunded PSBT, a wallet's funding
 //! of it is mined on a regtest chain (`sovereign_ledger::regtest`), and `anchor verify` checks
-//! the proof offline (too shallow, and another bundle's checkpoint, fail).
+//! the anchor file offline (too shallow, and another bundle's checkpoint, fail); a later bundle
+//! of the same log verifies with that anchor (`verify --anchor`: an earlier checkpoint its
+//! entries are consistent with), and an anchor of a checkpoint that is not the log's fails.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -151,13 +153,23 @@ fn export_and_verify_workflow() {
         witness: Witness::new(),
     });
     funded.output.push(TxOut { value: Amount::from_sat(90_000), script_pubkey: ScriptBuf::new() });
-    let proof = serde_json::to_vec(&sovereign_ledger::regtest::proof_of(&funded, 5)).unwrap();
-    std::fs::write(d.join("anchor-proof.json"), proof).unwrap();
+    // The anchor file: the checkpoint's body beside the proof (what `anchor check` writes).
+    let members = sovereign_audit::bundle::read_tar(&std::fs::read(d.join("bundle.tar")).unwrap()).unwrap();
+    let checkpoint_text = members.iter().find(|(name, _)| name.ends_with("checkpoint.txt")).unwrap().1.clone();
+    let body = sovereign_audit::note::SignedNote::parse(std::str::from_utf8(&checkpoint_text).unwrap()).unwrap().body;
+    let anchor_file = |body: &str, tx: &sovereign_ledger::bitcoin::Transaction| {
+        serde_json::to_vec(&sovereign_ledger::anchor::AnchorFile {
+            checkpoint: body.to_string(),
+            proof: sovereign_ledger::regtest::proof_of(tx, 5),
+        })
+        .unwrap()
+    };
+    std::fs::write(d.join("anchor.json"), anchor_file(&body, &funded)).unwrap();
     let anchor_verify = |bundle: &str, depth: &str| {
         sovereign(&[
             "anchor",
             "verify",
-            &s("anchor-proof.json"),
+            &s("anchor.json"),
             "--bundle",
             &s(bundle),
             "--network",
@@ -184,5 +196,51 @@ fn export_and_verify_workflow() {
     on_log("export", &["--node-key-file", &node_key, "--out", &s("later.tar")]);
     let out = anchor_verify("later.tar", "6");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("carries no OP_RETURN with this checkpoint's commitment"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("it anchors another checkpoint"));
+    // ... but the later bundle's log is consistent with the anchored checkpoint: the full
+    // verification accepts the anchor for it, naming the anchored size.
+    let verify_anchored = |anchor: &str, depth: &str| {
+        sovereign(&[
+            "verify",
+            &s("later.tar"),
+            "--node-key",
+            &node_pub,
+            "--anchor",
+            &s(anchor),
+            "--anchor-network",
+            "regtest",
+            "--anchor-depth",
+            depth,
+            "--json",
+        ])
+    };
+    let out = verify_anchored("anchor.json", "6");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let anchor_check =
+        report["report"]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "anchor").unwrap().clone();
+    let size = body.lines().nth(1).unwrap();
+    assert!(
+        anchor_check["detail"].as_str().unwrap().starts_with(&format!(
+            "checkpoint of size {size} (consistent with the bundle's entries) anchored by block 1"
+        )),
+        "{anchor_check}"
+    );
+    assert_eq!(verify_anchored("anchor.json", "7").status.code(), Some(1), "too shallow");
+    // A checkpoint of the same log and size with another root (a second history), anchored
+    // for real: not this log's.
+    let forged_body = {
+        let mut lines: Vec<String> = body.lines().map(String::from).collect();
+        lines[2] = base64::engine::general_purpose::STANDARD.encode([0x42u8; 32]);
+        lines.join("\n") + "\n"
+    };
+    let commitment = sovereign_ledger::anchor::commitment(&forged_body);
+    let mut forged_tx = sovereign_ledger::anchor::transaction(&commitment);
+    forged_tx.input.push(funded.input[0].clone());
+    std::fs::write(d.join("forged-anchor.json"), anchor_file(&forged_body, &forged_tx)).unwrap();
+    let out = verify_anchored("forged-anchor.json", "6");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("its root differs"), "{text}");
 }

@@ -17,13 +17,12 @@ use crate::{named_key, public_key, read_hex32, report_out, write_secret};
 
 pub(crate) fn verify(
     bundle: PathBuf,
-    node_key: Option<String>,
-    witnesses: Vec<String>,
-    policy_keys: Vec<String>,
-    admin_key: Option<String>,
+    keys: VerifyKeys,
     attestation: AttestTrustArgs,
+    anchor: &VerifyAnchorArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let VerifyKeys { node_key, witnesses, policy_keys, admin_key } = keys;
     let bytes = fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
     let trust = TrustedKeys {
         node: node_key.as_deref().map(public_key).transpose()?,
@@ -48,7 +47,8 @@ pub(crate) fn verify(
     let deployment = sovereign_cli::deployment::DeploymentChecker;
     let roles = sovereign_cli::roles::RoleChecker { admin: admin_key.as_deref().map(public_key).transpose()? };
     let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles]);
-    let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
+    let mut report = verify_bundle_with(&bytes, &trust, Some(&checkers));
+    crate::commands::anchor::check_consistent(&mut report, &bundle, anchor)?;
     report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
 }
 
