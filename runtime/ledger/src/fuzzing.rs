@@ -1,5 +1,5 @@
 //! The fuzz target's entry point (`fuzz/fuzz_targets/ledger_headers.rs`): any bytes as a header
-//! chain after regtest's genesis, as a Merkle branch, and as a licence proof and an anchor proof file. The property: no input panics; a chain
+//! chain after regtest's genesis, as a Merkle branch, and as a licence proof, an anchor proof and an anchor file. The property: no input panics; a chain
 //! that verifies has exactly as many headers as the bytes hold.
 
 use bitcoin::hashes::Hash as _;
@@ -24,4 +24,5 @@ pub fn headers(data: &[u8]) {
     let pinned = Checkpoint { height: 0, header: genesis };
     let _ = crate::proof::verify(data, Network::Regtest, &pinned, &terms, b"fuzz", 1);
     let _ = crate::anchor::verify(data, Network::Regtest, &pinned, &[0x5a; 32], 1);
+    let _ = crate::anchor::verify_file(data, Network::Regtest, &pinned, 1);
 }
