@@ -198,8 +198,11 @@ pub(crate) enum AnchorCommand {
     /// for `anchor verify` and `sovereign verify --anchor`. Exit 1 with the reason otherwise.
     Check {
         /// The compliance bundle whose checkpoint was anchored (`anchor prepare`'s).
+        #[arg(long, required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+        bundle: Option<PathBuf>,
+        /// Or the signed checkpoint the appliance anchored (`anchor request --checkpoint-out`).
         #[arg(long)]
-        bundle: PathBuf,
+        checkpoint: Option<PathBuf>,
         /// The anchoring transaction's ID (as the wallet that broadcast it shows it).
         #[arg(long)]
         txid: String,
@@ -217,6 +220,36 @@ pub(crate) enum AnchorCommand {
         /// Where to write the anchor file.
         #[arg(long)]
         out: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Have the appliance sign a fresh checkpoint of its audit log and prepare its anchor: the
+    /// unfunded PSBT (--out) for a wallet to fund, sign and broadcast, and the signed
+    /// checkpoint (--checkpoint-out) for `anchor check --checkpoint`. Audited by the appliance.
+    Request {
+        /// Where to write the PSBT (base64).
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the signed checkpoint.
+        #[arg(long)]
+        checkpoint_out: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a mined anchor into the appliance (`anchor check`'s file): it verifies it offline
+    /// against the chain its configuration pins (its licence rule's network, checkpoint, depth)
+    /// and that the checkpoint is one of its log's, keeps it and carries it in every later
+    /// compliance bundle (`anchors/`, checked by `sovereign verify --anchor-network`); audited
+    /// either way. Exit 1 with the refusal.
+    Import {
+        /// The anchor file.
+        anchor: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -276,17 +309,19 @@ pub(crate) struct VerifyKeys {
     pub(crate) admin_key: Option<String>,
 }
 
-/// `sovereign verify --anchor`: a checkpoint of the bundle's log anchored in Bitcoin.
+/// `sovereign verify --anchor`: checkpoints of the bundle's log anchored in Bitcoin.
 #[derive(clap::Args)]
 pub(crate) struct VerifyAnchorArgs {
     /// An anchor file (`sovereign anchor check`): its checkpoint must be of the bundle's log —
     /// the bundle's own, or an earlier one its entries are consistent with — and anchored at
     /// least --anchor-depth blocks deep.
-    #[arg(long)]
+    #[arg(long, requires = "anchor_network")]
     pub(crate) anchor: Option<PathBuf>,
-    /// The anchor's network: `bitcoin`, `signet` or `regtest`.
-    #[arg(long, default_value = "bitcoin")]
-    pub(crate) anchor_network: String,
+    /// The chain anchors are checked in — `bitcoin`, `signet` or `regtest` — both the one given
+    /// with --anchor and those the bundle carries (`anchors/`, imported by the appliance);
+    /// without it a bundle that carries anchors FAILS as not evaluated.
+    #[arg(long)]
+    pub(crate) anchor_network: Option<String>,
     /// Confirmations the anchor needs.
     #[arg(long, default_value_t = 6)]
     pub(crate) anchor_depth: u32,

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchors;
 pub mod attest;
 pub mod bundle_attestation;
 pub mod client;

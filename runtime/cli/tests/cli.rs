@@ -219,7 +219,7 @@ fn export_and_verify_workflow() {
     assert_eq!(out.status.code(), Some(0), "{report}");
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     let anchor_check =
-        report["report"]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "anchor").unwrap().clone();
+        report["report"]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "anchors").unwrap().clone();
     let size = body.lines().nth(1).unwrap();
     assert!(
         anchor_check["detail"].as_str().unwrap().starts_with(&format!(

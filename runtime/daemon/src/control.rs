@@ -313,7 +313,12 @@ impl Server {
         }
         let takes_payloads = matches!(
             &request.request,
-            Request::Pipeline(Command::Start(_) | Command::UpdatePush { .. } | Command::LicenceImport { .. })
+            Request::Pipeline(
+                Command::Start(_)
+                    | Command::UpdatePush { .. }
+                    | Command::LicenceImport { .. }
+                    | Command::AnchorImport { .. }
+            )
         );
         if !request.attachments.is_empty() && !takes_payloads {
             return self.refuse(digest, "payload refused: this request takes no attachments".into());

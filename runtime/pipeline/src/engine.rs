@@ -12,6 +12,7 @@
 //! each stage's work in the sandbox and the compliance bundle; `engine/update.rs` update
 //! bundles; `engine/licence.rs` the Bitcoin licence and its policy facts.
 
+mod chain_anchor;
 mod licence;
 mod lifecycle;
 mod records;
@@ -522,6 +523,14 @@ impl Engine {
             },
             Command::LicenceStatus => match self.licence_state() {
                 Ok(state) => Reply::Licence(state),
+                Err(e) => refusal(e),
+            },
+            Command::AnchorPrepare => match self.anchor_prepare() {
+                Ok(state) => Reply::Anchor(state),
+                Err(e) => refusal(e),
+            },
+            Command::AnchorImport { file } => match self.anchor_import(&file, payloads) {
+                Ok(state) => Reply::Anchor(state),
                 Err(e) => refusal(e),
             },
         }

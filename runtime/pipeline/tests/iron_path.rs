@@ -722,6 +722,121 @@ fn update_bundles_pulled_from_a_peer_are_verified_as_pushes_and_audited_either_w
     );
 }
 
+/// Anchoring on the node: `AnchorPrepare` signs a fresh checkpoint and answers its unfunded
+/// PSBT (audited); what a wallet makes of it is mined (on a regtest chain in memory), and the
+/// anchor file is imported — verified against the chain the node's licence rule pins and
+/// against the node's own log — refused by name (and audited) when it is too shallow, of
+/// another log, of a second history, or for a node that pins no chain; kept otherwise, and
+/// carried by the next compliance bundle, whose `anchors` check passes offline (and is not
+/// evaluated without a chain to check it in).
+#[test]
+fn a_checkpoint_the_node_prepared_is_anchored_imported_and_carried_by_its_bundles() {
+    use sovereign_ledger::anchor::{AnchorFile, commitment, transaction};
+    use sovereign_ledger::bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Witness};
+    let k = keys();
+    let machine = Machine::new();
+    let rule =
+        sovereign_ledger::rule::parse("regtest", 0, None, &format!("0014{}", "d3".repeat(20)), 50_000, 3).unwrap();
+    let pinned = config(&machine, k.release.verifying_key(), k.admin.verifying_key(), measured());
+    let mut engine = Engine::open(EngineConfig { licence: Some(rule.clone()), ..pinned }).unwrap();
+    run_report(engine.ask(Command::Start(Box::new(start(&iron_path(), &k))), &mut no_tpm));
+    let Reply::Anchor(prepared) = engine.ask(Command::AnchorPrepare, &mut no_tpm) else { panic!("not prepared") };
+    let note = sovereign_audit::note::SignedNote::parse(&prepared.checkpoint).unwrap();
+    sovereign_audit::note::NoteVerifier::new(
+        "sovereign-test/pipeline",
+        SigningKey::from_bytes(&[9; 32]).verifying_key(),
+    )
+    .verify_signature(&note)
+    .unwrap();
+    assert_eq!(prepared.commitment, commitment(&note.body));
+    let psbt = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, prepared.psbt.unwrap()).unwrap();
+    let unsigned = sovereign_ledger::bitcoin::psbt::Psbt::deserialize(&psbt).unwrap().unsigned_tx;
+    assert_eq!(unsigned, transaction(&prepared.commitment));
+
+    // What a wallet makes of it, mined with `depth` confirmations, for the checkpoint `body`.
+    let funded = |c: &[u8; 32]| {
+        let mut tx = transaction(c);
+        tx.input.push(TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        });
+        tx.output.push(TxOut { value: Amount::from_sat(90_000), script_pubkey: ScriptBuf::new() });
+        tx
+    };
+    let file = |body: &str, on_top: u32| {
+        let tx = funded(&commitment(body));
+        attach(
+            serde_json::to_vec(&AnchorFile {
+                checkpoint: body.to_string(),
+                proof: sovereign_ledger::regtest::proof_of(&tx, on_top),
+            })
+            .unwrap(),
+        )
+    };
+    let import = |engine: &mut Engine, file: Blob| engine.ask(Command::AnchorImport { file }, &mut no_tpm);
+    let refused = |reply: Reply| match reply {
+        Reply::Refused(why) => why,
+        other => panic!("imported: {other:?}"),
+    };
+    let other_log = note.body.replacen("sovereign-test/pipeline", "sovereign-test/elsewhere", 1);
+    let mut lines: Vec<String> = note.body.lines().map(String::from).collect();
+    lines[2] = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x42u8; 32]);
+    let second_history = lines.join("\n") + "\n";
+    let mut beyond: Vec<String> = note.body.lines().map(String::from).collect();
+    beyond[1] = "1000000".into();
+    let beyond = beyond.join("\n") + "\n";
+    for (body, on_top, expected) in [
+        (note.body.as_str(), 1, "2 confirmations, 3 needed"),
+        (other_log.as_str(), 2, "is of log \"sovereign-test/elsewhere\", not this node's"),
+        (second_history.as_str(), 2, "is not this log's: its root differs"),
+        (beyond.as_str(), 2, "the anchored checkpoint has size 1000000"),
+    ] {
+        let why = refused(import(&mut engine, file(body, on_top)));
+        assert!(why.starts_with("anchor refused: ") && why.contains(expected), "{why} (expected {expected:?})");
+    }
+    let Reply::Anchor(kept) = import(&mut engine, file(&note.body, 4)) else {
+        panic!("the genuine anchor was refused")
+    };
+    assert_eq!(
+        (kept.size, kept.height, kept.confirmations, kept.checkpoint.as_str()),
+        (prepared.size, Some(1), Some(5), note.body.as_str())
+    );
+
+    // The next bundle carries it; it checks offline against the chain, and only with one.
+    let bundle = engine.fetch(Command::ExportBundle, &mut fake_evidence);
+    let members = sovereign_audit::bundle::read_tar(&bundle).unwrap();
+    let carried = format!("anchors/{}.json", prepared.size);
+    assert!(members.iter().any(|(name, _)| *name == carried), "the bundle does not carry {carried}");
+    let bundle_note = members.iter().find(|(n, _)| n == "checkpoint.txt").map(|(_, t)| t.clone()).unwrap();
+    let bundle_note = sovereign_audit::note::SignedNote::parse(std::str::from_utf8(&bundle_note).unwrap()).unwrap();
+    let check = |chain: Option<(sovereign_ledger::bitcoin::Network, sovereign_ledger::chain::Checkpoint, u32)>| {
+        let checker = sovereign_cli::anchors::AnchorChecker::new(chain, None, Ok(bundle_note.clone()));
+        let trusted = sovereign_audit::bundle::TrustedKeys { node: None, witnesses: vec![] };
+        let report = sovereign_audit::bundle::verify_bundle_with(&bundle, &trusted, Some(&checker));
+        report.check("anchors").cloned().expect("an anchors check")
+    };
+    let passed = check(Some((rule.network, rule.checkpoint, 3)));
+    assert!(passed.passed(), "{passed:?}");
+    assert!(
+        passed.detail.contains("consistent with the bundle's entries") && passed.detail.contains("anchored by block 1"),
+        "{passed:?}"
+    );
+    assert!(!check(None).passed(), "anchors passed without a chain to check them in");
+
+    // A node that pins no chain refuses every anchor; every import is in the log.
+    drop(engine);
+    let config = config(&machine, k.release.verifying_key(), k.admin.verifying_key(), measured());
+    let mut unpinned = Engine::open(config).unwrap();
+    let why = refused(import(&mut unpinned, file(&note.body, 4)));
+    assert!(why.contains("pins no Bitcoin chain"), "{why}");
+    drop(unpinned);
+    let anchors: Vec<String> = audit_lines(machine.path()).into_iter().filter(|l| l.contains("\"anchor\"")).collect();
+    assert_eq!(anchors.len(), 7, "{anchors:#?}");
+    assert!(anchors[0].contains("\"prepared\"") && anchors[5].contains("\"imported\""), "{anchors:#?}");
+}
+
 #[test]
 fn the_iron_path_pauses_for_approvals_promotes_rolls_back_and_exports() {
     let dir = Machine::new();

@@ -135,6 +135,39 @@ pub enum Command {
     },
     /// The node's licence: configured or not, and the kept proof's facts.
     LicenceStatus,
+    /// Sign a fresh checkpoint of the audit log and prepare its Bitcoin anchor: the unfunded
+    /// PSBT (one zero-value `OP_RETURN` committing to the checkpoint) for an external wallet to
+    /// fund, sign and broadcast — the node holds no coins. Audited.
+    AnchorPrepare,
+    /// Import a mined anchor (the request's attachment: an anchor file, `sovereign anchor
+    /// check --out`): verified offline against the Bitcoin chain the node's configuration pins
+    /// (its licence rule's network, checkpoint and depth), and its checkpoint must be one of
+    /// this node's log (origin, size, root); kept and carried by every later compliance bundle
+    /// (`anchors/`), audited either way.
+    AnchorImport {
+        /// The anchor file (JSON).
+        file: Blob,
+    },
+}
+
+/// A checkpoint anchored, or being anchored, in Bitcoin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorState {
+    /// The checkpoint (a signed note, after `AnchorPrepare`; its body, after `AnchorImport`).
+    pub checkpoint: String,
+    /// Its size.
+    pub size: u64,
+    /// SHA-256 of `"sovereign-anchor/v1\n"` ‖ the checkpoint's body: what the `OP_RETURN`
+    /// carries.
+    pub commitment: [u8; 32],
+    /// The unfunded PSBT, base64 (after `AnchorPrepare`).
+    pub psbt: Option<String>,
+    /// The anchoring transaction (after `AnchorImport`).
+    pub txid: Option<String>,
+    /// The height of its block (after `AnchorImport`).
+    pub height: Option<u32>,
+    /// Its confirmations in the file (after `AnchorImport`).
+    pub confirmations: Option<u32>,
 }
 
 /// The node's licence as its policies see it.
@@ -244,6 +277,8 @@ pub enum Reply {
     Refused(String),
     /// The licence state (after an import: with the proof just kept).
     Licence(LicenceState),
+    /// An anchor prepared or imported.
+    Anchor(AnchorState),
 }
 
 /// Where a run stands.

@@ -1,9 +1,12 @@
-//! `sovereign anchor prepare|check|verify`: a compliance bundle's checkpoint anchored in Bitcoin
-//! — the unfunded PSBT a wallet completes (the appliance holds no coins), the mined anchor found
-//! through an Electrum server and kept as an anchor file, and the offline check that a mined
+//! `sovereign anchor prepare|request|check|import|verify`: audit checkpoints anchored in Bitcoin
+//! — the unfunded PSBT a wallet completes for a bundle's checkpoint (`prepare`) or for a fresh
+//! one the appliance signs (`request`; the appliance holds no coins), the mined anchor found
+//! through an Electrum server and kept as an anchor file (`check`), imported into the appliance
+//! so that its bundles carry it (`import`), and the offline check that a mined
 //! transaction carries the checkpoint's commitment deep enough in a chain from the pinned
 //! checkpoint. Exit 1 with the reason when the anchor does not verify. `sovereign verify
-//! --anchor` ([`check_consistent`]) accepts an anchor of an earlier checkpoint of the bundle's log.
+//! --anchor` (`sovereign_cli::anchors`) accepts an anchor of an earlier checkpoint of the bundle's
+//! log.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +14,12 @@ use std::process::ExitCode;
 use anyhow::{Context as _, anyhow};
 use sovereign_audit::note::SignedNote;
 
-use crate::args::{AnchorChain, AnchorCommand, VerifyAnchorArgs};
+use ed25519_dalek::SigningKey;
+use sovereign_protocol::pipeline::{AnchorState, Command as PipelineCommand, Reply};
+
+use crate::args::{AnchorChain, AnchorCommand, ApplianceArgs, VerifyAnchorArgs};
+use crate::{public_key, read_hex32};
+use sovereign_cli::anchors::AnchorChecker;
 
 fn pinned(
     chain: &AnchorChain,
@@ -35,76 +43,61 @@ fn say(outcome: &Result<sovereign_ledger::anchor::Anchored, String>, json: bool)
     }
 }
 
-/// `sovereign verify --anchor`: the anchor file's checkpoint is of this log — the bundle's own
-/// checkpoint's origin, a size within the bundle's entries, and the root of its first that
-/// many entries — and its anchor verifies. Records the check `anchor` in `report`.
-pub(crate) fn check_consistent(
-    report: &mut sovereign_audit::verify::Report,
-    bundle: &Path,
-    args: &VerifyAnchorArgs,
-) -> anyhow::Result<()> {
-    let Some(file) = &args.anchor else { return Ok(()) };
-    let chain = AnchorChain {
-        network: args.anchor_network.clone(),
-        depth: args.anchor_depth,
-        checkpoint_height: args.anchor_checkpoint_height,
-        checkpoint_header: args.anchor_checkpoint_header.clone(),
+/// The `anchors` checker for `sovereign verify BUNDLE` with these options.
+pub(crate) fn checker(bundle: &Path, args: &VerifyAnchorArgs) -> anyhow::Result<AnchorChecker> {
+    let chain = match &args.anchor_network {
+        None => None,
+        Some(network) => {
+            let chain = AnchorChain {
+                network: network.clone(),
+                depth: args.anchor_depth,
+                checkpoint_height: args.anchor_checkpoint_height,
+                checkpoint_header: args.anchor_checkpoint_header.clone(),
+            };
+            let (network, pinned) = pinned(&chain)?;
+            Some((network, pinned, chain.depth))
+        }
     };
-    let (network, pinned) = pinned(&chain)?;
-    let place = file.display().to_string();
-    let bytes = std::fs::read(file).with_context(|| format!("reading {place}"))?;
-    let judged = (|| -> Result<String, String> {
-        let (anchored, body) =
-            sovereign_ledger::anchor::verify_file(&bytes, network, &pinned, chain.depth).map_err(|e| e.to_string())?;
-        let cp = sovereign_audit::note::Checkpoint::parse_body(&body)
-            .map_err(|e| format!("the anchored checkpoint does not parse: {e}"))?;
-        let own = bundle_checkpoint(bundle).map_err(|e| e.to_string())?;
-        let own = sovereign_audit::note::Checkpoint::parse_body(&own.body)
-            .map_err(|e| format!("the bundle's checkpoint does not parse: {e}"))?;
-        if cp.origin != own.origin {
-            return Err(format!("the anchored checkpoint is of log {:?}, the bundle's of {:?}", cp.origin, own.origin));
-        }
-        match report.root_at(cp.size) {
-            Some(root) if cp.size <= own.size && root == cp.root => Ok(format!(
-                "checkpoint of size {} ({}) anchored by block {} (transaction {}, {} confirmations)",
-                cp.size,
-                if cp.size == own.size { "the bundle's own" } else { "consistent with the bundle's entries" },
-                anchored.height,
-                anchored.txid,
-                anchored.confirmations
-            )),
-            Some(_) => Err(format!("the anchored checkpoint of size {} is not this log's: its root differs", cp.size)),
-            None => Err(format!(
-                "the anchored checkpoint has size {}; the bundle carries {} entries",
-                cp.size, report.entries
-            )),
-        }
-    })();
-    match judged {
-        Ok(detail) => report.add("anchor", 1, vec![], detail),
-        Err(why) => report.add("anchor", 1, vec![sovereign_audit::verify::fail(place, why)], "not anchored"),
-    }
-    Ok(())
+    let given = match &args.anchor {
+        None => None,
+        Some(file) => Some((
+            file.display().to_string(),
+            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?,
+        )),
+    };
+    Ok(AnchorChecker::new(chain, given, sovereign_cli::anchors::bundle_checkpoint(bundle).map_err(|e| e.to_string())))
 }
 
-/// The checkpoint a compliance bundle carries (`checkpoint.txt`), its node signature not
-/// checked here (`sovereign verify` checks the bundle).
-fn bundle_checkpoint(path: &Path) -> anyhow::Result<SignedNote> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let members = sovereign_audit::bundle::read_tar(&bytes)
-        .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.place, e.reason))?;
-    let (_, text) = members
-        .iter()
-        .find(|(name, _)| name == "checkpoint.txt" || name.ends_with("/checkpoint.txt"))
-        .ok_or_else(|| anyhow!("{}: no checkpoint.txt", path.display()))?;
-    let text = std::str::from_utf8(text).map_err(|_| anyhow!("{}: checkpoint.txt is not UTF-8", path.display()))?;
-    SignedNote::parse(text).map_err(|e| anyhow!("{}: checkpoint.txt: {e}", path.display()))
+/// Sends `command` to the appliance: its anchor state, or the exit code after printing its
+/// refusal.
+fn on_appliance(
+    appliance: &ApplianceArgs,
+    command: &PipelineCommand,
+    payloads: Vec<Vec<u8>>,
+    json: bool,
+) -> anyhow::Result<Result<AnchorState, ExitCode>> {
+    let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
+    let node = appliance.node_key.as_deref().map(public_key).transpose()?;
+    let (reply, _) =
+        sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), command, &payloads)?;
+    match reply {
+        Reply::Anchor(state) => Ok(Ok(state)),
+        Reply::Refused(why) => {
+            if json {
+                println!("{}", serde_json::json!({ "refused": why }));
+            } else {
+                println!("REFUSED: {why}");
+            }
+            Ok(Err(ExitCode::from(1)))
+        }
+        other => Err(anyhow!("unexpected reply {other:?}")),
+    }
 }
 
 pub(crate) fn anchor(cmd: AnchorCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AnchorCommand::Prepare { bundle, out, json } => {
-            let note = bundle_checkpoint(&bundle)?;
+            let note = sovereign_cli::anchors::bundle_checkpoint(&bundle)?;
             let commitment = sovereign_ledger::anchor::commitment(&note.body);
             let psbt = sovereign_ledger::anchor::psbt(&commitment).map_err(|e| anyhow!("{e}"))?;
             std::fs::write(&out, format!("{psbt}\n")).with_context(|| format!("writing {}", out.display()))?;
@@ -125,8 +118,15 @@ pub(crate) fn anchor(cmd: AnchorCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AnchorCommand::Check { bundle, txid, electrum, height, chain, timeout, out, json } => {
-            let note = bundle_checkpoint(&bundle)?;
+        AnchorCommand::Check { bundle, checkpoint, txid, electrum, height, chain, timeout, out, json } => {
+            let note = match (&bundle, &checkpoint) {
+                (Some(bundle), _) => sovereign_cli::anchors::bundle_checkpoint(bundle)?,
+                (None, Some(file)) => {
+                    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+                    SignedNote::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?
+                }
+                (None, None) => return Err(anyhow!("give --bundle or --checkpoint")),
+            };
             let (network, pinned) = pinned(&chain)?;
             let txid: sovereign_ledger::bitcoin::Txid = txid.parse().map_err(|e| anyhow!("--txid: {e}"))?;
             let client = sovereign_ledger::electrum::connect(&electrum, std::time::Duration::from_secs(timeout));
@@ -144,8 +144,52 @@ pub(crate) fn anchor(cmd: AnchorCommand) -> anyhow::Result<ExitCode> {
             say(&outcome, json);
             Ok(if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        AnchorCommand::Request { out, checkpoint_out, appliance, json } => {
+            let state = match on_appliance(&appliance, &PipelineCommand::AnchorPrepare, vec![], json)? {
+                Ok(state) => state,
+                Err(code) => return Ok(code),
+            };
+            let psbt = state.psbt.clone().ok_or_else(|| anyhow!("the appliance answered without a PSBT"))?;
+            std::fs::write(&out, format!("{psbt}\n")).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&checkpoint_out, &state.checkpoint)
+                .with_context(|| format!("writing {}", checkpoint_out.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "psbt": out, "checkpoint": checkpoint_out, "size": state.size, "commitment": hex::encode(state.commitment) })
+                );
+            } else {
+                println!(
+                    "wrote {} (fund, sign and broadcast it with a wallet) and {}: the appliance's checkpoint of size {} (commitment {})",
+                    out.display(),
+                    checkpoint_out.display(),
+                    state.size,
+                    hex::encode(state.commitment)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AnchorCommand::Import { anchor, appliance, json } => {
+            let bytes = std::fs::read(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
+            let command = PipelineCommand::AnchorImport { file: sovereign_protocol::Blob::of(&bytes) };
+            let state = match on_appliance(&appliance, &command, vec![bytes], json)? {
+                Ok(state) => state,
+                Err(code) => return Ok(code),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                println!(
+                    "imported: the appliance's checkpoint of size {} anchored by block {} (transaction {}); its compliance bundles now carry it",
+                    state.size,
+                    state.height.map(|h| h.to_string()).unwrap_or_default(),
+                    state.txid.clone().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AnchorCommand::Verify { anchor, bundle, chain, json } => {
-            let note = bundle_checkpoint(&bundle)?;
+            let note = sovereign_cli::anchors::bundle_checkpoint(&bundle)?;
             let (network, pinned) = pinned(&chain)?;
             let bytes = std::fs::read(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
             let outcome = sovereign_ledger::anchor::verify_file(&bytes, network, &pinned, chain.depth)

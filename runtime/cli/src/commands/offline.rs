@@ -46,9 +46,9 @@ pub(crate) fn verify(
     };
     let deployment = sovereign_cli::deployment::DeploymentChecker;
     let roles = sovereign_cli::roles::RoleChecker { admin: admin_key.as_deref().map(public_key).transpose()? };
-    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles]);
-    let mut report = verify_bundle_with(&bytes, &trust, Some(&checkers));
-    crate::commands::anchor::check_consistent(&mut report, &bundle, anchor)?;
+    let anchors = crate::commands::anchor::checker(&bundle, anchor)?;
+    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles, &anchors]);
+    let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
     report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
 }
 

@@ -277,6 +277,9 @@ impl Engine {
         for (name, bytes) in self.role_evidence()? {
             section_files.push(("role-certificates".into(), name, bytes));
         }
+        for (name, bytes) in self.anchor_files()? {
+            section_files.push(("anchors".into(), name, bytes));
+        }
         // The newest checkpoint the mesh's witnesses cosigned, if any (unreadable: said in the
         // refusal, never silently left out).
         let witnessed = sovereign_audit::store::read_witnessed(self.audit.path())
