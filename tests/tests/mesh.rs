@@ -18,7 +18,9 @@
 //! network whose one way in is a forward from 127.0.0.1 to the mesh port. The status and the
 //! exported bundle verify; another swarm key gets no handshake. Node 1 is also licensed over
 //! the mesh: a Bitcoin licence proof (mined on a regtest chain for its identity) imported and
-//! kept, another node's refused by name. An update bundle (release v2) pushed to node 0 is
+//! kept, another node's refused by name, and a checkpoint of its log anchored in that chain (its
+//! PSBT prepared by the node, the mined anchor imported and carried by its next bundle, checked
+//! offline). An update bundle (release v2) pushed to node 0 is
 //! pulled over the mesh by node 1 from node 0 and by node 2 from node 1, each verifying it
 //! before writing a byte; pulls before it is there, or from a node not admitted, are refused.
 
@@ -380,6 +382,62 @@ fn attested_appliances_form_a_mesh_cosign_each_other_and_keep_another_platform_a
     assert_eq!(code, 0, "{stdout}");
     let state: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((state["licensed"].as_bool(), state["confirmations"].as_u64()), (Some(true), Some(3)), "{stdout}");
+    // Node 1 anchors a checkpoint of its log in its licence's chain: it signs one and answers
+    // the unfunded PSBT; what a wallet makes of it is mined (a regtest chain in memory); the
+    // anchor file is imported, and the next bundle carries it — checked offline by `sovereign
+    // verify --anchor-network regtest`, and not evaluated without it.
+    let (psbt_file, checkpoint_file) = (out.path().join("anchor.psbt"), out.path().join("anchored-checkpoint.txt"));
+    let (code, stdout, stderr) = over_mesh(
+        &[
+            "anchor",
+            "request",
+            "--out",
+            psbt_file.to_str().unwrap(),
+            "--checkpoint-out",
+            checkpoint_file.to_str().unwrap(),
+        ],
+        &swarm_key_file,
+    );
+    assert_eq!(code, 0, "anchor request over the mesh:\n{stdout}\n{stderr}");
+    let psbt = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        std::fs::read_to_string(&psbt_file).unwrap().trim(),
+    )
+    .unwrap();
+    let mut funded = sovereign_ledger::bitcoin::psbt::Psbt::deserialize(&psbt).unwrap().unsigned_tx;
+    funded.input.push(sovereign_ledger::bitcoin::TxIn::default());
+    let anchored = SignedNote::parse(&std::fs::read_to_string(&checkpoint_file).unwrap()).unwrap();
+    let anchor_file = out.path().join("anchor.json");
+    let file = sovereign_ledger::anchor::AnchorFile {
+        checkpoint: anchored.body.clone(),
+        proof: sovereign_ledger::regtest::proof_of(&funded, 2),
+    };
+    std::fs::write(&anchor_file, serde_json::to_vec(&file).unwrap()).unwrap();
+    let (code, stdout, stderr) =
+        over_mesh(&["anchor", "import", anchor_file.to_str().unwrap(), "--json"], &swarm_key_file);
+    assert_eq!(code, 0, "anchor import over the mesh:\n{stdout}\n{stderr}");
+    let anchored_bundle = out.path().join("node1-anchored.bundle");
+    let (code, stdout, stderr) =
+        over_mesh(&["audit", "export", "--out", anchored_bundle.to_str().unwrap()], &swarm_key_file);
+    assert_eq!(code, 0, "audit export after the anchor:\n{stdout}\n{stderr}");
+    let verify_anchors = |network: Option<&str>| {
+        let node_key = identities[OPERATOR_NODE].clone();
+        let mut args =
+            vec![os("verify"), anchored_bundle.clone().into(), os("--node-key"), os(&node_key), os("--json")];
+        if let Some(network) = network {
+            args.extend([os("--anchor-network"), os(network), os("--anchor-depth"), os("3")]);
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (_, stdout, _) = sovereign_e2e::sovereign(&refs);
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        let checks = report["report"]["checks"].as_array().cloned().unwrap_or_default();
+        checks.into_iter().find(|c| c["name"] == "anchors").unwrap_or_else(|| panic!("no anchors check: {stdout}"))
+    };
+    let anchors = verify_anchors(Some("regtest"));
+    assert!(anchors["failures"].as_array().is_some_and(|f| f.is_empty()), "{anchors}");
+    assert!(anchors["detail"].as_str().unwrap_or_default().contains("anchored by block 1"), "{anchors}");
+    let unchecked = verify_anchors(None);
+    assert!(unchecked["detail"] == "not evaluated", "{unchecked}");
     // Update distribution over the mesh: release v2 of this configuration, pushed to node 0
     // over its serial port, pulled by node 1 from node 0 (the operator asking over the mesh) and
     // by node 2 from node 1 — each node verifying it completely before writing a byte. Before
