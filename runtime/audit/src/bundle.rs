@@ -29,8 +29,8 @@ pub const FORMAT: &str = "sovereign-compliance-bundle";
 /// The only bundle version.
 pub const VERSION: u32 = 1;
 /// Sections later parts of the system fill.
-pub const SECTIONS: [&str; 6] =
-    ["attestation", "reference-values", "policies", "decision-inputs", "role-certificates", "anchors"];
+pub const SECTIONS: [&str; 7] =
+    ["attestation", "reference-values", "policies", "decision-inputs", "role-certificates", "anchors", "licences"];
 /// Largest bundle accepted (members are held in memory).
 pub const MAX_BUNDLE_BYTES: usize = 4 * 1024 * 1024 * 1024;
 

@@ -23,6 +23,11 @@ pub(crate) enum Command {
         attestation: AttestTrustArgs,
         #[command(flatten)]
         anchor: VerifyAnchorArgs,
+        /// The node's licence rule (the `LICENCE.json` its image was built with): the licence
+        /// proof the bundle carries must pass it for --node-key, and back every decision that
+        /// saw `licensed = true` (without it such a bundle FAILS as not evaluated).
+        #[arg(long)]
+        licence_rule: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

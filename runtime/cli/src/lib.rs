@@ -16,6 +16,7 @@ pub mod bundle_attestation;
 pub mod client;
 pub mod decisions;
 pub mod deployment;
+pub mod licences;
 pub mod pipeline;
 pub mod roles;
 

@@ -83,8 +83,8 @@ pub(crate) fn report_out(report: &Report, title: &str, json: bool) -> anyhow::Re
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify { bundle, keys, attestation, anchor, json } => {
-            offline::verify(bundle, keys, attestation, &anchor, json)
+        Command::Verify { bundle, keys, attestation, anchor, licence_rule, json } => {
+            offline::verify(bundle, keys, attestation, (&anchor, licence_rule.as_deref()), json)
         }
         Command::Policy(cmd) => commands::policy::policy(cmd),
         Command::Run { pipeline, appliance, dataset, modules, policy, certificate, revocations, resume, out, json } => {

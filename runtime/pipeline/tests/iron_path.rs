@@ -349,6 +349,25 @@ fn a_licensed_policy_lets_the_iron_path_run_only_once_a_valid_licence_proof_is_i
     let payloads: Vec<String> = audit_lines(machine.path()).into_iter().filter(|p| p.contains("\"licence\"")).collect();
     assert_eq!(payloads.iter().filter(|p| p.contains("import refused")).count(), 4, "{payloads:#?}");
     assert_eq!(payloads.iter().filter(|p| p.contains("\"imported\"")).count(), 1, "{payloads:#?}");
+
+    // The bundle carries the kept proof: offline, with the rule and the node identity, it backs
+    // every decision that saw `licensed = true`; without the rule it is not evaluated; a node
+    // identity the proof is not for does not pass.
+    let bundle = engine.fetch(Command::ExportBundle, &mut fake_evidence);
+    let members = sovereign_audit::bundle::read_tar(&bundle).unwrap();
+    assert!(members.iter().any(|(n, _)| n == "licences/licence-proof.json"), "no licence proof in the bundle");
+    let check = |rule: Option<sovereign_ledger::rule::Rule>, node: Option<VerifyingKey>| {
+        let checker = sovereign_cli::licences::LicenceChecker { rule, node };
+        let trusted = sovereign_audit::bundle::TrustedKeys { node: None, witnesses: vec![] };
+        sovereign_audit::bundle::verify_bundle_with(&bundle, &trusted, Some(&checker)).check("licences").cloned()
+    };
+    let node_key = SigningKey::from_bytes(&[9; 32]).verifying_key();
+    let backed = check(Some(rule.clone()), Some(node_key)).expect("a licences check");
+    assert!(backed.passed() && backed.detail.contains("at height 1 (3 confirmations) backs"), "{backed:?}");
+    assert!(!backed.detail.contains("backs 0 decisions"), "no decision saw the licence: {backed:?}");
+    assert!(!check(None, Some(node_key)).expect("a licences check").passed(), "passed without a rule");
+    let stranger = SigningKey::from_bytes(&[3; 32]).verifying_key();
+    assert!(!check(Some(rule), Some(stranger)).expect("a licences check").passed(), "passed for another node");
 }
 
 #[test]

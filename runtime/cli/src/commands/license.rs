@@ -28,6 +28,22 @@ fn rule(t: &LicenseTerms) -> anyhow::Result<Rule> {
     })
 }
 
+/// The licence rule of a `LICENCE.json` (what `sovereign-image build --licence` takes).
+pub(crate) fn rule_file(path: &std::path::Path) -> anyhow::Result<sovereign_ledger::rule::Rule> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let s: sovereign_boot_contract::LicenceSettings =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a licence rule", path.display()))?;
+    sovereign_ledger::rule::parse(
+        &s.network,
+        s.checkpoint_height,
+        s.checkpoint_header.as_deref(),
+        &s.script,
+        s.amount_sat,
+        s.depth,
+    )
+    .map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
 fn report(outcome: Result<Licence, String>, json: bool) -> ExitCode {
     match outcome {
         Ok(l) => {

@@ -19,7 +19,7 @@ pub(crate) fn verify(
     bundle: PathBuf,
     keys: VerifyKeys,
     attestation: AttestTrustArgs,
-    anchor: &VerifyAnchorArgs,
+    (anchor, licence_rule): (&VerifyAnchorArgs, Option<&Path>),
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let VerifyKeys { node_key, witnesses, policy_keys, admin_key } = keys;
@@ -47,7 +47,11 @@ pub(crate) fn verify(
     let deployment = sovereign_cli::deployment::DeploymentChecker;
     let roles = sovereign_cli::roles::RoleChecker { admin: admin_key.as_deref().map(public_key).transpose()? };
     let anchors = crate::commands::anchor::checker(&bundle, anchor)?;
-    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles, &anchors]);
+    let licences = sovereign_cli::licences::LicenceChecker {
+        rule: licence_rule.map(crate::commands::license::rule_file).transpose()?,
+        node: trust.node,
+    };
+    let checkers = sovereign_cli::pipeline::Checkers(vec![&checker, &deployment, &attest, &roles, &anchors, &licences]);
     let report = verify_bundle_with(&bytes, &trust, Some(&checkers));
     report_out(&report, &format!("compliance bundle {}", bundle.display()), json)
 }

@@ -8,8 +8,8 @@
 //! rule), and its facts are platform measurements every later decision sees:
 //! `input_measurement['licensed', true|false]`, and with a licence `licence_height` and
 //! `licence_confirmations` — so a policy can deny a governed action without a licence, and an
-//! auditor re-evaluating the decision offline finds those facts in its record, and the import
-//! (with the proof's digest) in the log.
+//! auditor re-evaluating the decision offline finds those facts in its record, the import (with
+//! the proof's digest) in the log, and the proof itself in the bundle (`licences/`).
 
 use serde_json::json;
 use sovereign_audit::{EntryKind, Severity};
@@ -79,6 +79,11 @@ impl Engine {
             self.replay_head = governor.replay_head();
         }
         Ok(state)
+    }
+
+    /// The kept licence proof, for the compliance bundles (`licences/`).
+    pub(super) fn licence_proof(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.store.get_record(PROOF_RECORD)?)
     }
 
     /// Imports the proof `proof` names from `payloads`: verified, then kept and audited; or

@@ -280,6 +280,10 @@ impl Engine {
         for (name, bytes) in self.anchor_files()? {
             section_files.push(("anchors".into(), name, bytes));
         }
+        // The kept licence proof: decisions that saw `licensed` are backed by it offline.
+        if let Some(proof) = self.licence_proof()? {
+            section_files.push(("licences".into(), "licence-proof.json".into(), proof));
+        }
         // The newest checkpoint the mesh's witnesses cosigned, if any (unreadable: said in the
         // refusal, never silently left out).
         let witnessed = sovereign_audit::store::read_witnessed(self.audit.path())
