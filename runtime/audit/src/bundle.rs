@@ -29,6 +29,12 @@ pub const FORMAT: &str = "sovereign-compliance-bundle";
 /// The only bundle version.
 pub const VERSION: u32 = 1;
 /// Sections later parts of the system fill.
+/// The sections every bundle has had since the format's first version: a bundle without one of
+/// them fails (`sections`). The later ones ([`SECTIONS`] beyond these: `anchors`, `licences`)
+/// may be absent from a bundle written before them, which still verifies.
+pub const REQUIRED_SECTIONS: [&str; 5] =
+    ["attestation", "reference-values", "policies", "decision-inputs", "role-certificates"];
+/// Every section a bundle may carry (each written, empty or not, by [`write_bundle`]).
 pub const SECTIONS: [&str; 7] =
     ["attestation", "reference-values", "policies", "decision-inputs", "role-certificates", "anchors", "licences"];
 /// Largest bundle accepted (members are held in memory).

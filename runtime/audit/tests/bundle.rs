@@ -105,6 +105,25 @@ fn exported_bundle_verifies_offline_with_every_check_listed() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("entries.bin"));
 }
 
+/// A bundle written before the `anchors/` and `licences/` sections existed (they are absent)
+/// still verifies; one without a section every bundle has always had does not.
+#[test]
+fn a_bundle_from_before_the_later_sections_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 12);
+    let bundle = export_bundle(&log, &key(), &node(), &options()).unwrap();
+    let without = |dirs: &[&str]| {
+        let members: Vec<(String, Vec<u8>)> =
+            read_tar(&bundle).unwrap().into_iter().filter(|(name, _)| !dirs.contains(&name.as_str())).collect();
+        assert!(members.len() < read_tar(&bundle).unwrap().len(), "nothing was taken out");
+        verify_bundle(&write_tar(&members), &trust())
+    };
+    let older = without(&["anchors/", "licences/"]);
+    assert!(older.passed(), "{}", older.render("older bundle"));
+    let broken = without(&["policies/"]);
+    assert!(!broken.passed() && broken.render("bundle").contains("section missing"), "{}", broken.render("bundle"));
+}
+
 #[test]
 fn a_range_export_proves_inclusion_and_consistency() {
     let dir = tempfile::tempdir().unwrap();
