@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gpu;
 pub mod manifest;
 pub mod network;
 pub mod rotation;
@@ -90,6 +91,10 @@ pub struct RuntimeConfig {
     /// takes no licence and its policies see no `licensed` fact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licence: Option<LicenceSettings>,
+    /// GPU governance limits and the emergency-stop rule; absent, the defaults
+    /// ([`gpu::GpuSettings::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<gpu::GpuSettings>,
 }
 
 /// A node's Bitcoin licence rule (seed 001): a licence is a transaction, buried at least
@@ -129,6 +134,7 @@ impl Default for RuntimeConfig {
             admins: Vec::new(),
             mesh: None,
             licence: None,
+            gpu: None,
         }
     }
 }
