@@ -46,11 +46,14 @@ pub enum EntryKind {
     Attestation,
     /// Something was refused (with its reason).
     Refusal,
+    /// GPU governance: a violation, an enforcement action and its outcome, the emergency stop
+    /// engaged or cleared, a governed kernel launched.
+    Gpu,
 }
 
 impl EntryKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EntryKind; 12] = [
+    pub const ALL: [EntryKind; 13] = [
         EntryKind::BootMeasurement,
         EntryKind::ConfigSnapshot,
         EntryKind::RoleSignature,
@@ -63,6 +66,7 @@ impl EntryKind {
         EntryKind::Update,
         EntryKind::Attestation,
         EntryKind::Refusal,
+        EntryKind::Gpu,
     ];
 
     /// The snake_case name used on the command line and in reports.
@@ -80,6 +84,7 @@ impl EntryKind {
             EntryKind::Update => "update",
             EntryKind::Attestation => "attestation",
             EntryKind::Refusal => "refusal",
+            EntryKind::Gpu => "gpu",
         }
     }
 

@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod logfile;
 pub mod merkle;
 pub mod note;
+pub mod stats;
 pub mod store;
 pub mod verify;
 pub mod witness;

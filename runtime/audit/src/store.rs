@@ -101,6 +101,7 @@ pub struct AuditLog {
     origin: String,
     state: Mutex<State>,
     synced: Condvar,
+    stats: crate::stats::AppendStats,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -214,6 +215,7 @@ impl AuditLog {
                 poisoned: None,
             }),
             synced: Condvar::new(),
+            stats: crate::stats::AppendStats::default(),
         })
     }
 
@@ -248,6 +250,18 @@ impl AuditLog {
     /// Appends entries with one sync (shared with concurrent callers); returns each
     /// `(index, entry hash)` once all are durable.
     pub fn append_batch(&self, entries: Vec<Entry>) -> Result<Vec<(u64, Hash)>, StoreError> {
+        let started = std::time::Instant::now();
+        let out = self.append_batch_untimed(entries)?;
+        self.stats.latency(started.elapsed().as_micros() as u64);
+        Ok(out)
+    }
+
+    /// What the log has counted since it was opened (for the runtime's metrics).
+    pub fn stats(&self) -> crate::stats::StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    fn append_batch_untimed(&self, entries: Vec<Entry>) -> Result<Vec<(u64, Hash)>, StoreError> {
         let mut st = self.lock();
         if let Some(p) = &st.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
@@ -258,6 +272,7 @@ impl AuditLog {
             if bytes.len() > crate::entry::MAX_ENTRY_BYTES {
                 return Err(StoreError::Invalid(format!("entry of {} bytes exceeds the limit", bytes.len())));
             }
+            self.stats.entry(&entry, bytes.len());
             let index = st.next_index;
             let nonce = logfile::record_nonce(&st.session_seed, index);
             let (record, tag) = st.cipher.seal_record(index, &st.prev_tag, &nonce, &bytes);

@@ -180,6 +180,21 @@ pub(crate) enum Command {
     /// the offline check that it was mined.
     #[command(subcommand)]
     Anchor(AnchorCommand),
+    /// GPU governance on the appliance: its GPUs (or `no GPU: <reason>`), the emergency stop
+    /// and its clearance by M distinct gpu-operators.
+    #[command(subcommand)]
+    Gpu(GpuCommand),
+    /// The appliance's metrics in the Prometheus text exposition format (governed decisions by
+    /// verdict and policy, audit log size and append latency, sandbox terminations, attestations,
+    /// mesh peers, GPU gauges), over the signed control API — the appliance opens no metrics
+    /// port. Pipe it to a file a Prometheus node exporter's textfile collector reads, or parse it.
+    Metrics {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output: the samples as JSON objects instead of the text format.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -551,7 +566,8 @@ pub(crate) enum ModuleCommand {
         /// Module version.
         #[arg(long, default_value_t = 1)]
         version: u64,
-        /// Capabilities: read_input, write_output, log, random, clock (repeatable).
+        /// Capabilities: read_input, write_output, log, random, clock (repeatable); gpu_kernel
+        /// alone signs a GPU kernel image (PTX or cubin) instead of a WASM module.
         #[arg(long = "capability")]
         capabilities: Vec<String>,
         /// Output manifest (default: NAME.manifest.json beside the module).
@@ -708,6 +724,67 @@ pub(crate) enum UpdateCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum GpuCommand {
+    /// The appliance's GPUs as its governance sees them: `no GPU: <reason>`, or each device's
+    /// last readings; the emergency stop; the last violations. Exit 1 while the stop is engaged.
+    Status {
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Engage the emergency stop: no new GPU work until gpu-operators clear it. Audited.
+    Stop {
+        /// Why (one line, at most 256 bytes).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve clearing engagement GENERATION of a node's emergency stop, offline, as one
+    /// gpu-operator; the operator passes the file to `gpu clear --approval`.
+    Approve {
+        /// The node identity (hex or a file holding it).
+        #[arg(long)]
+        node: String,
+        /// The engagement (`gpu status` shows it).
+        #[arg(long)]
+        generation: u64,
+        /// The gpu-operator's Ed25519 secret key file.
+        #[arg(long)]
+        approver_key: PathBuf,
+        /// Hours the approval stays valid (at most 168).
+        #[arg(long, default_value_t = 1)]
+        valid_hours: u64,
+        /// Where to write the approval (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Clear the emergency stop with the approvals of as many distinct gpu-operators as the
+    /// node requires. Exit 1 if refused.
+    Clear {
+        /// An approval file (`gpu approve`); repeat for each gpu-operator.
+        #[arg(long = "approval")]
+        approvals: Vec<PathBuf>,
+        /// A gpu-operator's role certificate; repeat for each.
+        #[arg(long = "certificate")]
+        certificates: Vec<PathBuf>,
+        /// The admin root's current revocation list.
+        #[arg(long)]
+        revocations: PathBuf,
+        #[command(flatten)]
+        appliance: ApplianceArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum AuditCommand {
     /// Create DEVELOPMENT keys (node identity, data key, a witness) and an empty log in DIR.
     Init {
@@ -727,7 +804,7 @@ pub(crate) enum AuditCommand {
         data_key: PathBuf,
         /// Entry kind (boot_measurement, config_snapshot, role_signature, policy_decision,
         /// policy_binding, execution_start, execution_end, approval, artifact, update,
-        /// attestation, refusal).
+        /// attestation, refusal, gpu).
         #[arg(long)]
         kind: String,
         /// info, notice, warning or critical.

@@ -17,6 +17,7 @@ pub mod client;
 pub mod decisions;
 pub mod deployment;
 pub mod licences;
+pub mod metrics;
 pub mod pipeline;
 pub mod roles;
 

@@ -106,6 +106,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(cmd) => commands::update::update(cmd),
         Command::License(cmd) => commands::license::license(cmd),
         Command::Anchor(cmd) => commands::anchor::anchor(cmd),
+        Command::Gpu(cmd) => commands::gpu::gpu(cmd),
+        Command::Metrics { appliance, json } => commands::gpu::metrics(appliance, json),
         Command::Attest {
             port,
             key,

@@ -53,6 +53,26 @@ pub fn command(
     unreachable!("the attempts above return")
 }
 
+/// Sends one request that is not a pipeline command (e.g. [`Request::Metrics`]) to the node
+/// `node` (pinned, or learned by [`crate::discover`]) and returns its verified response.
+pub fn ask(
+    endpoint: &crate::Endpoint,
+    operator: &SigningKey,
+    node: Option<&VerifyingKey>,
+    request: &Request,
+) -> anyhow::Result<Response> {
+    let identity = crate::node_identity(endpoint, operator, node, Duration::from_secs(60))?;
+    for attempt in 1.. {
+        let signed = crate::sign(request.clone(), &identity, &[], operator);
+        let answer = crate::exchange(endpoint, &signed, &[], Duration::from_secs(60), &mut |_| {})?;
+        match answer.response.verify(&signed, &identity).map_err(|e| anyhow!("response: {e}"))? {
+            Response::Refused(why) if crate::client::sign_again(why, attempt) => continue,
+            other => return Ok(other.clone()),
+        }
+    }
+    unreachable!("the attempts above return")
+}
+
 /// The payload a reply's blob names, checked against it.
 pub fn blob_payload(reply: &Reply, payloads: Vec<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
     let Reply::Blob(blob) = reply else { bail!("expected a payload, the appliance answered {reply:?}") };
@@ -83,12 +103,13 @@ pub fn role_signatures(pipeline: &Pipeline, operator: &SigningKey) -> Vec<RoleSi
         .collect()
 }
 
-/// The modules in `dir`: every `NAME.wasm` with its `NAME.manifest.json`, and the WASM bytes.
+/// The modules in `dir`: every `NAME.wasm` with its `NAME.manifest.json`, and the WASM bytes —
+/// and every GPU kernel image, `NAME.ptx` or `NAME.cubin`, with its manifest the same way.
 pub fn load_modules(dir: &Path) -> anyhow::Result<Vec<(ModuleFile, Vec<u8>)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("wasm" | "ptx" | "cubin")) {
             continue;
         }
         let manifest_path = path.with_extension("manifest.json");

@@ -159,6 +159,7 @@ fn main() -> Result<(), Error> {
             &log_path,
         )),
         refused: None,
+        observed: Default::default(),
     };
     let node = new_node();
     let node_id = node.identity.verifying_key().to_bytes();

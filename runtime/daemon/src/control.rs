@@ -55,6 +55,8 @@ pub struct Node {
     pub attestor: Mutex<Attestor>,
     /// Why the engine did not start (every governed action refused with it), if it did not.
     pub refused: Option<String>,
+    /// What the runtime's parts count, for [`Request::Metrics`].
+    pub observed: crate::metrics::Observed,
 }
 
 impl Node {
@@ -67,6 +69,10 @@ impl Node {
             identity: self.identity.verifying_key().to_bytes(),
             confinement: sovereign_confine::read().unwrap_or_else(|why| unreadable_confinement(&why)),
             refused: self.refused.clone(),
+            gpu: match self.observed.gpu.get() {
+                Some(gpu) => gpu.describe(),
+                None => "GPU governance is not running: the pipeline engine did not start".into(),
+            },
         }
     }
 
@@ -82,9 +88,16 @@ impl Node {
         Some(match request {
             Request::Status => Response::Status(self.status()),
             Request::Attest { nonce } => match self.evidence(nonce) {
-                Ok(evidence) => Response::Evidence(Box::new(evidence)),
-                Err(e) => Response::Refused(format!("attestation failed: {e}")),
+                Ok(evidence) => {
+                    self.observed.attestations_ok.fetch_add(1, Ordering::Relaxed);
+                    Response::Evidence(Box::new(evidence))
+                }
+                Err(e) => {
+                    self.observed.attestations_failed.fetch_add(1, Ordering::Relaxed);
+                    Response::Refused(format!("attestation failed: {e}"))
+                }
             },
+            Request::Metrics => Response::Metrics(crate::metrics::render(self)),
             Request::ActivateCredential { credential_blob, encrypted_secret } => {
                 let released = self
                     .attestor

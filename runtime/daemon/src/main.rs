@@ -72,6 +72,10 @@ fn open_engine(
         reference_values: reference_values(),
         update: update_trust(config, facts.image_version, tpm, &release),
         licence,
+        gpu: config.gpu.clone().unwrap_or_default(),
+        // The image's own copy when it carries the driver (`sovereign-image build --gpu-driver`),
+        // found where the dynamic loader looks.
+        nvml_library: None,
     })
     .map_err(|e| e.to_string())
 }
@@ -228,7 +232,14 @@ fn start(
         manifest_signature,
         attestor: std::sync::Mutex::new(control::Attestor::appliance(tpm.clone())),
         refused: refused.clone(),
+        observed: Default::default(),
     });
+    if let Some(engine) = engine.as_ref() {
+        let _ = node.observed.audit.set(engine.audit().clone());
+        let _ = node.observed.engine.set(engine.counters().clone());
+        let _ = node.observed.gpu.set(engine.gpu().clone());
+        sovereign_runtime::gpu::start_monitor(engine.gpu().clone())?;
+    }
     // The mesh, when the configuration names one: it cannot start, the runtime does not either.
     let mut mesh_thread = None;
     if let Some(settings) = &config.mesh {
@@ -247,6 +258,7 @@ fn start(
             let puller = mesh.puller();
             engine.set_bundle_fetcher(Box::new(move |from, sha256| puller.pull(from, sha256)));
         }
+        let _ = node.observed.mesh_admitted.set(mesh.admitted_count());
         // This node's staged bundle, served to admitted peers that pull it.
         let state_dir = std::path::Path::new(sovereign_boot_contract::DATA_MOUNT);
         mesh.serve_updates(move |sha256| sovereign_pipeline::engine::update::staged_bundle(state_dir, sha256))?;

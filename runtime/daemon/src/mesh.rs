@@ -398,6 +398,12 @@ impl Mesh {
             .map_err(|e| format!("starting the mesh's update thread: {e}"))
     }
 
+    /// How many peers are admitted now (for the metrics).
+    pub fn admitted_count(&self) -> std::sync::Arc<dyn Fn() -> usize + Send + Sync> {
+        let admitted = self.admitted_now.clone();
+        std::sync::Arc::new(move || admitted.0.lock().map(|m| m.len()).unwrap_or(0))
+    }
+
     /// What the engine holds to pull update bundles from admitted peers.
     pub fn puller(&self) -> BundlePuller {
         BundlePuller { opener: self.handle.opener(), admitted: self.admitted_now.clone() }

@@ -63,6 +63,8 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         reference_values: None,
         update: None,
         licence: None,
+        gpu: Default::default(),
+        nvml_library: Some("/nonexistent/libnvidia-ml.so.1".into()),
     })
     .unwrap();
     let audit = engine.audit().clone();
@@ -89,6 +91,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         manifest_signature: vec![0; 64],
         attestor: std::sync::Mutex::new(Attestor::new(tpm, &firmware, &measurements)),
         refused: None,
+        observed: Default::default(),
     };
     let operator = SigningKey::from_bytes(&OPERATOR).verifying_key();
     let gate = Gate::new(identity.verifying_key().to_bytes(), vec![operator], 120_000);

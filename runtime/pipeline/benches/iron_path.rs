@@ -96,6 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reference_values: None,
         update: None,
         licence: None,
+        gpu: Default::default(),
+        nvml_library: Some("/nonexistent/libnvidia-ml.so.1".into()),
     })?;
     let ak = tpm.with(|t| t.create_attestation_key())?;
     let selection = sovereign_measured_boot::PcrSelection::new(sovereign_protocol::ATTESTED_PCRS)?;

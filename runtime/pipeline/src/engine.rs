@@ -13,6 +13,7 @@
 //! bundles; `engine/licence.rs` the Bitcoin licence and its policy facts.
 
 mod chain_anchor;
+mod gpu_commands;
 mod licence;
 mod lifecycle;
 mod records;
@@ -52,6 +53,7 @@ use sovereign_canonical::now_ms;
 
 use crate::anchor::{self, StateAnchor};
 use crate::error::EngineError;
+use crate::gpu::GpuRuntime;
 use crate::spec::{Pipeline, Stage, StageKind};
 use crate::store::{Store, sha256};
 
@@ -71,6 +73,9 @@ struct Run {
     dataset: [u8; 32],
     /// Module name → (manifest, wasm artifact hash).
     modules: BTreeMap<String, (ModuleManifest, [u8; 32])>,
+    /// GPU kernel image name → (manifest, image artifact hash).
+    #[serde(default)]
+    kernels: BTreeMap<String, (ModuleManifest, [u8; 32])>,
     policy: PolicyBundle,
     /// The output of each stage by name.
     outputs: BTreeMap<String, [u8; 32]>,
@@ -149,6 +154,10 @@ pub struct EngineConfig<'a> {
     /// The licence rule imported proofs are judged by; `None`: the node takes none and its
     /// decisions see no `licensed` fact.
     pub licence: Option<sovereign_ledger::rule::Rule>,
+    /// The GPU limits from the signed configuration.
+    pub gpu: sovereign_boot_contract::gpu::GpuSettings,
+    /// Where NVML is loaded from; `None`: the system's `libnvidia-ml.so.1`.
+    pub nvml_library: Option<std::path::PathBuf>,
 }
 
 /// The release's reference values (`reference-values.json`) and their detached Ed25519
@@ -205,6 +214,25 @@ pub struct Engine {
     cosign: Option<Cosign>,
     /// Fetches a staged update bundle from an admitted mesh peer (`UpdatePull`).
     fetch_bundle: Option<update::BundleFetcher>,
+    /// GPU governance (monitors, emergency stop, governed kernels).
+    gpu: Arc<GpuRuntime>,
+    /// What the metrics count that only the engine sees.
+    counters: Arc<EngineCounters>,
+}
+
+/// What the engine counts for the runtime's metrics.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Sandbox terminations by kind (`fuel`, `wall_clock`, `memory`, `stack`, `trap`, `abi`,
+    /// `failed`, `refused`, `import_not_granted`).
+    pub sandbox_terminations: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl EngineCounters {
+    /// The counts now.
+    pub fn terminations(&self) -> BTreeMap<&'static str, u64> {
+        self.sandbox_terminations.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Returns the checkpoint with the cosignatures its witnesses gave within the cosigner's own
@@ -252,10 +280,18 @@ impl Engine {
         let audit = opened.audit;
         let store = Store::open(&dir.join("store"), &config.data_key)?;
         let sandbox = Sandbox::new(Limits::default().memory_bytes).map_err(|e| EngineError::Sandbox(e.to_string()))?;
+        let audit = Arc::new(audit);
+        let gpu = GpuRuntime::open(
+            config.gpu,
+            config.nvml_library.as_deref().map(std::path::Path::as_os_str),
+            Store::open(&GpuRuntime::store_dir(dir), &config.data_key)?,
+            audit.clone(),
+        )
+        .map_err(|e| EngineError::invalid(format!("GPU governance: {e}")))?;
         let mut engine = Engine {
             identity: config.identity,
             data_key: config.data_key,
-            audit: Arc::new(audit),
+            audit,
             replay_path: dir.join("replay.store"),
             replay_head: opened.replay,
             anchor,
@@ -277,6 +313,8 @@ impl Engine {
             limits: Limits { wall_ms: 20_000, ..Limits::default() },
             cosign: None,
             fetch_bundle: None,
+            gpu: Arc::new(gpu),
+            counters: Arc::default(),
         };
         // The kept licence proof, judged by this release's rule, gives every decision its facts.
         engine.refresh_licence_facts()?;
@@ -293,6 +331,16 @@ impl Engine {
     /// is refused (no mesh).
     pub fn set_bundle_fetcher(&mut self, fetch: update::BundleFetcher) {
         self.fetch_bundle = Some(fetch);
+    }
+
+    /// GPU governance: the daemon runs its monitor and reports its state.
+    pub fn gpu(&self) -> &Arc<GpuRuntime> {
+        &self.gpu
+    }
+
+    /// What the engine counts for the metrics.
+    pub fn counters(&self) -> &Arc<EngineCounters> {
+        &self.counters
     }
 
     /// The audit log.
@@ -533,6 +581,17 @@ impl Engine {
                 Ok(state) => Reply::Anchor(state),
                 Err(e) => refusal(e),
             },
+            Command::GpuStatus => Reply::Gpu(self.gpu.state()),
+            Command::GpuStop { reason } => match self.gpu_stop(&reason) {
+                Ok(state) => Reply::Gpu(state),
+                Err(e) => refusal(e),
+            },
+            Command::GpuClear { approvals, certificates, revocations } => {
+                match self.gpu_clear(&approvals, &certificates, &revocations) {
+                    Ok(state) => Reply::Gpu(state),
+                    Err(e) => refusal(e),
+                }
+            }
         }
     }
 }

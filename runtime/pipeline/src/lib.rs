@@ -21,6 +21,8 @@ pub mod anchor;
 pub mod engine;
 #[cfg(feature = "engine")]
 pub mod error;
+#[cfg(feature = "engine")]
+pub mod gpu;
 pub mod spec;
 #[cfg(feature = "engine")]
 pub mod store;

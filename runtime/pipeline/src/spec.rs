@@ -19,6 +19,9 @@
 //!   - { name: promote, type: promotion, approvals: 2, role: approver }
 //!   - { name: rollback, type: rollback }
 //!   - { name: export, type: audit_export }
+//! # A governed GPU kernel (a release-signed PTX/cubin image, sent like a module):
+//! #  - { name: invert, type: gpu_kernel, kernel: invert, entry: invert,
+//! #      output_bytes: 4096, threads: 256, memory_bytes: 65536, time_limit_ms: 2000 }
 //! governance:
 //!   enforcement_level: strict
 //!   policy_binding_required: true
@@ -38,6 +41,8 @@ pub const MAX_PIPELINE_BYTES: usize = 64 * 1024;
 pub const MAX_STAGES: usize = 32;
 /// Most agents in one agent chain.
 pub const MAX_AGENTS: usize = 16;
+/// Largest output a GPU kernel stage may ask for (its artifact is stored like any stage's).
+pub const MAX_KERNEL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +161,23 @@ pub enum StageKind {
     Rollback,
     /// Exports the compliance bundle, with attestation evidence.
     AuditExport,
+    /// Runs a governed GPU kernel (a release-signed PTX or cubin image, hash-pinned like a
+    /// module) on the previous stage's output (the dataset, when it is the first stage), with
+    /// its device memory and wall-clock time bounded. Refused by name without a GPU.
+    GpuKernel {
+        /// The kernel image's name (its signed manifest's).
+        kernel: String,
+        /// The entry point.
+        entry: String,
+        /// Output buffer size, bytes.
+        output_bytes: u64,
+        /// Threads per block.
+        threads: u32,
+        /// Device memory the launch may use (input + output), bytes.
+        memory_bytes: u64,
+        /// Wall-clock limit, milliseconds.
+        time_limit_ms: u64,
+    },
 }
 
 impl StageKind {
@@ -168,6 +190,7 @@ impl StageKind {
             StageKind::Promotion { .. } => "promotion",
             StageKind::Rollback => "rollback",
             StageKind::AuditExport => "audit_export",
+            StageKind::GpuKernel { .. } => "gpu_kernel",
         }
     }
 
@@ -181,6 +204,14 @@ impl StageKind {
         match self {
             StageKind::DataPreparation { module, .. } | StageKind::ModelTraining { module, .. } => vec![module],
             StageKind::AgentChain { agents, .. } => agents.iter().map(|a| a.module.as_str()).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// GPU kernel images the stage launches (signed like modules, never run as WASM).
+    pub fn kernels(&self) -> Vec<&str> {
+        match self {
+            StageKind::GpuKernel { kernel, .. } => vec![kernel],
             _ => vec![],
         }
     }
@@ -358,9 +389,35 @@ impl Pipeline {
                     }
                     StageKind::AuditExport
                 }
+                "gpu_kernel" => {
+                    let mut number = |key: &str, default: Option<u64>, range: std::ops::RangeInclusive<u64>| {
+                        let value = match p.map.remove(key) {
+                            Some(v) => v.as_u64(),
+                            None => default,
+                        };
+                        match value {
+                            Some(n) if range.contains(&n) => Ok(n),
+                            _ => err(format!(
+                                "stage {}: `{key}` must be a number from {} to {}",
+                                s.name,
+                                range.start(),
+                                range.end()
+                            )),
+                        }
+                    };
+                    let output_bytes = number("output_bytes", None, 1..=MAX_KERNEL_BYTES)?;
+                    let threads = number("threads", Some(256), 1..=1024)? as u32;
+                    let memory_bytes = number("memory_bytes", None, 1..=MAX_KERNEL_BYTES * 2)?;
+                    let time_limit_ms = number("time_limit_ms", None, 1..=600_000)?;
+                    let entry = p.text("entry")?;
+                    if !entry.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                        return err(format!("stage {}: entry {entry:?} must be [A-Za-z0-9_]", s.name));
+                    }
+                    StageKind::GpuKernel { kernel: p.text("kernel")?, entry, output_bytes, threads, memory_bytes, time_limit_ms }
+                }
                 other => {
                     return err(format!(
-                        "stage {}: unknown type {other:?} (data_preparation, model_training, agent_chain, promotion, rollback, audit_export)",
+                        "stage {}: unknown type {other:?} (data_preparation, model_training, agent_chain, promotion, rollback, audit_export, gpu_kernel)",
                         s.name
                     ));
                 }

@@ -159,6 +159,8 @@ fn config(
         reference_values: None,
         update: None,
         licence: None,
+        gpu: Default::default(),
+        nvml_library: Some("/nonexistent/libnvidia-ml.so.1".into()),
     }
 }
 
@@ -1567,6 +1569,8 @@ fn sigkill_child() {
         reference_values: None,
         update: None,
         licence: None,
+        gpu: Default::default(),
+        nvml_library: Some("/nonexistent/libnvidia-ml.so.1".into()),
     })
     .unwrap();
     say("started".into());

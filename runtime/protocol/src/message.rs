@@ -45,6 +45,11 @@ pub enum Request {
     /// attestation CA after a passing attestation); every compliance bundle carries it. The
     /// node refuses a certificate for another AK, EK or identity.
     CertifyAk(Box<crate::akcert::AkCertificate>),
+    /// The runtime's metrics in the Prometheus text exposition format (version 0.0.4): governed
+    /// decisions by verdict and policy, audit log size and append latency, sandbox terminations
+    /// by kind, attestations, mesh peers, GPU gauges. Served only to admitted operators, over
+    /// the control port or the mesh's control protocol — never on a port of its own.
+    Metrics,
 }
 
 /// A request with its operator signature.
@@ -133,6 +138,8 @@ pub struct Status {
     /// Why the runtime refuses every governed action, when it does (the state on the data
     /// partition is not the anchored one, or the engine could not start): one line.
     pub refused: Option<String>,
+    /// The GPUs, one line: `no GPU: <reason>`, or the devices (and an engaged emergency stop).
+    pub gpu: String,
 }
 
 /// The runtime's confinement as the kernel reports it (`/proc/self/status`,
@@ -249,6 +256,8 @@ pub enum Response {
     Pipeline(Reply),
     /// The request was refused; the reason is one line.
     Refused(String),
+    /// Answer to [`Request::Metrics`]: the Prometheus text exposition.
+    Metrics(String),
 }
 
 /// A response signed by the node identity, bound to the request it answers.

@@ -148,6 +148,78 @@ pub enum Command {
         /// The anchor file (JSON).
         file: Blob,
     },
+    /// The node's GPUs as its governance sees them: present or `no GPU: <reason>`, the last
+    /// readings, the emergency stop.
+    GpuStatus,
+    /// Engage the GPU emergency stop: no new GPU work until it is cleared. Any operator the
+    /// node admits may stop; audited.
+    GpuStop {
+        /// Why, one line (at most 256 bytes).
+        reason: String,
+    },
+    /// Clear the engaged emergency stop: approvals of [`gpu_clear_digest`] for the engagement
+    /// now in force by at least the configured number of distinct [`GPU_OPERATOR_ROLE`]
+    /// holders; refused (and audited) otherwise.
+    GpuClear {
+        /// Approvals of [`gpu_clear_digest`].
+        approvals: Vec<Approval>,
+        /// The approvers' role certificates.
+        certificates: Vec<RoleCertificate>,
+        /// The admin root's current revocation list.
+        revocations: RevocationList,
+    },
+}
+
+/// The role whose holders clear the GPU emergency stop.
+pub const GPU_OPERATOR_ROLE: &str = "gpu-operator";
+
+/// What a [`GPU_OPERATOR_ROLE`] holder signs (as an [`Approval`]'s request digest) to clear
+/// engagement `generation` of node `node`'s GPU emergency stop: a clearance of one engagement
+/// never clears a later one, nor another node's.
+pub fn gpu_clear_digest(node: &[u8; 32], generation: u64) -> [u8; 32] {
+    sovereign_governance::canonical::Canonical::new("sovereign-gpu-clear/v1").fixed(node).u64(generation).digest()
+}
+
+/// One GPU as the last sample read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    /// NVML index.
+    pub index: u32,
+    /// UUID.
+    pub uuid: String,
+    /// Product name.
+    pub name: String,
+    /// Device memory in use, bytes.
+    pub memory_used: Option<u64>,
+    /// Device memory installed, bytes.
+    pub memory_total: Option<u64>,
+    /// Utilisation, percent.
+    pub utilization_pct: Option<u32>,
+    /// Temperature, °C.
+    pub temperature_c: Option<u32>,
+    /// Power draw, milliwatts.
+    pub power_mw: Option<u32>,
+    /// Enforced power limit, milliwatts.
+    pub power_limit_mw: Option<u32>,
+}
+
+/// The node's GPU governance state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuState {
+    /// Whether there is a GPU to govern.
+    pub available: bool,
+    /// One line: `no GPU: <reason>`, or the devices and the driver.
+    pub status: String,
+    /// The devices as last sampled.
+    pub devices: Vec<GpuDevice>,
+    /// The emergency stop, when engaged: why, one line.
+    pub emergency_stop: Option<String>,
+    /// The engagement a clearance must name ([`gpu_clear_digest`]).
+    pub generation: u64,
+    /// Distinct [`GPU_OPERATOR_ROLE`] approvals a clearance needs.
+    pub clear_approvals: u32,
+    /// The last sample's violations, one line each.
+    pub violations: Vec<String>,
 }
 
 /// A checkpoint anchored, or being anchored, in Bitcoin.
@@ -279,6 +351,8 @@ pub enum Reply {
     Licence(LicenceState),
     /// An anchor prepared or imported.
     Anchor(AnchorState),
+    /// The GPU governance state (after a stop or clear: as it left it).
+    Gpu(GpuState),
 }
 
 /// Where a run stands.

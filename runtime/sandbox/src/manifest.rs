@@ -20,6 +20,9 @@ pub enum Capability {
     Random,
     /// `clock_ms`: wall-clock time (the stage is then not replayable).
     Clock,
+    /// Not a WASM capability: the signed image is a governed GPU kernel (PTX or cubin), which
+    /// only a `gpu_kernel` stage launches and the sandbox refuses to load.
+    GpuKernel,
 }
 
 impl Capability {
@@ -31,12 +34,20 @@ impl Capability {
             Capability::Log => "log",
             Capability::Random => "random",
             Capability::Clock => "clock",
+            Capability::GpuKernel => "gpu_kernel",
         }
     }
 
     /// The capability of a stable name.
     pub fn of_name(name: &str) -> Option<Self> {
-        [Capability::ReadInput, Capability::WriteOutput, Capability::Log, Capability::Random, Capability::Clock]
+        [
+            Capability::ReadInput,
+            Capability::WriteOutput,
+            Capability::Log,
+            Capability::Random,
+            Capability::Clock,
+            Capability::GpuKernel,
+        ]
             .into_iter()
             .find(|c| c.name() == name)
     }

@@ -166,6 +166,12 @@ impl Sandbox {
         release: &VerifyingKey,
     ) -> Result<LoadedModule, Termination> {
         manifest.verify(wasm, release).map_err(Termination::Refused)?;
+        if manifest.capabilities.contains(&Capability::GpuKernel) {
+            return Err(Termination::Refused(format!(
+                "module {}: its manifest signs a GPU kernel image, not a WASM module",
+                manifest.name
+            )));
+        }
         let module = Module::from_binary(&self.engine, wasm)
             .map_err(|e| Termination::Refused(format!("module {}: does not compile: {e}", manifest.name)))?;
         let mut imports = BTreeSet::new();

@@ -143,7 +143,7 @@ pub(crate) fn status(ApplianceArgs { port, key, node_key }: ApplianceArgs, json:
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "confinement": st.confinement, "confinement_shortfalls": st.confinement.shortfalls(), "refused": st.refused, "response_signature": "verified"})
+                    serde_json::json!({"version": st.version, "manifest_sha256": hex::encode(st.manifest_sha256), "uptime_s": st.uptime_s, "identity": hex::encode(st.identity), "confinement": st.confinement, "confinement_shortfalls": st.confinement.shortfalls(), "refused": st.refused, "gpu": st.gpu, "response_signature": "verified"})
                 );
             } else {
                 println!("appliance status (response signed by the node identity, verified)");
@@ -168,6 +168,7 @@ pub(crate) fn status(ApplianceArgs { port, key, node_key }: ApplianceArgs, json:
                 for shortfall in c.shortfalls() {
                     println!("  NOT CONFINED:    {shortfall}");
                 }
+                println!("  gpu:             {}", st.gpu);
                 match &st.refused {
                     Some(why) => println!("  REFUSING:        every governed action: {why}"),
                     None => println!("  governed:        yes (state anchored, engine up)"),

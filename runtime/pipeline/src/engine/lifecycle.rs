@@ -46,6 +46,36 @@ impl Engine {
                 modules.insert(name.to_string(), (file.manifest.clone(), hash));
             }
         }
+        // GPU kernel images: signed by the release key for this purpose (the `gpu_kernel`
+        // capability), pinned by hash, stored; never compiled as WASM.
+        let mut kernels = BTreeMap::new();
+        for stage in &pipeline.stages {
+            for name in stage.kind.kernels() {
+                if kernels.contains_key(name) {
+                    continue;
+                }
+                let file = start.modules.iter().find(|m| m.manifest.name == name).ok_or_else(|| {
+                    EngineError::invalid(format!("stage {}: kernel image {name} was not sent", stage.name))
+                })?;
+                let image = payloads
+                    .get(&file.wasm, &format!("kernel image {name}"))
+                    .map_err(|e| EngineError::invalid(e.to_string()))?;
+                file.manifest
+                    .verify(image, &self.release)
+                    .map_err(|e| EngineError::Unverified(format!("stage {}: kernel image refused: {e}", stage.name)))?;
+                if !file.manifest.capabilities.contains(&Capability::GpuKernel) {
+                    return Err(EngineError::Unverified(format!(
+                        "stage {}: kernel image refused: {name}'s manifest does not sign it as a GPU kernel (capability gpu_kernel)",
+                        stage.name
+                    )));
+                }
+                sovereign_gpu::kernel::image_kind(image).map_err(|e| {
+                    EngineError::Unverified(format!("stage {}: kernel image {name}: {e}", stage.name))
+                })?;
+                let hash = self.store.put(image)?;
+                kernels.insert(name.to_string(), (file.manifest.clone(), hash));
+            }
+        }
         let dataset = self
             .store
             .put(payloads.get(&start.dataset, "dataset").map_err(|e| EngineError::invalid(e.to_string()))?)?;
@@ -61,6 +91,7 @@ impl Engine {
             "config_hash": hex::encode(snapshot.config_hash), "snapshot": snapshot,
             "policy": hex::encode(start.policy.hash()),
             "modules": modules.iter().map(|(n, (m, h))| (n.clone(), serde_json::json!({"sha256": hex::encode(h), "version": m.version}))).collect::<BTreeMap<_, _>>(),
+            "kernels": kernels.iter().map(|(n, (m, h))| (n.clone(), serde_json::json!({"sha256": hex::encode(h), "version": m.version}))).collect::<BTreeMap<_, _>>(),
             "dataset": hex::encode(dataset),
         });
         self.log(EntryKind::ConfigSnapshot, Severity::Info, vec![snapshot.config_hash], payload.to_string())?;
@@ -83,6 +114,7 @@ impl Engine {
             operator: start.certificate.operator,
             dataset,
             modules,
+            kernels,
             policy: start.policy,
             outputs: BTreeMap::new(),
             approvals: vec![],
@@ -231,6 +263,10 @@ impl Engine {
                 signals.insert("consensus_reached".to_string(), serde_json::json!(consensus));
             } else {
                 execution.context = self.stage_context(run_id, &stage)?;
+            }
+            if let StageKind::GpuKernel { .. } = &stage.kind {
+                // What a GPU-requiring policy judges: is there a GPU, why not, is it stopped.
+                signals.extend(self.gpu.signals());
             }
             if let StageKind::DataPreparation { dataset_sha256, .. } = &stage.kind {
                 let run = self.load_run(run_id)?;

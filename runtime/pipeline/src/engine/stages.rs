@@ -57,6 +57,19 @@ impl Engine {
         match self.sandbox.run(&loaded, &grants, input, self.limits) {
             Ok(outcome) => Ok((outcome.output, outcome.fuel_used)),
             Err(t) => {
+                let kind = match &t {
+                    Termination::Refused(_) => "refused",
+                    Termination::ImportNotGranted(_) => "import_not_granted",
+                    Termination::FuelExhausted(_) => "fuel",
+                    Termination::WallClock(_) => "wall_clock",
+                    Termination::Memory(_) => "memory",
+                    Termination::StackOverflow => "stack",
+                    Termination::Trap(_) => "trap",
+                    Termination::Failed(_) => "failed",
+                    Termination::Abi(_) => "abi",
+                };
+                *self.counters.sandbox_terminations.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() +=
+                    1;
                 let line = format!("run {run_id}: stage {stage}: module {module} terminated: {t}");
                 let severity = if matches!(t, Termination::Failed(_)) { Severity::Warning } else { Severity::Critical };
                 self.log(EntryKind::Refusal, severity, vec![loaded.manifest.module_sha256], line.clone())?;
@@ -69,6 +82,16 @@ impl Engine {
         let run = self.load_run(run_id)?;
         let previous = run.report.stages.last().map(|s| s.artifact);
         match &stage.kind {
+            StageKind::GpuKernel { .. } => {
+                let dataset = run.dataset;
+                let input = match previous {
+                    Some(artifact) => self.store.get(&artifact)?,
+                    None => {
+                        self.store.get(&dataset).map_err(|source| EngineError::Artifact { what: "dataset", source })?
+                    }
+                };
+                self.gpu_kernel_work(run_id, stage, &input)
+            }
             StageKind::DataPreparation { dataset_sha256, module, .. } => {
                 let data = self
                     .store

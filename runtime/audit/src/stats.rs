@@ -1,0 +1,118 @@
+//! What the audit log counts as it appends, for the runtime's metrics: entries by kind,
+//! governed decisions by verdict and policy (read from the decision entries themselves, so
+//! every decision the log holds is counted, whoever made it), bytes appended, and the append
+//! latency (to durable) as a histogram. Counting never fails an append and never blocks one
+//! on anything but a short lock.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::entry::{Entry, EntryKind};
+
+/// The latency histogram's upper bounds, seconds (Prometheus `le`), before `+Inf`.
+pub const LATENCY_BOUNDS_S: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0];
+/// The most (verdict, policy) pairs counted apart; beyond it, under policy `other`.
+pub const MAX_POLICIES: usize = 256;
+
+/// The counters.
+#[derive(Debug, Default)]
+pub struct AppendStats {
+    by_kind: [AtomicU64; EntryKind::ALL.len()],
+    bytes: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS_S.len() + 1],
+    latency_sum_us: AtomicU64,
+    latency_count: AtomicU64,
+    decisions: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// Entries appended since the log was opened, by kind name.
+    pub by_kind: BTreeMap<&'static str, u64>,
+    /// Encoded entry bytes appended since the log was opened.
+    pub bytes: u64,
+    /// Cumulative histogram counts, one per bound of [`LATENCY_BOUNDS_S`] then `+Inf`.
+    pub latency_cumulative: Vec<u64>,
+    /// Sum of append latencies, microseconds.
+    pub latency_sum_us: u64,
+    /// Appends timed (a batch counts once).
+    pub latency_count: u64,
+    /// Decisions by (verdict, policy).
+    pub decisions: BTreeMap<(String, String), u64>,
+}
+
+impl AppendStats {
+    /// Counts entries about to be appended.
+    pub(crate) fn entry(&self, entry: &Entry, encoded_len: usize) {
+        if let Some(i) = EntryKind::ALL.iter().position(|k| *k == entry.kind) {
+            self.by_kind[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(encoded_len as u64, Ordering::Relaxed);
+        if entry.kind == EntryKind::PolicyDecision {
+            let (verdict, policy) = decision_labels(&entry.payload);
+            let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+            let key = if decisions.len() >= MAX_POLICIES && !decisions.contains_key(&(verdict.clone(), policy.clone())) {
+                (verdict, "other".to_string())
+            } else {
+                (verdict, policy)
+            };
+            *decisions.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Times one append (to durable).
+    pub(crate) fn latency(&self, micros: u64) {
+        let seconds = micros as f64 / 1e6;
+        let bucket = LATENCY_BOUNDS_S.iter().position(|b| seconds <= *b).unwrap_or(LATENCY_BOUNDS_S.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut cumulative = Vec::with_capacity(self.latency_buckets.len());
+        let mut running = 0;
+        for b in &self.latency_buckets {
+            running += b.load(Ordering::Relaxed);
+            cumulative.push(running);
+        }
+        StatsSnapshot {
+            by_kind: EntryKind::ALL
+                .iter()
+                .zip(&self.by_kind)
+                .map(|(k, n)| (k.name(), n.load(Ordering::Relaxed)))
+                .collect(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            latency_cumulative: cumulative,
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            latency_count: self.latency_count.load(Ordering::Relaxed),
+            decisions: self.decisions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// A decision entry's verdict and policy (its payload is the decision's evidence, JSON:
+/// `{"record": {"verdict": …, "policy": …}, …}`); unreadable ones are counted as `unknown`.
+fn decision_labels(payload: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Evidence {
+        record: Record,
+    }
+    #[derive(serde::Deserialize)]
+    struct Record {
+        verdict: serde_json::Value,
+        policy: String,
+    }
+    match serde_json::from_slice::<Evidence>(payload) {
+        Ok(e) => {
+            let verdict = e.record.verdict.as_str().unwrap_or("unknown").to_ascii_lowercase();
+            let mut policy = e.record.policy;
+            policy.truncate(128);
+            (verdict, policy)
+        }
+        Err(_) => ("unknown".into(), "unknown".into()),
+    }
+}
