@@ -292,6 +292,17 @@ fn setup() -> Result<(), Failure> {
             Command::new(format!("{VENV}/bin/pip")).args(["install", "--quiet", "e-x==1.18.0"]),
         )?;
     }
+    let have_prometheus_parser = Command::new(format!("{VENV}/bin/python"))
+        .args(["-c", "import prometheus_client.parser"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have_prometheus_parser {
+        step(
+            "install prometheus-client 0.21.1 from PyPI (the metrics test's independent parser)",
+            Command::new(format!("{VENV}/bin/pip")).args(["install", "--quiet", "prometheus-client==0.21.1"]),
+        )?;
+    }
     if !Path::new(BITCOIN_DIR).join("node_modules/bcoin/bin/node").exists() {
         let have_npm = Command::new("npm").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
         if !have_npm {
@@ -388,7 +399,20 @@ fn modules() -> Result<(), Failure> {
             )?;
         }
     }
+    // The example governed GPU kernel: PTX, signed with the gpu_kernel capability alone (the
+    // sandbox refuses it as WASM; only a gpu_kernel stage launches it).
+    let kernel = out.join("invert.ptx");
+    std::fs::copy(root().join("examples/kernels/invert.ptx"), &kernel)
+        .map_err(|e| Failure::Step(format!("copying the example kernel to {}: {e}", kernel.display())))?;
     if release.exists() {
+        step(
+            "release-signed manifest of GPU kernel invert",
+            Command::new(built("sovereign"))
+                .args(["module", "sign", "--key"])
+                .arg(&release)
+                .args(["--name", "invert", "--capability", "gpu_kernel"])
+                .arg(&kernel),
+        )?;
         step(
             "release-signed Iron Path policy",
             Command::new(built("sovereign"))

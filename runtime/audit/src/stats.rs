@@ -53,7 +53,8 @@ impl AppendStats {
         if entry.kind == EntryKind::PolicyDecision {
             let (verdict, policy) = decision_labels(&entry.payload);
             let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-            let key = if decisions.len() >= MAX_POLICIES && !decisions.contains_key(&(verdict.clone(), policy.clone())) {
+            let key = if decisions.len() >= MAX_POLICIES && !decisions.contains_key(&(verdict.clone(), policy.clone()))
+            {
                 (verdict, "other".to_string())
             } else {
                 (verdict, policy)

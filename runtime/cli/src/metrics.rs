@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn reads_names_labels_escapes_and_special_values() {
-        let text = "# HELP a x\n# TYPE a counter\na 3\nb{k=\"v\",q=\"a\\\"b\\\\c\\nd\"} 1.5\nc_bucket{le=\"+Inf\"} +Inf\n";
+        let text =
+            "# HELP a x\n# TYPE a counter\na 3\nb{k=\"v\",q=\"a\\\"b\\\\c\\nd\"} 1.5\nc_bucket{le=\"+Inf\"} +Inf\n";
         let s = samples(text).expect("parses");
         assert_eq!(s.len(), 3);
         assert_eq!((s[0].name.as_str(), s[0].value), ("a", 3.0));

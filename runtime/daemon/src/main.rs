@@ -235,9 +235,7 @@ fn start(
         observed: Default::default(),
     });
     if let Some(engine) = engine.as_ref() {
-        let _ = node.observed.audit.set(engine.audit().clone());
-        let _ = node.observed.engine.set(engine.counters().clone());
-        let _ = node.observed.gpu.set(engine.gpu().clone());
+        node.observed.watch_engine(engine);
         sovereign_runtime::gpu::start_monitor(engine.gpu().clone())?;
     }
     // The mesh, when the configuration names one: it cannot start, the runtime does not either.

@@ -13,6 +13,9 @@
 //!   one is refused as a replay on another, and the engine's answer goes to the session that
 //!   asked, while the other is served.
 //!
+//! - The metrics, read by an independent parser (Python's `prometheus_client`), count what the
+//!   test did: attestations, audit entries by kind, a GPU emergency stop, no GPU.
+//!
 //! The appliance in QEMU runs the same server (`tests/tests/stream.rs` sends a 100 MiB dataset
 //! through the real `sovereign` binary); a log of a million entries cannot be made there
 //! without an operator command that floods the audit log, which the runtime must not have.
@@ -93,6 +96,7 @@ fn runtime(dir: &Path, swtpm: &Swtpm, entries: u64) -> (PathBuf, VerifyingKey) {
         refused: None,
         observed: Default::default(),
     };
+    node.observed.watch_engine(&engine);
     let operator = SigningKey::from_bytes(&OPERATOR).verifying_key();
     let gate = Gate::new(identity.verifying_key().to_bytes(), vec![operator], 120_000);
     let socket = dir.join("control.sock");
@@ -354,4 +358,77 @@ fn start_with_dataset(node: &VerifyingKey, dataset: &[u8]) -> SignedRequest {
         revocations: sovereign_governance::signed::RevocationList::issue(1, vec![], vec![], &admin),
     };
     signed(Request::Pipeline(Command::Start(Box::new(start))), node, &[dataset.to_vec()])
+}
+
+/// The Python that has `prometheus_client` (`cargo xtask setup` installs it into this venv).
+const PYTHON: &str = "/var/cache/sovereign/venv/bin/python";
+
+/// `(name, labels, value)` of every sample in `text`, as Python's `prometheus_client` parser
+/// reads it.
+fn parsed_by_prometheus_client(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let script = "import sys, json\nfrom prometheus_client.parser import text_string_to_metric_families as parse\n\
+        print(json.dumps([[s.name, s.labels, s.value] for f in parse(sys.stdin.read()) for s in f.samples]))";
+    let mut child = std::process::Command::new(PYTHON)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{PYTHON} (cargo xtask setup installs it with prometheus-client): {e}"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused the exposition: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn metrics_read_by_an_independent_parser_count_what_was_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let swtpm = Swtpm::start().unwrap();
+    let (socket, node) = runtime(dir.path(), &swtpm, 25);
+    let mut raw = Raw::connect(&socket);
+    let mut ask = |request: Request| {
+        let r = signed(request, &node, &[]);
+        raw.send(&Frame::Request(Box::new(r.clone())));
+        raw.response().verify(&r, &node).unwrap().clone()
+    };
+    for nonce in [[1; 32], [2; 32], [3; 32]] {
+        assert!(matches!(ask(Request::Attest { nonce }), Response::Evidence(_)));
+    }
+    let stop = ask(Request::Pipeline(Command::GpuStop { reason: "maintenance window".into() }));
+    assert!(
+        matches!(&stop, Response::Pipeline(sovereign_protocol::pipeline::Reply::Gpu(s)) if s.emergency_stop.is_some()),
+        "{stop:?}"
+    );
+    let Response::Status(status) = ask(Request::Status) else { panic!("status") };
+    assert!(status.gpu.starts_with("no GPU: the NVIDIA driver is not loaded"), "{}", status.gpu);
+    assert!(status.gpu.contains("GPU emergency stop 1 engaged"), "{}", status.gpu);
+    let Response::Metrics(text) = ask(Request::Metrics) else { panic!("metrics") };
+    let samples = parsed_by_prometheus_client(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let found: Vec<f64> = samples.iter().filter(|(n, l, _)| n == name && *l == want).map(|(_, _, v)| *v).collect();
+        assert_eq!(found.len(), 1, "{name}{labels:?} in:\n{text}");
+        found[0]
+    };
+    assert_eq!(value("sovereign_attestations_total", &[("outcome", "evidence")]), 3.0);
+    assert_eq!(value("sovereign_attestations_total", &[("outcome", "failed")]), 0.0);
+    // The 25 entries the test wrote, and the stop's one GPU entry (the engine wrote no others).
+    assert_eq!(value("sovereign_audit_entries_total", &[("kind", "artifact")]), 25.0);
+    assert_eq!(value("sovereign_audit_entries_total", &[("kind", "gpu")]), 1.0);
+    let durable = value("sovereign_audit_log_entries", &[]);
+    assert!(durable >= 26.0, "{durable}");
+    let file = std::fs::metadata(dir.path().join("state/audit.log")).unwrap().len() as f64;
+    assert_eq!(value("sovereign_audit_log_bytes", &[]), file);
+    let appends = value("sovereign_audit_append_seconds_count", &[]);
+    assert!(appends >= 2.0, "one batch and the stop's entry at least: {appends}");
+    assert_eq!(value("sovereign_audit_append_seconds_bucket", &[("le", "+Inf")]), appends);
+    assert!(value("sovereign_audit_append_seconds_sum", &[]) > 0.0);
+    assert_eq!(value("sovereign_gpu_available", &[]), 0.0);
+    assert_eq!(value("sovereign_gpu_emergency_stop", &[]), 1.0);
+    assert_eq!(value("sovereign_gpu_kernel_launches_total", &[("outcome", "completed")]), 0.0);
+    assert_eq!(value("sovereign_sandbox_terminations_total", &[("kind", "fuel")]), 0.0);
+    assert_eq!(value("sovereign_runtime_info", &[("version", "1"), ("refusing", "false")]), 1.0);
+    // No mesh in this runtime: no mesh family at all, rather than a made-up zero.
+    assert!(!text.contains("sovereign_mesh_peers"), "{text}");
 }

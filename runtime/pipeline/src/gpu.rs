@@ -215,7 +215,9 @@ impl GpuRuntime {
             let mut stop = shared.stop.clone();
             let mut outcome = None;
             for op in operators {
-                outcome = Some(stop.clear(*op, generation, self.settings.clear_approvals as usize).map_err(|e| e.to_string())?);
+                outcome = Some(
+                    stop.clear(*op, generation, self.settings.clear_approvals as usize).map_err(|e| e.to_string())?,
+                );
             }
             if outcome != Some(Clearance::Cleared) {
                 return Err(format!(
@@ -250,7 +252,11 @@ impl GpuRuntime {
         shared.last_violations = violations.iter().map(|v| v.detail.clone()).collect();
         for v in &violations {
             let kind = serde_json::to_value(&v.kind).ok().and_then(|k| k["kind"].as_str().map(String::from));
-            *shared.counters.violations.entry((kind.unwrap_or_default(), severity_name(v.severity).into())).or_default() += 1;
+            *shared
+                .counters
+                .violations
+                .entry((kind.unwrap_or_default(), severity_name(v.severity).into()))
+                .or_default() += 1;
         }
         shared.last = Some(sample);
         drop(shared);
@@ -272,7 +278,9 @@ impl GpuRuntime {
                 }
                 Action::LowerPowerLimit { index, to_mw, because, .. } => (
                     "lower_power_limit",
-                    monitor.set_power_limit(*index, *to_mw).map(|()| format!("GPU {index} power limit set to {to_mw} mW ({because})")),
+                    monitor
+                        .set_power_limit(*index, *to_mw)
+                        .map(|()| format!("GPU {index} power limit set to {to_mw} mW ({because})")),
                 ),
                 Action::StopWorkload { pid, because, .. } => {
                     // The runtime's own kernels end at their wall-clock limit; a process that

@@ -413,7 +413,14 @@ impl Pipeline {
                     if !entry.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                         return err(format!("stage {}: entry {entry:?} must be [A-Za-z0-9_]", s.name));
                     }
-                    StageKind::GpuKernel { kernel: p.text("kernel")?, entry, output_bytes, threads, memory_bytes, time_limit_ms }
+                    StageKind::GpuKernel {
+                        kernel: p.text("kernel")?,
+                        entry,
+                        output_bytes,
+                        threads,
+                        memory_bytes,
+                        time_limit_ms,
+                    }
                 }
                 other => {
                     return err(format!(

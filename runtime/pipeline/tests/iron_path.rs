@@ -1633,3 +1633,212 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged_and_never_bricks_the_node() 
     }
     assert!(kills_after_an_ack >= 3, "too few kills landed after work was acknowledged ({kills_after_an_ack}/10)");
 }
+
+/// The example governed kernel, signed by `signer` with `capabilities`.
+fn kernel_file(signer: &SigningKey, capabilities: &[Capability]) -> ModuleFile {
+    let ptx = std::fs::read(root().join("examples/kernels/invert.ptx")).unwrap();
+    ModuleFile { manifest: ModuleManifest::sign("invert", 1, &ptx, capabilities, signer), wasm: attach(ptx) }
+}
+
+const GPU_PIPELINE: &str = r#"
+name: gpu-path
+version: "1.0.0"
+stages:
+  - { name: prepare, type: data_preparation, dataset: sensors.csv, dataset_sha256: "DATASET", module: normalize }
+  - { name: invert, type: gpu_kernel, kernel: invert, entry: invert, output_bytes: 4096, threads: 256, memory_bytes: 1048576, time_limit_ms: 2000 }
+governance: { enforcement_level: strict, policy_binding_required: true, role_signatures_required: true }
+"#;
+
+fn gpu_pipeline() -> String {
+    let dataset = std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap();
+    GPU_PIPELINE.replace("DATASET", &hex::encode(sha2::Sha256::digest(&dataset)))
+}
+
+fn gpu_start(k: &Keys, kernel: ModuleFile) -> StartRun {
+    let mut start = start(&gpu_pipeline(), k);
+    start.modules.push(kernel);
+    start
+}
+
+/// Without a GPU (NVML cannot load: every test engine here points it at a library that does not
+/// exist, so this holds on a GPU machine too): the Iron Path policy denies a `gpu_kernel` stage
+/// with the node's own `no GPU: <reason>`; a policy that allows it anyway still meets the
+/// engine's refusal by name; the stages before it ran, and every decision is counted by verdict
+/// and policy for the metrics.
+#[test]
+fn a_gpu_kernel_stage_without_a_gpu_is_denied_with_the_reason_and_refused_by_name() {
+    let k = keys();
+    let machine = Machine::new();
+    let mut engine = engine(&machine, &k);
+    assert!(!engine.gpu().available());
+    assert!(
+        engine.gpu().describe().starts_with("no GPU: the NVIDIA driver is not loaded (NVML: "),
+        "{}",
+        engine.gpu().describe()
+    );
+    let kernel = kernel_file(&k.release, &[Capability::GpuKernel]);
+    let report = run_report(engine.ask(Command::Start(Box::new(gpu_start(&k, kernel.clone()))), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "invert");
+    assert!(
+        reason.contains("no GPU: the NVIDIA driver is not loaded"),
+        "the policy's denial names the reason: {reason}"
+    );
+    assert_eq!(report.stages.len(), 1, "the data preparation before it ran: {report:?}");
+    let decisions = engine.audit().stats().decisions;
+    let count = |verdict: &str| -> u64 {
+        decisions.iter().filter(|((v, p), _)| v == verdict && p.starts_with("iron-path")).map(|(_, n)| n).sum()
+    };
+    assert_eq!((count("allow"), count("deny")), (1, 1), "{decisions:?}");
+
+    // A policy that allows everything: the engine itself refuses the stage, by name.
+    let mut permissive = gpu_start(&k, kernel);
+    permissive.policy =
+        PolicyBundle::sign("anything-goes", 1, "allow[reason] := input_action[a], reason = 'allowed'", &k.release);
+    let report = run_report(engine.ask(Command::Start(Box::new(permissive)), &mut no_tpm));
+    let RunStatus::Failed { stage, reason } = &report.status else { panic!("{:?}", report.status) };
+    assert_eq!(stage, "invert");
+    assert!(reason.starts_with("stage invert (gpu_kernel): no GPU: the NVIDIA driver is not loaded"), "{reason}");
+    let lines = audit_lines(machine.path());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stage invert (gpu_kernel invert): refused: no GPU: the NVIDIA driver is not loaded")),
+        "the refusal is audited"
+    );
+}
+
+/// A kernel image that is unsigned (another key), altered after signing, signed for WASM use,
+/// or not a kernel image at all is refused at load, by name, before anything runs; a WASM
+/// stage pointed at a kernel image's manifest is refused by the sandbox.
+#[test]
+fn kernel_images_unsigned_altered_or_signed_for_another_use_are_refused_by_name() {
+    let k = keys();
+    let machine = Machine::new();
+    let mut engine = engine(&machine, &k);
+    let refused = |engine: &mut Engine, kernel: ModuleFile| match engine
+        .ask(Command::Start(Box::new(gpu_start(&k, kernel))), &mut no_tpm)
+    {
+        Reply::Refused(why) => why,
+        other => panic!("a bad kernel image was taken: {other:?}"),
+    };
+    let foreign = kernel_file(&SigningKey::from_bytes(&[77; 32]), &[Capability::GpuKernel]);
+    assert!(
+        refused(&mut engine, foreign)
+            .contains("stage invert: kernel image refused: module invert: manifest not signed by the release key")
+    );
+    let mut altered = kernel_file(&k.release, &[Capability::GpuKernel]);
+    let mut bytes = attached(&altered.wasm);
+    bytes.extend_from_slice(b"\n// one more line\n");
+    altered.wasm = attach(bytes);
+    let why = refused(&mut engine, altered);
+    assert!(why.contains("stage invert: kernel image refused: module invert:"), "{why}");
+    let as_wasm = kernel_file(&k.release, &[Capability::ReadInput, Capability::WriteOutput]);
+    assert!(refused(&mut engine, as_wasm).contains("does not sign it as a GPU kernel (capability gpu_kernel)"));
+    let wasm = std::fs::read(root().join("build/modules/normalize.wasm")).unwrap();
+    let not_a_kernel = ModuleFile {
+        manifest: ModuleManifest::sign("invert", 1, &wasm, &[Capability::GpuKernel], &k.release),
+        wasm: attach(wasm),
+    };
+    let why = refused(&mut engine, not_a_kernel);
+    assert!(why.contains("kernel image invert: kernel image refused: neither a cubin (ELF) nor PTX text"), "{why}");
+    // The other way round: a WASM stage whose module's manifest signs a GPU kernel.
+    let mut swapped = start(&iron_path(), &k);
+    let wasm = std::fs::read(root().join("build/modules/normalize.wasm")).unwrap();
+    swapped.modules[0] = ModuleFile {
+        manifest: ModuleManifest::sign("normalize", 1, &wasm, &[Capability::GpuKernel], &k.release),
+        wasm: attach(wasm),
+    };
+    match engine.ask(Command::Start(Box::new(swapped)), &mut no_tpm) {
+        Reply::Refused(why) => {
+            assert!(why.contains("its manifest signs a GPU kernel image, not a WASM module"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let lines = audit_lines(machine.path());
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("pipeline run refused at load")).count(),
+        5,
+        "each refusal audited"
+    );
+}
+
+/// The emergency stop: any admitted operator engages it (audited, kept across a restart); it
+/// clears only with approvals of this engagement by as many distinct gpu-operators as the node's
+/// configuration requires — one approver twice, an approver without the role, or an approval of
+/// another engagement do not count.
+#[test]
+fn the_gpu_emergency_stop_is_kept_across_restarts_and_cleared_only_by_m_distinct_gpu_operators() {
+    use sovereign_protocol::pipeline::{GPU_OPERATOR_ROLE, GpuState, gpu_clear_digest};
+    let k = keys();
+    let machine = Machine::new();
+    let settings = sovereign_boot_contract::gpu::GpuSettings { clear_approvals: 2, ..Default::default() };
+    let open = |machine: &Machine| {
+        let config = config(machine, k.release.verifying_key(), k.admin.verifying_key(), measured());
+        Engine::open(EngineConfig { gpu: settings.clone(), ..config }).unwrap()
+    };
+    let gpu_state = |reply: Reply| match reply {
+        Reply::Gpu(state) => state,
+        other => panic!("{other:?}"),
+    };
+    let mut engine = open(&machine);
+    let state: GpuState = gpu_state(engine.ask(Command::GpuStatus, &mut no_tpm));
+    assert!(!state.available && state.emergency_stop.is_none() && state.status.starts_with("no GPU: "), "{state:?}");
+    let state =
+        gpu_state(engine.ask(Command::GpuStop { reason: "fan failure reported by the site".into() }, &mut no_tpm));
+    assert_eq!(state.generation, 1);
+    assert!(state.emergency_stop.as_deref().unwrap_or("").contains("fan failure reported by the site"), "{state:?}");
+    assert!(matches!(engine.ask(Command::GpuStop { reason: " ".into() }, &mut no_tpm), Reply::Refused(_)));
+    drop(engine);
+
+    // A restart does not clear it.
+    let mut engine = open(&machine);
+    let state = gpu_state(engine.ask(Command::GpuStatus, &mut no_tpm));
+    assert!(state.emergency_stop.is_some(), "the stop survived the restart: {state:?}");
+    let node = SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes();
+    let revocations = RevocationList::issue(1, vec![], vec![], &k.admin);
+    let gpu_operator = |who: &SigningKey, role: &str| {
+        RoleCertificate::issue(&who.verifying_key(), &[role], 11, now() + 3_600_000, &k.admin)
+    };
+    let (a, b) = (&k.approvers[0], &k.approvers[1]);
+    let approval =
+        |who: &SigningKey, generation: u64| Approval::sign(gpu_clear_digest(&node, generation), now() + 600_000, who);
+    let clear = |engine: &mut Engine, approvals: Vec<Approval>, certificates: Vec<RoleCertificate>| {
+        engine.ask(Command::GpuClear { approvals, certificates, revocations: revocations.clone() }, &mut no_tpm)
+    };
+    let refusal = |reply: Reply| match reply {
+        Reply::Refused(why) => why,
+        other => panic!("cleared: {other:?}"),
+    };
+    let one = refusal(clear(&mut engine, vec![approval(a, 1)], vec![gpu_operator(a, GPU_OPERATOR_ROLE)]));
+    assert!(one.starts_with("GPU emergency stop not cleared:"), "{one}");
+    let twice =
+        refusal(clear(&mut engine, vec![approval(a, 1), approval(a, 1)], vec![gpu_operator(a, GPU_OPERATOR_ROLE)]));
+    assert!(twice.contains("already approved"), "{twice}");
+    let no_role = refusal(clear(
+        &mut engine,
+        vec![approval(a, 1), approval(b, 1)],
+        vec![gpu_operator(a, GPU_OPERATOR_ROLE), gpu_operator(b, "approver")],
+    ));
+    assert!(no_role.starts_with("GPU emergency stop not cleared:"), "{no_role}");
+    let stale = refusal(clear(
+        &mut engine,
+        vec![approval(a, 0), approval(b, 0)],
+        vec![gpu_operator(a, GPU_OPERATOR_ROLE), gpu_operator(b, GPU_OPERATOR_ROLE)],
+    ));
+    assert!(stale.contains("approves another request"), "{stale}");
+    assert!(gpu_state(engine.ask(Command::GpuStatus, &mut no_tpm)).emergency_stop.is_some());
+    let state = gpu_state(clear(
+        &mut engine,
+        vec![approval(a, 1), approval(b, 1)],
+        vec![gpu_operator(a, GPU_OPERATOR_ROLE), gpu_operator(b, GPU_OPERATOR_ROLE)],
+    ));
+    assert!(state.emergency_stop.is_none(), "{state:?}");
+    let lines = audit_lines(machine.path());
+    assert!(lines.iter().any(|l| l.contains("GPU emergency stop 1 engaged: operator ")));
+    assert!(lines.iter().any(|l| l.starts_with("GPU emergency stop 1 cleared by ")));
+    assert_eq!(lines.iter().filter(|l| l.starts_with("GPU emergency stop not cleared")).count(), 4);
+    drop(engine);
+    let mut engine = open(&machine);
+    assert!(gpu_state(engine.ask(Command::GpuStatus, &mut no_tpm)).emergency_stop.is_none(), "cleared stays cleared");
+}

@@ -48,8 +48,8 @@ impl Capability {
             Capability::Clock,
             Capability::GpuKernel,
         ]
-            .into_iter()
-            .find(|c| c.name() == name)
+        .into_iter()
+        .find(|c| c.name() == name)
     }
 
     /// The capability a `sovereign.<import>` function belongs to.

@@ -15,7 +15,8 @@ pub(crate) fn gpu(cmd: GpuCommand) -> anyhow::Result<ExitCode> {
         GpuCommand::Status { appliance, json } => (appliance, json, PipelineCommand::GpuStatus),
         GpuCommand::Stop { reason, appliance, json } => (appliance, json, PipelineCommand::GpuStop { reason }),
         GpuCommand::Clear { approvals, certificates, revocations, appliance, json } => {
-            let approvals = approvals.iter().map(|p| read_json(p, "GPU clearance")).collect::<anyhow::Result<Vec<_>>>()?;
+            let approvals =
+                approvals.iter().map(|p| read_json(p, "GPU clearance")).collect::<anyhow::Result<Vec<_>>>()?;
             let certificates =
                 certificates.iter().map(|p| read_json(p, "role certificate")).collect::<anyhow::Result<Vec<_>>>()?;
             let revocations = read_json(&revocations, "revocation list")?;
@@ -43,7 +44,8 @@ pub(crate) fn gpu(cmd: GpuCommand) -> anyhow::Result<ExitCode> {
     };
     let operator = SigningKey::from_bytes(&read_hex32(&appliance.key, "operator key")?);
     let node = appliance.node_key.as_deref().map(public_key).transpose()?;
-    let (reply, _) = sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &[])?;
+    let (reply, _) =
+        sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &[])?;
     let state = match reply {
         Reply::Gpu(state) => state,
         Reply::Refused(why) => {
@@ -113,7 +115,8 @@ pub(crate) fn metrics(appliance: ApplianceArgs, json: bool) -> anyhow::Result<Ex
         other => bail!("unexpected response {other:?}"),
     };
     if json {
-        let samples = sovereign_cli::metrics::samples(&text).map_err(|e| anyhow::anyhow!("the appliance's metrics: {e}"))?;
+        let samples =
+            sovereign_cli::metrics::samples(&text).map_err(|e| anyhow::anyhow!("the appliance's metrics: {e}"))?;
         println!("{}", serde_json::to_string_pretty(&samples)?);
     } else {
         print!("{text}");

@@ -69,9 +69,8 @@ impl Engine {
                         stage.name
                     )));
                 }
-                sovereign_gpu::kernel::image_kind(image).map_err(|e| {
-                    EngineError::Unverified(format!("stage {}: kernel image {name}: {e}", stage.name))
-                })?;
+                sovereign_gpu::kernel::image_kind(image)
+                    .map_err(|e| EngineError::Unverified(format!("stage {}: kernel image {name}: {e}", stage.name)))?;
                 let hash = self.store.put(image)?;
                 kernels.insert(name.to_string(), (file.manifest.clone(), hash));
             }

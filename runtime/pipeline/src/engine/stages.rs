@@ -68,8 +68,13 @@ impl Engine {
                     Termination::Failed(_) => "failed",
                     Termination::Abi(_) => "abi",
                 };
-                *self.counters.sandbox_terminations.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() +=
-                    1;
+                *self
+                    .counters
+                    .sandbox_terminations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(kind)
+                    .or_default() += 1;
                 let line = format!("run {run_id}: stage {stage}: module {module} terminated: {t}");
                 let severity = if matches!(t, Termination::Failed(_)) { Severity::Warning } else { Severity::Critical };
                 self.log(EntryKind::Refusal, severity, vec![loaded.manifest.module_sha256], line.clone())?;
