@@ -82,6 +82,8 @@ pub struct BuildInput {
     pub cmdline: String,
     /// Runtime configuration.
     pub config: RuntimeConfig,
+    /// The NVIDIA driver directory to carry (`crate::gpu_driver`); `None`: no GPU driver.
+    pub gpu_driver: Option<PathBuf>,
     /// The update policy (CozoScript), signed by the release key into
     /// [`sovereign_boot_contract::UPDATE_POLICY_PATH`]; [`DEFAULT_UPDATE_POLICY`] unless changed.
     pub update_policy: String,
@@ -308,7 +310,21 @@ pub fn initramfs(input: &BuildInput, signed_update_policy: &[u8]) -> anyhow::Res
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
     files.push(("/init".into(), read(&input.init)?, 0o755));
     files.push((RUNTIME_PATH.into(), read(&input.runtime)?, 0o755));
-    for lib in libraries(&[&input.init, &input.runtime])? {
+    let driver =
+        input.gpu_driver.as_deref().map(|dir| crate::gpu_driver::read(dir, &input.kernel.release)).transpose()?;
+    let (driver_files, driver_modules) = match &driver {
+        Some(d) => d.files(&input.kernel.release)?,
+        None => (vec![], vec![]),
+    };
+    // What the driver's libraries need from the system comes along like the runtime's own.
+    let mut needing: Vec<&Path> = vec![&input.init, &input.runtime];
+    if let Some(d) = &driver {
+        needing.extend(d.libraries.iter().map(|(_, p)| p.as_path()));
+    }
+    for lib in libraries(&needing)? {
+        if driver_files.iter().any(|(path, _, _)| *path == lib) {
+            continue;
+        }
         let data = read(Path::new(&lib))?;
         files.push((lib, data, 0o755));
     }
@@ -321,6 +337,9 @@ pub fn initramfs(input: &BuildInput, signed_update_policy: &[u8]) -> anyhow::Res
         files.push((dest.clone(), read(&path)?, 0o644));
         modules.push(ModuleEntry { name, path: dest });
     }
+    // The GPU driver's modules after the kernel's own, in the order its directory states.
+    files.extend(driver_files);
+    modules.extend(driver_modules.into_iter().map(|(name, path)| ModuleEntry { name, path }));
     let config = config_bytes(&input.config)?;
     files.push((CONFIG_PATH.into(), config.clone(), 0o644));
     files.push((sovereign_boot_contract::UPDATE_POLICY_PATH.into(), signed_update_policy.to_vec(), 0o644));

@@ -16,6 +16,7 @@
 
 pub mod build;
 pub mod cpio;
+pub mod gpu_driver;
 pub mod keys;
 /// The signed manifest (it lives in the boot contract PID 1 and the runtime share).
 pub use sovereign_boot_contract::manifest;

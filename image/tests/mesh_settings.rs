@@ -62,6 +62,7 @@ fn a_build_refuses_mesh_settings_that_do_not_check_naming_the_field() {
         version: 1,
         cmdline: build::DEFAULT_CMDLINE.into(),
         config: RuntimeConfig { mesh: Some(mesh), ..RuntimeConfig::default() },
+        gpu_driver: None,
         update_policy: build::DEFAULT_UPDATE_POLICY.into(),
         stub: missing.clone(),
         loader: missing.clone(),

@@ -95,6 +95,7 @@ pub fn base_input() -> BuildInput {
         version: 1,
         cmdline: build::DEFAULT_CMDLINE.into(),
         config: RuntimeConfig::default(),
+        gpu_driver: None,
         update_policy: build::DEFAULT_UPDATE_POLICY.into(),
         stub: PathBuf::from("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
         loader: PathBuf::from(build::SYSTEMD_BOOT),

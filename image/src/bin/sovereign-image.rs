@@ -119,6 +119,16 @@ enum Cmd {
         /// "Licences"). Without it the nodes take no licence.
         #[arg(long)]
         licence: Option<PathBuf>,
+        /// The NVIDIA driver to carry (DIR/modules.order, DIR/modules/*.ko built for this
+        /// image's kernel, DIR/lib/ with libnvidia-ml.so.1 and libcuda.so.1; see docs/gpu.md):
+        /// every file hashed in the signed manifest, the modules loaded by PID 1. Without it the
+        /// image has no GPU driver and its nodes say `no GPU: …`.
+        #[arg(long)]
+        gpu_driver: Option<PathBuf>,
+        /// The GPU limits and emergency-stop rule of this image's nodes (JSON, the `gpu` block
+        /// of the runtime configuration; see docs/gpu.md). Without it the defaults.
+        #[arg(long)]
+        gpu_limits: Option<PathBuf>,
         /// Kernel command line.
         #[arg(long, default_value = DEFAULT_CMDLINE)]
         cmdline: String,
@@ -240,6 +250,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             mesh,
             swarm_key,
             licence,
+            gpu_driver,
+            gpu_limits,
             cmdline,
             kernel,
             modules_root,
@@ -279,8 +291,21 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                                 .map_err(|e| anyhow::anyhow!("the licence rule {}: {e}", path.display()))
                         })
                         .transpose()?,
+                    gpu: gpu_limits
+                        .map(|path| -> anyhow::Result<_> {
+                            let bytes = std::fs::read(&path)
+                                .map_err(|e| anyhow::anyhow!("reading the GPU limits {}: {e}", path.display()))?;
+                            let settings: sovereign_boot_contract::gpu::GpuSettings = serde_json::from_slice(&bytes)
+                                .map_err(|e| anyhow::anyhow!("the GPU limits {}: {e}", path.display()))?;
+                            settings
+                                .validate()
+                                .map_err(|e| anyhow::anyhow!("the GPU limits {}: {e}", path.display()))?;
+                            Ok(settings)
+                        })
+                        .transpose()?,
                     ..RuntimeConfig::default()
                 },
+                gpu_driver,
                 update_policy: match update_policy {
                     Some(path) => std::fs::read_to_string(&path)
                         .map_err(|e| anyhow::anyhow!("reading the update policy {}: {e}", path.display()))?,
