@@ -98,6 +98,8 @@ fn main() -> ExitCode {
         Some("test") => setup().and_then(|()| disk_preflight()).and_then(|()| test()),
         Some("bench") => setup().and_then(|()| bench()),
         Some("fuzz") => setup().and_then(|()| fuzz_smoke(FUZZ_SECONDS)),
+        // No setup: a GPU machine needs only the toolchain, the driver and the GPU.
+        Some("gpu-check") => gpu_check(),
         Some("image") => setup().and_then(|()| image(&root().join("build"))),
         Some("modules") => {
             setup().and_then(|()| release_build("the release build (the operator CLI signs the modules)")).and_then(|()| modules())
@@ -122,7 +124,9 @@ fn main() -> ExitCode {
             )
         }),
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|bench|fuzz|image|modules|run|update-demo|firmware-profile|firmware-vars>");
+            eprintln!(
+                "usage: cargo xtask <setup|test|bench|fuzz|gpu-check|image|modules|run|update-demo|firmware-profile|firmware-vars>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -784,6 +788,21 @@ fn byte_count(
     })
 }
 
+/// The tests and benchmark rows that need an NVIDIA GPU and driver (`sovereign-gpu`'s
+/// `device-tests`): they fail, by name, on a machine without one — never skipped.
+fn gpu_check() -> Result<(), Failure> {
+    step(
+        "GPU device tests: NVML readings, a governed kernel's launch, a memory-budget refusal, a time limit",
+        cargo()
+            .args(["test", "--release", "-p", "sovereign-gpu", "--features", "device-tests", "--test", "device"])
+            .args(["--", "--test-threads=1", "--nocapture"]),
+    )?;
+    step(
+        "GPU benchmarks: monitor pass, NVML sampling, governed against bare kernel launch",
+        cargo().args(["bench", "-p", "sovereign-gpu", "--features", "device-tests", "--bench", "gpu"]),
+    )
+}
+
 fn bench() -> Result<(), Failure> {
     step("TPM benchmarks (swtpm)", cargo().args(["bench", "-p", "sovereign-measured-boot", "--bench", "tpm"]))?;
     step(
@@ -798,6 +817,7 @@ fn bench() -> Result<(), Failure> {
         cargo().args(["bench", "-p", "sovereign-governance", "--bench", "governed"]),
     )?;
     step("audit-log benchmarks", cargo().args(["bench", "-p", "sovereign-audit", "--bench", "audit"]))?;
+    step("GPU monitor judging pass (no GPU needed)", cargo().args(["bench", "-p", "sovereign-gpu", "--bench", "gpu"]))?;
     step(
         "mesh: admission, re-attestation and witnessing (swtpm, 127.0.0.1)",
         cargo().args(["bench", "-p", "sovereign-mesh", "--bench", "mesh"]),
