@@ -10,11 +10,14 @@
 //! compliance bundle that verifies offline — hash chain, checkpoint, re-evaluated decisions,
 //! and the TPM quote bound to the bundle's checkpoint — and fails once a byte of it is flipped;
 //! a second promotion followed by a rollback restores and proves the first run's model, read
-//! back from the encrypted data partition.
+//! back from the encrypted data partition. The guest has no GPU: its status says `no GPU: …`, a
+//! governed GPU kernel stage is denied with that reason, and the metrics count the decision.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
+
+use sha2::Digest as _;
 
 use ed25519_dalek::SigningKey;
 use sovereign_audit::bundle::{TrustedKeys, verify_bundle_with};
@@ -160,6 +163,53 @@ fn the_iron_path_runs_governed_in_the_appliance_and_its_bundle_verifies_offline(
     train.wasm = Blob::of(bytes);
     let reply = op.start(&yaml, tampered);
     assert!(matches!(&reply, Reply::Refused(r) if r.contains("module train: bytes hash to")), "{reply:?}");
+
+    // No GPU in this guest: the node says why, in its status and its GPU state; a pipeline with a
+    // governed GPU kernel (the example PTX, release-signed as a gpu_kernel image) is denied at
+    // that stage with the reason, after the stage before it ran; the metrics count it.
+    let endpoint = sovereign_cli::Endpoint::from(&op.socket);
+    let ask = |request: sovereign_protocol::Request| {
+        sovereign_cli::pipeline::ask(&endpoint, &op.admin, None, &request).unwrap()
+    };
+    let sovereign_protocol::Response::Status(status) = ask(sovereign_protocol::Request::Status) else {
+        panic!("status")
+    };
+    assert!(status.gpu.starts_with("no GPU: the NVIDIA driver is not loaded (NVML: "), "{}", status.gpu);
+    let Reply::Gpu(gpu) = op.send(&Command::GpuStatus) else { panic!("gpu status") };
+    assert!(!gpu.available && gpu.emergency_stop.is_none() && gpu.status == status.gpu, "{gpu:?}");
+    let ptx = std::fs::read(root().join("examples/kernels/invert.ptx")).unwrap();
+    let mut gpu_modules = op.modules.clone();
+    gpu_modules.push((
+        ModuleFile {
+            manifest: ModuleManifest::sign("invert", 1, &ptx, &[Capability::GpuKernel], &keys.release),
+            wasm: Blob::of(&ptx),
+        },
+        ptx,
+    ));
+    let dataset_sha256 =
+        hex::encode(sha2::Sha256::digest(std::fs::read(root().join("examples/datasets/sensors.csv")).unwrap()));
+    let gpu_yaml = format!(
+        "name: gpu-path\nversion: \"1\"\nstages:\n  - {{ name: prepare, type: data_preparation, dataset: sensors.csv, dataset_sha256: \"{dataset_sha256}\", module: normalize }}\n  - {{ name: invert, type: gpu_kernel, kernel: invert, entry: invert, output_bytes: 4096, memory_bytes: 1048576, time_limit_ms: 2000 }}\ngovernance: {{ enforcement_level: strict, policy_binding_required: true, role_signatures_required: true }}\n"
+    );
+    let denied = report(op.start(&gpu_yaml, gpu_modules));
+    let RunStatus::Failed { stage, reason } = &denied.status else { panic!("{:?}", denied.status) };
+    assert_eq!(stage, "invert");
+    assert!(reason.contains("no GPU: the NVIDIA driver is not loaded"), "{reason}");
+    assert_eq!(denied.stages.len(), 1, "the data preparation ran: {denied:?}");
+    let sovereign_protocol::Response::Metrics(text) = ask(sovereign_protocol::Request::Metrics) else {
+        panic!("metrics")
+    };
+    let samples = sovereign_cli::metrics::samples(&text).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        samples
+            .iter()
+            .filter(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v)))
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(value("sovereign_gpu_available", None), 0.0, "{text}");
+    assert!(value("sovereign_governed_decisions_total", Some(("verdict", "deny"))) >= 1.0, "{text}");
+    assert!(value("sovereign_attestations_total", Some(("outcome", "evidence"))) >= 1.0, "{text}");
 
     // A hostile agent loops forever: terminated, audited, consensus lost; the runtime serves on.
     let spinner = sovereign_qemu_free_spinner();

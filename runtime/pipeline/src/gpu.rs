@@ -215,9 +215,13 @@ impl GpuRuntime {
             let mut stop = shared.stop.clone();
             let mut outcome = None;
             for op in operators {
-                outcome = Some(
-                    stop.clear(*op, generation, self.settings.clear_approvals as usize).map_err(|e| e.to_string())?,
-                );
+                let counted =
+                    stop.clear(*op, generation, self.settings.clear_approvals as usize).map_err(|e| e.to_string())?;
+                let cleared = counted == Clearance::Cleared;
+                outcome = Some(counted);
+                if cleared {
+                    break;
+                }
             }
             if outcome != Some(Clearance::Cleared) {
                 return Err(format!(

@@ -1828,10 +1828,16 @@ fn the_gpu_emergency_stop_is_kept_across_restarts_and_cleared_only_by_m_distinct
     ));
     assert!(stale.contains("approves another request"), "{stale}");
     assert!(gpu_state(engine.ask(Command::GpuStatus, &mut no_tpm)).emergency_stop.is_some());
+    // More approvers than required is fine: the stop clears at the second.
+    let c = SigningKey::from_bytes(&[6; 32]);
     let state = gpu_state(clear(
         &mut engine,
-        vec![approval(a, 1), approval(b, 1)],
-        vec![gpu_operator(a, GPU_OPERATOR_ROLE), gpu_operator(b, GPU_OPERATOR_ROLE)],
+        vec![approval(a, 1), approval(b, 1), approval(&c, 1)],
+        vec![
+            gpu_operator(a, GPU_OPERATOR_ROLE),
+            gpu_operator(b, GPU_OPERATOR_ROLE),
+            gpu_operator(&c, GPU_OPERATOR_ROLE),
+        ],
     ));
     assert!(state.emergency_stop.is_none(), "{state:?}");
     let lines = audit_lines(machine.path());
