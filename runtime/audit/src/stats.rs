@@ -1,8 +1,8 @@
 //! What the audit log counts as it appends, for the runtime's metrics: entries by kind,
 //! governed decisions by verdict and policy (read from the decision entries themselves, so
 //! every decision the log holds is counted, whoever made it), bytes appended, and the append
-//! latency (to durable) as a histogram. Counting never fails an append and never blocks one
-//! on anything but a short lock.
+//! latency (to durable) as a histogram. Counting never fails an append; under the log's lock it
+//! is atomics only (decision entries are read before the lock, counted once durable).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -24,6 +24,8 @@ pub struct AppendStats {
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
     decisions: Mutex<BTreeMap<(String, String), u64>>,
+    /// Decision entries whose payload is not a decision's evidence (counted without a lock).
+    unreadable_decisions: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -44,15 +46,29 @@ pub struct StatsSnapshot {
 }
 
 impl AppendStats {
-    /// Counts entries about to be appended.
-    pub(crate) fn entry(&self, entry: &Entry, encoded_len: usize) {
-        if let Some(i) = EntryKind::ALL.iter().position(|k| *k == entry.kind) {
+    /// Counts an entry being appended (under the log's lock: atomics only).
+    pub(crate) fn entry(&self, kind: EntryKind, encoded_len: usize) {
+        if let Some(i) = EntryKind::ALL.iter().position(|k| *k == kind) {
             self.by_kind[i].fetch_add(1, Ordering::Relaxed);
         }
         self.bytes.fetch_add(encoded_len as u64, Ordering::Relaxed);
-        if entry.kind == EntryKind::PolicyDecision {
-            let (verdict, policy) = decision_labels(&entry.payload);
-            let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+    }
+
+    /// The (verdict, policy) labels of the decision entries among `entries`, read before the
+    /// log's lock is taken; `None` for one whose payload is not a decision's evidence.
+    pub(crate) fn decision_labels(entries: &[Entry]) -> Vec<Option<(String, String)>> {
+        entries.iter().filter(|e| e.kind == EntryKind::PolicyDecision).map(|e| decision_labels(&e.payload)).collect()
+    }
+
+    /// Counts decisions once their entries are durable.
+    pub(crate) fn decisions(&self, labels: Vec<Option<(String, String)>>) {
+        let (readable, unreadable): (Vec<_>, Vec<_>) = labels.into_iter().partition(Option::is_some);
+        self.unreadable_decisions.fetch_add(unreadable.len() as u64, Ordering::Relaxed);
+        if readable.is_empty() {
+            return;
+        }
+        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        for (verdict, policy) in readable.into_iter().flatten() {
             let key = if decisions.len() >= MAX_POLICIES && !decisions.contains_key(&(verdict.clone(), policy.clone()))
             {
                 (verdict, "other".to_string())
@@ -90,14 +106,22 @@ impl AppendStats {
             latency_cumulative: cumulative,
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
             latency_count: self.latency_count.load(Ordering::Relaxed),
-            decisions: self.decisions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            decisions: {
+                let mut d = self.decisions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let unreadable = self.unreadable_decisions.load(Ordering::Relaxed);
+                if unreadable > 0 {
+                    *d.entry(("unknown".into(), "unknown".into())).or_default() += unreadable;
+                }
+                d
+            },
         }
     }
 }
 
 /// A decision entry's verdict and policy (its payload is the decision's evidence, JSON:
-/// `{"record": {"verdict": …, "policy": …}, …}`); unreadable ones are counted as `unknown`.
-fn decision_labels(payload: &[u8]) -> (String, String) {
+/// `{"record": {"verdict": …, "policy": …}, …}`); `None` for anything else (counted as
+/// `unknown`; only a JSON object is parsed at all).
+fn decision_labels(payload: &[u8]) -> Option<(String, String)> {
     #[derive(serde::Deserialize)]
     struct Evidence {
         record: Record,
@@ -107,13 +131,18 @@ fn decision_labels(payload: &[u8]) -> (String, String) {
         verdict: serde_json::Value,
         policy: String,
     }
-    match serde_json::from_slice::<Evidence>(payload) {
-        Ok(e) => {
-            let verdict = e.record.verdict.as_str().unwrap_or("unknown").to_ascii_lowercase();
-            let mut policy = e.record.policy;
-            policy.truncate(128);
-            (verdict, policy)
-        }
-        Err(_) => ("unknown".into(), "unknown".into()),
+    if payload.first() != Some(&b'{') {
+        return None;
     }
+    let e = serde_json::from_slice::<Evidence>(payload).ok()?;
+    let verdict = e.record.verdict.as_str().unwrap_or("unknown").to_ascii_lowercase();
+    let mut policy = e.record.policy;
+    if policy.len() > 128 {
+        let mut cut = 128;
+        while !policy.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        policy.truncate(cut);
+    }
+    Some((verdict, policy))
 }

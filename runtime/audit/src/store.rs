@@ -251,8 +251,10 @@ impl AuditLog {
     /// `(index, entry hash)` once all are durable.
     pub fn append_batch(&self, entries: Vec<Entry>) -> Result<Vec<(u64, Hash)>, StoreError> {
         let started = std::time::Instant::now();
+        let decisions = crate::stats::AppendStats::decision_labels(&entries);
         let out = self.append_batch_untimed(entries)?;
         self.stats.latency(started.elapsed().as_micros() as u64);
+        self.stats.decisions(decisions);
         Ok(out)
     }
 
@@ -272,7 +274,7 @@ impl AuditLog {
             if bytes.len() > crate::entry::MAX_ENTRY_BYTES {
                 return Err(StoreError::Invalid(format!("entry of {} bytes exceeds the limit", bytes.len())));
             }
-            self.stats.entry(&entry, bytes.len());
+            self.stats.entry(entry.kind, bytes.len());
             let index = st.next_index;
             let nonce = logfile::record_nonce(&st.session_seed, index);
             let (record, tag) = st.cipher.seal_record(index, &st.prev_tag, &nonce, &bytes);
