@@ -146,3 +146,33 @@ fn decision_labels(payload: &[u8]) -> Option<(String, String)> {
     }
     Some((verdict, policy))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Severity;
+
+    fn decision(payload: &str) -> Entry {
+        Entry::new(EntryKind::PolicyDecision, 1, Severity::Info, vec![], payload.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn decisions_are_counted_by_verdict_and_policy_and_odd_payloads_never_panic() {
+        let stats = AppendStats::default();
+        let long = "é".repeat(100); // 200 bytes: cut at a character boundary, not at byte 128
+        let entries = vec![
+            decision(r#"{"record":{"verdict":"allow","policy":"iron-path@1"}}"#),
+            decision(r#"{"record":{"verdict":"deny","policy":"iron-path@1"}}"#),
+            decision(r#"{"record":{"verdict":"allow","policy":"iron-path@1"}}"#),
+            decision(&format!(r#"{{"record":{{"verdict":"deny","policy":"{long}"}}}}"#)),
+            decision("decision 7: allow"),
+            decision("{not json"),
+        ];
+        stats.decisions(AppendStats::decision_labels(&entries));
+        let d = stats.snapshot().decisions;
+        assert_eq!(d[&("allow".to_string(), "iron-path@1".to_string())], 2);
+        assert_eq!(d[&("deny".to_string(), "iron-path@1".to_string())], 1);
+        assert_eq!(d[&("deny".to_string(), "é".repeat(64))], 1);
+        assert_eq!(d[&("unknown".to_string(), "unknown".to_string())], 2);
+    }
+}
