@@ -13,7 +13,8 @@
 //! This library holds the parts that can be tested off the appliance: the initramfs audit
 //! against the manifest, the module loader's ordering, the release check before unsealing
 //! (PCRs and the kernel command line), the state-partition format, the staged update's record
-//! (`staged`), the boot slots on a mounted ESP (`esp`), and the shutdown's stop-and-reap. Pure
+//! (`staged`), the boot slots on a mounted ESP (`esp`), the NVIDIA device nodes a driver image
+//! needs (`devices`), and the shutdown's stop-and-reap. Pure
 //! except `audit`, which reads a directory tree, `esp`, which reads and writes the ESP it is
 //! given, `loader`, which runs the caller's loading on a thread, and `shutdown`, which signals
 //! and reaps child processes.
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod devices;
 pub mod esp;
 pub mod loader;
 pub mod network;

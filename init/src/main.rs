@@ -891,6 +891,7 @@ fn confine_children(config: &RuntimeConfig) -> Result<(), Fatal> {
             .map_err(|e| Fatal(format!("giving {} to the runtime", path.display()), e.to_string()))
     };
     give(Path::new("/dev/tpmrm0"), 0o600)?;
+    give_nvidia_devices(&give)?;
     match sovereign_runtime_port(&config.control_port) {
         Some(port) => give(&port, 0o600)?,
         None => {
@@ -924,6 +925,32 @@ fn confine_children(config: &RuntimeConfig) -> Result<(), Fatal> {
     say(&format!(
         "runtime confinement: uid/gid {RUNTIME_UID}/{RUNTIME_GID}, {dropped} capabilities dropped from the bounding set, no_new_privs; it installs its seccomp filter before reading input"
     ));
+    Ok(())
+}
+
+/// When the image carries the NVIDIA driver and it registered its devices (its modules loaded
+/// above, before module loading was disabled), makes the device nodes `nvidia-modprobe` would
+/// (the appliance has no such helper) and gives them to the runtime. Nothing without a driver.
+fn give_nvidia_devices(give: &dyn Fn(&Path, u32) -> Result<(), Fatal>) -> Result<(), Fatal> {
+    let Ok(gpus) = fs::read_dir("/proc/driver/nvidia/gpus") else { return Ok(()) };
+    let gpus = gpus.filter_map(Result::ok).count();
+    let devices = fs::read_to_string("/proc/devices")
+        .map_err(|e| Fatal("reading /proc/devices for the NVIDIA driver's devices".into(), e.to_string()))?;
+    let nodes = sovereign_init::devices::nvidia_nodes(&devices, gpus);
+    for node in &nodes {
+        let dev = nix::sys::stat::makedev(node.major, node.minor);
+        match nix::sys::stat::mknod(
+            node.path.as_str(),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            dev,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(Fatal(format!("making {}", node.path), e.to_string())),
+        }
+        give(Path::new(&node.path), 0o600)?;
+    }
+    say(&format!("NVIDIA driver: {gpus} GPU(s); {} device nodes made for the runtime", nodes.len()));
     Ok(())
 }
 
