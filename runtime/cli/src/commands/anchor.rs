@@ -82,14 +82,7 @@ fn on_appliance(
         sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), command, &payloads)?;
     match reply {
         Reply::Anchor(state) => Ok(Ok(state)),
-        Reply::Refused(why) => {
-            if json {
-                println!("{}", serde_json::json!({ "refused": why }));
-            } else {
-                println!("REFUSED: {why}");
-            }
-            Ok(Err(ExitCode::from(1)))
-        }
+        Reply::Refused(why) => Ok(Err(super::print_refusal(&why, json))),
         other => Err(anyhow!("unexpected reply {other:?}")),
     }
 }

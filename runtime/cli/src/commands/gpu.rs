@@ -48,14 +48,7 @@ pub(crate) fn gpu(cmd: GpuCommand) -> anyhow::Result<ExitCode> {
         sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &[])?;
     let state = match reply {
         Reply::Gpu(state) => state,
-        Reply::Refused(why) => {
-            if json {
-                println!("{}", serde_json::json!({ "refused": why }));
-            } else {
-                println!("REFUSED: {why}");
-            }
-            return Ok(ExitCode::from(1));
-        }
+        Reply::Refused(why) => return Ok(super::print_refusal(&why, json)),
         other => bail!("unexpected reply {other:?}"),
     };
     if json {

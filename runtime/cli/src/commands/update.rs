@@ -51,14 +51,7 @@ pub(crate) fn update(cmd: UpdateCommand) -> anyhow::Result<ExitCode> {
         sovereign_cli::pipeline::command(&appliance.port.endpoint()?, &operator, node.as_ref(), &command, &payloads)?;
     let state = match reply {
         Reply::Update(state) => state,
-        Reply::Refused(why) => {
-            if json {
-                println!("{}", serde_json::json!({ "refused": why }));
-            } else {
-                println!("REFUSED: {why}");
-            }
-            return Ok(ExitCode::from(1));
-        }
+        Reply::Refused(why) => return Ok(super::print_refusal(&why, json)),
         other => bail!("unexpected reply {other:?}"),
     };
     if json {
